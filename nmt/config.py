@@ -1,0 +1,156 @@
+"""Config schema: one dataclass per conf/ group, registered with Hydra's ConfigStore.
+
+YAML files under conf/ are the one home of default values; the dataclasses here only fix which keys
+exist and their types, so a typo in an override (``data.srcc=en``) is rejected when Hydra composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel corpus comes from and how the training split is cleaned."""
+
+    name: str = MISSING
+    src: str = MISSING
+    tgt: str = MISSING
+    # local | url | hub. local reads <root>/<split>.<lang>[.gz], <split>.tsv[.gz] or <split>.jsonl[.gz].
+    source: str = MISSING
+    root: str = MISSING
+    url: str = MISSING
+    hub_id: str | None = None
+    # Column languages of TSV files; null means [src, tgt].
+    tsv_columns: list[str] | None = None
+    train_split: str = MISSING
+    valid_split: str = MISSING
+    test_splits: list[str] = field(default_factory=list)
+    # Cleaning, training split only.
+    max_len: int = MISSING
+    max_ratio: float = MISSING
+    normalize_whitespace: bool = MISSING
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece training options."""
+
+    name: str = MISSING
+    joint: bool = MISSING
+    model_type: str = MISSING
+    vocab_size: int = MISSING
+    character_coverage: float = MISSING
+    byte_fallback: bool = MISSING
+    normalization_rule_name: str = MISSING
+    input_sentence_size: int = MISSING
+    num_threads: int = MISSING
+
+
+@dataclass
+class BatchConfig:
+    """Length-bucketed batching: a token budget, or a sentence count when max_tokens is null."""
+
+    max_tokens: int | None = MISSING
+    batch_size: int | None = MISSING
+    pool_size: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Encoder-decoder architecture; ``cell`` is the one seam the ablations turn."""
+
+    name: str = MISSING
+    cell: str = MISSING
+    attention: str = MISSING
+    emb_dim: int = MISSING
+    enc_hidden: int = MISSING
+    dec_hidden: int = MISSING
+    enc_layers: int = MISSING
+    dec_layers: int = MISSING
+    bidirectional: bool = MISSING
+    dropout: float = MISSING
+    emb_dropout: float = MISSING
+    input_feeding: bool = MISSING
+    tie_output: bool = MISSING
+    tie_src_tgt: bool = MISSING
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: str = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # constant | warmup_decay | plateau
+    schedule: str = MISSING
+    warmup_steps: int = MISSING
+    decay_factor: float = MISSING
+    patience: int = MISSING
+    min_lr: float = MISSING
+    clip_norm: float = MISSING
+    label_smoothing: float = MISSING
+
+
+@dataclass
+class SearchConfig:
+    """Decoding options shared by validation, translate and eval."""
+
+    name: str = MISSING
+    beam_size: int = MISSING
+    alpha: float = MISSING
+    max_len_a: float = MISSING
+    max_len_b: int = MISSING
+    min_len: int = MISSING
+    n_best: int = MISSING
+    coverage_penalty: float = MISSING
+    no_repeat_ngram: int = MISSING
+    max_sentences: int = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: budget, validation, checkpoints."""
+
+    max_steps: int = MISSING
+    max_epochs: int = MISSING
+    max_minutes: float = MISSING
+    valid_every: int = MISSING
+    valid_max_sentences: int | None = MISSING
+    log_every: int = MISSING
+    patience: int = MISSING
+    early_stop_metric: str = MISSING
+    resume: bool = MISSING
+    max_bad_steps: int = MISSING
+    threads: int | None = MISSING
+    tensorboard: bool = MISSING
+    progress: bool = MISSING
+
+
+@dataclass
+class Config:
+    """The whole composed config of every entry point."""
+
+    run_dir: str = MISSING
+    cache_dir: str = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def register_configs() -> None:
+    """Register the schema so conf/*.yaml is validated against it (``defaults: [schema, ...]``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)

@@ -1,0 +1,48 @@
+"""Shared fixtures: small slices of Multi30k (read from ../shared, never copied into the repo)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = Path(os.environ.get("NMT_DATA_DIR", ROOT.parent / "shared" / "data" / "multi30k"))
+SLICES = {"train": 600, "val": 60, "test_2016_flickr": 40}
+
+
+def multi30k_lines(split: str, lang: str, n: int | None = None) -> list[str]:
+    """The first n lines of a Multi30k file (skips the test when the corpus is not there)."""
+    path = MULTI30K / f"{split}.{lang}.gz"
+    if not path.is_file():
+        pytest.skip(f"Multi30k not found at {MULTI30K} (set NMT_DATA_DIR)")
+    with gzip.open(path, "rt", encoding="utf-8", newline="\n") as f:
+        lines = [line.rstrip("\n") for line in f]
+    return lines if n is None else lines[:n]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(line + "\n" for line in lines)
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A directory of <split>.<lang> files: slices of Multi30k en/de/fr."""
+    root = tmp_path_factory.mktemp("multi30k_slice")
+    for split, n in SLICES.items():
+        for lang in ("en", "de", "fr"):
+            write_lines(root / f"{split}.{lang}", multi30k_lines(split, lang, n))
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"

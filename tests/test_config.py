@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nmt.cli import CONF_DIR
+from nmt.config import Config, register_configs
+
+GROUPS = sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir())
+# Every option file of every group, found recursively so none is forgotten.
+OPTIONS = [
+    (group.name, str(f.relative_to(group).with_suffix("")))
+    for group in GROUPS
+    for f in sorted(group.rglob("*.yaml"))
+    if f.stem != "base"
+]
+
+
+def compose_train(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_every_group_has_options():
+    assert {g.name for g in GROUPS} >= {
+        "data",
+        "tokenizer",
+        "model",
+        "optim",
+        "search",
+        "experiment",
+    }
+    assert len(OPTIONS) >= 10
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_train(f"{group}={option}")
+    obj = OmegaConf.to_object(cfg)  # resolves every value and checks it against the schema
+    assert isinstance(obj, Config)
+    if group == "model":
+        assert obj.model.cell in {"gru", "gru_cho", "lstm", "tanh"}
+
+
+def test_typo_in_override_is_rejected():
+    with pytest.raises(Exception, match="srcc"):
+        compose_train("data.srcc=en")
+    with pytest.raises(Exception, match="max_steps"):
+        compose_train("train.max_steps=many")
+
+
+def test_cli_typo_fails_with_one_line(tmp_path):
+    exe = Path(sys.executable).parent / "nmt-data"
+    result = subprocess.run(
+        [str(exe), "data.srcc=en", f"run_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "srcc" in lines[0]

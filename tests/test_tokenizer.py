@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+from conftest import MULTI30K, multi30k_lines
+from test_data import prepare
+
+from nmt.data import load_corpus
+from nmt.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    Tokenizer,
+    load_encoded,
+    prepare_tokenizer,
+    train_spm,
+)
+
+OPTIONS = dict(
+    vocab_size=1000, model_type="unigram", character_coverage=1.0, byte_fallback=True,
+    normalization_rule_name="identity", input_sentence_size=0, num_threads=2, seed=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_dir(corpus_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("spm")
+    prepare(corpus_dir, tmp)
+    prepare_tokenizer(joint=True, **OPTIONS, cache_dir=tmp / "cache", run_dir=tmp / "run")
+    return tmp / "run"
+
+
+def test_roundtrip_every_training_sentence(run_dir):
+    tok = Tokenizer.from_dir(run_dir, "en", "de")
+    corpus, _ = load_corpus(run_dir)
+    for lang in ("en", "de"):
+        texts = [row[lang] for row in corpus["train"]["translation"]]
+        ids = tok.encode_src(texts)
+        assert tok.decode_tgt(ids) == texts
+
+
+def test_no_multi30k_character_is_unk(run_dir):
+    # Every character of every Multi30k file, in any language, even ones the model never saw.
+    chars = set()
+    for path in sorted(MULTI30K.glob("*.gz")):
+        split, lang = path.name.split(".")[:2]
+        for line in multi30k_lines(split, lang):
+            chars.update(line)
+    tok = Tokenizer.from_dir(run_dir, "en", "de")
+    assert len(chars) > 100
+    unk = [c for c in sorted(chars) if UNK_ID in tok.encode_src([c])[0]]
+    assert unk == []
+
+
+def test_special_ids_fixed_and_not_injectable(run_dir):
+    tok = Tokenizer.from_dir(run_dir, "en", "de")
+    assert (tok.src.pad_id(), tok.src.unk_id(), tok.src.bos_id(), tok.src.eos_id()) == (0, 1, 2, 3)
+    ids = tok.encode_src(["<s> </s> <pad> <unk> a dog"])[0]
+    assert not {PAD_ID, BOS_ID, EOS_ID, UNK_ID} & set(ids)
+    assert tok.decode_tgt([ids]) == ["<s> </s> <pad> <unk> a dog"]
+
+
+def test_encoded_splits_match_text(run_dir):
+    tok = Tokenizer.from_dir(run_dir, "en", "de")
+    encoded = load_encoded(run_dir)
+    assert set(encoded) == {"train", "val", "test_2016_flickr"}
+    row = encoded["val"][3]
+    assert tok.decode_tgt([row["src_ids"], row["tgt_ids"]]) == [
+        row["translation"]["en"],
+        row["translation"]["de"],
+    ]
+
+
+def test_report_counts_and_cache(run_dir, corpus_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("spm2")
+    prepare(corpus_dir, tmp)
+    report = prepare_tokenizer(joint=True, **OPTIONS, cache_dir=tmp / "cache", run_dir=tmp / "run")
+    prepare(corpus_dir, tmp, out_dir=tmp / "run2")
+    again = prepare_tokenizer(joint=True, **OPTIONS, cache_dir=tmp / "cache", run_dir=tmp / "run2")
+    assert not report["cached"] and again["cached"]
+    train = report["splits"]["train"]
+    assert train["sentences"] == 600 and train["src_unk"] == 0
+    assert train["src_roundtrip_errors"] == 0 and train["tgt_roundtrip_errors"] == 0
+    assert 0 < report["src_vocab_size"] <= 1000
+    assert (tmp / "run2" / "spm.model").is_file()
+
+
+def test_separate_vocabularies(corpus_dir, tmp_path):
+    prepare(corpus_dir, tmp_path)
+    options = {**OPTIONS, "model_type": "bpe", "vocab_size": 600}
+    prepare_tokenizer(
+        joint=False, **options, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run"
+    )
+    tok = Tokenizer.from_dir(tmp_path / "run", "en", "de")
+    assert not tok.joint
+    assert (tmp_path / "run" / "spm.en.model").is_file()
+    assert tok.src_model != tok.tgt_model
+
+
+def test_train_spm_is_deterministic():
+    text = multi30k_lines("train", "en", 300)
+    assert train_spm(text, **{**OPTIONS, "vocab_size": 400}) == train_spm(
+        text, **{**OPTIONS, "vocab_size": 400}
+    )
