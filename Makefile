@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm test lint format clean
+.PHONY: help install data spm train test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,3 +44,6 @@ format: $(STAMP) ## ruff autofix and format
 clean: ## remove caches and build leftovers (keeps runs/ and .venv)
 	rm -rf .cache .pytest_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+train: $(STAMP) ## train a model (data + spm stages first, cached); default en->de gru+bahdanau
+	$(BIN)/nmt-train $(ARGS)

@@ -46,3 +46,27 @@ def corpus_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+def tiny_model(cell: str, attention: str = "bahdanau", vocab: int = 40, **overrides):
+    """A small Seq2Seq for fast tests, every option explicit."""
+    from nmt.model import build_model
+
+    args = dict(
+        cell=cell, attention=attention, emb_dim=16, enc_hidden=16, dec_hidden=32, enc_layers=1,
+        dec_layers=1, bidirectional=True, dropout=0.0, emb_dropout=0.0, input_feeding=True,
+        tie_output=True, tie_src_tgt=True, src_vocab_size=vocab, tgt_vocab_size=vocab,
+        joint_vocab=True,
+    )  # fmt: skip
+    args.update(overrides)
+    return build_model(**args)
+
+
+def toy_pairs(n: int = 20, vocab: int = 40, seed: int = 0) -> tuple[list, list]:
+    """Generated pairs: the target is the source reversed, shifted by one id."""
+    import random
+
+    rng = random.Random(seed)
+    src = [[rng.randint(4, vocab - 2) for _ in range(rng.randint(3, 8))] for _ in range(n)]
+    tgt = [[t + 1 for t in reversed(s)] for s in src]
+    return src, tgt

@@ -46,3 +46,27 @@ def test_help_lists_groups():
     result = run("nmt-data", "--help")
     assert result.returncode == 0
     assert "gru, gru_cho, lstm, tanh" in result.stdout and "run_dir:" in result.stdout
+
+
+def test_train_smoke_two_steps(corpus_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        f"run_dir={run_dir}", f"data.root={corpus_dir}", f"cache_dir={tmp_path / 'c'}",
+        "data.test_splits=[]", "tokenizer.vocab_size=600", "model.emb_dim=32",
+        "model.enc_hidden=32", "model.dec_hidden=64", "train.max_steps=2", "train.valid_every=1",
+        "train.progress=false", "batch.max_tokens=600", "train.threads=1", "train.log_every=1",
+    ]  # fmt: skip
+    result = run("nmt-train", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout + result.stderr
+    assert "training stopped (max_steps) at step 2" in out
+    assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out
+    for artifact in ("config.yaml", "spm.model", "best/model.safetensors", "last/train_state.pt",
+                     "metrics.csv", "train_metrics.csv"):  # fmt: skip
+        assert (run_dir / artifact).is_file(), artifact
+    again = run("nmt-train", *args)
+    assert again.returncode == 1 and "train.resume=true" in again.stderr
+    resumed = run("nmt-train", *args[:-5], "train.max_steps=3", "train.resume=true",
+                  "train.progress=false", "batch.max_tokens=600", "train.valid_every=1")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr

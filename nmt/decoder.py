@@ -1,0 +1,123 @@
+"""Decoder: bridge, recurrent cell with input feeding, attention, output layer.
+
+Two ways in, sharing one step: ``init_state``/``step`` for search (one token at a time) and
+``forward`` for teacher-forced training, which computes every time step's embedding projection at
+once and returns the attentional vectors so the output layer runs on real tokens only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.attention import Attention
+from nmt.cells import StackedCell, State, select, state_size
+from nmt.encoder import Memory
+
+
+@dataclass
+class DecoderState:
+    """rnn: State, each [layers, B, H]; feed: [B, H] the previous attentional vector."""
+
+    rnn: State
+    feed: Tensor
+
+    def select(self, index: Tensor) -> DecoderState:
+        return DecoderState(rnn=select(self.rnn, index), feed=self.feed.index_select(0, index))
+
+
+@dataclass
+class StepOutput:
+    """logits: [B, V]; attn: [B, S] or None (no attention)."""
+
+    logits: Tensor
+    state: DecoderState
+    attn: Tensor | None
+
+
+class Decoder(nn.Module):
+    """Conditional RNN decoder over an encoder Memory."""
+
+    def __init__(self, *, embedding: nn.Embedding, cell: str, hidden_size: int, layers: int,
+                 memory_size: int, attention: str, input_feeding: bool, dropout: float,
+                 emb_dropout: float, tie_output: bool):  # fmt: skip
+        super().__init__()
+        self.embedding = embedding
+        emb_dim, vocab = embedding.embedding_dim, embedding.num_embeddings
+        self.emb_dim, self.layers, self.input_feeding = emb_dim, layers, input_feeding
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.dropout = nn.Dropout(dropout)
+        # Bridge: the encoder's final state -> the decoder's initial state (h, and c if any).
+        self.bridge = nn.ModuleList(
+            nn.Linear(memory_size, hidden_size) for _ in range(state_size(cell))
+        )
+        self.rnn = StackedCell(
+            cell=cell, input_size=emb_dim + (hidden_size if input_feeding else 0),
+            hidden_size=hidden_size, layers=layers, dropout=dropout,
+        )  # fmt: skip
+        self.attention = Attention(
+            kind=attention, query_size=hidden_size, memory_size=memory_size, attn_size=hidden_size
+        )
+        self.combine = nn.Linear(hidden_size + memory_size, hidden_size, bias=False)
+        self.tie_output = tie_output
+        if tie_output:
+            self.out_proj = (
+                nn.Linear(hidden_size, emb_dim, bias=False)
+                if hidden_size != emb_dim
+                else nn.Identity()
+            )
+            self.out_bias = nn.Parameter(torch.zeros(vocab))
+        else:
+            self.out = nn.Linear(hidden_size, vocab)
+
+    def init_state(self, memory: Memory) -> DecoderState:
+        rnn = tuple(
+            torch.tanh(bridge(final)).unsqueeze(0).expand(self.layers, -1, -1).contiguous()
+            for bridge, final in zip(self.bridge, memory.final, strict=True)
+        )
+        return DecoderState(rnn=rnn, feed=rnn[0].new_zeros(rnn[0].shape[1:]))
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Output layer: [..., H] attentional vectors -> [..., V] logits."""
+        if self.tie_output:
+            return F.linear(self.out_proj(hidden), self.embedding.weight, self.out_bias)
+        return self.out(hidden)
+
+    def _advance(self, gx: Tensor, state: DecoderState, memory: Memory):
+        rnn = self.rnn.step(gx, state.rnn)
+        query = rnn[0][-1]  # top layer h: [B, H]
+        context, attn = self.attention(
+            query, memory.keys, memory.outputs, memory.mask, memory.summary
+        )
+        feed = self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))
+        return DecoderState(rnn=rnn, feed=feed), attn
+
+    def step(self, prev_ids: Tensor, state: DecoderState, memory: Memory) -> StepOutput:
+        """One step: prev_ids [B] int64 -> logits [B, V], new state, attention [B, S]."""
+        x = self.emb_dropout(self.embedding(prev_ids))
+        if self.input_feeding:
+            x = torch.cat([x, state.feed], dim=-1)
+        state, attn = self._advance(self.rnn.first.project(x), state, memory)
+        return StepOutput(logits=self.logits(state.feed), state=state, attn=attn)
+
+    def forward(self, tgt_in: Tensor, memory: Memory) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing: tgt_in [B, T] -> attentional vectors [B, T, H], attention [B, T, S]."""
+        emb = self.emb_dropout(self.embedding(tgt_in))
+        first = self.rnn.first
+        # The embedding part of the first layer's input projection, for all steps in one product.
+        gx_emb = F.linear(emb, first.weight_ih[:, : self.emb_dim], first.bias_ih)  # [B, T, G]
+        w_feed = first.weight_ih[:, self.emb_dim :]
+        state = self.init_state(memory)
+        feeds, attns = [], []
+        for t in range(tgt_in.shape[1]):
+            gx = gx_emb[:, t]
+            if self.input_feeding:
+                gx = gx + F.linear(state.feed, w_feed)
+            state, attn = self._advance(gx, state, memory)
+            feeds.append(state.feed)
+            attns.append(attn)
+        attn = None if attns[0] is None else torch.stack(attns, dim=1)
+        return torch.stack(feeds, dim=1), attn

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nmt.attention import KINDS, Attention
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padded_positions_get_exactly_zero_weight(kind):
+    attn = Attention(kind=kind, query_size=8, memory_size=8, attn_size=6)
+    values = torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    summary = torch.randn(3, 8)
+    context, weights = attn(torch.randn(3, 8), attn.keys(values), values, mask, summary)
+    assert context.shape == (3, 8)
+    if kind == "none":
+        assert weights is None and torch.equal(context, summary)
+        return
+    assert torch.all(weights[~mask] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3))
+    torch.testing.assert_close(context[2], values[2, 0])  # one real position: all weight on it
+
+
+def test_padding_values_do_not_leak():
+    attn = Attention(kind="bahdanau", query_size=4, memory_size=4, attn_size=4)
+    values = torch.randn(1, 3, 4)
+    mask = torch.tensor([[True, True, False]])
+    noisy = values.clone()
+    noisy[0, 2] = 1e6
+    a, _ = attn(torch.ones(1, 4), attn.keys(values), values, mask, values[:, 0])
+    b, _ = attn(torch.ones(1, 4), attn.keys(noisy), noisy, mask, values[:, 0])
+    torch.testing.assert_close(a, b)
+
+
+def test_bad_kind_and_dot_sizes():
+    with pytest.raises(ValueError, match="model.attention='additive'"):
+        Attention(kind="additive", query_size=4, memory_size=4, attn_size=4)
+    with pytest.raises(ValueError, match="luong_dot needs decoder size 4 == encoder output size 6"):
+        Attention(kind="luong_dot", query_size=4, memory_size=6, attn_size=4)

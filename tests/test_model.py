@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_model, toy_pairs
+
+from nmt.attention import KINDS
+from nmt.batching import collate
+from nmt.cells import CELLS
+from nmt.model import SmoothedCrossEntropy, count_parameters
+
+CASES = [(c, a) for c in CELLS for a in KINDS if not (a == "luong_dot")] + [
+    (c, "luong_dot") for c in CELLS
+]
+
+
+def batch_of(n=4, seed=0):
+    src, tgt = toy_pairs(n, seed=seed)
+    return collate(src, tgt, range(n))
+
+
+@pytest.mark.parametrize(("cell", "attention"), CASES)
+def test_shapes_for_every_cell_and_attention(cell, attention):
+    kw = {"dec_hidden": 32, "enc_hidden": 16} if attention != "luong_dot" else {"enc_hidden": 16}
+    model = tiny_model(cell, attention, **kw).eval()
+    batch = batch_of()
+    memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+    B, S = batch.src_ids.shape
+    assert memory.outputs.shape == (B, S, 32) and memory.mask.shape == (B, S)
+    hidden, attn = model.decoder(batch.tgt_in, memory)
+    assert hidden.shape == (B, batch.tgt_in.shape[1], 32)
+    state = model.decoder.init_state(memory)
+    out = model.decoder.step(batch.tgt_in[:, 0], state, memory)
+    assert out.logits.shape == (B, 40)
+    if attention == "none":
+        assert attn is None and out.attn is None
+    else:
+        assert attn.shape == (B, batch.tgt_in.shape[1], S)
+        assert torch.all(out.attn[~batch.src_mask] == 0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_teacher_forcing_equals_stepping(cell):
+    """The fast training path and search's one-step path compute the same thing."""
+    model = tiny_model(cell, dec_layers=2).eval()
+    batch = batch_of()
+    memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+    hidden, _ = model.decoder(batch.tgt_in, memory)
+    state = model.decoder.init_state(memory)
+    for t in range(batch.tgt_in.shape[1]):
+        out = model.decoder.step(batch.tgt_in[:, t], state, memory)
+        state = out.state
+        torch.testing.assert_close(
+            out.logits, model.decoder.logits(hidden[:, t]), atol=1e-5, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padding_does_not_change_the_loss(cell):
+    model = tiny_model(cell).eval()
+    src, tgt = toy_pairs(6)
+    together = model.loss(collate(src, tgt, range(6)), 0.1)
+    alone = [model.loss(collate([s], [t], [0]), 0.1) for s, t in zip(src, tgt, strict=True)]
+    torch.testing.assert_close(together.loss, sum(a.loss for a in alone), atol=1e-4, rtol=1e-5)
+    assert together.n_tokens == sum(len(t) + 1 for t in tgt)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_each_cell_overfits_20_pairs(cell):
+    torch.manual_seed(0)
+    model = tiny_model(cell, dec_hidden=64, enc_hidden=32, emb_dim=32)
+    batch = batch_of(20)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(400):
+        out = model.loss(batch, 0.0)
+        loss = out.loss / out.n_tokens
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if loss.item() < 0.02:
+            break
+    assert loss.item() < 0.05, f"{cell} did not overfit: {loss.item():.3f}"
+
+
+def test_smoothed_cross_entropy_matches_torch():
+    x = torch.randn(9, 13, dtype=torch.double, requires_grad=True)
+    t = torch.randint(0, 13, (9,))
+    loss, nll = SmoothedCrossEntropy.apply(x, t, 0.1)
+    torch.testing.assert_close(loss, F.cross_entropy(x, t, label_smoothing=0.1, reduction="none"))
+    torch.testing.assert_close(nll, F.cross_entropy(x, t, reduction="none"))
+    assert torch.autograd.gradcheck(lambda a: SmoothedCrossEntropy.apply(a, t, 0.1)[0], (x,))
+
+
+def test_reference_size_and_tying():
+    ref = tiny_model("gru", emb_dim=256, enc_hidden=256, dec_hidden=512, vocab=8000,
+                     tie_output=False, tie_src_tgt=False)  # fmt: skip
+    assert 12.0e6 < count_parameters(ref) < 12.4e6  # the classic Bahdanau setup, ~12.2M
+    tied = tiny_model("gru")
+    assert tied.encoder.embedding is tied.decoder.embedding
+    with pytest.raises(ValueError, match="tie_src_tgt=true needs a joint vocabulary"):
+        tiny_model("gru", joint_vocab=False)

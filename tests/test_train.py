@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+from conftest import tiny_model, toy_pairs
+
+from nmt.batching import BatchSampler
+from nmt.train import (
+    Schedule,
+    TrainingError,
+    build_optimizer,
+    find_checkpoint,
+    fit,
+    load_train_state,
+    load_weights,
+    save_checkpoint,
+    seed_everything,
+)
+
+
+def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, **over):
+    seed_everything(3)
+    model = (model_fn or (lambda: tiny_model("gru", dropout=0.3, emb_dropout=0.2)))()
+    src, tgt = toy_pairs(40)
+    sampler = BatchSampler(src_lens=[len(s) for s in src], tgt_lens=[len(t) for t in tgt],
+                           max_tokens=None, batch_size=8, pool_size=2, seed=3)  # fmt: skip
+    opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
+    schedule = Schedule(opt, schedule="plateau", warmup_steps=0, decay_factor=0.5, patience=0,
+                        min_lr=1e-5)  # fmt: skip
+    calls = []
+
+    def default_validate(m):
+        calls.append(1)
+        return {"bleu": -float(sum(p.detach().sum() for p in m.parameters()).abs())}
+
+    args = dict(
+        model=model, src_ids=src, tgt_ids=tgt, sampler=sampler, optimizer=opt, schedule=schedule,
+        validate=validate or default_validate, run_dir=run_dir, device=torch.device("cpu"),
+        clip_norm=1.0, label_smoothing=0.1, max_steps=max_steps, max_epochs=100, max_minutes=0,
+        valid_every=4, log_every=2, patience=100, early_stop_metric="bleu", resume=resume,
+        max_bad_steps=3, tensorboard=False, progress=False, meta={"cell": "gru"},
+    )  # fmt: skip
+    args.update(over)
+    return model, fit(**args)
+
+
+def test_resume_reaches_the_same_weights(tmp_path):
+    """Stopped at step 8 and resumed to 16 == never stopped (CPU), across an epoch boundary."""
+    straight, _ = run_fit(tmp_path / "a", max_steps=16)
+    run_fit(tmp_path / "b", max_steps=8)
+    resumed, result = run_fit(tmp_path / "b", max_steps=16, resume=True)
+    assert result["steps"] == 16
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_checkpoint_contents_and_refusing_to_overwrite(tmp_path):
+    run_fit(tmp_path, max_steps=4)
+    for name in ("model.safetensors", "train_state.pt", "meta.json"):
+        assert (tmp_path / "last" / name).is_file()
+    assert (tmp_path / "best" / "scores.json").is_file()
+    assert json.loads((tmp_path / "last" / "meta.json").read_text())["step"] == 4
+    with pytest.raises(TrainingError, match="already has a checkpoint; resume with train.resume"):
+        run_fit(tmp_path, max_steps=4)
+
+
+def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    model = tiny_model("lstm")
+    place = tmp_path / "last"
+    save_checkpoint(place, model, {"step": 1}, {"x": torch.ones(2)})
+    real_save = torch.save
+
+    def dying_save(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(place, model, {"step": 2}, {"x": torch.zeros(2)})
+    monkeypatch.setattr(torch, "save", real_save)
+    found = find_checkpoint(place)
+    assert found == place
+    assert load_weights(tiny_model("lstm"), found)["step"] == 1
+
+    # Killed between moving the old checkpoint aside and renaming the new one in.
+    real_replace, calls = os.replace, []
+
+    def dying_replace(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-rename")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(place, model, {"step": 3}, {"x": torch.zeros(2)})
+    monkeypatch.setattr(os, "replace", real_replace)
+    found = find_checkpoint(place)
+    assert found is not None and json.loads((found / "meta.json").read_text())["step"] == 1
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "train_state.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"optimizer": Payload()}, f)
+    with pytest.raises(TrainingError, match="refused to load"):
+        load_train_state(path)
+    torch.save({"progress": Payload()}, path)
+    with pytest.raises(TrainingError, match="refused to load"):
+        load_train_state(path)
+    place = tmp_path / "ckpt"
+    place.mkdir()
+    (place / "meta.json").write_text("{}")
+    torch.save({"weight": torch.ones(2)}, place / "model.safetensors")  # a pickle in disguise
+    with pytest.raises(TrainingError, match="not a valid safetensors checkpoint"):
+        load_weights(tiny_model("gru"), place)
+
+
+def test_non_finite_losses_stop_training_with_checkpoint_intact(tmp_path):
+    model, _ = run_fit(tmp_path, max_steps=4)
+    before = (tmp_path / "last" / "model.safetensors").read_bytes()
+
+    def poisoned():
+        m = tiny_model("gru", dropout=0.3, emb_dropout=0.2)
+        with torch.no_grad():
+            m.decoder.combine.weight.fill_(float("nan"))
+        return m
+
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
+        run_fit(tmp_path / "p", max_steps=12, model_fn=poisoned)
+    assert (tmp_path / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_signal_saves_a_checkpoint_and_stops(tmp_path):
+    from nmt.train import Interrupted
+
+    def validate(m):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during training, handled after the step
+        return {"bleu": 0.0}
+
+    with pytest.raises(Interrupted, match="interrupted at step 5; checkpoint saved"):
+        run_fit(tmp_path, max_steps=50, validate=validate)
+    assert json.loads((tmp_path / "last" / "meta.json").read_text())["step"] == 5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_warmup_decay_schedule():
+    model = tiny_model("tanh")
+    opt = build_optimizer(model, optimizer="adamw", lr=1.0, weight_decay=0.01, betas=[0.9, 0.98])
+    s = Schedule(
+        opt, schedule="warmup_decay", warmup_steps=4, decay_factor=0.5, patience=1, min_lr=0
+    )
+    lrs = []
+    for step in range(1, 17):
+        s.after_step(step)
+        lrs.append(s.lr)
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[15] == pytest.approx(0.5)
