@@ -9,17 +9,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train test lint format clean
+.PHONY: help install data spm train translate eval bench test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  overrides: make <target> ARGS=\"data.src=de data.tgt=en ...\"; another torch: make install TORCH=torch==2.15.0"
 
 # torch goes first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# Install output goes to stderr so `make translate` keeps stdout for translations.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@$(PYTHON) -m venv $(VENV) >&2
+	@echo "installing $(TORCH) and nmt into $(VENV)" >&2
+	@$(BIN)/pip install --quiet "$(TORCH)" >&2
+	@$(BIN)/pip install --quiet -e ".[dev]" >&2
 	@touch $@
 
 install: $(STAMP) ## create .venv and install nmt (editable, with dev extras)
@@ -29,6 +31,15 @@ data: $(STAMP) ## prepare the parallel corpus (datasets format, cleaned train sp
 
 spm: $(STAMP) ## train SentencePiece on the training split and encode every split
 	$(BIN)/nmt-spm $(ARGS)
+
+translate: $(STAMP) ## translate stdin to stdout: ARGS="run_dir=runs/X" (input=FILE output=FILE)
+	@$(BIN)/nmt-translate $(ARGS)
+
+eval: $(STAMP) ## BLEU/chrF/TER of a split: ARGS="run_dir=runs/X split=test_2016_flickr" (or hyps=[A,B])
+	@$(BIN)/nmt-eval $(ARGS)
+
+bench: $(STAMP) ## training and decoding speed per cell on the reference model (name: value + JSON)
+	$(BIN)/python scripts/bench.py $(ARGS)
 
 test: $(STAMP) ## run the test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)

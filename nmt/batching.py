@@ -80,8 +80,8 @@ class BatchSampler:
     """Deterministic, resumable epochs of example indices grouped into batches.
 
     ``cost(i)`` is the padded size an example adds: ``max(len(src)+1, len(tgt)+1)``; a batch's
-    padded size ``len(batch) * max cost`` never exceeds ``max_tokens``. With ``max_tokens=None``
-    batches hold ``batch_size`` sentences.
+    padded size ``len(batch) * max cost`` never exceeds ``max_tokens``, and a batch holds at most
+    ``batch_size`` sentences; either limit may be None.
     """
 
     def __init__(
@@ -95,8 +95,8 @@ class BatchSampler:
         seed: int,
         shuffle: bool = True,
     ):
-        if (max_tokens is None) == (batch_size is None):
-            raise ValueError("set exactly one of batch.max_tokens and batch.batch_size")
+        if max_tokens is None and batch_size is None:
+            raise ValueError("set batch.max_tokens, batch.batch_size or both")
         self.cost = [max(s, t) + 1 for s, t in zip(src_lens, tgt_lens, strict=True)]
         if max_tokens is not None and self.cost and max(self.cost) > max_tokens:
             worst = max(range(len(self.cost)), key=self.cost.__getitem__)
@@ -114,10 +114,8 @@ class BatchSampler:
         batches, current, longest = [], [], 0
         for i in ordered:
             longest_with = max(longest, self.cost[i])
-            full = (
-                len(current) >= self.batch_size
-                if self.max_tokens is None
-                else longest_with * (len(current) + 1) > self.max_tokens
+            full = (self.batch_size is not None and len(current) >= self.batch_size) or (
+                self.max_tokens is not None and longest_with * (len(current) + 1) > self.max_tokens
             )
             if current and full:
                 batches.append(current)
@@ -140,6 +138,8 @@ class BatchSampler:
             if self.max_tokens is None
             else max(1, self.max_tokens // max(1, sorted(self.cost)[n // 2]))
         )
+        if self.batch_size is not None:
+            per_batch = min(per_batch, self.batch_size)
         pool = max(1, self.pool_size * per_batch)
         batches = []
         for start in range(0, n, pool):

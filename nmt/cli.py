@@ -7,12 +7,17 @@ writes its own artifact there.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import resource
+import select
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import BinaryIO
 
 import datasets
 import hydra
@@ -24,6 +29,8 @@ from nmt import data, evaluate, search, tokenizer, train
 from nmt.batching import BatchSampler, collate
 from nmt.config import register_configs
 from nmt.model import build_model, count_parameters
+from nmt.translate import RunDirError, Translator
+from nmt.visualize import plot_attention
 
 log = logging.getLogger("nmt")
 
@@ -71,16 +78,6 @@ def spm_task(cfg: DictConfig) -> None:
     _stage_spm(cfg, _run_dir())
 
 
-def pick_device(name: str, threads: int | None = None) -> torch.device:
-    """auto: CUDA when present, else CPU with all cores (or ``threads``)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cpu":
-        torch.set_num_threads(threads or os.cpu_count() or 1)
-    return device
-
-
 def _validator(
     cfg: DictConfig, model_device: torch.device, tok: tokenizer.Tokenizer, valid
 ) -> object:
@@ -102,11 +99,13 @@ def _validator(
     del src
 
     def validate(model) -> dict:
-        hyp_ids = search.decode_corpus(
-            model, src_ids, max_sentences=cfg.search.max_sentences, device=model_device,
-            max_len_a=cfg.search.max_len_a, max_len_b=cfg.search.max_len_b,
+        # Validation decodes greedily whatever search group is chosen: cheap and comparable.
+        found = search.decode_corpus(
+            model, src_ids, device=model_device, max_sentences=cfg.search.max_sentences,
+            beam_size=1, alpha=0.0, max_len_a=cfg.search.max_len_a, max_len_b=cfg.search.max_len_b,
+            min_len=0, n_best=1, coverage_penalty=0.0, no_repeat_ngram=0,
         )  # fmt: skip
-        hyps = tok.decode_tgt(hyp_ids)
+        hyps = tok.decode_tgt([h[0].tokens for h in found])
         scores = evaluate.score(hyps, refs)
         scores.update(train.validation_loss(model, loss_batches, model_device))
         return scores
@@ -119,7 +118,7 @@ def train_task(cfg: DictConfig) -> float:
     run_dir = _run_dir()
     _stage_spm(cfg, run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    device = pick_device(cfg.device, cfg.train.threads)
+    device = train.pick_device(cfg.device, cfg.train.threads)
     train.seed_everything(cfg.seed)
     tok = tokenizer.Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     encoded = tokenizer.load_encoded(run_dir)
@@ -168,11 +167,186 @@ def train_task(cfg: DictConfig) -> float:
         sys.exit(130)
     except train.TrainingError as e:
         raise _Fail(str(e)) from None
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     log.info(
-        "best valid BLEU %.2f chrF %.2f at step %d (%.1f min) %s",
-        best["bleu"], best["chrf"], best["best_step"], best["minutes"], best["bleu_signature"],
+        "best valid BLEU %.2f chrF %.2f at step %d; %d steps in %.1f min, %.0f target tokens/s "
+        "(validation time included), peak RSS %.2f GiB | %s",
+        best["bleu"], best["chrf"], best["best_step"], best["steps"], best["minutes"],
+        best["tokens_per_s"], peak_gib, best["bleu_signature"],
     )  # fmt: skip
     return float(best["bleu"])
+
+
+def _translator(cfg: DictConfig) -> Translator:
+    options = _kwargs(cfg.search, drop=("name", "max_sentences"))
+    return Translator.from_run_dir(
+        cfg.run_dir, checkpoint=cfg.checkpoint, device=cfg.device, search=options,
+        max_sentences=cfg.search.max_sentences, max_tokens=cfg.max_tokens,
+        max_src_len=cfg.max_src_len,
+    )  # fmt: skip
+
+
+def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[bytes]]:
+    """Lines (without newline) in chunks: as many as are already readable, up to max_lines.
+
+    A line typed on a terminal is yielded at once; a large file streams in bounded chunks.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:  # no descriptor to poll: plain chunks
+        chunk = []
+        for line in stream:
+            chunk.append(line.removesuffix(b"\n"))
+            if len(chunk) >= max_lines:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        return
+    pending, lines = b"", []
+    while True:
+        if lines and (len(lines) >= max_lines or not select.select([fd], [], [], 0)[0]):
+            yield lines[:max_lines]
+            lines = lines[max_lines:]
+            continue
+        data_ = os.read(fd, 1 << 16)
+        if not data_:
+            if pending:
+                lines.append(pending)
+            while lines:
+                yield lines[:max_lines]
+                lines = lines[max_lines:]
+            return
+        pending += data_
+        *complete, pending = pending.split(b"\n")
+        lines.extend(complete)
+
+
+def translate_task(cfg: DictConfig) -> None:
+    """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line."""
+    try:
+        translator = _translator(cfg)
+    except RunDirError as e:
+        raise _Fail(str(e)) from None
+    name = cfg.input or "<stdin>"
+    try:
+        source = open(cfg.input, "rb") if cfg.input else sys.stdin.buffer  # noqa: SIM115
+    except OSError as e:
+        raise _Fail(f"{cfg.input}: cannot read ({e.strerror})") from None
+    out_path = Path(cfg.output) if cfg.output else None
+    tmp = out_path.with_name(out_path.name + ".part") if out_path else None
+    sink = open(tmp, "w", encoding="utf-8", newline="\n") if tmp else sys.stdout  # noqa: SIM115
+    n_best, line_no, written = cfg.search.n_best, 0, 0
+    try:
+        for chunk in read_chunks(source, cfg.buffer_lines):
+            texts = []
+            for raw in chunk:
+                line_no += 1
+                try:
+                    texts.append(raw.removesuffix(b"\r").decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    message = f"{name}:{line_no}: invalid UTF-8 at byte {e.start} of the line"
+                    if cfg.strict:
+                        raise _Fail(message) from None
+                    print(f"warning: {message}; writing an empty line", file=sys.stderr)
+                    texts.append("")
+            first = line_no - len(chunk) + 1
+            for offset, result in enumerate(translator.translate_full(texts)):
+                if result.truncated:
+                    print(f"warning: {name}:{first + offset}: longer than {cfg.max_src_len} "
+                          "pieces; translated its beginning only", file=sys.stderr)  # fmt: skip
+                if n_best == 1:
+                    sink.write(result.texts[0] + "\n")
+                else:
+                    for text, hyp in zip(result.texts, result.hyps, strict=True):
+                        sink.write(f"{text}\t{hyp.score:.4f}\n")
+                written += 1
+            sink.flush()
+    finally:
+        if cfg.input:
+            source.close()
+        if tmp:
+            sink.close()
+    if written != line_no:  # cannot happen by construction; never hand over a misaligned file
+        raise _Fail(f"{name}: read {line_no} lines but wrote {written}")
+    if out_path:
+        os.replace(tmp, out_path)
+        log.info("wrote %d lines to %s", written, out_path)
+
+
+def eval_task(cfg: DictConfig) -> dict:
+    """Score a split: translate it with the run's model, or score given hypothesis files."""
+    run_dir = Path(cfg.run_dir)
+    corpus, report = data.load_corpus(run_dir)
+    if cfg.split not in corpus:
+        raise _Fail(
+            f"split {cfg.split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})"
+        )
+    src_lang, tgt_lang = report["src"], report["tgt"]
+    rows = corpus[cfg.split]["translation"]
+    sources, refs = [r[src_lang] for r in rows], [r[tgt_lang] for r in rows]
+    if cfg.hyps:
+        systems = {}
+        for path in cfg.hyps:
+            hyps = data.read_lines(path)
+            if len(hyps) != len(refs):
+                raise _Fail(
+                    f"{path}: {len(hyps)} lines but split {cfg.split} has {len(refs)} references"
+                )
+            systems[path] = hyps
+        results = {
+            path: evaluate.score(h, refs, ter=True, lowercase=True) for path, h in systems.items()
+        }
+        for path, scores in results.items():
+            print(_summary(path, cfg.split, scores))
+        if len(systems) > 1:
+            paired = evaluate.paired_bootstrap(systems, refs, samples=cfg.bootstrap_samples)
+            baseline = cfg.hyps[0]
+            for path in cfg.hyps[1:]:
+                r = paired[path]
+                print(f"{path} vs {baseline}: BLEU {r['bleu']:.2f} (p = {r['bleu_p']:.4f}), "
+                      f"chrF {r['chrf']:.2f} (p = {r['chrf_p']:.4f}) | paired bootstrap, "
+                      f"{cfg.bootstrap_samples} samples")  # fmt: skip
+            results["paired_bootstrap"] = paired
+        out_dir = run_dir / "eval" / f"{cfg.split}-files"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "scores.json").write_text(json.dumps(results, indent=2))
+        return results
+    try:
+        translator = _translator(cfg)
+    except RunDirError as e:
+        raise _Fail(str(e)) from None
+    start = time.perf_counter()
+    results = translator.translate_full(sources)
+    seconds = time.perf_counter() - start
+    hyps = [r.texts[0] for r in results]
+    scores = evaluate.score(hyps, refs, ter=True, lowercase=True)
+    tag = f"{cfg.split}-{cfg.checkpoint}-{cfg.search.name}"
+    out_dir = run_dir / "eval" / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "hyps.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    scores.update(
+        split=cfg.split, src=src_lang, tgt=tgt_lang, checkpoint=cfg.checkpoint,
+        search=OmegaConf.to_container(cfg.search), seconds=round(seconds, 2),
+        sentences_per_s=round(len(hyps) / seconds, 1),
+        generated_tokens_per_s=round(sum(len(r.hyps[0].tokens) + 1 for r in results) / seconds, 1),
+    )  # fmt: skip
+    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+    for i, result in enumerate(results[: cfg.attention_plots]):
+        hyp = result.hyps[0]
+        if hyp.attn is not None:
+            plot_attention(hyp.attn, result.src_pieces, translator.target_pieces(hyp),
+                           out_dir / "attention" / f"{i:04d}.png", title=result.texts[0][:80])  # fmt: skip
+    print(_summary(f"{run_dir.name} {cfg.search.name}", cfg.split, scores))
+    log.info("wrote %s (%.1f s, %.1f sentences/s)", out_dir, seconds, len(hyps) / seconds)
+    return scores
+
+
+def _summary(name: str, split: str, s: dict) -> str:
+    return (f"{name} {split}: BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f} TER {s['ter']:.2f} "
+            f"(BLEU lowercased {s['bleu_lc']:.2f}) | {s['bleu_signature']}")  # fmt: skip
 
 
 def _one_line(error: BaseException) -> str:
@@ -202,7 +376,7 @@ def _entry(task: Callable[[DictConfig], object], config_name: str) -> None:
     def guarded(cfg: DictConfig) -> object:
         try:
             return task(cfg)
-        except (data.DataError, _Fail) as e:
+        except (data.DataError, _Fail, RunDirError) as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)
             sys.exit(1)
 
@@ -220,3 +394,11 @@ def spm_main() -> None:
 
 def train_main() -> None:
     _entry(train_task, "train")
+
+
+def translate_main() -> None:
+    _entry(translate_task, "translate")
+
+
+def eval_main() -> None:
+    _entry(eval_task, "eval")

@@ -150,7 +150,41 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class TranslateConfig:
+    """nmt-translate: a run directory, input and output, search settings."""
+
+    run_dir: str = MISSING
+    input: str | None = None
+    output: str | None = None
+    checkpoint: str = MISSING
+    device: str = MISSING
+    strict: bool = MISSING
+    max_tokens: int = MISSING
+    max_src_len: int = MISSING
+    buffer_lines: int = MISSING
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
+class EvalConfig:
+    """nmt-eval: a run directory, a split, and either search settings or hypothesis files."""
+
+    run_dir: str = MISSING
+    split: str = MISSING
+    hyps: list[str] = field(default_factory=list)
+    checkpoint: str = MISSING
+    device: str = MISSING
+    max_tokens: int = MISSING
+    max_src_len: int = MISSING
+    attention_plots: int = MISSING
+    bootstrap_samples: int = MISSING
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
 def register_configs() -> None:
-    """Register the schema so conf/*.yaml is validated against it (``defaults: [schema, ...]``)."""
+    """Register the schemas so conf/*.yaml is validated (``defaults: [schema, ...]``)."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
+    cs.store(name="translate_schema", node=TranslateConfig)
+    cs.store(name="eval_schema", node=EvalConfig)

@@ -1,71 +1,258 @@
-"""Search over the decoder's one-step interface: batched greedy decoding.
+"""Search over the decoder's one-step interface: batched greedy and beam search.
 
-Sentences that finish leave the active batch, so a batch costs what its longest output needs and
-no more. ``decode_corpus`` sorts by length, batches, and restores input order.
+Both run every sentence of a batch (times its beams) as one tensor, and sentences leave the
+active batch as soon as they are decided, so a batch costs what its hardest sentence needs.
+Beam search stops a sentence only when its n-th best finished hypothesis can no longer be beaten
+by any live one. Scores are sums of token log-probabilities (end-of-sentence included), divided
+by the GNMT length penalty ((5 + length) / 6) ** alpha, plus the optional coverage penalty.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from nmt.batching import collate
+from nmt.batching import BatchSampler, collate
 from nmt.model import Seq2Seq
 from nmt.tokenizer import BOS_ID, EOS_ID
+
+
+@dataclass
+class Hypothesis:
+    """tokens: ids without bos/eos; log_prob: summed (eos included); score: as ranked;
+    attn: [len(tokens) + 1, S] attention over the real source positions, or None."""
+
+    tokens: list[int]
+    log_prob: float
+    score: float
+    attn: Tensor | None = None
+
+
+def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
+    """GNMT length penalty; length counts the end-of-sentence token."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _limits(src_lens: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
+    return (src_lens.float() * max_len_a + max_len_b).long().clamp(min=1)
 
 
 @torch.no_grad()
 def greedy(
     model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *, max_len_a: float,
     max_len_b: int, min_len: int = 0,
-) -> list[list[int]]:  # fmt: skip
-    """Greedy decoding of a batch; returns token ids without bos/eos, one list per sentence."""
-    batch = src_ids.shape[0]
-    device = src_ids.device
+) -> list[Hypothesis]:  # fmt: skip
+    """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence."""
+    batch, device = src_ids.shape[0], src_ids.device
     memory = model.encode(src_ids, src_lens, src_mask)
     state = model.decoder.init_state(memory)
-    limits = (src_lens.float() * max_len_a + max_len_b).long().to(device)  # [B]
-    active = torch.arange(batch, device=device)  # original positions of the active rows
+    limits = _limits(src_lens, max_len_a, max_len_b).to(device)
+    active = torch.arange(batch, device=device)  # original rows still decoding
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
-    outputs: list[list[int]] = [[] for _ in range(batch)]
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    log_probs = [0.0] * batch
+    attns: list[list[Tensor]] = [[] for _ in range(batch)]
     for t in range(int(limits.max())):
         out = model.decoder.step(prev, state, memory)
-        logits = out.logits
+        lprobs = torch.log_softmax(out.logits.float(), dim=-1)
         if t < min_len:
-            logits[:, EOS_ID] = float("-inf")
-        prev = logits.argmax(dim=-1)
-        done = (prev == EOS_ID) | (t + 1 >= limits[active])
-        for row, token, finished in zip(active.tolist(), prev.tolist(), done.tolist(), strict=True):
+            lprobs[:, EOS_ID] = float("-inf")
+        last = t + 1 >= limits[active]
+        lprobs[last] = torch.where(
+            torch.arange(lprobs.shape[1], device=device) == EOS_ID, lprobs[last], float("-inf")
+        )
+        best, prev = lprobs.max(dim=-1)
+        done = prev == EOS_ID
+        for j, (row, token, lp) in enumerate(zip(active.tolist(), prev.tolist(), best.tolist(),
+                                                 strict=True)):  # fmt: skip
+            log_probs[row] += lp
             if token != EOS_ID:
-                outputs[row].append(token)
+                tokens[row].append(token)
+            if out.attn is not None:
+                attns[row].append(out.attn[j])
         if bool(done.all()):
             break
+        state = out.state
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)
             active, prev = active[keep], prev[keep]
-            memory, state = memory.select(keep), out.state.select(keep)
-        else:
-            state = out.state
-    return outputs
+            memory, state = memory.select(keep), state.select(keep)
+    lens = src_lens.tolist()
+    return [
+        Hypothesis(
+            tokens=tokens[i],
+            log_prob=log_probs[i],
+            score=log_probs[i],
+            attn=torch.stack(attns[i])[:, : lens[i]].cpu() if attns[i] else None,
+        )  # fmt: skip
+        for i in range(batch)
+    ]
 
 
-def decode_corpus(
-    model: Seq2Seq, src: list[list[int]], *, max_sentences: int, device: torch.device,
-    max_len_a: float, max_len_b: int, min_len: int = 0,
-) -> list[list[int]]:  # fmt: skip
-    """Greedy-decode many sentences (pieces without specials) in length-sorted batches."""
+def _banned_ngrams(history: list[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram already in history."""
+    if n <= 0 or len(history) < n - 1:
+        return []
+    prefix = tuple(history[len(history) - n + 1 :]) if n > 1 else ()
+    return [
+        history[i + n - 1]
+        for i in range(len(history) - n + 1)
+        if tuple(history[i : i + n - 1]) == prefix
+    ]
+
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *, beam_size: int,
+    alpha: float, max_len_a: float, max_len_b: int, min_len: int = 0, n_best: int = 1,
+    coverage_penalty: float = 0.0, no_repeat_ngram: int = 0,
+) -> list[list[Hypothesis]]:  # fmt: skip
+    """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first."""
+    if n_best > beam_size:
+        raise ValueError(f"search.n_best={n_best} exceeds search.beam_size={beam_size}")
+    batch, device, K = src_ids.shape[0], src_ids.device, beam_size
+    memory = model.encode(src_ids, src_lens, src_mask)
+    flat = torch.arange(batch, device=device).repeat_interleave(K)
+    memory = memory.select(flat)
+    state = model.decoder.init_state(memory)
+    limits = _limits(src_lens, max_len_a, max_len_b).to(device)
+    lens = src_lens.tolist()
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    active = torch.arange(batch, device=device)  # original sentence of each active block of K
+    scores = torch.full((batch, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # only the first beam is live at the start
+    history = torch.full((batch * K, 0), BOS_ID, dtype=torch.long, device=device)
+    prev = torch.full((batch * K,), BOS_ID, dtype=torch.long, device=device)
+    attn_hist: Tensor | None = None  # [n*K, t, S]
+    coverage: Tensor | None = None  # [n*K, S]
+
+    for t in range(int(limits.max())):
+        n = active.shape[0]
+        out = model.decoder.step(prev, state, memory)
+        lprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [n*K, V]
+        V = lprobs.shape[1]
+        if t < min_len:
+            lprobs[:, EOS_ID] = float("-inf")
+        if no_repeat_ngram > 0:
+            for row, hist in enumerate(history.tolist()):
+                banned = _banned_ngrams(hist, no_repeat_ngram)
+                if banned:
+                    lprobs[row, banned] = float("-inf")
+        last = (t + 1 >= limits[active]).repeat_interleave(K)  # forced end for these sentences
+        if bool(last.any()):
+            eos_only = torch.full_like(lprobs[0], float("-inf"))
+            eos_only[EOS_ID] = 0.0
+            lprobs[last] = lprobs[last] + eos_only
+        if out.attn is not None:
+            step_attn = out.attn.float().unsqueeze(1)
+            attn_hist = step_attn if attn_hist is None else torch.cat([attn_hist, step_attn], dim=1)
+            if coverage_penalty > 0:
+                coverage = out.attn.float() if coverage is None else coverage + out.attn.float()
+
+        cand = (scores.view(n * K, 1) + lprobs).view(n, K * V)
+        top_scores, top_ids = cand.topk(min(2 * K, K * V), dim=1)  # [n, 2K]
+        top_beam, top_tok = top_ids // V, top_ids % V
+        is_eos = (top_tok == EOS_ID) & torch.isfinite(top_scores)
+
+        # Finish end-of-sentence candidates ranked within the top K.
+        rank = torch.arange(top_ids.shape[1], device=device).expand_as(top_ids)
+        for i, j in (is_eos & (rank < K)).nonzero().tolist():
+            sent = int(active[i])
+            row = i * K + int(top_beam[i, j])
+            log_prob = float(top_scores[i, j])
+            length = history.shape[1] + 1
+            score = log_prob / float(length_penalty(length, alpha))
+            if coverage is not None:
+                covered = coverage[row, : lens[sent]].clamp(max=1.0).log().sum()
+                score += coverage_penalty * float(covered)
+            attn = None if attn_hist is None else attn_hist[row, :, : lens[sent]].cpu()
+            finished[sent].append(Hypothesis(history[row].tolist(), log_prob, score, attn))
+
+        # Continue with the K best candidates that are not end-of-sentence.
+        order = (rank + is_eos.long() * (2 * K)).argsort(dim=1)[:, :K]
+        scores = top_scores.gather(1, order)
+        scores = torch.where(top_tok.gather(1, order) == EOS_ID, float("-inf"), scores)
+        beams = top_beam.gather(1, order)
+        prev = top_tok.gather(1, order).view(-1)
+        rows = (torch.arange(n, device=device).unsqueeze(1) * K + beams).view(-1)
+
+        # A sentence is decided when nothing live can beat its n-th best finished hypothesis.
+        # Live log-probs only fall, so the best a live one can reach is score / lp(limit).
+        done = []
+        for i in range(n):
+            sent = int(active[i])
+            best_live = float(scores[i].max())
+            if best_live == float("-inf"):
+                done.append(True)
+                continue
+            if len(finished[sent]) < n_best:
+                done.append(False)
+                continue
+            ranked = sorted((h.score for h in finished[sent]), reverse=True)
+            bound = (
+                best_live / float(length_penalty(int(limits[sent]), alpha))
+                if alpha > 0
+                else best_live
+            )
+            done.append(ranked[n_best - 1] >= bound)
+        done_t = torch.tensor(done, device=device)
+        if bool(done_t.all()):
+            break
+        history = torch.cat([history.index_select(0, rows), prev.unsqueeze(1)], dim=1)
+        state = out.state.select(rows)
+        if attn_hist is not None:
+            attn_hist = attn_hist.index_select(0, rows)
+        if coverage is not None:
+            coverage = coverage.index_select(0, rows)
+        if bool(done_t.any()):
+            keep = (~done_t).nonzero().squeeze(1)
+            keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+            active, scores = active[keep], scores[keep]
+            prev, history = prev[keep_rows], history[keep_rows]
+            state, memory = state.select(keep_rows), memory.select(keep_rows)
+            if attn_hist is not None:
+                attn_hist = attn_hist[keep_rows]
+            if coverage is not None:
+                coverage = coverage[keep_rows]
+    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]
+
+
+def search_batch(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *,
+                 beam_size: int, alpha: float, max_len_a: float, max_len_b: int, min_len: int,
+                 n_best: int, coverage_penalty: float, no_repeat_ngram: int) -> list[list[Hypothesis]]:  # fmt: skip
+    """Greedy when beam_size is 1 and nothing needs a beam, else beam search."""
+    if beam_size == 1 and n_best == 1 and coverage_penalty == 0 and no_repeat_ngram == 0:
+        hyps = greedy(model, src_ids, src_lens, src_mask, max_len_a=max_len_a,
+                      max_len_b=max_len_b, min_len=min_len)  # fmt: skip
+        return [[h] for h in hyps]
+    return beam_search(
+        model, src_ids, src_lens, src_mask, beam_size=beam_size, alpha=alpha,
+        max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len, n_best=n_best,
+        coverage_penalty=coverage_penalty, no_repeat_ngram=no_repeat_ngram,
+    )  # fmt: skip
+
+
+def decode_corpus(model: Seq2Seq, src: list[list[int]], *, device: torch.device,
+                  max_sentences: int, max_tokens: int | None = None,
+                  **options) -> list[list[Hypothesis]]:  # fmt: skip
+    """Decode many sentences (pieces without specials) in length-sorted batches, in input order.
+
+    A batch holds at most ``max_sentences`` sentences and ``max_tokens`` padded source tokens;
+    ``options`` are :func:`search_batch`'s keyword arguments (the ``search`` config group).
+    """
     was_training = model.training
     model.eval()
-    order = sorted(range(len(src)), key=lambda i: len(src[i]))
-    results: list[list[int]] = [[] for _ in src]
-    for start in range(0, len(order), max_sentences):
-        chunk = order[start : start + max_sentences]
+    sampler = BatchSampler(
+        src_lens=[len(s) for s in src], tgt_lens=[0] * len(src), max_tokens=max_tokens,
+        batch_size=max_sentences, pool_size=1, seed=0, shuffle=False,
+    )  # fmt: skip
+    results: list[list[Hypothesis]] = [[] for _ in src]
+    for chunk in sampler.batches(0):
         batch = collate([src[i] for i in chunk], None, chunk).to(device)
-        hyps = greedy(
-            model, batch.src_ids, batch.src_lens, batch.src_mask,
-            max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-        )  # fmt: skip
-        for i, hyp in zip(chunk, hyps, strict=True):
-            results[i] = hyp
+        hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, **options)
+        for i, h in zip(chunk, hyps, strict=True):
+            results[i] = h
     model.train(was_training)
     return results

@@ -79,7 +79,11 @@ def load_processor(path: str | os.PathLike) -> spm.SentencePieceProcessor:
     blob = Path(path).read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if digest not in _PROCESSORS:
-        _PROCESSORS[digest] = spm.SentencePieceProcessor(model_proto=blob)
+        try:
+            _PROCESSORS[digest] = spm.SentencePieceProcessor(model_proto=blob)
+        except Exception as e:  # sentencepiece raises RuntimeError with a C++ trace
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{path}: not a SentencePiece model ({first[:120]})") from None
     return _PROCESSORS[digest]
 
 

@@ -54,7 +54,8 @@ class Progress:
     best_step: int = 0
     bad_validations: int = 0
     last_valid_step: int = -1
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall clock of training, validations included
+    tokens: int = 0  # target tokens trained on
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +192,16 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name: str, threads: int | None = None) -> torch.device:
+    """auto: CUDA when present, else CPU with all cores (or ``threads``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cpu":
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -373,6 +384,7 @@ def fit(
                 bad_in_row = 0
                 optimizer.step()
                 state.step += 1
+                state.tokens += out.n_tokens
                 schedule.after_step(state.step)
                 state.train_seconds = time.monotonic() - start
                 window_tokens += out.n_tokens
@@ -424,7 +436,8 @@ def fit(
         writer.close()
     best = json.loads((best_dir / "scores.json").read_text())
     return {**best, "best_step": state.best_step, "steps": state.step,
-            "minutes": state.train_seconds / 60, "stop_reason": stop_reason}  # fmt: skip
+            "minutes": state.train_seconds / 60, "stop_reason": stop_reason,
+            "tokens_per_s": state.tokens / max(state.train_seconds, 1e-9)}  # fmt: skip
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -70,3 +70,23 @@ def toy_pairs(n: int = 20, vocab: int = 40, seed: int = 0) -> tuple[list, list]:
     src = [[rng.randint(4, vocab - 2) for _ in range(rng.randint(3, 8))] for _ in range(n)]
     tgt = [[t + 1 for t in reversed(s)] for s in src]
     return src, tgt
+
+
+@pytest.fixture(scope="session")
+def tiny_run(corpus_dir, tmp_path_factory) -> Path:
+    """A run directory trained for a few steps on the Multi30k slice with a tiny model."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    run_dir = tmp / "run"
+    args = [
+        f"run_dir={run_dir}", f"data.root={corpus_dir}", f"cache_dir={tmp / 'cache'}",
+        "data.test_splits=[test_2016_flickr]", "tokenizer.vocab_size=600", "model.emb_dim=32",
+        "model.enc_hidden=32", "model.dec_hidden=64", "train.max_steps=30", "train.valid_every=30",
+        "train.progress=false", "batch.max_tokens=800", "train.valid_max_sentences=20",
+    ]  # fmt: skip
+    exe = Path(sys.executable).parent / "nmt-train"
+    result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

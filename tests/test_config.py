@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from nmt.cli import CONF_DIR
 from nmt.config import Config, register_configs
 
-GROUPS = sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir())
+GROUPS = sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "hydra")
 # Every option file of every group, found recursively so none is forgotten.
 OPTIONS = [
     (group.name, str(f.relative_to(group).with_suffix("")))
@@ -21,10 +21,10 @@ OPTIONS = [
 ]
 
 
-def compose_train(*overrides: str):
+def compose_train(*overrides: str, name: str = "train"):
     register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose(name, overrides=list(overrides), return_hydra_config=name != "train")
 
 
 def test_every_group_has_options():
@@ -66,3 +66,16 @@ def test_cli_typo_fails_with_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "srcc" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["translate", "eval"])
+@pytest.mark.parametrize("search", [o for g, o in OPTIONS if g == "search"])
+def test_translate_and_eval_configs_compose(name, search):
+    cfg = compose_train("run_dir=runs/x", f"search={search}", name=name)
+    assert cfg.hydra.job_logging.handlers.console.stream == "ext://sys.stderr"
+    from nmt.config import EvalConfig, TranslateConfig
+
+    schema = TranslateConfig if name == "translate" else EvalConfig
+    node = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    assert isinstance(obj, schema) and obj.search.name == search

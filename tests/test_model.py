@@ -10,9 +10,7 @@ from nmt.batching import collate
 from nmt.cells import CELLS
 from nmt.model import SmoothedCrossEntropy, count_parameters
 
-CASES = [(c, a) for c in CELLS for a in KINDS if not (a == "luong_dot")] + [
-    (c, "luong_dot") for c in CELLS
-]
+CASES = [(c, a) for c in CELLS for a in KINDS]
 
 
 def batch_of(n=4, seed=0):

@@ -1,0 +1,212 @@
+"""Benchmarks: training speed per cell on the reference model, and decoding speed of a trained run.
+
+Training reference (the classic Bahdanau setup, comparable with other toolkits): joint
+SentencePiece 8k, embeddings 256, bidirectional encoder 256 per direction, decoder 512 with
+Bahdanau attention and input feeding, bridge-initialised, dropout 0.3, untied embeddings, batches of
+128 sentences of Multi30k en->de, Adam, fp32 (about 12.2M parameters for the GRU).
+
+Each cell runs in its own process, so its peak RSS is its own. Warm-up batches are excluded and
+the figure is the median over repeats. Prints ``name: value`` lines and writes JSON.
+
+    python scripts/bench.py                       # all cells, training; decoding if a run exists
+    python scripts/bench.py --cells gru --repeats 5
+    python scripts/bench.py --what decode --run-dir runs/ende-default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ["experiment=reference"]  # conf/experiment/reference.yaml
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from nmt.cli import CONF_DIR
+    from nmt.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def prepared_run(cfg, run_dir: Path) -> Path:
+    """Data and tokenizer stages into run_dir (cached: seconds after the first time)."""
+    from nmt import data, tokenizer
+    from nmt.cli import _kwargs
+
+    data.prepare_corpus(**_kwargs(cfg.data), cache_dir=cfg.cache_dir, out_dir=run_dir)
+    tokenizer.prepare_tokenizer(**_kwargs(cfg.tokenizer), seed=cfg.seed, cache_dir=cfg.cache_dir,
+                                run_dir=run_dir)  # fmt: skip
+    return run_dir
+
+
+def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads: int) -> dict:
+    """Train-step throughput of one cell (run inside its own process)."""
+    import torch
+
+    from nmt.batching import BatchSampler, collate
+    from nmt.cli import _kwargs
+    from nmt.model import build_model, count_parameters
+    from nmt.tokenizer import Tokenizer, load_encoded
+    from nmt.train import build_optimizer
+
+    torch.set_num_threads(threads)
+    cfg = compose([*REFERENCE, f"model={cell}"])
+    run_dir = prepared_run(cfg, ROOT / "runs" / "bench" / "data")
+    tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
+    train = load_encoded(run_dir)["train"]
+    src, tgt = list(train["src_ids"]), list(train["tgt_ids"])
+    sampler = BatchSampler(src_lens=[len(s) for s in src], tgt_lens=[len(t) for t in tgt],
+                           max_tokens=None, batch_size=128, pool_size=100, seed=1)  # fmt: skip
+    chosen = sampler.batches(0)[: warmup + batches * repeats]
+    torch.manual_seed(1)
+    model = build_model(**_kwargs(cfg.model), src_vocab_size=tok.src_vocab_size,
+                        tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint).train()  # fmt: skip
+    opt = build_optimizer(model, optimizer="adam", lr=1e-3, weight_decay=0.0, betas=[0.9, 0.999])
+
+    def step(indices) -> int:
+        batch = collate([src[i] for i in indices], [tgt[i] for i in indices], indices)
+        out = model.loss(batch, 0.1)
+        opt.zero_grad(set_to_none=True)
+        (out.loss / out.n_tokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return out.n_tokens
+
+    for indices in chosen[:warmup]:
+        step(indices)
+    rates = []
+    for r in range(repeats):
+        block = chosen[warmup + r * batches : warmup + (r + 1) * batches]
+        start = time.perf_counter()
+        tokens = sum(step(indices) for indices in block)
+        rates.append(tokens / (time.perf_counter() - start))
+    return {
+        "cell": cell,
+        "parameters": count_parameters(model),
+        "train_tgt_tokens_per_s": round(statistics.median(rates), 1),
+        "train_tgt_tokens_per_s_runs": [round(x, 1) for x in rates],
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "threads": threads,
+        "batches_per_repeat": batches,
+        "warmup_batches": warmup,
+    }
+
+
+def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
+    """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences."""
+    import torch
+
+    from nmt.data import load_corpus
+    from nmt.search import decode_corpus
+    from nmt.translate import Translator
+
+    torch.set_num_threads(threads)
+    translator = Translator.from_run_dir(run_dir, device="cpu")
+    corpus, report = load_corpus(run_dir)
+    texts = [row[report["src"]] for row in corpus[split]["translation"]]
+    src = translator.tokenizer.encode_src(texts)
+    results = {"run_dir": str(run_dir), "split": split, "sentences": len(src), "threads": threads}
+    base = {"max_len_a": 1.5, "max_len_b": 10, "min_len": 0, "n_best": 1, "coverage_penalty": 0.0,
+            "no_repeat_ngram": 0}  # fmt: skip
+    for name, options in (("greedy", {"beam_size": 1, "alpha": 0.0}),
+                          ("beam5", {"beam_size": 5, "alpha": 0.6})):  # fmt: skip
+        decode_corpus(translator.model, src[:64], device=translator.device, max_sentences=64,
+                      **base, **options)  # warm-up  # fmt: skip
+        times, tokens = [], 0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            found = decode_corpus(translator.model, src, device=translator.device,
+                                  max_sentences=64, **base, **options)  # fmt: skip
+            times.append(time.perf_counter() - start)
+            tokens = sum(len(h[0].tokens) + 1 for h in found)
+        seconds = statistics.median(times)
+        results[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
+        results[f"{name}_generated_tokens_per_s"] = round(tokens / seconds, 1)
+        results[f"{name}_seconds"] = round(seconds, 2)
+    results["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    return results
+
+
+def latest_run() -> Path | None:
+    runs = [p.parent for p in (ROOT / "runs").glob("*/best/model.safetensors")]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--what", default="train,decode", help="train, decode or both (default)")
+    parser.add_argument("--cells", default="gru,lstm,tanh,gru_cho", help="cells to benchmark")
+    parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--run-dir", type=Path, default=None, help="trained run for decoding "
+                        "(default: the newest runs/*/ with best/)")  # fmt: skip
+    parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
+    parser.add_argument("--one-train", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one_train:  # child process: one cell, JSON on stdout
+        print(json.dumps(bench_train_one(args.one_train, args.batches, args.warmup, args.repeats,
+                                         args.threads)))  # fmt: skip
+        return
+
+    import torch
+
+    report = {
+        "torch": torch.__version__,
+        "cpu_threads": args.threads,
+        "machine": os.uname().machine,
+    }
+    what = set(args.what.split(","))
+    if "train" in what:
+        report["train"] = {}
+        for cell in args.cells.split(","):
+            child = subprocess.run(
+                [sys.executable, __file__, "--one-train", cell, "--batches", str(args.batches),
+                 "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+                 "--threads", str(args.threads)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if child.returncode != 0:
+                sys.exit(f"bench for {cell} failed:\n{child.stderr[-3000:]}")
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            report["train"][cell] = result
+            for key in ("parameters", "train_tgt_tokens_per_s", "peak_rss_mib"):
+                print(f"train.{cell}.{key}: {result[key]}", flush=True)
+    if "decode" in what:
+        run_dir = args.run_dir or latest_run()
+        if run_dir is None:
+            print("decode: skipped (no trained run; train one with `make train` or pass --run-dir)")
+        else:
+            result = bench_decode(run_dir, args.split, args.repeats, args.threads)
+            report["decode"] = result
+            for key, value in result.items():
+                print(f"decode.{key}: {value}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"json: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

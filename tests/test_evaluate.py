@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+from conftest import multi30k_lines
+
+from nmt.evaluate import check_streams, paired_bootstrap, score
+
+
+def test_text_against_itself_is_100():
+    refs = multi30k_lines("val", "de", 50)
+    s = score(refs, refs, ter=True, lowercase=True)
+    assert s["bleu"] == pytest.approx(100.0) and s["chrf"] == pytest.approx(100.0)
+    assert s["ter"] == pytest.approx(0.0) and s["bleu_lc"] == pytest.approx(100.0)
+    assert s["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.")
+    assert "case:lc" in s["bleu_lc_signature"]
+
+
+def test_known_score():
+    hyps = ["Ein Hund läuft im Park.", "Zwei Kinder spielen."]
+    refs = ["Ein Hund rennt im Park.", "Zwei Kinder spielen draußen."]
+    import sacrebleu
+
+    expected = sacrebleu.metrics.BLEU().corpus_score(hyps, [refs]).score
+    assert score(hyps, refs)["bleu"] == pytest.approx(expected)
+    assert 0 < expected < 100
+
+
+def test_wrong_nesting_and_counts_are_refused():
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        score(["a", "b"], ["a"])
+    with pytest.raises(TypeError, match="one per hypothesis"):
+        check_streams(["a", "b"], [["a", "b"]])
+
+
+def test_paired_bootstrap_comes_from_sacrebleu():
+    refs = multi30k_lines("val", "de", 60)
+    good = refs[:50] + ["falsch"] * 10
+    bad = [" ".join(r.split()[:3]) for r in refs]
+    out = paired_bootstrap({"good": good, "bad": bad}, refs, samples=200)
+    assert out["good"]["bleu_p"] is None
+    assert out["bad"]["bleu_p"] < 0.05 and out["bad"]["bleu"] < out["good"]["bleu"]
+    assert "|bs:200|seed:12345|" in out["signatures"]["bleu"]

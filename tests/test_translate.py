@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nmt.translate import RunDirError, Translator
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+LONG = "house " * 2000
+
+
+def translate(run_dir, stdin: bytes, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "nmt-translate"), f"run_dir={run_dir}", *args],
+                          input=stdin, capture_output=True, timeout=300)  # fmt: skip
+
+
+def test_api_one_output_per_input(tiny_run):
+    translator = Translator.from_run_dir(tiny_run, search={"beam_size": 2})
+    out = translator.translate(["A dog runs.", "", LONG, "Two men."])
+    assert len(out) == 4 and out[1] == ""
+    assert all(isinstance(t, str) for t in out)
+    full = translator.translate_full([LONG])
+    assert full[0].truncated
+
+
+def test_cli_three_lines_for_three_lines(tiny_run):
+    result = translate(tiny_run, f"A dog runs.\n\n{LONG}\n".encode())
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    lines = result.stdout.decode().split("\n")
+    assert len(lines) == 4 and lines[3] == "" and lines[1] == ""  # three lines, newline-terminated
+    assert "<stdin>:3: longer than 250 pieces" in result.stderr.decode()
+
+
+def test_make_translate_keeps_stdout_clean(tiny_run):
+    result = subprocess.run(
+        ["make", "--no-print-directory", "translate", f"ARGS=run_dir={tiny_run}"],
+        input=b"A dog runs.\n\nTwo men.\n", capture_output=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.stdout.decode().count("\n") == 3
+
+
+def test_invalid_utf8_line_gives_empty_line_or_stops(tiny_run):
+    data = b"A dog.\n\xff\xfe bad\nA cat.\n"
+    result = translate(tiny_run, data)
+    assert result.returncode == 0
+    lines = result.stdout.decode().split("\n")
+    assert len(lines) == 4 and lines[1] == ""
+    assert "<stdin>:2: invalid UTF-8 at byte 0 of the line" in result.stderr.decode()
+    strict = translate(tiny_run, data, "strict=true")
+    assert strict.returncode == 1
+    assert (
+        strict.stderr.decode()
+        .strip()
+        .splitlines()[-1]
+        .startswith("error: <stdin>:2: invalid UTF-8")
+    )
+
+
+def test_files_and_n_best(tiny_run, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("A dog runs.\nTwo men.\n\n")
+    out = tmp_path / "out.txt"
+    result = translate(tiny_run, b"", f"input={src}", f"output={out}", "search.n_best=3")
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    lines = out.read_text().split("\n")[:-1]
+    assert len(lines) == 9
+    assert all(len(line.split("\t")) == 2 for line in lines)
+    float(lines[0].split("\t")[1])
+
+
+def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    (broken / "spm.model").unlink()
+    with pytest.raises(RunDirError, match="no SentencePiece model"):
+        Translator.from_run_dir(broken)
+    shutil.copy(tiny_run / "spm.model", broken / "spm.model")
+    shutil.rmtree(broken / "best")
+    with pytest.raises(RunDirError, match="no checkpoint"):
+        Translator.from_run_dir(broken)
+    shutil.copytree(tiny_run / "best", broken / "best")
+    (broken / "spm.model").write_bytes(b"not a model")
+    result = translate(broken, b"hello\n")
+    assert result.returncode == 1
+    assert len(result.stderr.decode().strip().splitlines()) == 1
+    with pytest.raises(RunDirError, match="config.yaml: missing"):
+        Translator.from_run_dir(tmp_path / "nowhere")
+
+
+def test_eval_split_scores_and_plots(tiny_run):
+    result = subprocess.run(
+        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", "split=test_2016_flickr",
+         "attention_plots=2", "search=greedy"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test_2016_flickr: BLEU" in result.stdout and "nrefs:1|case:mixed" in result.stdout
+    out_dir = tiny_run / "eval" / "test_2016_flickr-best-greedy"
+    scores = json.loads((out_dir / "scores.json").read_text())
+    for key in ("bleu", "chrf", "ter", "bleu_lc", "bleu_signature", "seconds", "sentences_per_s",
+                "checkpoint", "search", "split"):  # fmt: skip
+        assert key in scores
+    assert len((out_dir / "hyps.txt").read_text().split("\n")) == 41
+    plots = sorted((out_dir / "attention").glob("*.png"))
+    assert len(plots) == 2 and all(p.stat().st_size > 2000 for p in plots)
+
+
+def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
+    from nmt.data import load_corpus
+
+    corpus, _ = load_corpus(tiny_run)
+    ref = [r["de"] for r in corpus["test_2016_flickr"]["translation"]]
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("".join(r + "\n" for r in ref))
+    b.write_text("".join(" ".join(r.split()[:2]) + "\n" for r in ref))
+    result = subprocess.run(
+        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", "split=test_2016_flickr",
+         f"hyps=[{a},{b}]", "bootstrap_samples=100"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{b} vs {a}: BLEU" in result.stdout and "(p = 0.0" in result.stdout
+    short = tmp_path / "short.txt"
+    short.write_text("one line\n")
+    bad = subprocess.run([str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{short}]"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert (
+        bad.returncode == 1 and "1 lines but split test_2016_flickr has 40 references" in bad.stderr
+    )
