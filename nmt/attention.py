@@ -53,11 +53,34 @@ class Attention(nn.Module):
         if self.kind == "none":
             return summary, None
         if self.kind == "bahdanau":
-            energy = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # [B, S, A]
-            scores = self.v(energy).squeeze(-1)
+            scores = AdditiveScores.apply(keys, self.query_proj(query), self.v.weight.squeeze(0))
         else:
             scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # [B, D]
         return context, weights
+
+
+class AdditiveScores(torch.autograd.Function):
+    """scores = v^T tanh(keys + query): keys [B, S, A], query [B, A], v [A] -> [B, S].
+
+    The [B, S, A] energy is recomputed in backward instead of being kept for every decoder step:
+    stored, it is most of a training step's memory (128 sentences x 50 steps x 50 source
+    positions x 512 floats is 650 MB); recomputed, it costs one add and one tanh per step.
+    """
+
+    @staticmethod
+    def forward(ctx, keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
+        ctx.save_for_backward(keys, query, v)
+        return torch.tanh(keys + query.unsqueeze(1)) @ v
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        keys, query, v = ctx.saved_tensors
+        energy = torch.tanh(keys + query.unsqueeze(1))
+        grad = grad.unsqueeze(-1)  # [B, S, 1]
+        grad_v = (grad * energy).sum(dim=(0, 1)) if ctx.needs_input_grad[2] else None
+        energy.mul_(energy).neg_().add_(1.0).mul_(grad * v)  # d scores / d (keys + query)
+        grad_query = energy.sum(dim=1) if ctx.needs_input_grad[1] else None
+        return energy, grad_query, grad_v

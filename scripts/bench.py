@@ -145,7 +145,7 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
 
 
 def latest_run() -> Path | None:
-    runs = [p.parent for p in (ROOT / "runs").glob("*/best/model.safetensors")]
+    runs = [p.parent.parent for p in (ROOT / "runs").glob("*/best/model.safetensors")]
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
