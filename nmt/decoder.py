@@ -80,11 +80,18 @@ class Decoder(nn.Module):
         )
         return DecoderState(rnn=rnn, feed=rnn[0].new_zeros(rnn[0].shape[1:]))
 
+    def output_layer(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(x, weight, bias) with logits = x @ weight.T + bias: hidden [..., H] -> x [..., E or H].
+
+        Split out so the loss can run the vocabulary-sized product in chunks.
+        """
+        if self.tie_output:
+            return self.out_proj(hidden), self.embedding.weight, self.out_bias
+        return hidden, self.out.weight, self.out.bias
+
     def logits(self, hidden: Tensor) -> Tensor:
         """Output layer: [..., H] attentional vectors -> [..., V] logits."""
-        if self.tie_output:
-            return F.linear(self.out_proj(hidden), self.embedding.weight, self.out_bias)
-        return self.out(hidden)
+        return F.linear(*self.output_layer(hidden))
 
     def _advance(self, gx: Tensor, state: DecoderState, memory: Memory):
         rnn = self.rnn.step(gx, state.rnn)

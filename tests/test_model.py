@@ -8,7 +8,7 @@ from conftest import tiny_model, toy_pairs
 from nmt.attention import KINDS
 from nmt.batching import collate
 from nmt.cells import CELLS
-from nmt.model import SmoothedCrossEntropy, count_parameters
+from nmt.model import LinearSmoothedCrossEntropy, count_parameters
 
 CASES = [(c, a) for c in CELLS for a in KINDS]
 
@@ -82,13 +82,25 @@ def test_each_cell_overfits_20_pairs(cell):
     assert loss.item() < 0.05, f"{cell} did not overfit: {loss.item():.3f}"
 
 
-def test_smoothed_cross_entropy_matches_torch():
-    x = torch.randn(9, 13, dtype=torch.double, requires_grad=True)
-    t = torch.randint(0, 13, (9,))
-    loss, nll = SmoothedCrossEntropy.apply(x, t, 0.1)
-    torch.testing.assert_close(loss, F.cross_entropy(x, t, label_smoothing=0.1, reduction="none"))
-    torch.testing.assert_close(nll, F.cross_entropy(x, t, reduction="none"))
-    assert torch.autograd.gradcheck(lambda a: SmoothedCrossEntropy.apply(a, t, 0.1)[0], (x,))
+@pytest.mark.parametrize("n", [7, 5000])  # one chunk, and several
+def test_fused_output_layer_loss_matches_torch(n):
+    torch.manual_seed(0)
+    x = torch.randn(n, 6, dtype=torch.double, requires_grad=True)
+    w = torch.randn(13, 6, dtype=torch.double, requires_grad=True)
+    b = torch.randn(13, dtype=torch.double, requires_grad=True)
+    t = torch.randint(0, 13, (n,))
+    loss, nll = LinearSmoothedCrossEntropy.apply(x, w, b, t, 0.1)
+    logits = F.linear(x, w, b)
+    expected = F.cross_entropy(logits, t, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(nll, F.cross_entropy(logits, t, reduction="sum"))
+    grads = torch.autograd.grad(loss * 0.5, (x, w, b))
+    for mine, theirs in zip(grads, torch.autograd.grad(expected * 0.5, (x, w, b)), strict=True):
+        torch.testing.assert_close(mine, theirs)
+    if n < 100:
+        assert torch.autograd.gradcheck(
+            lambda *a: LinearSmoothedCrossEntropy.apply(*a, t, 0.1)[0], (x, w, b)
+        )
 
 
 def test_reference_size_and_tying():
