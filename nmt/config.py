@@ -151,35 +151,35 @@ class Config:
 
 
 @dataclass
-class TranslateConfig:
-    """nmt-translate: a run directory, input and output, search settings."""
+class DecodeConfig:
+    """What translate and eval share: a run directory, a checkpoint, batching and search."""
 
     run_dir: str = MISSING
-    input: str | None = None
-    output: str | None = None
     checkpoint: str = MISSING
     device: str = MISSING
-    strict: bool = MISSING
     max_tokens: int = MISSING
     max_src_len: int = MISSING
-    buffer_lines: int = MISSING
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
 @dataclass
-class EvalConfig:
-    """nmt-eval: a run directory, a split, and either search settings or hypothesis files."""
+class TranslateConfig(DecodeConfig):
+    """nmt-translate: input and output files (or stdin/stdout) and input handling."""
 
-    run_dir: str = MISSING
+    input: str | None = None
+    output: str | None = None
+    strict: bool = MISSING
+    buffer_lines: int = MISSING
+
+
+@dataclass
+class EvalConfig(DecodeConfig):
+    """nmt-eval: a split, and either search settings or hypothesis files."""
+
     split: str = MISSING
     hyps: list[str] = field(default_factory=list)
-    checkpoint: str = MISSING
-    device: str = MISSING
-    max_tokens: int = MISSING
-    max_src_len: int = MISSING
     attention_plots: int = MISSING
     bootstrap_samples: int = MISSING
-    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def register_configs() -> None:
