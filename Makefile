@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train translate eval bench test lint format clean
+.PHONY: help install data spm train translate eval bench ablate test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ eval: $(STAMP) ## BLEU/chrF/TER of a split: ARGS="run_dir=runs/X split=test_2016
 
 bench: $(STAMP) ## training and decoding speed per cell on the reference model (name: value + JSON)
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+# The quick preset unless ARGS names another experiment.
+ablate: $(STAMP) ## cell ablation sweep + report in runs/ablation_quick (ARGS="experiment=ablation_full")
+	$(BIN)/nmt-train $(if $(findstring experiment=,$(ARGS)),,experiment=ablation_quick) $(ARGS)
 
 test: $(STAMP) ## run the test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)

@@ -23,6 +23,7 @@ import datasets
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from nmt import data, evaluate, search, tokenizer, train
@@ -62,7 +63,7 @@ def _stage_data(cfg: DictConfig, run_dir: Path) -> dict:
 def _stage_spm(cfg: DictConfig, run_dir: Path) -> dict:
     _stage_data(cfg, run_dir)
     report = tokenizer.prepare_tokenizer(
-        **_kwargs(cfg.tokenizer), seed=cfg.seed, cache_dir=cfg.cache_dir, run_dir=run_dir
+        **_kwargs(cfg.tokenizer), cache_dir=cfg.cache_dir, run_dir=run_dir
     )
     log.info("%s", tokenizer.format_report(report))
     return report
@@ -113,9 +114,35 @@ def _validator(
     return validate
 
 
+DONE_FILE = "done.json"
+
+
+def _resume_mode(value: object) -> str:
+    mode = str(value).lower()
+    if mode not in ("true", "false", "auto"):
+        raise _Fail(f"train.resume={value!r}: expected true, false or auto")
+    return mode
+
+
+def _in_sweep() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def train_task(cfg: DictConfig) -> float:
-    """Train a model: data and spm stages (cached), then the loop; returns best valid BLEU."""
+    """Train a model: data and spm stages (cached), the loop, then ``final_eval``; returns best
+    valid BLEU. Writes ``done.json`` (the results) when it ends, so a rerun with
+    ``train.resume=auto`` skips a finished run and continues an unfinished one."""
     run_dir = _run_dir()
+    mode = _resume_mode(cfg.train.resume)
+    done = run_dir / DONE_FILE
+    if mode != "false" and done.is_file():
+        result = json.loads(done.read_text())
+        log.info("%s: finished before (%s); skipped. Delete the directory to train it again",
+                 run_dir, result.get("status"))  # fmt: skip
+        return float(result.get("bleu", float("nan")))
+    resume = mode == "true" or (
+        mode == "auto" and train.find_checkpoint(run_dir / "last") is not None
+    )
     _stage_spm(cfg, run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     device = train.pick_device(cfg.device, cfg.train.threads)
@@ -160,13 +187,19 @@ def train_task(cfg: DictConfig) -> float:
             model=model, src_ids=src_ids, tgt_ids=tgt_ids, sampler=sampler, optimizer=optimizer,
             schedule=schedule, validate=_validator(cfg, device, tok, valid), run_dir=run_dir,
             device=device, clip_norm=cfg.optim.clip_norm, label_smoothing=cfg.optim.label_smoothing,
-            meta=meta, **{k: v for k, v in _kwargs(cfg.train, drop=("threads", "valid_max_sentences")).items()},
+            meta=meta, resume=resume,
+            **_kwargs(cfg.train, drop=("threads", "valid_max_sentences", "resume")),
         )  # fmt: skip
     except train.Interrupted as e:
         print(str(e), file=sys.stderr)
         sys.exit(130)
     except train.TrainingError as e:
-        raise _Fail(str(e)) from None
+        if not _in_sweep():
+            raise _Fail(str(e)) from None
+        # One diverged run must not end a sweep: record it (the report lists it) and go on.
+        log.error("%s: %s", run_dir, e)
+        _write_json(done, {**meta, "status": "failed", "error": str(e)})
+        return float("nan")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     log.info(
         "best valid BLEU %.2f chrF %.2f at step %d; %d steps in %.1f min, %.0f target tokens/s "
@@ -174,15 +207,29 @@ def train_task(cfg: DictConfig) -> float:
         best["bleu"], best["chrf"], best["best_step"], best["steps"], best["minutes"],
         best["tokens_per_s"], peak_gib, best["bleu_signature"],
     )  # fmt: skip
+    if cfg.final_eval:
+        translator = _translator(cfg, run_dir=run_dir, checkpoint="best")
+        corpus, _ = data.load_corpus(run_dir)
+        for split in cfg.final_eval:
+            _eval_split(translator, corpus, split, run_dir, "best", cfg.search, attention_plots=0)
+    _write_json(done, {**meta, **best, "status": "finished", "peak_rss_gib": round(peak_gib, 3)})
     return float(best["bleu"])
 
 
-def _translator(cfg: DictConfig) -> Translator:
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+def _translator(cfg: DictConfig, run_dir: Path | None = None, checkpoint: str | None = None,
+                ) -> Translator:  # fmt: skip
+    """The run's model with cfg.search; the translate/eval keys or, after training, defaults."""
     options = _kwargs(cfg.search, drop=("name", "max_sentences"))
     return Translator.from_run_dir(
-        cfg.run_dir, checkpoint=cfg.checkpoint, device=cfg.device, search=options,
-        max_sentences=cfg.search.max_sentences, max_tokens=cfg.max_tokens,
-        max_src_len=cfg.max_src_len,
+        run_dir or cfg.run_dir, checkpoint=checkpoint or cfg.checkpoint, device=cfg.device,
+        search=options, max_sentences=cfg.search.max_sentences,
+        max_tokens=cfg.get("max_tokens", 4000), max_src_len=cfg.get("max_src_len", 250),
     )  # fmt: skip
 
 
@@ -318,28 +365,40 @@ def eval_task(cfg: DictConfig) -> dict:
         translator = _translator(cfg)
     except RunDirError as e:
         raise _Fail(str(e)) from None
+    return _eval_split(translator, corpus, cfg.split, run_dir, cfg.checkpoint, cfg.search,
+                       attention_plots=cfg.attention_plots)  # fmt: skip
+
+
+def _eval_split(translator: Translator, corpus, split: str, run_dir: Path, checkpoint: str,
+                search_cfg: DictConfig, attention_plots: int) -> dict:  # fmt: skip
+    """Translate a split, score it, write eval/<split>-<checkpoint>-<search>/{hyps.txt,scores.json}."""
+    if split not in corpus:
+        raise _Fail(f"split {split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})")
+    report = data.read_report(run_dir / data.ARTIFACT)
+    src_lang, tgt_lang = report["src"], report["tgt"]
+    rows = corpus[split]["translation"]
+    sources, refs = [r[src_lang] for r in rows], [r[tgt_lang] for r in rows]
     start = time.perf_counter()
     results = translator.translate_full(sources)
     seconds = time.perf_counter() - start
     hyps = [r.texts[0] for r in results]
     scores = evaluate.score(hyps, refs, ter=True, lowercase=True)
-    tag = f"{cfg.split}-{cfg.checkpoint}-{cfg.search.name}"
-    out_dir = run_dir / "eval" / tag
+    out_dir = run_dir / "eval" / f"{split}-{checkpoint}-{search_cfg.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "hyps.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     scores.update(
-        split=cfg.split, src=src_lang, tgt=tgt_lang, checkpoint=cfg.checkpoint,
-        search=OmegaConf.to_container(cfg.search), seconds=round(seconds, 2),
+        split=split, src=src_lang, tgt=tgt_lang, checkpoint=checkpoint,
+        search=OmegaConf.to_container(search_cfg), seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         generated_tokens_per_s=round(sum(len(r.hyps[0].tokens) + 1 for r in results) / seconds, 1),
     )  # fmt: skip
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))
-    for i, result in enumerate(results[: cfg.attention_plots]):
+    for i, result in enumerate(results[:attention_plots]):
         hyp = result.hyps[0]
         if hyp.attn is not None:
             plot_attention(hyp.attn, result.src_pieces, translator.target_pieces(hyp),
                            out_dir / "attention" / f"{i:04d}.png", title=result.texts[0][:80])  # fmt: skip
-    print(_summary(f"{run_dir.name} {cfg.search.name}", cfg.split, scores))
+    print(_summary(f"{run_dir.name} {search_cfg.name}", split, scores))
     log.info("wrote %s (%.1f s, %.1f sentences/s)", out_dir, seconds, len(hyps) / seconds)
     return scores
 
@@ -359,8 +418,12 @@ def _check_overrides(config_name: str, args: list[str]) -> None:
         return  # --help, --cfg, -m ...: Hydra's own handling
     overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
     from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
+        # Sweeps (model=gru,lstm) are checked by Hydra itself, against the presets' hydra.mode.
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             compose(config_name, overrides=overrides)
     except Exception as e:

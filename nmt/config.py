@@ -48,6 +48,8 @@ class TokenizerConfig:
     normalization_rule_name: str = MISSING
     input_sentence_size: int = MISSING
     num_threads: int = MISSING
+    # Its own seed, not the run's: runs that differ only in `seed` share one vocabulary.
+    seed: int = MISSING
 
 
 @dataclass
@@ -126,7 +128,9 @@ class TrainConfig:
     log_every: int = MISSING
     patience: int = MISSING
     early_stop_metric: str = MISSING
-    resume: bool = MISSING
+    # false: refuse a run_dir that has a checkpoint; true: continue it; auto: continue it if it
+    # has one, do nothing if the run finished (done.json), else start (what sweeps use).
+    resume: str = MISSING
     max_bad_steps: int = MISSING
     threads: int | None = MISSING
     tensorboard: bool = MISSING
@@ -148,6 +152,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Splits translated with the best checkpoint and `search` once training ends (eval/<split>-...).
+    final_eval: list[str] = field(default_factory=list)
 
 
 @dataclass

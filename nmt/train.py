@@ -56,6 +56,7 @@ class Progress:
     bad_validations: int = 0
     last_valid_step: int = -1
     train_seconds: float = 0.0  # wall clock of training, validations included
+    valid_seconds: float = 0.0  # the validations' part of it
     tokens: int = 0  # target tokens trained on
 
 
@@ -335,9 +336,11 @@ def fit(
 
     def run_validation() -> bool:
         """Validate, track the best, checkpoint; True when early stopping says stop."""
+        began = time.monotonic()
         model.eval()
         scores = validate(model)
         model.train()
+        state.valid_seconds += time.monotonic() - began
         state.last_valid_step = state.step
         value = scores[early_stop_metric] * sign
         improved = value > state.best_score
@@ -447,6 +450,7 @@ def fit(
     bar.close()
     if state.last_valid_step != state.step:
         run_validation()
+        state.train_seconds = time.monotonic() - start
     log.info("training stopped (%s) at step %d after %.1f min; best %s %.2f at step %d",
              stop_reason, state.step, state.train_seconds / 60, early_stop_metric,
              state.best_score * sign, state.best_step)  # fmt: skip
@@ -455,7 +459,9 @@ def fit(
     best = json.loads((best_dir / "scores.json").read_text())
     return {**best, "best_step": state.best_step, "steps": state.step,
             "minutes": state.train_seconds / 60, "stop_reason": stop_reason,
-            "tokens_per_s": state.tokens / max(state.train_seconds, 1e-9)}  # fmt: skip
+            "tokens_per_s": state.tokens / max(state.train_seconds, 1e-9),
+            "train_tokens_per_s": state.tokens / max(state.train_seconds - state.valid_seconds, 1e-9),
+            "valid_minutes": state.valid_seconds / 60}  # fmt: skip
 
 
 def _append_csv(path: Path, row: dict) -> None:
