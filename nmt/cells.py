@@ -109,6 +109,25 @@ _STEPS: dict[str, Callable[[Tensor, State, Tensor, Tensor], State]] = {
 }
 
 
+def gate_values(
+    cell: str, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor
+) -> dict[str, Tensor]:
+    """The sigmoid gates a step computes from (gx, state): [B, H] each; none for tanh.
+
+    ``update`` (GRU z) and ``forget`` (LSTM f) are both the share of the old state kept.
+    """
+    h = state[0]
+    if cell in ("gru", "gru_cho"):
+        size = h.shape[-1]
+        x_r, x_z, _ = gx.chunk(3, dim=-1)
+        h_r, h_z = F.linear(h, w_hh[: 2 * size], b_hh[: 2 * size]).chunk(2, dim=-1)
+        return {"reset": torch.sigmoid(x_r + h_r), "update": torch.sigmoid(x_z + h_z)}
+    if cell == "lstm":
+        i, f, _, o = (gx + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+        return {"input": torch.sigmoid(i), "forget": torch.sigmoid(f), "output": torch.sigmoid(o)}
+    return {}
+
+
 def gate_names(cell: str) -> list[str]:
     """Names of the gate blocks of ``weight_ih`` rows, in order (for gate statistics)."""
     check_cell(cell)
@@ -145,6 +164,8 @@ class CellLayer(nn.Module):
         self.bias_ih = nn.Parameter(torch.empty(gates))
         self.bias_hh = nn.Parameter(torch.empty(gates))
         self._step = _STEPS[cell]
+        # Called with gate_values(...) at every step when set (gate statistics); None in training.
+        self.recorder: Callable[[dict[str, Tensor]], None] | None = None
         _init_weights(cell, hidden_size, list(self.named_parameters()))
 
     def project(self, x: Tensor) -> Tensor:
@@ -153,6 +174,8 @@ class CellLayer(nn.Module):
 
     def step(self, gx: Tensor, state: State) -> State:
         """Advance one step from a projected input gx: [B, G]; state tensors [B, H]."""
+        if self.recorder is not None:
+            self.recorder(gate_values(self.cell, gx, state, self.weight_hh, self.bias_hh))
         return self._step(gx, state, self.weight_hh, self.bias_hh)
 
 
@@ -213,7 +236,7 @@ class Recurrent(nn.Module):
                 )
                 for i in range(layers * self.dirs)
             )
-            self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)  # between layers of the stepped loop
 
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, State]:
         if self.rnn is not None:
@@ -223,22 +246,58 @@ class Recurrent(nn.Module):
             return out, wrap(final)
         return self._loop(x, lens)
 
-    def _loop(self, x: Tensor, lens: Tensor) -> tuple[Tensor, State]:
+    def layer_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of each layer and direction, layer-major."""
+        if self.rnn is None:
+            return [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in self.loop]
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [
+            tuple(getattr(self.rnn, f"{n}_l{layer}{'_reverse' if d else ''}") for n in names)
+            for layer in range(self.layers)
+            for d in range(self.dirs)
+        ]
+
+    def gate_sums(self, x: Tensor, lens: Tensor) -> dict[tuple[int, int, str], tuple[float, int]]:
+        """Sum and count of each gate's activations over real positions, per (layer, direction,
+        gate), by stepping the gate equations with this module's weights (fused kernels do not
+        expose their gates). Also the check that those weights are read correctly: the stepped
+        outputs equal ``forward``'s (tests)."""
+        sums: dict[tuple[int, int, str], tuple[float, int]] = {}
+
+        def record(layer: int, d: int, gates: dict[str, Tensor], keep: Tensor) -> None:
+            for name, g in gates.items():
+                total, count = sums.get((layer, d, name), (0.0, 0))
+                sums[layer, d, name] = (
+                    total + float((g * keep).sum()),
+                    count + int(keep.sum()) * g.shape[-1],
+                )
+
+        with torch.no_grad():
+            self._loop(x, lens, record)
+        return sums
+
+    def _loop(
+        self, x: Tensor, lens: Tensor, record: Callable | None = None
+    ) -> tuple[Tensor, State]:
         batch, length = x.shape[:2]
         mask = (torch.arange(length)[None, :] < lens[:, None]).to(x.device)  # [B, S]
         finals: list[State] = []
+        weights = self.layer_weights()
+        step = _STEPS[self.cell]
         for layer in range(self.layers):
             outs = []
             for d in range(self.dirs):
-                cell = self.loop[layer * self.dirs + d]
-                gx = cell.project(x)  # [B, S, G] for all steps at once
+                w_ih, w_hh, b_ih, b_hh = weights[layer * self.dirs + d]
+                gx = F.linear(x, w_ih, b_ih)  # [B, S, G] for all steps at once
                 zero = x.new_zeros(batch, self.hidden_size)
                 state = (zero,) * state_size(self.cell)
                 steps = range(length) if d == 0 else reversed(range(length))
                 out = [None] * length
                 for t in steps:
-                    new = cell.step(gx[:, t], state)
+                    new = step(gx[:, t], state, w_hh, b_hh)
                     keep = mask[:, t, None]
+                    if record is not None:
+                        record(layer, d, gate_values(self.cell, gx[:, t], state, w_hh, b_hh), keep)
                     # Padding leaves the state untouched, so the backward direction starts at
                     # each sentence's last real token and the final state is the true one.
                     state = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))

@@ -181,6 +181,7 @@ def train_task(cfg: DictConfig) -> float:
         "src": cfg.data.src, "tgt": cfg.data.tgt, "cell": cfg.model.cell,
         "attention": cfg.model.attention, "parameters": count_parameters(model),
         "spm_sha256": tok.sha256(), "torch": torch.__version__,
+        "hardware": train.describe_device(device),
     }  # fmt: skip
     try:
         best = train.fit(
@@ -331,9 +332,7 @@ def eval_task(cfg: DictConfig) -> dict:
         raise _Fail(
             f"split {cfg.split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})"
         )
-    src_lang, tgt_lang = report["src"], report["tgt"]
-    rows = corpus[cfg.split]["translation"]
-    sources, refs = [r[src_lang] for r in rows], [r[tgt_lang] for r in rows]
+    refs = [r[report["tgt"]] for r in corpus[cfg.split]["translation"]]
     if cfg.hyps:
         systems = {}
         for path in cfg.hyps:
@@ -373,7 +372,9 @@ def _eval_split(translator: Translator, corpus, split: str, run_dir: Path, check
                 search_cfg: DictConfig, attention_plots: int) -> dict:  # fmt: skip
     """Translate a split, score it, write eval/<split>-<checkpoint>-<search>/{hyps.txt,scores.json}."""
     if split not in corpus:
-        raise _Fail(f"split {split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})")
+        raise _Fail(
+            f"split {split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})"
+        )
     report = data.read_report(run_dir / data.ARTIFACT)
     src_lang, tgt_lang = report["src"], report["tgt"]
     rows = corpus[split]["translation"]

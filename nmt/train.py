@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import shutil
 import signal
@@ -221,6 +222,21 @@ def pick_device(name: str, threads: int | None = None) -> torch.device:
         torch.set_num_threads(threads or os.cpu_count() or 1)
         return_freed_memory()
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """What the run trained on, for reports: GPU name, or CPU model and thread count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def seed_everything(seed: int) -> None:
@@ -450,7 +466,7 @@ def fit(
     bar.close()
     if state.last_valid_step != state.step:
         run_validation()
-        state.train_seconds = time.monotonic() - start
+    state.train_seconds = time.monotonic() - start  # up to now: the last validation included
     log.info("training stopped (%s) at step %d after %.1f min; best %s %.2f at step %d",
              stop_reason, state.step, state.train_seconds / 60, early_stop_metric,
              state.best_score * sign, state.best_step)  # fmt: skip

@@ -41,6 +41,12 @@ class Translation:
     truncated: bool = False
 
 
+def single_line(text: str) -> str:
+    """A translation as one line: byte-fallback pieces can decode to a newline or CR, which would
+    split one output into two lines of a file (and misalign it with its source)."""
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
 class Translator:
     """A loaded model, its tokenizer and search settings; translate lists of strings."""
 
@@ -120,7 +126,7 @@ class Translator:
         out = []
         for i, x in enumerate(ids):
             hyps = hyps_of.get(i, empty)
-            texts_i = self.tokenizer.decode_tgt([h.tokens for h in hyps])
+            texts_i = [single_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in hyps])]
             pieces = self.tokenizer.src.id_to_piece(x) if x else []
             out.append(Translation(texts=texts_i, hyps=hyps, src_pieces=pieces,
                                    truncated=truncated[i]))  # fmt: skip

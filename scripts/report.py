@@ -1,0 +1,58 @@
+"""Ablation report from finished runs: a Markdown table, results.json and four PNG plots.
+
+    python scripts/report.py runs/ablation_quick            # a sweep directory
+    python scripts/report.py runs/a runs/b --out runs/cmp   # any finished run directories
+
+`make ablate` writes it at the end of the sweep (runs/<sweep>/report/); run this to rebuild it,
+e.g. after more runs finished or with other options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from nmt.report import PLOTS, ReportError, write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", type=Path,
+                        help="a sweep directory, or run directories (each with done.json)")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="output directory (default: <first path>/report)")
+    parser.add_argument(
+        "--split", default="test_2016_flickr", help="test split (default: %(default)s)"
+    )
+    parser.add_argument("--search", default="beam5",
+                        help="search of eval/<split>-best-<search>/ (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--baseline", default="gru", help="cell the p-values compare with")
+    parser.add_argument("--buckets", default="10,15,20",
+                        help="upper edges of the source-length buckets in words (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--bootstrap-samples", type=int, default=1000)
+    parser.add_argument("--device", default="auto", help="for gate statistics: auto | cpu | cuda")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        edges = tuple(int(e) for e in args.buckets.split(","))
+    except ValueError:
+        parser.error(f"--buckets {args.buckets!r}: expected integers separated by commas")
+    sweep = args.paths[0]
+    try:
+        path = write_report(
+            sweep, args.out, runs=args.paths, split=args.split, search=args.search,
+            baseline=args.baseline, edges=edges, samples=args.bootstrap_samples, device=args.device,
+        )  # fmt: skip
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(path.read_text(encoding="utf-8").split("\n![")[0])
+    print(f"wrote {path} and {', '.join(PLOTS)} in {path.parent}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
