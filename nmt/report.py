@@ -188,14 +188,40 @@ def _minutes_to_best(run: Run) -> float | None:
     return None
 
 
+# Not part of what a run is: where it ran, how it logged, which seed (seeds are a row's samples).
+_INCIDENTAL = ("seed", "run_dir", "cache_dir", "device", "train.resume", "train.progress",
+               "train.threads", "train.tensorboard")  # fmt: skip
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value)
+    return out
+
+
+def _context(run: Run) -> frozenset:
+    """Everything a run was configured with except its cell (with the cell's own recipe, optim.*)
+    and its seed: runs with the same context differ only in the cell."""
+    flat = _flat(run.config)
+    return frozenset(
+        (k, v) for k, v in flat.items()
+        if k not in _INCIDENTAL and k not in ("model.cell", "model.name")
+        and not k.startswith("optim.")
+    )  # fmt: skip
+
+
 def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
     """p-values of sacreBLEU's paired bootstrap, each run against the baseline cell with the same
-    attention and seed: {run path: {"bleu_p", "chrf_p"}}."""
+    context (attention and all other settings) and seed: {run path: {"bleu_p", "chrf_p"}}."""
     out: dict[str, dict] = {}
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         if run.finished:
-            groups.setdefault((run.attention, run.seed), []).append(run)
+            groups.setdefault((_context(run), run.seed), []).append(run)
     for group in groups.values():
         base = [r for r in group if r.cell == baseline]
         others = [r for r in group if r.cell != baseline]
@@ -214,14 +240,21 @@ def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int
 
 def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
     """One row per (cell, attention): means over seeds (std where there are several)."""
-    rows: dict[tuple[str, str], list[Run]] = {}
+    rows: dict[tuple[str, frozenset], list[Run]] = {}
     for run in sorted(runs, key=_order):
-        rows.setdefault((run.cell, run.attention), []).append(run)
+        rows.setdefault((run.cell, _context(run)), []).append(run)
     out = []
-    for (cell, attention), group in rows.items():
+    for (cell, context), group in rows.items():
         ok = [r for r in group if r.finished]
+        attention = group[0].attention
+        # Rows that share cell and attention but not the other settings: name what differs.
+        others = [c for (k, c) in rows if k == cell and c != context]
+        differing = sorted({k for c in others for k, _ in context ^ c if k != "model.attention"})
+        variant = ",".join(f"{k}={json.loads(dict(context)[k])}" for k in differing
+                           if k in dict(context))  # fmt: skip
         row = {
-            "cell": cell, "attention": attention, "runs": len(group), "failed": len(group) - len(ok),
+            "cell": cell, "attention": attention, "variant": variant, "runs": len(group),
+            "failed": len(group) - len(ok),
             "seeds": [r.seed for r in group], "parameters": group[0].done.get("parameters"),
         }  # fmt: skip
         if ok:
@@ -264,14 +297,15 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
             + baseline + " |")  # fmt: skip
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
+        attention = f"{r['attention']} ({r['variant']})" if r["variant"] else r["attention"]
         if "test_bleu" not in r:
-            lines.append(f"| {r['cell']} | {r['attention']} | {r['parameters'] or 0:,} | "
+            lines.append(f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | "
                          + " | ".join(["diverged"] + ["–"] * 9) + " |")  # fmt: skip
             continue
         base = r["cell"] == baseline
         fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
         lines.append(
-            f"| {r['cell']} | {r['attention']} | {r['parameters']:,} | "
+            f"| {r['cell']} | {attention} | {r['parameters']:,} | "
             f"{r['train_tokens_per_s']:,.0f} | {r['steps']:.0f} | {fmt(r['minutes_to_best'], '.1f')} | "
             f"{fmt(r['best_valid_ppl'], '.2f')} | {_pm(r['valid_bleu'])} | {_pm(r['test_bleu'])} | "
             f"{_pm(r['test_chrf'])} | {_p(r['bleu_p'], base)} | {_p(r['chrf_p'], base)} |"
@@ -388,7 +422,10 @@ def plot_gates(runs: list[Run], path: Path) -> None:
         if run.analysis and run.analysis["gates"] and run.label not in seen:
             seen.add(run.label)
             chosen.append(run)
-    layers = sorted({layer for r in chosen for layer in _gates_by_layer(r.analysis["gates"])})
+    layers = sorted(
+        {layer for r in chosen for layer in _gates_by_layer(r.analysis["gates"])},
+        key=lambda name: (name.startswith("decoder"), name.replace("fwd", "0").replace("bwd", "1")),
+    )  # encoder layers first, forward before backward
     fig, axes = plt.subplots(1, max(len(layers), 1), figsize=(4.8 * max(len(layers), 1), 4.5),
                              squeeze=False, sharey=True)  # fmt: skip
     width = 0.8 / len(GATE_ORDER)

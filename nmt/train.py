@@ -389,9 +389,10 @@ def fit(
     bad_in_row, window_tokens, window_loss, window_start = 0, 0, 0.0, time.monotonic()
     bar = tqdm(total=max_steps or None, initial=state.step, disable=not progress, unit="step",
                dynamic_ncols=True, mininterval=1.0)  # fmt: skip
-    stop_reason = "max_epochs"
+    spent = bool(max_steps) and state.step >= max_steps  # resumed at the end of its budget
+    stop_reason = "max_steps" if spent else "max_epochs"
     with _Signals() as signals:
-        while state.epoch < max_epochs:
+        while not spent and state.epoch < max_epochs:
             for position, indices in sampler.iterate(state.epoch, state.position):
                 batch = collate([src_ids[i] for i in indices], [tgt_ids[i] for i in indices],
                                 indices).to(device)  # fmt: skip

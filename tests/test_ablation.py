@@ -1,0 +1,211 @@
+"""Ablations: gate statistics, BLEU by length, the sweep machinery and the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model, toy_pairs
+from sacrebleu.metrics import BLEU
+
+from nmt.analysis import bleu_by_length, gate_statistics, length_buckets
+from nmt.batching import collate
+from nmt.cells import CELLS, Recurrent
+from nmt.report import PLOTS, Run, build_rows, markdown_table
+from nmt.translate import single_line
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_stepped_encoder_reads_the_fused_weights(cell):
+    """Gate statistics step the gate equations with the encoder's weights; the outputs of that
+    loop equal the (fused, packed) forward's, so the weights are read the right way round."""
+    torch.manual_seed(0)
+    rnn = Recurrent(cell=cell, input_size=5, hidden_size=6, layers=2, bidirectional=True,
+                    dropout=0.0).eval()  # fmt: skip
+    x, lens = torch.randn(3, 7, 5), torch.tensor([7, 4, 1])
+    expected, final = rnn(x, lens)
+    stepped, stepped_final = rnn._loop(x, lens)
+    torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=1e-4)
+    for a, b in zip(stepped_final, final, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    sums = rnn.gate_sums(x, lens)
+    gates = {g for _, _, g in sums}
+    expect = {"gru": {"reset", "update"}, "gru_cho": {"reset", "update"},
+              "lstm": {"input", "forget", "output"}, "tanh": set()}[cell]  # fmt: skip
+    assert gates == expect
+    for (layer, d, _), (total, count) in sums.items():
+        assert layer in (0, 1) and d in (0, 1)
+        assert count == int(lens.sum()) * 6  # real positions only, every unit
+        assert 0.0 < total / count < 1.0
+
+
+def test_gate_statistics_of_a_model():
+    src, tgt = toy_pairs(6)
+    batch = collate(src, tgt, list(range(6)))
+    stats = gate_statistics(tiny_model("lstm", dec_layers=2), [batch], torch.device("cpu"))
+    assert set(stats) == {
+        f"{part}.{g}" for part in ("encoder.l0.fwd", "encoder.l0.bwd", "decoder.l0", "decoder.l1")
+        for g in ("input", "forget", "output")
+    }  # fmt: skip
+    # The forget-gate bias starts at 1: an untrained LSTM keeps most of its memory.
+    assert all(v > 0.6 for k, v in stats.items() if k.endswith("forget"))
+    assert all(0.3 < v < 0.7 for k, v in stats.items() if not k.endswith("forget"))
+    model = tiny_model("gru")
+    assert {k.rsplit(".", 1)[1] for k in gate_statistics(model, [batch], torch.device("cpu"))} == {
+        "reset", "update"
+    }  # fmt: skip
+    assert all(layer.recorder is None for layer in model.decoder.rnn.layers)
+    assert gate_statistics(tiny_model("tanh"), [batch], torch.device("cpu")) == {}
+
+
+def test_bleu_by_length_partitions_the_test_set():
+    assert [label for *_, label in length_buckets((10, 15, 20))] == [
+        "1-10",
+        "11-15",
+        "16-20",
+        "21+",
+    ]
+    sources = ["a " * n for n in (3, 9, 12, 18, 30, 14)]
+    refs = ["the cat sat on the mat", "a dog", "two men", "a red car", "blue sky", "a b c d"]
+    hyps = ["the cat sat on a mat", "a dog", "two women", "a red car", "sky", "a b c"]
+    rows = bleu_by_length(sources, hyps, refs)
+    assert [r["sentences"] for r in rows] == [2, 2, 1, 1]
+    picked = [2, 5]  # 12 and 14 words
+    expected = BLEU().corpus_score([hyps[i] for i in picked], [[refs[i] for i in picked]]).score
+    assert rows[1]["bleu"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="5 hypotheses"):
+        bleu_by_length(sources, hyps[:5], refs)
+
+
+def test_translations_stay_on_one_line():
+    assert single_line("ein\nHund\r\nläuft\r") == "ein Hund läuft "
+
+
+def test_table_marks_diverged_rows():
+    def run(cell, status, **done):
+        return Run(path=Path(f"/x/{cell}"), config={"model": {"cell": cell, "attention": "none"},
+                   "seed": 1}, done={"status": status, "parameters": 10, **done})  # fmt: skip
+
+    ok = run("gru", "finished", train_tokens_per_s=100.0, steps=3, minutes=1.0, bleu=1.0,
+             best_step=3)  # fmt: skip
+    ok.test = {"bleu": 2.0, "chrf": 20.0}
+    rows = build_rows([run("tanh", "failed"), ok], {})
+    table = markdown_table(rows, "gru")
+    assert "| tanh | none | 10 | diverged |" in table
+    assert "| gru | none | 10 | 100 | 3 |" in table and "(baseline)" in table
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep on a tiny config, end to end
+
+
+def sweep(
+    tmp: Path, corpus_dir: Path, *extra: str, cells: str = "gru,lstm"
+) -> subprocess.CompletedProcess:
+    args = [
+        "experiment=ablation_quick", f"hydra.sweep.dir={tmp / 'sweep'}", f"data.root={corpus_dir}",
+        f"cache_dir={tmp / 'cache'}", "data.test_splits=[test_2016_flickr]",
+        "tokenizer.vocab_size=600", "model.emb_dim=32", "model.enc_hidden=32",
+        "model.dec_hidden=64", "batch.max_tokens=800", "train.valid_every=2", "train.threads=1",
+        f"model={cells}", "model.attention=none", *(extra or ["train.max_steps=3"]),
+    ]  # fmt: skip
+    return subprocess.run([str(BIN / "nmt-train"), *args], capture_output=True, text=True,
+                          timeout=600, check=False, cwd=ROOT)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(corpus_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    result = sweep(tmp, corpus_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, result
+
+
+def test_sweep_names_runs_after_their_overrides(tiny_sweep):
+    tmp, result = tiny_sweep
+    runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
+    assert len(runs) == 2
+    for run, cell in zip(runs, ("gru", "lstm"), strict=True):
+        assert f"model={cell}" in run.name and "model.attention=none" in run.name
+        assert "seed=1" in run.name and "train.max_steps=3" in run.name
+        assert "cache_dir" not in run.name and "experiment" not in run.name  # paths stay out
+        done = json.loads((run / "done.json").read_text())
+        assert done["status"] == "finished" and done["cell"] == cell and done["steps"] == 3
+        assert (run / "eval" / "test_2016_flickr-best-beam5" / "hyps.txt").is_file()
+    # One vocabulary for the whole sweep: trained once, the same file in every run.
+    models = {(run / "spm.model").read_bytes() for run in runs}
+    assert len(models) == 1
+    assert (result.stdout + result.stderr).count("(cached)") >= 2
+
+
+def test_sweep_writes_the_report(tiny_sweep):
+    tmp, _ = tiny_sweep
+    report = tmp / "sweep" / "report"
+    text = (report / "report.md").read_text()
+    assert "| gru | none |" in text and "| lstm | none |" in text
+    assert "bs:1000" in text and "nrefs:1|case:mixed" in text  # sacreBLEU's signatures
+    for name in PLOTS:
+        assert (report / name).stat().st_size > 10_000, name  # a drawn PNG, not an empty file
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((report / "results.json").read_text())
+    lstm = next(r for r in results["runs"] if r["cell"] == "lstm")
+    assert 0.0 < lstm["paired"]["bleu_p"] <= 1.0 and "bs:1000" in lstm["paired"]["signature"]
+    assert {"encoder.l0.fwd.forget", "decoder.l0.forget"} <= set(lstm["analysis"]["gates"])
+    assert sum(b["sentences"] for b in lstm["analysis"]["bleu_by_length"]) == 40
+
+
+def test_rerun_skips_finished_and_resumes_unfinished(tiny_sweep, corpus_dir):
+    tmp, _ = tiny_sweep
+    runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
+    unfinished = runs[0]
+    (unfinished / "done.json").unlink()  # as if the sweep had been stopped during this run
+    finished_at = (runs[1] / "done.json").stat().st_mtime_ns
+    again = sweep(tmp, corpus_dir)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert out.count("finished before") == 1 and out.count("resumed from") == 1
+    assert (runs[1] / "done.json").stat().st_mtime_ns == finished_at
+    done = json.loads((unfinished / "done.json").read_text())
+    assert done["status"] == "finished" and done["steps"] == 3  # not one step more
+
+
+def test_other_settings_are_other_runs_and_other_rows(tiny_sweep, corpus_dir):
+    """A sweep with a changed setting never reuses a finished run, and the report keeps the two
+    settings in separate rows instead of averaging them as if they were seeds."""
+    tmp, _ = tiny_sweep
+    again = sweep(tmp, corpus_dir, "train.max_steps=4", cells="gru")
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = again.stdout + again.stderr
+    assert "resumed from" not in out and "finished before" not in out
+    text = (tmp / "sweep" / "report" / "report.md").read_text()
+    assert "| gru | none (train.max_steps=3) |" in text
+    assert "| gru | none (train.max_steps=4) |" in text
+    assert "| lstm | none |" in text
+
+
+def test_a_diverged_run_does_not_stop_the_sweep(corpus_dir, tmp_path):
+    result = sweep(
+        tmp_path, corpus_dir, "train.max_steps=3", "optim.lr=1e38", "train.max_bad_steps=1"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [p for p in (tmp_path / "sweep").iterdir() if (p / "done.json").is_file()]
+    statuses = [json.loads((p / "done.json").read_text())["status"] for p in runs]
+    assert statuses == ["failed", "failed"]
+    assert "diverged" in (tmp_path / "sweep" / "report" / "report.md").read_text()
+
+
+def test_bad_override_in_a_sweep_is_one_line(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "nmt-train"), "experiment=ablation_quick", "model=gru,lstm", "train.max_stpes=3",
+         f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "max_stpes" in result.stderr
