@@ -213,7 +213,9 @@ def train_task(cfg: DictConfig) -> float:
         corpus, _ = data.load_corpus(run_dir)
         for split in cfg.final_eval:
             _eval_split(translator, corpus, split, run_dir, "best", cfg.search, attention_plots=0)
-    _write_json(done, {**meta, **best, "status": "finished", "peak_rss_gib": round(peak_gib, 3)})
+    # ru_maxrss is the process's: in a sweep whose jobs share a process, the largest run so far.
+    _write_json(done, {**meta, **best, "status": "finished",
+                       "process_peak_rss_gib": round(peak_gib, 3)})  # fmt: skip
     return float(best["bleu"])
 
 

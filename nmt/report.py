@@ -274,7 +274,6 @@ def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
                 # Several seeds: the largest (least significant) p over the seed pairs.
                 bleu_p=max(p_bleu) if p_bleu else None,
                 chrf_p=max(p_chrf) if p_chrf else None,
-                peak_rss_gib=max(r.done.get("peak_rss_gib", 0.0) for r in ok),
             )  # fmt: skip
         out.append(row)
     return out

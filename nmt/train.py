@@ -389,8 +389,14 @@ def fit(
     bad_in_row, window_tokens, window_loss, window_start = 0, 0, 0.0, time.monotonic()
     bar = tqdm(total=max_steps or None, initial=state.step, disable=not progress, unit="step",
                dynamic_ncols=True, mininterval=1.0)  # fmt: skip
-    spent = bool(max_steps) and state.step >= max_steps  # resumed at the end of its budget
-    stop_reason = "max_steps" if spent else "max_epochs"
+    # A run resumed after it had stopped (killed before its end was recorded) does not train on.
+    reached = {
+        "max_steps": bool(max_steps) and state.step >= max_steps,
+        "max_minutes": bool(max_minutes) and state.train_seconds >= max_minutes * 60,
+        "early_stopping": state.last_valid_step >= 0 and state.bad_validations >= patience,
+    }
+    spent = [reason for reason, hit in reached.items() if hit]
+    stop_reason = spent[0] if spent else "max_epochs"
     with _Signals() as signals:
         while not spent and state.epoch < max_epochs:
             for position, indices in sampler.iterate(state.epoch, state.position):

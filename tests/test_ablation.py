@@ -161,6 +161,24 @@ def test_sweep_writes_the_report(tiny_sweep):
     assert sum(b["sentences"] for b in lstm["analysis"]["bleu_by_length"]) == 40
 
 
+def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
+    tmp, _ = tiny_sweep
+    runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), *map(str, runs[:1]), "--out",
+         str(tmp_path / "out"), "--bootstrap-samples", "100"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| gru | none |" in result.stdout and "| lstm |" not in result.stdout
+    assert all((tmp_path / "out" / name).is_file() for name in PLOTS)
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), str(tmp_path / "nothing")],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "no finished runs" in missing.stderr
+
+
 def test_rerun_skips_finished_and_resumes_unfinished(tiny_sweep, corpus_dir):
     tmp, _ = tiny_sweep
     runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
@@ -209,3 +227,12 @@ def test_bad_override_in_a_sweep_is_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "max_stpes" in result.stderr
+
+
+def test_resume_mode_is_checked(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "nmt-train"), f"run_dir={tmp_path / 'run'}", "train.resume=maybe"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: train.resume='maybe': expected true, false or auto"

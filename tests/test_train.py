@@ -164,3 +164,25 @@ def test_warmup_decay_schedule():
         s.after_step(step)
         lrs.append(s.lr)
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[15] == pytest.approx(0.5)
+
+
+def test_a_finished_run_resumed_does_not_train_on(tmp_path):
+    """Killed after training but before its end was recorded: resuming adds no update."""
+    trained, first = run_fit(tmp_path, max_steps=6)
+    resumed, again = run_fit(tmp_path, max_steps=6, resume=True)
+    assert first["steps"] == again["steps"] == 6 and again["stop_reason"] == "max_steps"
+    for p, q in zip(trained.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_validation_time_is_accounted_apart(tmp_path):
+    import time
+
+    def slow_validate(m):
+        time.sleep(0.3)
+        return {"bleu": 1.0}
+
+    _, result = run_fit(tmp_path, max_steps=8, validate=slow_validate)  # validations at 4 and 8
+    assert result["valid_minutes"] * 60 >= 0.6
+    assert result["minutes"] >= result["valid_minutes"]
+    assert result["train_tokens_per_s"] > result["tokens_per_s"]
