@@ -135,7 +135,7 @@ def train_task(cfg: DictConfig) -> float:
     run_dir = _run_dir()
     mode = _resume_mode(cfg.train.resume)
     done = run_dir / DONE_FILE
-    if mode != "false" and done.is_file():
+    if mode == "auto" and done.is_file():
         result = json.loads(done.read_text())
         log.info("%s: finished before (%s); skipped. Delete the directory to train it again",
                  run_dir, result.get("status"))  # fmt: skip

@@ -6,10 +6,27 @@ exist and their types, so a typo in an override (``data.srcc=en``) is rejected w
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
+
+
+def short_dirname(name: str) -> str:
+    """A run directory name from a sweep's overrides, cut with a hash when it would be too long
+    for the file system (distinct override lists keep distinct names)."""
+    if len(name.encode()) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[: MAX_DIRNAME - 17].decode(errors="ignore") + "~" + digest
+
+
+# Used by the sweep presets' hydra.sweep.subdir; registered on import so a launcher's job process
+# (submitit) has it too.
+OmegaConf.register_new_resolver("nmt_dirname", short_dirname, replace=True)
 
 
 @dataclass
