@@ -30,6 +30,7 @@ from nmt import data, evaluate, search, tokenizer, train
 from nmt.batching import BatchSampler, collate
 from nmt.config import register_configs
 from nmt.model import build_model, count_parameters
+from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
 from nmt.translate import RunDirError, Translator
 from nmt.visualize import plot_attention
 
@@ -114,9 +115,6 @@ def _validator(
     return validate
 
 
-DONE_FILE = "done.json"
-
-
 def _resume_mode(value: object) -> str:
     mode = str(value).lower()
     if mode not in ("true", "false", "auto"):
@@ -143,13 +141,20 @@ def train_task(cfg: DictConfig) -> float:
     resume = mode == "true" or (
         mode == "auto" and train.find_checkpoint(run_dir / "last") is not None
     )
+    _check_search(cfg.search)
     _stage_spm(cfg, run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    corpus_report = data.read_report(run_dir / data.ARTIFACT)
+    absent = [split for split in cfg.final_eval if split not in corpus_report["sizes"]]
+    if absent:  # known now, not after an hour of training
+        raise _Fail(
+            f"final_eval names {absent}, which the data of this run does not have (it has "
+            f"{list(corpus_report['sizes'])}); fix final_eval or data.test_splits"
+        )
+    write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     device = train.pick_device(cfg.device, cfg.train.threads)
     train.seed_everything(cfg.seed)
     tok = tokenizer.Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     encoded = tokenizer.load_encoded(run_dir)
-    corpus_report = data.read_report(run_dir / data.ARTIFACT)
     train_split = encoded[corpus_report["train_split"]]
     valid = encoded[corpus_report["valid_split"]]
     try:
@@ -199,7 +204,7 @@ def train_task(cfg: DictConfig) -> float:
             raise _Fail(str(e)) from None
         # One diverged run must not end a sweep: record it (the report lists it) and go on.
         log.error("%s: %s", run_dir, e)
-        _write_json(done, {**meta, "status": "failed", "error": str(e)})
+        write_json(done, {**meta, "status": "failed", "error": str(e)})
         return float("nan")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     log.info(
@@ -214,20 +219,22 @@ def train_task(cfg: DictConfig) -> float:
         for split in cfg.final_eval:
             _eval_split(translator, corpus, split, run_dir, "best", cfg.search, attention_plots=0)
     # ru_maxrss is the process's: in a sweep whose jobs share a process, the largest run so far.
-    _write_json(done, {**meta, **best, "status": "finished",
+    write_json(done, {**meta, **best, "status": "finished",
                        "process_peak_rss_gib": round(peak_gib, 3)})  # fmt: skip
     return float(best["bleu"])
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+def _check_search(node: DictConfig) -> None:
+    try:
+        search.check_options(**_kwargs(node, drop=("name", "max_sentences")))
+    except ValueError as e:
+        raise _Fail(str(e)) from None
 
 
 def _translator(cfg: DictConfig, run_dir: Path | None = None, checkpoint: str | None = None,
                 ) -> Translator:  # fmt: skip
     """The run's model with cfg.search; the translate/eval keys or, after training, defaults."""
+    _check_search(cfg.search)
     options = _kwargs(cfg.search, drop=("name", "max_sentences"))
     return Translator.from_run_dir(
         run_dir or cfg.run_dir, checkpoint=checkpoint or cfg.checkpoint, device=cfg.device,
@@ -336,6 +343,9 @@ def eval_task(cfg: DictConfig) -> dict:
         )
     refs = [r[report["tgt"]] for r in corpus[cfg.split]["translation"]]
     if cfg.hyps:
+        repeated = sorted({p for p in cfg.hyps if list(cfg.hyps).count(p) > 1})
+        if repeated:
+            raise _Fail(f"hyps names {', '.join(repeated)} more than once; compare different files")
         systems = {}
         for path in cfg.hyps:
             hyps = data.read_lines(path)
@@ -358,9 +368,7 @@ def eval_task(cfg: DictConfig) -> dict:
                       f"chrF {r['chrf']:.2f} (p = {r['chrf_p']:.4f}) | paired bootstrap, "
                       f"{cfg.bootstrap_samples} samples")  # fmt: skip
             results["paired_bootstrap"] = paired
-        out_dir = run_dir / "eval" / f"{cfg.split}-files"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "scores.json").write_text(json.dumps(results, indent=2))
+        write_json(run_dir / "eval" / f"{cfg.split}-files" / "scores.json", results)
         return results
     try:
         translator = _translator(cfg)
@@ -387,15 +395,14 @@ def _eval_split(translator: Translator, corpus, split: str, run_dir: Path, check
     hyps = [r.texts[0] for r in results]
     scores = evaluate.score(hyps, refs, ter=True, lowercase=True)
     out_dir = run_dir / "eval" / f"{split}-{checkpoint}-{search_cfg.name}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "hyps.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    write_text(out_dir / "hyps.txt", "".join(h + "\n" for h in hyps))
     scores.update(
         split=split, src=src_lang, tgt=tgt_lang, checkpoint=checkpoint,
         search=OmegaConf.to_container(search_cfg), seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         generated_tokens_per_s=round(sum(len(r.hyps[0].tokens) + 1 for r in results) / seconds, 1),
     )  # fmt: skip
-    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+    write_json(out_dir / "scores.json", scores)
     for i, result in enumerate(results[:attention_plots]):
         hyp = result.hyps[0]
         if hyp.attn is not None:

@@ -45,7 +45,8 @@ class DataConfig:
     tsv_columns: list[str] | None = None
     train_split: str = MISSING
     valid_split: str = MISSING
-    test_splits: list[str] = field(default_factory=list)
+    # null: every test split the source has for this pair; a named split that is missing is an error.
+    test_splits: list[str] | None = None
     # Cleaning, training split only.
     max_len: int = MISSING
     max_ratio: float = MISSING

@@ -22,10 +22,15 @@ from pathlib import Path
 
 import datasets
 
+from nmt.rundir import building_dir, cache_lock, copy_dir, write_json
+
 log = logging.getLogger(__name__)
 
 ARTIFACT = "data"  # run_dir/data: DatasetDict (save_to_disk) + report.json
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Test splits of the official Multi30k release, tried in turn when data.source=url and
+# data.test_splits is null (a pair that lacks one, such as en-cs for 2017, answers 404).
+URL_TEST_SPLITS = ("test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
 
 
 class DataError(ValueError):
@@ -158,30 +163,59 @@ def split_files(root: Path, split: str, src: str, tgt: str) -> tuple[str, list[P
     return None
 
 
-def download_split(url: str, cache: Path, split: str, langs: tuple[str, str]) -> None:
-    """Fetch ``<url>/<split>.<lang>.gz`` into cache unless already there."""
+def download_split(
+    url: str, cache: Path, split: str, langs: tuple[str, str], *, missing_ok: bool = False
+) -> bool:
+    """Fetch ``<url>/<split>.<lang>.gz`` into cache unless already there; False when the server
+    has no such file and ``missing_ok`` (a test split this language pair lacks)."""
     cache.mkdir(parents=True, exist_ok=True)
     for lang in langs:
         target = cache / f"{split}.{lang}.gz"
-        if target.is_file():
-            continue
-        address = f"{url.rstrip('/')}/{split}.{lang}.gz"
-        tmp = target.with_suffix(".gz.part")
-        try:
-            with urllib.request.urlopen(address, timeout=30) as response, open(tmp, "wb") as f:
-                shutil.copyfileobj(response, f)
-        except (urllib.error.URLError, OSError) as e:
-            tmp.unlink(missing_ok=True)
-            raise DataError(
-                f"{address}: cannot download ({getattr(e, 'reason', e)}); offline? Put the files "
-                "in a directory and set data.source=local data.root=DIR (or NMT_DATA_DIR)"
-            ) from None
-        os.replace(tmp, target)
+        with cache_lock(target):
+            if target.is_file():
+                continue
+            address = f"{url.rstrip('/')}/{split}.{lang}.gz"
+            tmp = target.with_suffix(f".gz.{os.getpid()}.part")
+            try:
+                with urllib.request.urlopen(address, timeout=30) as response, open(tmp, "wb") as f:
+                    shutil.copyfileobj(response, f)
+            except urllib.error.HTTPError as e:
+                tmp.unlink(missing_ok=True)
+                if e.code == 404 and missing_ok:
+                    return False
+                raise DataError(f"{address}: cannot download (HTTP {e.code} {e.reason})") from None
+            except (urllib.error.URLError, OSError) as e:
+                tmp.unlink(missing_ok=True)
+                raise DataError(
+                    f"{address}: cannot download ({getattr(e, 'reason', e)}); offline? Put the "
+                    "files in a directory and set data.source=local data.root=DIR (or NMT_DATA_DIR)"
+                ) from None
+            os.replace(tmp, target)
         log.info("downloaded %s", address)
+    return True
 
 
-def load_hub(hub_id: str, splits: list[str], src: str, tgt: str) -> dict[str, list]:
-    """Pairs of each split of a Hub translation dataset (``translation`` struct or flat columns)."""
+def find_test_splits(root: Path, src: str, tgt: str) -> list[str]:
+    """Splits named ``test*`` under root that hold both sides of the pair (any format)."""
+    names = set()
+    for path in root.glob("test*"):
+        name = path.name.removesuffix(".gz")
+        for suffix in (f".{src}", ".tsv", ".jsonl"):
+            if name.endswith(suffix):
+                names.add(name.removesuffix(suffix))
+    return sorted(n for n in names if _has_pair(root, n, src, tgt))
+
+
+def _has_pair(root: Path, split: str, src: str, tgt: str) -> bool:
+    text = _existing(root, f"{split}.{src}") and _existing(root, f"{split}.{tgt}")
+    return bool(text or _existing(root, f"{split}.tsv") or _existing(root, f"{split}.jsonl"))
+
+
+def load_hub(
+    hub_id: str, splits: list[str], test_splits: list[str] | None, src: str, tgt: str
+) -> dict[str, list]:
+    """Pairs of each split of a Hub translation dataset (``translation`` struct or flat columns);
+    ``test_splits`` null takes every split whose name starts with ``test``."""
     try:
         hub = datasets.load_dataset(hub_id)
     except Exception as e:  # offline, unknown id, script dataset: all end the stage the same way
@@ -190,8 +224,10 @@ def load_hub(hub_id: str, splits: list[str], src: str, tgt: str) -> dict[str, li
             f"hub dataset {hub_id!r} cannot be loaded ({first}); offline? "
             "Use local files: data.source=local data.root=DIR"
         ) from None
+    if test_splits is None:
+        test_splits = sorted(s for s in hub if s.startswith("test"))
     out = {}
-    for split in splits:
+    for split in [*splits, *test_splits]:
         if split not in hub:
             raise DataError(f"hub dataset {hub_id!r} has no split {split!r} (has {list(hub)})")
         table = hub[split]
@@ -275,7 +311,7 @@ def prepare_corpus(
     tsv_columns: list[str] | None,
     train_split: str,
     valid_split: str,
-    test_splits: list[str],
+    test_splits: list[str] | None,
     max_len: int,
     max_ratio: float,
     normalize_whitespace: bool,
@@ -284,17 +320,18 @@ def prepare_corpus(
 ) -> dict:
     """Read, validate and clean a corpus; write ``out_dir/data``; return the stage report.
 
-    The result is cached under ``cache_dir/data/<key>``, keyed by these settings and the input
-    files' size and mtime, so repeating the stage copies instead of re-reading.
+    ``test_splits`` null means every test split the source has for this pair; a named split that
+    is missing is an error before anything is read. The result is cached under
+    ``cache_dir/data/<key>``, keyed by these settings and the input files' size and mtime, so
+    repeating the stage copies instead of re-reading.
     """
     if src == tgt:
         raise DataError(f"data.src and data.tgt are both {src!r}")
     settings = dict(
         src=src, tgt=tgt, source=source, hub_id=hub_id, tsv_columns=tsv_columns,
-        splits=[train_split, valid_split, *test_splits], max_len=max_len,
+        splits=[train_split, valid_split], test_splits=test_splits, max_len=max_len,
         max_ratio=max_ratio, normalize_whitespace=normalize_whitespace,
     )  # fmt: skip
-    splits = [train_split, valid_split, *test_splits]
     cache_dir = Path(cache_dir)
 
     if source == "hub":
@@ -302,40 +339,76 @@ def prepare_corpus(
             raise DataError("data.source=hub needs data.hub_id=<owner/name>")
         key, files = _fingerprint(settings, []), {}
     else:
-        if source == "url":
-            root_path = cache_dir / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12]
-            for split in splits:
-                download_split(url, root_path, split, (src, tgt))
-        elif source == "local":
-            root_path = _resolve_root(root)
-        else:
-            raise DataError(f"data.source={source!r}: expected local, url or hub")
+        root_path = _locate(source, root=root, url=url, cache_dir=cache_dir, src=src, tgt=tgt,
+                            splits=[train_split, valid_split], test_splits=test_splits)  # fmt: skip
+        if test_splits is None:
+            test_splits = find_test_splits(root_path, src, tgt)
         files = {}
-        for split in splits:
+        for split in [train_split, valid_split, *test_splits]:
             found = split_files(root_path, split, src, tgt)
-            if found is None and split in (train_split, valid_split):
+            if found is None:
+                named = (
+                    "data.test_splits" if split in test_splits else "data.train_split/valid_split"
+                )
                 raise DataError(
                     f"{root_path / f'{split}.{src}'}[.gz]: missing file (nor {split}.tsv or "
-                    f"{split}.jsonl); set data.root or NMT_DATA_DIR to the corpus directory"
+                    f"{split}.jsonl); {split!r} is named by {named}. Test splits here for "
+                    f"{src}-{tgt}: {find_test_splits(root_path, src, tgt)}; set "
+                    "data.test_splits=[...] to some of them, or null for all"
                 )
-            if found is None:
-                log.warning("split %s: no files under %s, skipped", split, root_path)
-            else:
-                files[split] = found
+            files[split] = found
         key = _fingerprint(settings, [p for _, paths in files.values() for p in paths])
 
     out = Path(out_dir) / ARTIFACT
     cached = cache_dir / ARTIFACT / key
-    for place in (out, cached):
-        report = read_report(place)
+    report = read_report(out)
+    if report and report["key"] == key:
+        return {**report, "cached": True}
+    # Parallel jobs of a sweep share the cache: one builds the entry, the others wait and copy it.
+    with cache_lock(cached):
+        report = read_report(cached)
         if report and report["key"] == key:
-            if place != out:
-                copy_dir(cached, out)
             report["cached"] = True
-            return report
+        else:
+            corpus, report = _build(
+                source=source, files=files, hub_id=hub_id, src=src, tgt=tgt,
+                train_split=train_split, valid_split=valid_split, test_splits=test_splits,
+                tsv_columns=tsv_columns, max_len=max_len, max_ratio=max_ratio,
+                normalize_whitespace=normalize_whitespace,
+            )  # fmt: skip
+            report = {"key": key, **report}
+            with building_dir(cached) as tmp:
+                corpus.save_to_disk(str(tmp))
+                write_json(tmp / "report.json", report)
+            report["cached"] = False
+    copy_dir(cached, out)
+    return report
 
+
+def _locate(source: str, *, root: str, url: str, cache_dir: Path, src: str, tgt: str,
+            splits: list[str], test_splits: list[str] | None) -> Path:  # fmt: skip
+    """The directory holding the split files: data.root, or the download cache of data.url."""
+    if source == "local":
+        return _resolve_root(root)
+    if source != "url":
+        raise DataError(f"data.source={source!r}: expected local, url or hub")
+    root_path = cache_dir / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12]
+    for split in [*splits, *(test_splits or [])]:
+        download_split(url, root_path, split, (src, tgt))
+    if test_splits is None:
+        for split in URL_TEST_SPLITS:
+            download_split(url, root_path, split, (src, tgt), missing_ok=True)
+    return root_path
+
+
+def _build(*, source: str, files: dict, hub_id: str | None, src: str, tgt: str, train_split: str,
+           valid_split: str, test_splits: list[str] | None, tsv_columns: list[str] | None,
+           max_len: int, max_ratio: float, normalize_whitespace: bool,
+           ) -> tuple[datasets.DatasetDict, dict]:  # fmt: skip
+    """Read every split, clean the training split: the corpus and its report (without key)."""
     if source == "hub":
-        pairs_by_split = load_hub(hub_id, splits, src, tgt)
+        pairs_by_split = load_hub(hub_id, [train_split, valid_split], test_splits, src, tgt)
+        test_splits = [s for s in pairs_by_split if s not in (train_split, valid_split)]
     else:
         pairs_by_split = {}
         for split, (fmt, paths) in files.items():
@@ -363,20 +436,16 @@ def prepare_corpus(
         {split: to_dataset(pairs, src, tgt) for split, pairs in pairs_by_split.items()}
     )
     report = {
-        "key": key,
         "src": src,
         "tgt": tgt,
         "source": hub_id if source == "hub" else str(next(iter(files.values()))[1][0].parent),
         "train_split": train_split,
         "valid_split": valid_split,
-        "test_splits": [s for s in test_splits if s in corpus],
+        "test_splits": list(test_splits),
         "clean": asdict(clean),
         "sizes": {split: len(ds) for split, ds in corpus.items()},
     }
-    _save(corpus, report, cached)
-    copy_dir(cached, out)
-    report["cached"] = False
-    return report
+    return corpus, report
 
 
 def read_report(place: Path) -> dict | None:
@@ -384,25 +453,6 @@ def read_report(place: Path) -> dict | None:
         return json.loads((place / "report.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _save(corpus: datasets.DatasetDict, report: dict, place: Path) -> None:
-    """Write atomically: a half-written cache entry must never look complete."""
-    tmp = place.with_name(place.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    corpus.save_to_disk(str(tmp))
-    (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(place, ignore_errors=True)
-    place.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, place)
-
-
-def copy_dir(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
 
 
 def load_corpus(run_dir: str | os.PathLike) -> tuple[datasets.DatasetDict, dict]:

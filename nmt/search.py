@@ -35,6 +35,23 @@ def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def check_options(*, beam_size: int, alpha: float, max_len_a: float, max_len_b: int,
+                  min_len: int, n_best: int, coverage_penalty: float, no_repeat_ngram: int) -> None:  # fmt: skip
+    """Raise a one-line ValueError for search settings no search can honour."""
+    if beam_size < 1:
+        raise ValueError(f"search.beam_size={beam_size}: must be at least 1")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(
+            f"search.n_best={n_best} with search.beam_size={beam_size}: a beam keeps at most "
+            f"beam_size hypotheses; set search.beam_size={max(n_best, 1)} or more"
+        )
+    for name, value in (("alpha", alpha), ("max_len_a", max_len_a), ("max_len_b", max_len_b),
+                        ("min_len", min_len), ("coverage_penalty", coverage_penalty),
+                        ("no_repeat_ngram", no_repeat_ngram)):  # fmt: skip
+        if value < 0:
+            raise ValueError(f"search.{name}={value}: must not be negative")
+
+
 def _limits(src_lens: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
     return (src_lens.float() * max_len_a + max_len_b).long().clamp(min=1)
 

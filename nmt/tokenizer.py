@@ -13,14 +13,14 @@ import io
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import datasets
 import sentencepiece as spm
 
-from nmt.data import DataError, copy_dir, load_corpus, read_report
+from nmt.data import DataError, load_corpus, read_report
+from nmt.rundir import building_dir, cache_lock, copy_dir, copy_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -188,28 +188,39 @@ def prepare_tokenizer(
     cached = Path(cache_dir) / "spm" / key
     model_names = ["spm.model"] if joint else [f"spm.{src}.model", f"spm.{tgt}.model"]
 
-    for place in (run_dir, cached):
-        report = read_report(place / ARTIFACT)
-        if report and report["key"] == key and all((place / m).is_file() for m in model_names):
-            if place != run_dir:
-                for name in model_names:
-                    shutil.copyfile(place / name, run_dir / name)
-                copy_dir(place / ARTIFACT, run_dir / ARTIFACT)
+    report = read_report(run_dir / ARTIFACT)
+    if report and report["key"] == key and all((run_dir / m).is_file() for m in model_names):
+        return {**report, "cached": True}
+    # Parallel jobs of a sweep share the cache: one trains the entry, the others wait and copy it.
+    with cache_lock(cached):
+        report = read_report(cached / ARTIFACT)
+        if report and report["key"] == key and all((cached / m).is_file() for m in model_names):
             report["cached"] = True
-            return report
+        else:
+            with building_dir(cached) as tmp:
+                report = _train_and_encode(
+                    corpus, data_report, tmp, key=key, joint=joint, options=options
+                )
+            report["cached"] = False
+    for name in model_names:
+        copy_file(cached / name, run_dir / name)
+    copy_dir(cached / ARTIFACT, run_dir / ARTIFACT)
+    return report
 
+
+def _train_and_encode(corpus: datasets.DatasetDict, data_report: dict, out: Path, *, key: str,
+                      joint: bool, options: dict) -> dict:  # fmt: skip
+    """Train the model(s) into out, encode every split into out/encoded; return the report."""
+    src, tgt = data_report["src"], data_report["tgt"]
     train = corpus[data_report["train_split"]]
-    tmp = cached.with_name(cached.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     if joint:
         both = (s for lang in (src, tgt) for s in _texts(train, lang))
-        (tmp / "spm.model").write_bytes(train_spm(both, **options))
-        models = {src: tmp / "spm.model", tgt: tmp / "spm.model"}
+        (out / "spm.model").write_bytes(train_spm(both, **options))
+        models = {src: out / "spm.model", tgt: out / "spm.model"}
     else:
         models = {}
         for lang in (src, tgt):
-            models[lang] = tmp / f"spm.{lang}.model"
+            models[lang] = out / f"spm.{lang}.model"
             models[lang].write_bytes(train_spm(_texts(train, lang), **options))
     tokenizer = Tokenizer(src_model=models[src], tgt_model=models[tgt])
 
@@ -223,7 +234,7 @@ def prepare_tokenizer(
     report = {
         "key": key,
         "joint": joint,
-        "model_type": model_type,
+        "model_type": options["model_type"],
         "src_vocab_size": tokenizer.src_vocab_size,
         "tgt_vocab_size": tokenizer.tgt_vocab_size,
         "splits": {},
@@ -239,14 +250,8 @@ def prepare_tokenizer(
                 text != back for text, back in zip(_texts(ds, lang), proc.decode(ids), strict=True)
             )
         report["splits"][split] = stats
-    encoded.save_to_disk(str(tmp / ARTIFACT))
-    (tmp / ARTIFACT / "report.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(cached, ignore_errors=True)
-    os.replace(tmp, cached)
-    for name in model_names:
-        shutil.copyfile(cached / name, run_dir / name)
-    copy_dir(cached / ARTIFACT, run_dir / ARTIFACT)
-    report["cached"] = False
+    encoded.save_to_disk(str(out / ARTIFACT))
+    write_json(out / ARTIFACT / "report.json", report)
     return report
 
 

@@ -126,8 +126,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(place: Path, model: nn.Module, meta: dict, state: dict | None = None) -> None:
-    """Write a checkpoint directory atomically: build ``<place>.tmp``, then rename it in."""
+def save_checkpoint(place: Path, model: nn.Module, meta: dict, state: dict | None = None,
+                    extra: dict[str, dict] | None = None) -> None:  # fmt: skip
+    """Write a checkpoint directory atomically: build ``<place>.tmp``, then rename it in.
+
+    ``extra`` maps file names to JSON values written inside it (``best/scores.json``), so they
+    arrive with the weights or not at all."""
     tmp = place.with_name(place.name + ".tmp")
     old = place.with_name(place.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -136,6 +140,8 @@ def save_checkpoint(place: Path, model: nn.Module, meta: dict, state: dict | Non
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    for name, value in (extra or {}).items():
+        (tmp / name).write_text(json.dumps(value, indent=2))
     for name in os.listdir(tmp):
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
@@ -338,7 +344,7 @@ def fit(
     writer = _tensorboard(run_dir) if tensorboard else None
     metrics_path = run_dir / "metrics.csv"
 
-    def checkpoint(place: Path, with_state: bool) -> None:
+    def checkpoint(place: Path, with_state: bool, extra: dict | None = None) -> None:
         train_state = None
         if with_state:
             train_state = {
@@ -348,7 +354,7 @@ def fit(
                 "rng": _rng_state(),
             }
         save_checkpoint(place, model, {**meta, "step": state.step, "epoch": state.epoch,
-                                       "best_score": state.best_score}, train_state)  # fmt: skip
+                                       "best_score": state.best_score}, train_state, extra)  # fmt: skip
 
     def run_validation() -> bool:
         """Validate, track the best, checkpoint; True when early stopping says stop."""
@@ -380,8 +386,7 @@ def fit(
         if "bleu_signature" in scores:
             log.info("  %s", scores["bleu_signature"])
         if improved:
-            checkpoint(best_dir, with_state=False)
-            (best_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+            checkpoint(best_dir, with_state=False, extra={"scores.json": scores})
         checkpoint(last_dir, with_state=True)
         return state.bad_validations >= patience
 

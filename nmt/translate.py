@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nmt.model import Seq2Seq, build_model
-from nmt.search import Hypothesis, decode_corpus
+from nmt.search import Hypothesis, check_options, decode_corpus
 from nmt.tokenizer import Tokenizer
 from nmt.train import META_FILE, TrainingError, find_checkpoint, load_weights, pick_device
 
@@ -106,8 +106,10 @@ class Translator:
         log.info(
             "loaded %s (step %s, %s %s->%s)", place, meta.get("step"), meta.get("cell"), src, tgt
         )
+        search = {**run_search, **(search or {})}
+        check_options(**search)
         return cls(model=model, tokenizer=tok, device=pick_device(device),
-                   search={**run_search, **(search or {})}, max_sentences=max_sentences,
+                   search=search, max_sentences=max_sentences,
                    max_tokens=max_tokens, max_src_len=max_src_len)  # fmt: skip
 
     def translate_full(self, texts: list[str]) -> list[Translation]:

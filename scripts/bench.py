@@ -11,6 +11,9 @@ the figure is the median over repeats. Prints ``name: value`` lines and writes J
     python scripts/bench.py                       # all cells, training; decoding if a run exists
     python scripts/bench.py --cells gru --repeats 5
     python scripts/bench.py --what decode --run-dir runs/ende-default
+
+Decoding uses the newest trained run under runs/ (or --run-dir); on a fresh clone, with none,
+the default model is first trained for --decode-steps updates into runs/bench/decode_run.
 """
 
 from __future__ import annotations
@@ -51,12 +54,12 @@ def prepared_run(cfg, run_dir: Path) -> Path:
     from nmt.cli import _kwargs
 
     data.prepare_corpus(**_kwargs(cfg.data), cache_dir=cfg.cache_dir, out_dir=run_dir)
-    tokenizer.prepare_tokenizer(**_kwargs(cfg.tokenizer), seed=cfg.seed, cache_dir=cfg.cache_dir,
-                                run_dir=run_dir)  # fmt: skip
+    tokenizer.prepare_tokenizer(**_kwargs(cfg.tokenizer), cache_dir=cfg.cache_dir, run_dir=run_dir)
     return run_dir
 
 
-def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads: int) -> dict:
+def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads: int,
+                    overrides: list[str], work_dir: Path) -> dict:  # fmt: skip
     """Train-step throughput of one cell (run inside its own process)."""
     import torch
 
@@ -67,14 +70,18 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
     from nmt.train import build_optimizer, pick_device
 
     pick_device("cpu", threads)  # threads, and the allocator setting training uses
-    cfg = compose([*REFERENCE, f"model={cell}"])
-    run_dir = prepared_run(cfg, ROOT / "runs" / "bench" / "data")
+    cfg = compose([*REFERENCE, f"model={cell}", *overrides])
+    run_dir = prepared_run(cfg, work_dir / "data")
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     train = load_encoded(run_dir)["train"]
     src, tgt = list(train["src_ids"]), list(train["tgt_ids"])
     sampler = BatchSampler(src_lens=[len(s) for s in src], tgt_lens=[len(t) for t in tgt],
-                           max_tokens=None, batch_size=128, pool_size=100, seed=1)  # fmt: skip
+                           max_tokens=None, batch_size=cfg.batch.batch_size, pool_size=100,
+                           seed=1)  # fmt: skip
     chosen = sampler.batches(0)[: warmup + batches * repeats]
+    if len(chosen) < warmup + batches * repeats:
+        raise SystemExit(f"bench: the training split has {len(chosen)} batches, fewer than "
+                         f"--warmup + --batches x --repeats = {warmup + batches * repeats}")  # fmt: skip
     torch.manual_seed(1)
     model = build_model(**_kwargs(cfg.model), src_vocab_size=tok.src_vocab_size,
                         tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint).train()  # fmt: skip
@@ -122,7 +129,9 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
     corpus, report = load_corpus(run_dir)
     texts = [row[report["src"]] for row in corpus[split]["translation"]]
     src = translator.tokenizer.encode_src(texts)
-    results = {"run_dir": str(run_dir), "split": split, "sentences": len(src), "threads": threads}
+    best = json.loads((Path(run_dir) / "best" / "meta.json").read_text())
+    results = {"run_dir": str(run_dir), "run_best_step": best["step"], "split": split,
+               "sentences": len(src), "threads": threads}  # fmt: skip
     base = {"max_len_a": 1.5, "max_len_b": 10, "min_len": 0, "n_best": 1, "coverage_penalty": 0.0,
             "no_repeat_ngram": 0}  # fmt: skip
     for name, options in (("greedy", {"beam_size": 1, "alpha": 0.0}),
@@ -149,6 +158,21 @@ def latest_run() -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
+def fallback_run(work_dir: Path, steps: int, overrides: list[str]) -> Path:
+    """A default model trained for ``steps`` updates, for decoding when no trained run exists
+    (a fresh clone); trained once, then reused (``train.resume=auto``)."""
+    run_dir = work_dir / "decode_run"
+    print(f"decode: no trained run under runs/; training the default model for {steps} updates "
+          f"into {run_dir} (once)", flush=True)  # fmt: skip
+    command = [str(Path(sys.executable).parent / "nmt-train"), f"run_dir={run_dir}",
+               f"train.max_steps={steps}", "train.max_minutes=0", f"train.valid_every={steps}",
+               "train.resume=auto", "train.progress=false", *overrides]  # fmt: skip
+    child = subprocess.run(command, capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        sys.exit(f"bench: training the decoding model failed:\n{child.stderr[-3000:]}")
+    return run_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -162,13 +186,20 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=None, help="trained run for decoding "
                         "(default: the newest runs/*/ with best/)")  # fmt: skip
     parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument("--decode-steps", type=int, default=400,
+                        help="updates of the model trained for decoding when no run exists")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bench",
+                        help="where the prepared data of the training benchmark goes")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override on top of the reference model (repeatable), "
+                        "e.g. --set data.root=DIR --set model.dec_hidden=1024")  # fmt: skip
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one_train:  # child process: one cell, JSON on stdout
         print(json.dumps(bench_train_one(args.one_train, args.batches, args.warmup, args.repeats,
-                                         args.threads)))  # fmt: skip
+                                         args.threads, args.set, args.work_dir)))  # fmt: skip
         return
 
     import torch
@@ -185,7 +216,8 @@ def main() -> None:
             child = subprocess.run(
                 [sys.executable, __file__, "--one-train", cell, "--batches", str(args.batches),
                  "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                 "--threads", str(args.threads)],
+                 "--threads", str(args.threads), "--work-dir", str(args.work_dir),
+                 *(f"--set={o}" for o in args.set)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if child.returncode != 0:
@@ -197,12 +229,11 @@ def main() -> None:
     if "decode" in what:
         run_dir = args.run_dir or latest_run()
         if run_dir is None:
-            print("decode: skipped (no trained run; train one with `make train` or pass --run-dir)")
-        else:
-            result = bench_decode(run_dir, args.split, args.repeats, args.threads)
-            report["decode"] = result
-            for key, value in result.items():
-                print(f"decode.{key}: {value}", flush=True)
+            run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
+        result = bench_decode(run_dir, args.split, args.repeats, args.threads)
+        report["decode"] = result
+        for key, value in result.items():
+            print(f"decode.{key}: {value}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"json: {args.out}")

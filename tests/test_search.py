@@ -8,7 +8,7 @@ from conftest import tiny_model, toy_pairs
 
 from nmt.batching import collate
 from nmt.cells import CELLS
-from nmt.search import beam_search, decode_corpus, greedy, length_penalty
+from nmt.search import beam_search, check_options, decode_corpus, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 LIMITS = dict(max_len_a=1.5, max_len_b=4)
@@ -94,20 +94,73 @@ def test_beam_finds_at_least_greedys_score():
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "none"])
-def test_lengths_attention_and_blocking(attention):
+def test_lengths_and_attention(attention):
     model, src = trained("lstm", attention), sentences(6)
-    for s, (h,) in zip(src, run_beam(model, src, min_len=3), strict=True):
-        assert 3 <= len(h.tokens) + 1 <= int((len(s) + 1) * 1.5 + 4)
+    for s, (h,) in zip(src, run_beam(model, src), strict=True):
+        assert len(h.tokens) + 1 <= int((len(s) + 1) * 1.5 + 4)  # a * (source + eos) + b
         if attention == "none":
             assert h.attn is None
         else:
             assert h.attn.shape == (len(h.tokens) + 1, len(s) + 1)
             torch.testing.assert_close(h.attn.sum(-1), torch.ones(len(h.tokens) + 1))
-    for (h,) in run_beam(model, src, no_repeat_ngram=2, max_len_b=20):
-        bigrams = list(zip(h.tokens, h.tokens[1:], strict=False))
-        assert len(bigrams) == len(set(bigrams))
-    for (h,) in run_beam(model, src, coverage_penalty=0.2):
-        assert EOS_ID not in h.tokens and BOS_ID not in h.tokens
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_min_len_holds_exactly(beam):
+    """Every hypothesis has at least min_len tokens before its end; without the option some
+    are shorter (so the option is what makes them long)."""
+    model, src = trained("gru"), sentences(8)
+    free = run_beam(model, src, beam_size=beam, alpha=0.0, max_len_b=30)
+    shortest = min(len(h.tokens) for (h,) in free)
+    min_len = shortest + 3
+    forced = run_beam(model, src, beam_size=beam, alpha=0.0, max_len_b=30, min_len=min_len)
+    assert min(len(h.tokens) for (h,) in forced) == min_len
+    batch = collate(src, None, range(len(src)))
+    greedy_forced = greedy(model, batch.src_ids, batch.src_lens, batch.src_mask,
+                           max_len_a=1.5, max_len_b=30, min_len=min_len)  # fmt: skip
+    assert min(len(h.tokens) for h in greedy_forced) == min_len
+
+
+def repeats(tokens: list[int], n: int) -> int:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_no_repeat_ngram_blocks_what_search_would_repeat(n):
+    torch.manual_seed(1)
+    model = tiny_model("gru", "bahdanau", dropout=0.0).eval()  # untrained: it loops
+    src = sentences(6)
+    free = run_beam(model, src, beam_size=3, max_len_b=25)
+    assert sum(repeats(h.tokens, n) for (h,) in free) > 0  # the control repeats
+    blocked = run_beam(model, src, beam_size=3, max_len_b=25, no_repeat_ngram=n)
+    assert all(repeats(h.tokens, n) == 0 for (h,) in blocked)
+    assert any(len(h.tokens) >= 2 * n for (h,) in blocked)
+
+
+def test_coverage_penalty_is_added_to_the_score_and_changes_the_ranking():
+    model, src = trained("gru"), sentences(9)
+    plain = run_beam(model, src, n_best=3)
+    penalised = run_beam(model, src, n_best=3, coverage_penalty=2.0)
+    for hyps in penalised:
+        for h in hyps:
+            covered = h.attn.sum(0).clamp(max=1.0).log().sum()
+            expected = h.log_prob / length_penalty(len(h.tokens) + 1, 0.6) + 2.0 * float(covered)
+            assert h.score == pytest.approx(expected, abs=1e-4)
+            assert EOS_ID not in h.tokens and BOS_ID not in h.tokens
+    before = [[h.tokens for h in hyps] for hyps in plain]
+    after = [[h.tokens for h in hyps] for hyps in penalised]
+    assert before != after
+
+
+def test_bad_search_settings_are_one_line_errors():
+    options = dict(beam_size=2, alpha=0.6, max_len_a=1.5, max_len_b=4, min_len=0, n_best=3,
+                   coverage_penalty=0.0, no_repeat_ngram=0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"search.n_best=3 with search.beam_size=2"):
+        check_options(**options)
+    with pytest.raises(ValueError, match=r"search.min_len=-1: must not be negative"):
+        check_options(**{**options, "n_best": 1, "min_len": -1})
+    check_options(**{**options, "n_best": 2})
 
 
 def test_decode_corpus_keeps_input_order():

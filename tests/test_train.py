@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -46,7 +47,7 @@ def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, *
         max_bad_steps=3, tensorboard=False, progress=False, meta={"cell": "gru"},
     )  # fmt: skip
     args.update(over)
-    return model, fit(**args)
+    return args["model"], fit(**args)
 
 
 def test_resume_reaches_the_same_weights(tmp_path):
@@ -126,18 +127,21 @@ def test_pickled_checkpoint_is_refused(tmp_path):
 
 
 def test_non_finite_losses_stop_training_with_checkpoint_intact(tmp_path):
-    model, _ = run_fit(tmp_path, max_steps=4)
+    """A run that starts producing NaN after a resume gives up after max_bad_steps and leaves
+    the last good checkpoint as it was (no NaN weights saved over it)."""
+    run_fit(tmp_path, max_steps=4)
     before = (tmp_path / "last" / "model.safetensors").read_bytes()
 
     def poisoned():
         m = tiny_model("gru", dropout=0.3, emb_dropout=0.2)
-        with torch.no_grad():
-            m.decoder.combine.weight.fill_(float("nan"))
+        # A hook survives loading the checkpoint's weights: every loss from now on is NaN.
+        m.decoder.combine.register_forward_hook(lambda mod, inp, out: out * float("nan"))
         return m
 
-    with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
-        run_fit(tmp_path / "p", max_steps=12, model_fn=poisoned)
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row at step 4"):
+        run_fit(tmp_path, max_steps=12, resume=True, model_fn=poisoned)
     assert (tmp_path / "last" / "model.safetensors").read_bytes() == before
+    assert json.loads((tmp_path / "last" / "meta.json").read_text())["step"] == 4
 
 
 def test_signal_saves_a_checkpoint_and_stops(tmp_path):
@@ -186,3 +190,81 @@ def test_validation_time_is_accounted_apart(tmp_path):
     assert result["valid_minutes"] * 60 >= 0.6
     assert result["minutes"] >= result["valid_minutes"]
     assert result["train_tokens_per_s"] > result["tokens_per_s"]
+
+
+def metrics(run_dir) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_early_stopping_after_patience_validations(tmp_path):
+    scores = iter([5.0, 4.0, 6.0, 5.5, 5.0, 4.0, 3.0])
+
+    def validate(m):
+        return {"bleu": next(scores)}
+
+    _, result = run_fit(tmp_path, max_steps=100, validate=validate, patience=2)
+    # Best 6.0 at the third validation (step 12), then two without improvement: stop at 20.
+    assert result["stop_reason"] == "early_stopping"
+    assert result["steps"] == 20 and result["best_step"] == 12
+    assert [row["step"] for row in metrics(tmp_path)] == ["4", "8", "12", "16", "20"]
+    assert json.loads((tmp_path / "best" / "meta.json").read_text())["step"] == 12
+
+
+def test_max_minutes_stops_training(tmp_path):
+    _, result = run_fit(tmp_path, max_steps=1000, max_minutes=1e-9)
+    assert result["stop_reason"] == "max_minutes" and result["steps"] == 1
+
+
+def test_plateau_schedule_halves_the_rate_when_validation_stalls(tmp_path):
+    _, result = run_fit(tmp_path, max_steps=16, validate=lambda m: {"bleu": 1.0})
+    lrs = [float(row["lr"]) for row in metrics(tmp_path)]
+    # patience 0: the first validation sets the best, each later one (no gain) halves the rate.
+    assert lrs == pytest.approx([3e-3, 1.5e-3, 7.5e-4, 3.75e-4])
+
+
+def test_constant_schedule_keeps_the_rate(tmp_path):
+    model = tiny_model("gru")
+    opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
+    schedule = Schedule(opt, schedule="constant", warmup_steps=0, decay_factor=0.5, patience=0,
+                        min_lr=1e-5)  # fmt: skip
+    _, result = run_fit(tmp_path, max_steps=12, validate=lambda m: {"bleu": 1.0},
+                        optimizer=opt, schedule=schedule, model=model)  # fmt: skip
+    assert {float(row["lr"]) for row in metrics(tmp_path)} == {3e-3}
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_fit(tmp_path, max_steps=8, tensorboard=True, validate=lambda m: {"bleu": 2.5})
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"valid/bleu", "valid/lr", "train/loss", "train/tokens_per_s", "train/lr"} <= tags
+    bleu = events.Scalars("valid/bleu")
+    assert [e.step for e in bleu] == [4, 8] and bleu[0].value == pytest.approx(2.5)
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8]
+
+
+def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
+    """best/scores.json is written inside the checkpoint directory before it is renamed in:
+    a save killed half-way leaves the previous best whole, scores and weights together."""
+    from nmt import train
+
+    scores = iter([1.0, 2.0])
+    run_fit(tmp_path, max_steps=4, validate=lambda m: {"bleu": next(scores)})
+    assert json.loads((tmp_path / "best" / "scores.json").read_text())["bleu"] == 1.0
+    real_replace = os.replace
+
+    def dying_replace(a, b):
+        if str(b).endswith("best"):
+            raise KeyboardInterrupt("killed while renaming best/")
+        real_replace(a, b)
+
+    monkeypatch.setattr(train.os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(tmp_path, max_steps=8, resume=True, validate=lambda m: {"bleu": next(scores)})
+    monkeypatch.undo()
+    best = train.find_checkpoint(tmp_path / "best")
+    assert json.loads((best / "scores.json").read_text())["bleu"] == 1.0
+    assert json.loads((best / "meta.json").read_text())["step"] == 4
