@@ -171,9 +171,12 @@ def download_split(
     cache.mkdir(parents=True, exist_ok=True)
     for lang in langs:
         target = cache / f"{split}.{lang}.gz"
+        absent = target.with_suffix(".gz.absent")  # a 404 remembered: asked once, not per run
         with cache_lock(target):
             if target.is_file():
                 continue
+            if missing_ok and absent.is_file():
+                return False
             address = f"{url.rstrip('/')}/{split}.{lang}.gz"
             tmp = target.with_suffix(f".gz.{os.getpid()}.part")
             try:
@@ -182,6 +185,7 @@ def download_split(
             except urllib.error.HTTPError as e:
                 tmp.unlink(missing_ok=True)
                 if e.code == 404 and missing_ok:
+                    absent.touch()
                     return False
                 raise DataError(f"{address}: cannot download (HTTP {e.code} {e.reason})") from None
             except (urllib.error.URLError, OSError) as e:
@@ -344,17 +348,21 @@ def prepare_corpus(
         if test_splits is None:
             test_splits = find_test_splits(root_path, src, tgt)
         files = {}
+        for split in test_splits:
+            if not _has_pair(root_path, split, src, tgt):
+                side = src if _existing(root_path, f"{split}.{tgt}") else tgt
+                raise DataError(
+                    f"{root_path / f'{split}.{side}'}[.gz]: missing file (nor {split}.tsv or "
+                    f"{split}.jsonl), and data.test_splits names {split!r}. Test splits here "
+                    f"for {src}-{tgt}: {find_test_splits(root_path, src, tgt)}; set "
+                    "data.test_splits=[...] to some of them, or null for all of them"
+                )
         for split in [train_split, valid_split, *test_splits]:
             found = split_files(root_path, split, src, tgt)
             if found is None:
-                named = (
-                    "data.test_splits" if split in test_splits else "data.train_split/valid_split"
-                )
                 raise DataError(
                     f"{root_path / f'{split}.{src}'}[.gz]: missing file (nor {split}.tsv or "
-                    f"{split}.jsonl); {split!r} is named by {named}. Test splits here for "
-                    f"{src}-{tgt}: {find_test_splits(root_path, src, tgt)}; set "
-                    "data.test_splits=[...] to some of them, or null for all"
+                    f"{split}.jsonl); set data.root or NMT_DATA_DIR to the corpus directory"
                 )
             files[split] = found
         key = _fingerprint(settings, [p for _, paths in files.values() for p in paths])

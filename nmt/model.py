@@ -96,13 +96,13 @@ def build_model(*, cell: str, attention: str, emb_dim: int, enc_hidden: int, dec
                 enc_layers: int, dec_layers: int, bidirectional: bool, dropout: float,
                 emb_dropout: float, input_feeding: bool, tie_output: bool, tie_src_tgt: bool,
                 src_vocab_size: int, tgt_vocab_size: int, joint_vocab: bool) -> Seq2Seq:  # fmt: skip
-    """The encoder-decoder described by the ``model`` config group and the vocabulary."""
+    """The encoder-decoder described by the ``model`` config group and the vocabulary.
+
+    ``tie_src_tgt`` shares the source and target embeddings when the vocabulary is joint; with
+    one vocabulary per language (``tokenizer=separate8k``) there is nothing to share.
+    """
     src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=PAD_ID)
-    if tie_src_tgt:
-        if not joint_vocab:
-            raise ValueError(
-                "model.tie_src_tgt=true needs a joint vocabulary (tokenizer.joint=true)"
-            )
+    if tie_src_tgt and joint_vocab:
         tgt_emb = src_emb
     else:
         tgt_emb = nn.Embedding(tgt_vocab_size, emb_dim, padding_idx=PAD_ID)

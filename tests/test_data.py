@@ -179,3 +179,113 @@ def test_hub_offline_fails_with_one_line(tmp_path):
     with pytest.raises(DataError, match=r"cannot be loaded .*Use local files") as e:
         prepare(tmp_path, tmp_path, source="hub", hub_id="bentrevett/multi30k")
     assert "\n" not in str(e.value)
+
+
+def four_languages(root):
+    """Multi30k's layout in small: Czech has test_2016_flickr but no test_2017_flickr."""
+    for split in ("train", "val", "test_2016_flickr", "test_2017_flickr"):
+        for lang in ("en", "de", "cs"):
+            if (split, lang) != ("test_2017_flickr", "cs"):
+                write_lines(root / f"{split}.{lang}", ["x y", "z w"])
+    return root
+
+
+def test_default_test_splits_are_those_the_pair_has(tmp_path):
+    root = four_languages(tmp_path / "d")
+    de = prepare(root, tmp_path, test_splits=None)
+    assert de["test_splits"] == ["test_2016_flickr", "test_2017_flickr"]
+    cs = prepare(root, tmp_path, tgt="cs", test_splits=None, out_dir=tmp_path / "cs")
+    assert cs["test_splits"] == ["test_2016_flickr"]
+    assert set(load_corpus(tmp_path / "cs")[0]) == {"train", "val", "test_2016_flickr"}
+
+
+def test_a_named_split_that_is_missing_fails_before_reading(tmp_path):
+    root = four_languages(tmp_path / "d")
+    with pytest.raises(DataError) as e:
+        prepare(root, tmp_path, tgt="cs", test_splits=["test_2016_flickr", "test_2017_flickr"])
+    message = str(e.value)
+    assert "test_2017_flickr.cs[.gz]: missing file" in message and "data.test_splits" in message
+    assert "['test_2016_flickr']" in message and "\n" not in message
+    assert not (tmp_path / "cache").exists()  # nothing was read or cached
+
+
+def serve(directory):
+    """A real HTTP server on loopback serving directory; returns (server, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/data/task1/raw"
+
+
+def test_url_source_downloads_once_and_skips_tests_the_pair_lacks(tmp_path):
+    raw = tmp_path / "www" / "data" / "task1" / "raw"
+    raw.mkdir(parents=True)
+    for path in four_languages(tmp_path / "plain").iterdir():
+        with gzip.open(raw / f"{path.name}.gz", "wb") as f:
+            f.write(path.read_bytes())
+    server, url = serve(tmp_path / "www")
+    try:
+        report = prepare(tmp_path, tmp_path, source="url", url=url, tgt="cs", test_splits=None)
+        assert report["test_splits"] == ["test_2016_flickr"] and report["sizes"]["train"] == 2
+        downloads = next((tmp_path / "cache" / "downloads").iterdir())
+        assert sorted(p.name for p in downloads.glob("*.gz")) == [
+            "test_2016_flickr.cs.gz", "test_2016_flickr.en.gz", "test_2017_flickr.en.gz",
+            "train.cs.gz", "train.en.gz", "val.cs.gz", "val.en.gz",
+        ]  # fmt: skip
+        with pytest.raises(
+            DataError, match=r"test_2017_flickr\.cs\.gz: cannot download \(HTTP 404"
+        ):
+            prepare(tmp_path, tmp_path, source="url", url=url, tgt="cs",
+                    test_splits=["test_2017_flickr"])  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Downloaded once: with the server gone the cached files serve a second run.
+    again = prepare(tmp_path, tmp_path, source="url", url=url, tgt="cs", test_splits=None,
+                    out_dir=tmp_path / "again")  # fmt: skip
+    assert again["cached"] and again["key"] == report["key"]
+
+
+def test_hub_source_loads_a_translation_dataset(corpus_dir, tmp_path):
+    """The Hub path through datasets.load_dataset, on a dataset repository made locally."""
+    repo = tmp_path / "hub" / "multi30k"
+    for split, name in (("train", "train"), ("val", "validation"), ("test_2016_flickr", "test")):
+        en = (corpus_dir / f"{split}.en").read_text().splitlines()
+        de = (corpus_dir / f"{split}.de").read_text().splitlines()
+        write_lines(
+            repo / f"{name}.jsonl", [json.dumps({"en": a, "de": b}) for a, b in zip(en, de)]
+        )
+    report = prepare(tmp_path, tmp_path, source="hub", hub_id=str(repo),
+                     valid_split="validation", test_splits=None)  # fmt: skip
+    assert report["test_splits"] == ["test"]
+    assert report["sizes"] == {"train": 600, "validation": 60, "test": 40}
+    corpus, _ = load_corpus(tmp_path / "run")
+    assert (
+        corpus["test"][0]["translation"]["de"]
+        == (corpus_dir / "test_2016_flickr.de").read_text().splitlines()[0]
+    )
+
+
+def test_nmt_data_dir_points_the_stage_at_the_corpus(corpus_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "NMT_DATA_DIR": str(corpus_dir)}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "nmt-data"), f"run_dir={tmp_path / 'run'}",
+         f"cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
+    assert report["source"] == str(corpus_dir.resolve()) and report["sizes"]["train"] == 600

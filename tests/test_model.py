@@ -109,5 +109,7 @@ def test_reference_size_and_tying():
     assert 12.0e6 < count_parameters(ref) < 12.4e6  # the classic Bahdanau setup, ~12.2M
     tied = tiny_model("gru")
     assert tied.encoder.embedding is tied.decoder.embedding
-    with pytest.raises(ValueError, match="tie_src_tgt=true needs a joint vocabulary"):
-        tiny_model("gru", joint_vocab=False)
+    separate = tiny_model("gru", joint_vocab=False, src_vocab_size=30, tgt_vocab_size=50)
+    assert separate.encoder.embedding is not separate.decoder.embedding
+    assert separate.encoder.embedding.num_embeddings == 30
+    assert separate.decoder.embedding.num_embeddings == 50

@@ -85,16 +85,40 @@ def test_report_counts_and_cache(run_dir, corpus_dir, tmp_path_factory):
     assert (tmp / "run2" / "spm.model").is_file()
 
 
-def test_separate_vocabularies(corpus_dir, tmp_path):
+def model_type(path) -> str:
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    return model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
+
+
+def test_separate_bpe_vocabularies(corpus_dir, tmp_path):
+    """tokenizer=separate8k with BPE: one BPE model per language, each trained on its side."""
     prepare(corpus_dir, tmp_path)
     options = {**OPTIONS, "model_type": "bpe", "vocab_size": 600}
-    prepare_tokenizer(
+    report = prepare_tokenizer(
         joint=False, **options, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run"
     )
-    tok = Tokenizer.from_dir(tmp_path / "run", "en", "de")
+    run = tmp_path / "run"
+    assert not (run / "spm.model").exists() and report["model_type"] == "bpe"
+    assert model_type(run / "spm.en.model") == model_type(run / "spm.de.model") == "BPE"
+    tok = Tokenizer.from_dir(run, "en", "de")
     assert not tok.joint
-    assert (tmp_path / "run" / "spm.en.model").is_file()
-    assert tok.src_model != tok.tgt_model
+    en, de = tok.src.id_to_piece, tok.tgt.id_to_piece
+    en_pieces = {en(i) for i in range(tok.src_vocab_size)}
+    de_pieces = {de(i) for i in range(tok.tgt_vocab_size)}
+    assert "▁und" in de_pieces and "▁und" not in en_pieces
+    assert "▁the" in en_pieces and "▁the" not in de_pieces
+    assert tok.encode_src(["the dog"]) != tok.encode_tgt(["the dog"])
+    # The joint model of the same settings is a different, single file.
+    prepare(corpus_dir, tmp_path, out_dir=tmp_path / "j")
+    prepare_tokenizer(joint=True, **options, cache_dir=tmp_path / "cache", run_dir=tmp_path / "j")
+    assert model_type(tmp_path / "j" / "spm.model") == "BPE"
+
+
+def test_unigram_is_the_default_model_type(run_dir):
+    assert model_type(run_dir / "spm.model") == "UNIGRAM"
 
 
 def test_train_spm_is_deterministic():
