@@ -261,7 +261,8 @@ def test_hub_source_loads_a_translation_dataset(corpus_dir, tmp_path):
         en = (corpus_dir / f"{split}.en").read_text().splitlines()
         de = (corpus_dir / f"{split}.de").read_text().splitlines()
         write_lines(
-            repo / f"{name}.jsonl", [json.dumps({"en": a, "de": b}) for a, b in zip(en, de)]
+            repo / f"{name}.jsonl",
+            [json.dumps({"en": a, "de": b}) for a, b in zip(en, de, strict=True)],
         )
     report = prepare(tmp_path, tmp_path, source="hub", hub_id=str(repo),
                      valid_split="validation", test_splits=None)  # fmt: skip
