@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nmt import data, evaluate, search, tokenizer, train
 from nmt.batching import BatchSampler, collate
-from nmt.config import register_configs
+from nmt.config import NAME_EXCLUDE, register_configs
 from nmt.model import build_model, count_parameters
 from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
 from nmt.translate import RunDirError, Translator
@@ -133,6 +133,8 @@ def train_task(cfg: DictConfig) -> float:
     run_dir = _run_dir()
     mode = _resume_mode(cfg.train.resume)
     done = run_dir / DONE_FILE
+    if mode == "auto":
+        _check_same_run(cfg, run_dir)
     if mode == "auto" and done.is_file():
         result = json.loads(done.read_text())
         log.info("%s: finished before (%s); skipped. Delete the directory to train it again",
@@ -222,6 +224,38 @@ def train_task(cfg: DictConfig) -> float:
     write_json(done, {**meta, **best, "status": "finished",
                        "process_peak_rss_gib": round(peak_gib, 3)})  # fmt: skip
     return float(best["bleu"])
+
+
+def _flat(node: object, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.removesuffix("."): node}
+
+
+def _check_same_run(cfg: DictConfig, run_dir: Path) -> None:
+    """train.resume=auto must not skip or continue a run made with other settings (another
+    data.root, an edited preset): compare with the run's config.yaml, keys that cannot change
+    results aside."""
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.is_file():
+        return
+    neutral = (*NAME_EXCLUDE, "train.threads")
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
+    differ = sorted(
+        key for key in now.keys() | saved.keys()
+        if key not in neutral and now.get(key) != saved.get(key)
+    )  # fmt: skip
+    if differ:
+        key = differ[0]
+        raise _Fail(
+            f"{run_dir}: trained with other settings ({len(differ)} keys differ, e.g. {key}: "
+            f"{saved.get(key)!r} there, {now.get(key)!r} now); train.resume=auto will not reuse "
+            "it. Choose another run_dir or hydra.sweep.dir"
+        )
 
 
 def _check_search(node: DictConfig) -> None:

@@ -24,9 +24,29 @@ def short_dirname(name: str) -> str:
     return name.encode()[: MAX_DIRNAME - 17].decode(errors="ignore") + "~" + digest
 
 
-# Used by the sweep presets' hydra.sweep.subdir; registered on import so a launcher's job process
-# (submitit) has it too.
-OmegaConf.register_new_resolver("nmt_dirname", short_dirname, replace=True)
+# Keys that never change a run's results; everything else a job overrides is in its name.
+# (cache_dir holds stage results keyed by their own settings, so any cache gives the same run.)
+NAME_EXCLUDE = ("run_dir", "cache_dir", "train.resume", "train.progress", "device", "experiment")
+
+
+def run_dirname(overrides: list[str]) -> str:
+    """A sweep job's directory name from its overrides (``hydra.overrides.task``): sorted
+    ``key=value`` pairs joined by commas, a path value replaced by a hash of it (so
+    ``data.root=/a/b`` neither nests directories nor collides with another root)."""
+    items = []
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if key in NAME_EXCLUDE or key.startswith("hydra"):
+            continue
+        if "/" in value or "\\" in value:
+            value = "#" + hashlib.sha256(value.encode()).hexdigest()[:10]
+        items.append(f"{key}={value}")
+    return short_dirname(",".join(sorted(items)))
+
+
+# Used by hydra.sweep.subdir; registered on import so a launcher's job process has it too.
+OmegaConf.register_new_resolver("nmt_dirname", run_dirname, replace=True)
 
 
 @dataclass

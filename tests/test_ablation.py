@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,9 @@ from conftest import tiny_model, toy_pairs
 from sacrebleu.metrics import BLEU
 
 from nmt.analysis import bleu_by_length, gate_statistics, length_buckets
+from nmt.config import run_dirname
+from nmt.data import load_corpus
+from nmt.evaluate import paired_bootstrap
 from nmt.batching import collate
 from nmt.cells import CELLS, Recurrent
 from nmt.report import PLOTS, Run, build_rows, markdown_table
@@ -107,17 +114,28 @@ def test_table_marks_diverged_rows():
 
 
 def sweep(
-    tmp: Path, corpus_dir: Path, *extra: str, cells: str = "gru,lstm"
-) -> subprocess.CompletedProcess:
+    tmp: Path, corpus_dir: Path, *extra: str, cells: str = "gru,lstm", wait: bool = True,
+    name_root: Path | None = None,
+) -> subprocess.CompletedProcess | subprocess.Popen:  # fmt: skip
+    """A tiny ablation_quick sweep. ``name_root``: pass data.root through the environment
+    (NMT_DATA_DIR) so that it stays out of the run names, as a user's default would."""
+    env = dict(os.environ)
+    root = [f"data.root={corpus_dir}"]
+    if name_root is not None:
+        env["NMT_DATA_DIR"], root = str(name_root), []
     args = [
-        "experiment=ablation_quick", f"hydra.sweep.dir={tmp / 'sweep'}", f"data.root={corpus_dir}",
+        "experiment=ablation_quick", f"hydra.sweep.dir={tmp / 'sweep'}", *root,
         f"cache_dir={tmp / 'cache'}", "data.test_splits=[test_2016_flickr]",
         "tokenizer.vocab_size=600", "model.emb_dim=32", "model.enc_hidden=32",
         "model.dec_hidden=64", "batch.max_tokens=800", "train.valid_every=2", "train.threads=1",
         f"model={cells}", "model.attention=none", *(extra or ["train.max_steps=3"]),
     ]  # fmt: skip
-    return subprocess.run([str(BIN / "nmt-train"), *args], capture_output=True, text=True,
-                          timeout=600, check=False, cwd=ROOT)  # fmt: skip
+    command = [str(BIN / "nmt-train"), *args]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, env=env)  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                          cwd=ROOT, env=env)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +174,19 @@ def test_sweep_writes_the_report(tiny_sweep):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((report / "results.json").read_text())
     lstm = next(r for r in results["runs"] if r["cell"] == "lstm")
-    assert 0.0 < lstm["paired"]["bleu_p"] <= 1.0 and "bs:1000" in lstm["paired"]["signature"]
+    # The p-value is sacreBLEU's paired bootstrap of these two runs' test translations.
+    gru = next(r for r in results["runs"] if r["cell"] == "gru")
+    hyps = {
+        r["cell"]: (Path(r["path"]) / "eval" / "test_2016_flickr-best-beam5" / "hyps.txt")
+        .read_text()
+        .splitlines()
+        for r in (gru, lstm)
+    }
+    refs = [r["de"] for r in load_corpus(Path(gru["path"]))[0]["test_2016_flickr"]["translation"]]
+    expected = paired_bootstrap({"gru": hyps["gru"], "lstm": hyps["lstm"]}, refs, samples=1000)
+    assert lstm["paired"]["bleu_p"] == expected["lstm"]["bleu_p"]
+    assert lstm["paired"]["chrf_p"] == expected["lstm"]["chrf_p"]
+    assert "bs:1000" in lstm["paired"]["signature"]
     assert {"encoder.l0.fwd.forget", "decoder.l0.forget"} <= set(lstm["analysis"]["gates"])
     assert sum(b["sentences"] for b in lstm["analysis"]["bleu_by_length"]) == 40
 
@@ -179,19 +209,63 @@ def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
     assert missing.returncode == 1 and "no finished runs" in missing.stderr
 
 
-def test_rerun_skips_finished_and_resumes_unfinished(tiny_sweep, corpus_dir):
-    tmp, _ = tiny_sweep
-    runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
-    unfinished = runs[0]
-    (unfinished / "done.json").unlink()  # as if the sweep had been stopped during this run
-    finished_at = (runs[1] / "done.json").stat().st_mtime_ns
-    again = sweep(tmp, corpus_dir)
-    out = again.stdout + again.stderr
+def weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(run / "last" / "model.safetensors")
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
+    """Ctrl-C in a sweep saves a checkpoint and exits 130; run again, the sweep continues that
+    run from its step to the same weights as a sweep never stopped, then skips it."""
+    long = ["train.max_steps=60", "train.valid_every=5", "train.valid_max_sentences=5"]
+    straight = sweep(tmp_path / "a", corpus_dir, *long, cells="gru")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (reference,) = [p for p in (tmp_path / "a" / "sweep").iterdir() if (p / "done.json").is_file()]
+
+    job = sweep(tmp_path / "b", corpus_dir, *long, cells="gru", wait=False)
+    meta = tmp_path / "b" / "sweep" / reference.name / "last" / "meta.json"
+    deadline = time.monotonic() + 300
+    while not meta.is_file() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 130, stderr[-3000:]
+    run = meta.parent.parent
+    stopped_at = json.loads(meta.read_text())["step"]
+    assert 5 <= stopped_at < 60 and not (run / "done.json").exists()
+    assert f"interrupted at step {stopped_at}; checkpoint saved" in stderr
+
+    again = sweep(tmp_path / "b", corpus_dir, *long, cells="gru")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert out.count("finished before") == 1 and out.count("resumed from") == 1
-    assert (runs[1] / "done.json").stat().st_mtime_ns == finished_at
-    done = json.loads((unfinished / "done.json").read_text())
-    assert done["status"] == "finished" and done["steps"] == 3  # not one step more
+    assert f"at step {stopped_at} (epoch" in again.stdout + again.stderr  # resumed there
+    assert json.loads((run / "done.json").read_text())["steps"] == 60
+    mine, theirs = weights(run), weights(reference)
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+    finished_at = (run / "done.json").stat().st_mtime_ns
+    third = sweep(tmp_path / "b", corpus_dir, *long, cells="gru")
+    assert third.returncode == 0 and "finished before" in third.stdout + third.stderr
+    assert (run / "done.json").stat().st_mtime_ns == finished_at
+
+
+def test_run_names_cover_the_data_and_never_nest():
+    a = run_dirname(["model=gru", "data.root=/data/a", "seed=1", "cache_dir=/c", "train.resume=auto"])
+    b = run_dirname(["model=gru", "data.root=/data/b", "seed=1", "cache_dir=/d"])
+    assert a != b and "/" not in a + b and a.startswith("data.root=#")
+    assert a.endswith(",model=gru,seed=1") and "cache_dir" not in a and "resume" not in a
+
+
+def test_auto_resume_refuses_a_run_made_with_other_settings(corpus_dir, tmp_path):
+    """The same run directory reached with another corpus (NMT_DATA_DIR is not in the name)
+    is an error, not a finished run silently skipped."""
+    first = sweep(tmp_path, corpus_dir, "train.max_steps=2", cells="gru", name_root=corpus_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = tmp_path / "other"
+    shutil.copytree(corpus_dir, other)
+    result = sweep(tmp_path, corpus_dir, "train.max_steps=2", cells="gru", name_root=other)
+    assert result.returncode == 1
+    assert "trained with other settings" in result.stderr and "data.root" in result.stderr
 
 
 def test_other_settings_are_other_runs_and_other_rows(tiny_sweep, corpus_dir):
