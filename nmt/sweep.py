@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ class ReportCallback(Callback):
         try:
             written = report.write_report(sweep_dir, Path(self.out) if self.out else None)
         except report.ReportError as e:
-            log.error("report: %s", e)
-            return
+            # Every run is saved; only the report is missing. Say how to rebuild it, and make
+            # the sweep's exit status say that it did not finish.
+            print(f"error: report: {e}; the runs are complete, rebuild the report with: "
+                  f"python scripts/report.py {sweep_dir}", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
         log.info("report: %s", written)

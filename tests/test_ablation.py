@@ -17,11 +17,11 @@ from conftest import tiny_model, toy_pairs
 from sacrebleu.metrics import BLEU
 
 from nmt.analysis import bleu_by_length, gate_statistics, length_buckets
+from nmt.batching import collate
+from nmt.cells import CELLS, Recurrent
 from nmt.config import run_dirname
 from nmt.data import load_corpus
 from nmt.evaluate import paired_bootstrap
-from nmt.batching import collate
-from nmt.cells import CELLS, Recurrent
 from nmt.report import PLOTS, Run, build_rows, markdown_table
 from nmt.translate import single_line
 
@@ -250,7 +250,9 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
 
 
 def test_run_names_cover_the_data_and_never_nest():
-    a = run_dirname(["model=gru", "data.root=/data/a", "seed=1", "cache_dir=/c", "train.resume=auto"])
+    a = run_dirname(
+        ["model=gru", "data.root=/data/a", "seed=1", "cache_dir=/c", "train.resume=auto"]
+    )
     b = run_dirname(["model=gru", "data.root=/data/b", "seed=1", "cache_dir=/d"])
     assert a != b and "/" not in a + b and a.startswith("data.root=#")
     assert a.endswith(",model=gru,seed=1") and "cache_dir" not in a and "resume" not in a
@@ -293,6 +295,16 @@ def test_a_diverged_run_does_not_stop_the_sweep(corpus_dir, tmp_path):
     statuses = [json.loads((p / "done.json").read_text())["status"] for p in runs]
     assert statuses == ["failed", "failed"]
     assert "diverged" in (tmp_path / "sweep" / "report" / "report.md").read_text()
+
+
+def test_a_failed_report_fails_the_sweep(corpus_dir, tmp_path):
+    """Without the test translations (final_eval=[]) the report cannot be written: the sweep
+    exits 1 with one line that says how to rebuild it, and the runs stay complete."""
+    result = sweep(tmp_path, corpus_dir, "train.max_steps=2", "final_eval=[]", cells="gru")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "python scripts/report.py" in errors[0]
+    assert len(list((tmp_path / "sweep").glob("*/done.json"))) == 1
 
 
 def test_bad_override_in_a_sweep_is_one_line(tmp_path):

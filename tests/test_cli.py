@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,4 +70,44 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
     resumed = run("nmt-train", *args[:-5], "train.max_steps=3", "train.resume=true",
                   "train.progress=false", "batch.max_tokens=600", "train.valid_every=1")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert "at step 2 (epoch 0" in resumed.stdout + resumed.stderr
+    assert json.loads((run_dir / "last" / "meta.json").read_text())["step"] == 3
+    done = json.loads((run_dir / "done.json").read_text())
+    assert done["steps"] == 3 and done["stop_reason"] == "max_steps"
+    assert [row.split(",")[0] for row in (run_dir / "metrics.csv").read_text().split()[1:]] == [
+        "1", "2", "3"
+    ]  # fmt: skip
+
+
+def test_done_json_records_the_run(tiny_run):
+    from omegaconf import OmegaConf
+
+    from nmt.model import build_model, count_parameters
+    from nmt.tokenizer import Tokenizer
+
+    done = json.loads((tiny_run / "done.json").read_text())
+    cfg = OmegaConf.load(tiny_run / "config.yaml")
+    tok = Tokenizer.from_dir(tiny_run, "en", "de")
+    model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    model = build_model(**model_args, src_vocab_size=tok.src_vocab_size,
+                        tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint)  # fmt: skip
+    assert done["status"] == "finished" and done["steps"] == 30 and done["best_step"] == 30
+    assert done["parameters"] == count_parameters(model)
+    assert done["cell"] == "gru" and done["attention"] == "bahdanau"
+    assert 0.1 < done["process_peak_rss_gib"] < 8
+    assert done["hardware"].startswith("CPU ") and "threads" in done["hardware"]
+    assert done["spm_sha256"] == tok.sha256() and done["torch"]
+    assert done["train_tokens_per_s"] > done["tokens_per_s"] > 0
+    assert done["bleu_signature"].startswith("nrefs:1|case:mixed")
+
+
+def test_final_eval_of_a_split_the_data_lacks_fails_before_training(corpus_dir, tmp_path):
+    result = run(
+        "nmt-train", f"run_dir={tmp_path / 'run'}", f"data.root={corpus_dir}",
+        f"cache_dir={tmp_path / 'c'}", "tokenizer.vocab_size=600", "final_eval=[test_2017_flickr]",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: final_eval names ['test_2017_flickr']")
+    assert (
+        not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "config.yaml").exists()
+    )

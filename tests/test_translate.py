@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import multi30k_lines
 
 from nmt.translate import RunDirError, Translator
 
@@ -72,7 +73,16 @@ def test_files_and_n_best(tiny_run, tmp_path):
     lines = out.read_text().split("\n")[:-1]
     assert len(lines) == 9
     assert all(len(line.split("\t")) == 2 for line in lines)
-    float(lines[0].split("\t")[1])
+    scores = [float(line.split("\t")[1]) for line in lines]
+    for group in (scores[0:3], scores[3:6]):
+        assert group == sorted(group, reverse=True)  # n-best, best first
+    assert lines[6:] == ["\t0.0000"] * 3  # an empty line: three empty hypotheses
+    too_many = translate(tiny_run, b"x\n", "search.n_best=6")  # beam5 keeps 5
+    assert too_many.returncode == 1
+    assert too_many.stderr.decode().strip() == (
+        "error: search.n_best=6 with search.beam_size=5: a beam keeps at most beam_size "
+        "hypotheses; set search.beam_size=6 or more"
+    )
 
 
 def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
@@ -90,6 +100,22 @@ def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
     result = translate(broken, b"hello\n")
     assert result.returncode == 1
     assert len(result.stderr.decode().strip().splitlines()) == 1
+    # A valid SentencePiece model, but not the one the weights were trained with.
+    from nmt.tokenizer import train_spm
+
+    original = (tiny_run / "spm.model").read_bytes()
+    other = train_spm(multi30k_lines("train", "en", 400), vocab_size=400,
+                      model_type="unigram", character_coverage=1.0, byte_fallback=True,
+                      normalization_rule_name="identity", input_sentence_size=0,
+                      num_threads=1, seed=1)  # fmt: skip
+    (broken / "spm.model").write_bytes(other)
+    assert other != original
+    with pytest.raises(RunDirError, match="is not the one best/ was trained with"):
+        Translator.from_run_dir(broken)
+    result = translate(broken, b"hello\n")
+    assert (
+        result.returncode == 1 and "is not the one best/ was trained with" in result.stderr.decode()
+    )
     with pytest.raises(RunDirError, match="config.yaml: missing"):
         Translator.from_run_dir(tmp_path / "nowhere")
 
@@ -134,3 +160,7 @@ def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
     assert (
         bad.returncode == 1 and "1 lines but split test_2016_flickr has 40 references" in bad.stderr
     )
+    twice = subprocess.run([str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{a},{a}]"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert twice.returncode == 1
+    assert twice.stderr.strip() == f"error: hyps names {a} more than once; compare different files"
