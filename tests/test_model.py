@@ -113,3 +113,84 @@ def test_reference_size_and_tying():
     assert separate.encoder.embedding is not separate.decoder.embedding
     assert separate.encoder.embedding.num_embeddings == 30
     assert separate.decoder.embedding.num_embeddings == 50
+
+
+# --------------------------------------------------------------------------------------------
+# bf16 autocast (the CUDA path, and CPUs with bf16 units): the two custom autograd functions
+# against the plain PyTorch expressions under the same autocast.
+
+
+def bf16():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def test_fused_output_layer_under_bf16_autocast():
+    from nmt.model import LinearSmoothedCrossEntropy
+
+    torch.manual_seed(0)
+    x = torch.randn(300, 24, requires_grad=True)
+    w = torch.randn(50, 24, requires_grad=True)
+    b = torch.randn(50, requires_grad=True)
+    t = torch.randint(0, 50, (300,))
+    with bf16():
+        h = x * 1.0  # an activation as autocast hands it over
+        loss, nll = LinearSmoothedCrossEntropy.apply(F.linear(h, torch.eye(24)), w, b, t, 0.1)
+        mine = torch.autograd.grad(loss, (x, w, b))
+    with bf16():
+        logits = F.linear(F.linear(x * 1.0, torch.eye(24)), w, b)
+        expected = F.cross_entropy(logits.float(), t, label_smoothing=0.1, reduction="sum")
+        theirs = torch.autograd.grad(expected, (x, w, b))
+    assert loss.dtype == torch.float32  # the loss stays fp32
+    torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-2)
+    for a, e in zip(mine, theirs, strict=True):
+        assert a.dtype == e.dtype == torch.float32  # parameter gradients in fp32
+        torch.testing.assert_close(a, e, rtol=2e-2, atol=2e-2)
+
+
+def test_additive_attention_under_bf16_autocast():
+    from nmt.attention import AdditiveScores
+
+    torch.manual_seed(0)
+    keys = torch.randn(3, 7, 16, requires_grad=True)
+    query = torch.randn(3, 16, requires_grad=True)
+    v = torch.randn(16, requires_grad=True)
+    proj = torch.nn.Linear(16, 16)
+    with bf16():
+        k, q = proj(keys), proj(query)  # bf16, as the model's projections give them
+        mine = AdditiveScores.apply(k, q, v)
+        grads = torch.autograd.grad(mine.float().square().sum(), (keys, query, v))
+    with bf16():
+        k, q = proj(keys), proj(query)
+        plain = torch.tanh(k + q.unsqueeze(1)) @ v
+        expected = torch.autograd.grad(plain.float().square().sum(), (keys, query, v))
+    assert mine.dtype == plain.dtype
+    assert relative_error(mine.float(), plain.float()) < 1e-2
+    for a, e in zip(grads, expected, strict=True):
+        assert a.dtype == torch.float32
+        assert relative_error(a, e) < 2e-2  # bf16 carries 8 bits of mantissa
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_training_step_under_bf16_autocast(cell):
+    """Loss and gradients of a whole step in bf16 stay finite and near fp32 (every cell)."""
+    torch.manual_seed(0)
+    model = tiny_model(cell, dropout=0.0, emb_dropout=0.0)
+    src, tgt = toy_pairs(16)
+    batch = collate(src, tgt, range(16))
+    out32 = model.loss(batch, 0.1)
+    (out32.loss / out32.n_tokens).backward()
+    grads32 = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with bf16():
+        out16 = model.loss(batch, 0.1)
+    (out16.loss / out16.n_tokens).backward()
+    assert out16.loss.dtype == torch.float32
+    torch.testing.assert_close(out16.loss, out32.loss, rtol=2e-2, atol=0)
+    for p in model.parameters():
+        assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+    grad16 = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert relative_error(grad16, torch.cat([g.flatten() for g in grads32])) < 5e-2
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
