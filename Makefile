@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >&2
 	@echo "installing $(TORCH) and nmt into $(VENV)" >&2
 	@$(BIN)/pip install --quiet "$(TORCH)" >&2
-	@$(BIN)/pip install --quiet -e ".[dev]" >&2
+	@$(BIN)/pip install --quiet -e ".[dev,joblib,slurm]" >&2
 	@touch $@
 
 install: $(STAMP) ## create .venv and install nmt (editable, with dev extras)

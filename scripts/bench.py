@@ -153,8 +153,8 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
     return results
 
 
-def latest_run() -> Path | None:
-    runs = [p.parent.parent for p in (ROOT / "runs").glob("*/best/model.safetensors")]
+def latest_run(runs_dir: Path) -> Path | None:
+    runs = [p.parent.parent for p in runs_dir.glob("*/best/model.safetensors")]
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
@@ -185,6 +185,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--run-dir", type=Path, default=None, help="trained run for decoding "
                         "(default: the newest runs/*/ with best/)")  # fmt: skip
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs",
+                        help="where to look for the newest trained run (default: runs/)")  # fmt: skip
     parser.add_argument("--split", default="test_2016_flickr")
     parser.add_argument("--decode-steps", type=int, default=400,
                         help="updates of the model trained for decoding when no run exists")  # fmt: skip
@@ -227,7 +229,7 @@ def main() -> None:
             for key in ("parameters", "train_tgt_tokens_per_s", "peak_rss_mib"):
                 print(f"train.{cell}.{key}: {result[key]}", flush=True)
     if "decode" in what:
-        run_dir = args.run_dir or latest_run()
+        run_dir = args.run_dir or latest_run(args.runs_dir)
         if run_dir is None:
             run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
         result = bench_decode(run_dir, args.split, args.repeats, args.threads)

@@ -13,7 +13,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = Path(os.environ.get("NMT_DATA_DIR", ROOT.parent / "shared" / "data" / "multi30k"))
-SLICES = {"train": 600, "val": 60, "test_2016_flickr": 40}
+SLICES = {"train": 600, "val": 60, "test_2016_flickr": 40, "test_2017_flickr": 30}
+LANGS = ("en", "de", "fr", "cs")  # Czech has no test_2017_flickr, as in Multi30k itself
 
 
 def pytest_configure(config) -> None:
@@ -43,11 +44,12 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
-    """A directory of <split>.<lang> files: slices of Multi30k en/de/fr."""
+    """A directory of <split>.<lang> files: slices of Multi30k en/de/fr/cs."""
     root = tmp_path_factory.mktemp("multi30k_slice")
     for split, n in SLICES.items():
-        for lang in ("en", "de", "fr"):
-            write_lines(root / f"{split}.{lang}", multi30k_lines(split, lang, n))
+        for lang in LANGS:
+            if (MULTI30K / f"{split}.{lang}.gz").is_file():
+                write_lines(root / f"{split}.{lang}", multi30k_lines(split, lang, n))
     return root
 
 

@@ -38,15 +38,6 @@ def test_cli_three_lines_for_three_lines(tiny_run):
     assert "<stdin>:3: longer than 250 pieces" in result.stderr.decode()
 
 
-def test_make_translate_keeps_stdout_clean(tiny_run):
-    result = subprocess.run(
-        ["make", "--no-print-directory", "translate", f"ARGS=run_dir={tiny_run}"],
-        input=b"A dog runs.\n\nTwo men.\n", capture_output=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert result.stdout.decode().count("\n") == 3
-
-
 def test_invalid_utf8_line_gives_empty_line_or_stops(tiny_run):
     data = b"A dog.\n\xff\xfe bad\nA cat.\n"
     result = translate(tiny_run, data)

@@ -1,0 +1,392 @@
+"""Every command in the README runs as written, with small sizes added.
+
+The commands are read from the README's code blocks; each must have an entry in ``CASES`` that
+says what is added to it (small models, the corpus slice, temporary directories) and what it must
+leave behind. A command added to the README without a case fails ``test_every_command_has_a_case``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+STARTS = ("make ", "echo ", "python ", ".venv/bin/")
+
+
+def readme_commands() -> list[str]:
+    """Shell commands of the README's indented code blocks (continuations joined)."""
+    commands, pending = [], ""
+    for line in README.read_text().splitlines():
+        if not line.startswith("    "):
+            continue
+        text = pending + line.strip()
+        if text.endswith("\\"):
+            pending = text[:-1].rstrip() + " "
+            continue
+        pending = ""
+        text = re.sub(r"\s+#.*$", "", text) if not text.startswith("#") else ""
+        if text.startswith(STARTS):
+            commands.append(re.sub(r"\s+", " ", text))
+    return commands
+
+
+def python_snippets() -> list[str]:
+    """The README's Python code blocks (lines of a block that starts with an import)."""
+    blocks, current = [], []
+    for line in README.read_text().splitlines() + [""]:
+        if line.startswith("    ") and (current or line.strip().startswith(("from ", "import "))):
+            current.append(line[4:])
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# What each command gets added, and what it must leave
+
+
+TINY = [
+    "tokenizer.vocab_size=600", "model.emb_dim=32", "model.enc_hidden=32", "model.dec_hidden=64",
+    "batch.max_tokens=800", "train.max_steps=2", "train.valid_every=2", "train.threads=1",
+    "train.valid_max_sentences=10", "train.progress=false",
+]  # fmt: skip
+SWEEP = [*TINY, "model=gru,lstm", "model.attention=none", "seed=1"]
+SWEEP_ONE = [*TINY, "model=gru", "model.attention=none", "seed=1"]
+
+
+@dataclass
+class Case:
+    extra: list[str] = field(default_factory=list)  # appended to ARGS (Hydra or bench flags)
+    check: Callable[[subprocess.CompletedProcess, Path], None] | None = None
+    needs_run: bool = False  # runs/X is a trained run (a copy of one)
+    run_dir: bool = True  # add run_dir=<tmp>/run unless the command names one
+    sweep: bool = False  # add hydra.sweep.dir=<tmp>/sweep
+    skip: str = ""  # why the suite does not run it (CI runs `make test` itself)
+    stdin: str = ""  # what the command reads, when it reads stdin
+
+
+def finished(steps: int = 2, pair: str = "en-de") -> Callable:
+    def check(result, tmp):
+        done = json.loads((tmp / "run" / "done.json").read_text())
+        assert done["status"] == "finished" and done["steps"] == steps
+        assert f"{done['src']}-{done['tgt']}" == pair
+
+    return check
+
+
+def check_cs(result, tmp):
+    report = json.loads((tmp / "run" / "data" / "report.json").read_text())
+    assert (report["src"], report["tgt"]) == ("en", "cs")
+    assert report["test_splits"] == ["test_2016_flickr"]
+
+
+def check_data(pair: str) -> Callable:
+    def check(result, tmp):
+        report = json.loads((tmp / "run" / "data" / "report.json").read_text())
+        assert f"{report['src']}-{report['tgt']}" == pair
+
+    return check
+
+
+def check_bpe_spm(result, tmp):
+    assert (tmp / "my-run" / "spm.model").is_file()
+    assert (
+        json.loads((tmp / "my-run" / "encoded" / "report.json").read_text())["model_type"] == "bpe"
+    )
+
+
+def check_lstm(result, tmp):
+    finished()(result, tmp)
+    assert json.loads((tmp / "run" / "done.json").read_text())["cell"] == "lstm"
+
+
+def check_separate(result, tmp):
+    finished()(result, tmp)
+    assert (tmp / "run" / "spm.en.model").is_file() and (tmp / "run" / "spm.de.model").is_file()
+
+
+def check_final_eval(result, tmp):
+    finished()(result, tmp)
+    scores = tmp / "run" / "eval" / "test_2016_flickr-best-beam5" / "scores.json"
+    assert json.loads(scores.read_text())["sentences"] == 40
+
+
+def check_resumed(result, tmp):
+    assert "resumed from" in result.stderr + result.stdout
+    assert json.loads((tmp / "X" / "done.json").read_text())["steps"] == 4
+
+
+def check_one_line(result, tmp):
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.strip()
+
+
+def check_out_file(result, tmp):
+    assert len((tmp / "out.de").read_text().splitlines()) == 2
+
+
+def check_n_best(result, tmp):
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and all(len(line.split("\t")) == 2 for line in lines)
+
+
+def check_eval(split: str, search: str, plots: int = 0) -> Callable:
+    def check(result, tmp):
+        out = tmp / "X" / "eval" / f"{split}-best-{search}"
+        assert json.loads((out / "scores.json").read_text())["split"] == split
+        assert f"{split}: BLEU" in result.stdout
+        assert len(list((out / "attention").glob("*.png"))) == plots
+
+    return check
+
+
+def check_bootstrap(result, tmp):
+    assert "vs " in result.stdout and "paired bootstrap" in result.stdout
+
+
+def check_sweep(runs: int, launcher_cache: bool = False) -> Callable:
+    def check(result, tmp):
+        done = sorted((tmp / "sweep").glob("*/done.json"))
+        assert len(done) == runs
+        assert all(json.loads(p.read_text())["status"] == "finished" for p in done)
+        assert (tmp / "sweep" / "report" / "report.md").is_file()
+        # One vocabulary, built once even when the jobs ran at the same time on an empty cache.
+        models = {(p.parent / "spm.model").read_bytes() for p in done}
+        assert len(models) == 1
+
+    return check
+
+
+def check_report(result, tmp):
+    assert "| gru | none |" in result.stdout
+
+
+def check_slurm(result, tmp):
+    assert "submitit_slurm" in result.stdout and "partition: gpu" in result.stdout
+    assert "timeout_min: 240" in result.stdout
+
+
+def check_bench(cells: list[str], decode: bool) -> Callable:
+    def check(result, tmp):
+        report = json.loads((tmp / "bench.json").read_text())
+        assert sorted(report["train"]) == sorted(cells)
+        for cell in cells:
+            assert report["train"][cell]["train_tgt_tokens_per_s"] > 0
+            assert f"train.{cell}.train_tgt_tokens_per_s:" in result.stdout
+        if decode:
+            for name in ("greedy", "beam5"):
+                assert report["decode"][f"{name}_sentences_per_s"] > 0
+                assert f"decode.{name}_sentences_per_s:" in result.stdout
+        else:
+            assert "decode" not in report
+
+    return check
+
+
+def check_bench_help(result, tmp):
+    for flag in ("--what", "--cells", "--repeats", "--threads", "--run-dir", "--set"):
+        assert flag in result.stdout
+
+
+def check_lint(result, tmp):
+    assert "All checks passed!" in result.stdout
+
+
+BENCH = [
+    "--batches", "1", "--warmup", "0", "--repeats", "1", "--decode-steps", "2",
+    "--set", "batch.batch_size=16", "--set", "model.emb_dim=32", "--set", "model.enc_hidden=32",
+    "--set", "model.dec_hidden=64", "--set", "tokenizer.vocab_size=600",
+    "--set", "train.threads=1", "--set", "batch.max_tokens=null",
+]  # fmt: skip
+
+CASES: dict[str, Case] = {
+    "make train": Case(TINY, finished()),
+    "make test": Case(skip="CI runs it: .ci/run is `make test`"),
+    'make data ARGS="data.src=en data.tgt=fr"': Case([], check_data("en-fr")),
+    'make spm ARGS="run_dir=runs/my-run tokenizer=bpe8k"': Case(TINY[:1], check_bpe_spm),
+    'make data ARGS="data.src=de data.tgt=en"': Case([], check_data("de-en")),
+    'make data ARGS="data.src=en data.tgt=cs"': Case([], check_cs),
+    'make train ARGS="model=lstm"': Case(TINY, check_lstm),
+    'make train ARGS="experiment=deen"': Case(TINY, finished(pair="de-en")),
+    'make train ARGS="train.resume=true run_dir=runs/X"': Case(
+        [*TINY, "train.max_steps=4"], check_resumed, needs_run=True
+    ),
+    'make train ARGS="final_eval=[test_2016_flickr] search=beam5"': Case(TINY, check_final_eval),
+    'make train ARGS="tokenizer=separate8k"': Case(TINY, check_separate),
+    'echo "A dog runs in the park." | make translate ARGS="run_dir=runs/X"': Case(
+        [], check_one_line, needs_run=True
+    ),
+    'make translate ARGS="run_dir=runs/X input=in.en output=out.de search=greedy"': Case(
+        [], check_out_file, needs_run=True
+    ),
+    'make translate ARGS="run_dir=runs/X search.n_best=5"': Case(
+        [], check_n_best, needs_run=True, stdin="A dog runs.\n"
+    ),
+    'make eval ARGS="run_dir=runs/X split=test_2016_flickr"': Case(
+        [], check_eval("test_2016_flickr", "beam5"), needs_run=True
+    ),
+    'make eval ARGS="run_dir=runs/X split=test_2017_flickr search=greedy attention_plots=5"': Case(
+        [], check_eval("test_2017_flickr", "greedy", plots=5), needs_run=True
+    ),
+    'make eval ARGS="run_dir=runs/X split=test_2016_flickr hyps=[a.txt,b.txt]"': Case(
+        ["bootstrap_samples=100"], check_bootstrap, needs_run=True
+    ),
+    "make ablate": Case(SWEEP, check_sweep(2), sweep=True, run_dir=False),
+    'make ablate ARGS="experiment=ablation_full"': Case(
+        SWEEP_ONE, check_sweep(1), sweep=True, run_dir=False
+    ),
+    "python scripts/report.py runs/ablation_quick": Case(
+        ["--bootstrap-samples", "100"], check_report
+    ),
+    'make ablate ARGS="experiment=ablation_full hydra/launcher=submitit_slurm '
+    "hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 "
+    'hydra.launcher.timeout_min=240"': Case(
+        # No SLURM cluster here: the command is composed to its launcher config, not submitted.
+        ["--cfg", "hydra"],
+        check_slurm,
+        run_dir=False,
+        sweep=True,
+    ),
+    'make ablate ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=2 train.threads=1"': Case(
+        SWEEP, check_sweep(2), sweep=True, run_dir=False
+    ),
+    "make bench": Case(BENCH, check_bench(["gru", "lstm", "tanh", "gru_cho"], True), run_dir=False),
+    'make bench ARGS="--help"': Case([], check_bench_help, run_dir=False),
+    "make lint": Case([], check_lint, run_dir=False),
+    "make format": Case(run_dir=False),
+}
+
+
+def test_every_command_has_a_case():
+    commands = set(readme_commands())
+    assert commands == set(CASES), "README commands and tests/test_readme.py disagree"
+
+
+# --------------------------------------------------------------------------------------------
+# Running them
+
+
+@pytest.fixture(scope="module")
+def readme_run(corpus_dir, tmp_path_factory) -> Path:
+    """A tiny trained run whose data holds both test splits (for runs/X)."""
+    tmp = tmp_path_factory.mktemp("readme_run")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "nmt-train"), f"run_dir={tmp / 'X'}",
+         f"data.root={corpus_dir}", f"cache_dir={tmp / 'cache'}", *TINY],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "X"
+
+
+@pytest.fixture(scope="module")
+def ablate_sweep(corpus_dir, tmp_path_factory) -> Path:
+    """`make ablate` as written (small sizes added), run once for its case and report.py's."""
+    tmp = tmp_path_factory.mktemp("ablate")
+    line = rewrite("make ablate", CASES["make ablate"], tmp, corpus_dir, tmp / "c")
+    ran = subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return tmp / "sweep"
+
+
+def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) -> str:
+    """The command with paths moved into tmp and the case's small sizes appended."""
+    command = command.replace("runs/X", str(tmp / "X")).replace("runs/my-run", str(tmp / "my-run"))
+    command = command.replace("runs/ablation_quick", str(tmp / "sweep"))
+    for name in ("in.en", "out.de", "a.txt", "b.txt"):
+        command = re.sub(rf"(?<=[=,\[]){re.escape(name)}", str(tmp / name), command)
+    if command.startswith("python "):
+        return command + " " + shlex.join(case.extra)
+    target = command.split()[1] if command.startswith("make ") else ""
+    extra = []  # paths first: a case's extra may end with flags (--cfg hydra)
+    if target in ("data", "spm", "train", "ablate"):
+        extra += [f"data.root={corpus_dir}", f"cache_dir={cache}"]
+        if case.run_dir and "run_dir=" not in command:
+            extra.append(f"run_dir={tmp / 'run'}")
+        if case.sweep:
+            extra.append(f"hydra.sweep.dir={tmp / 'sweep'}")
+    elif target == "bench" and case.extra:
+        extra += ["--set", f"data.root={corpus_dir}", "--set", f"cache_dir={cache}",
+                  "--work-dir", str(tmp / "bench"), "--out", str(tmp / "bench.json"),
+                  "--runs-dir", str(tmp / "no-runs")]  # fmt: skip
+    extra += case.extra
+    if not extra:
+        return command
+    added = " ".join(extra)
+    if 'ARGS="' in command:
+        return command[:-1] + " " + added + '"'
+    return f'{command} ARGS="{added}"'
+
+
+@pytest.mark.parametrize("command", list(CASES))
+def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request):
+    case = CASES[command]
+    if case.skip:  # not skipped: checked to be what CI runs
+        assert command in (ROOT / ".ci" / "run").read_text(), case.skip
+        return
+    if case.needs_run:
+        shutil.copytree(readme_run, tmp_path / "X")
+    (tmp_path / "in.en").write_text("A dog runs.\nTwo men talk.\n")
+    if "hyps=[" in command:
+        from nmt.data import load_corpus
+
+        refs = [r["de"] for r in load_corpus(tmp_path / "X")[0]["test_2016_flickr"]["translation"]]
+        (tmp_path / "a.txt").write_text("".join(r + "\n" for r in refs))
+        (tmp_path / "b.txt").write_text("".join(" ".join(r.split()[:3]) + "\n" for r in refs))
+    if command.startswith("python scripts/report.py"):  # the sweep of `make ablate`
+        shutil.copytree(request.getfixturevalue("ablate_sweep"), tmp_path / "sweep")
+    if command == "make ablate":
+        shutil.copytree(request.getfixturevalue("ablate_sweep"), tmp_path / "sweep")
+        case.check(None, tmp_path)
+        return
+    if command == "make format":
+        check_format_in_a_copy(tmp_path)
+        return
+    line = rewrite(command, case, tmp_path, corpus_dir, tmp_path / "c")
+    if command.startswith("python "):
+        line = line.replace("python ", f"{sys.executable} ", 1)
+    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
+    result = subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True,
+                            timeout=900, env=env, input=case.stdin)  # fmt: skip
+    assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
+    if case.check:
+        case.check(result, tmp_path)
+
+
+def check_format_in_a_copy(tmp: Path) -> None:
+    """`make format` rewrites files: run it on a copy, where it must change nothing."""
+    copy = tmp / "repo"
+    for name in ("nmt", "tests", "scripts"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, copy / name)
+    venv = Path(sys.executable).parent.parent
+    result = subprocess.run(["make", "format", f"VENV={venv}"], cwd=copy, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("nmt", "tests", "scripts"):
+        for path in (ROOT / name).rglob("*.py"):
+            assert (copy / name / path.relative_to(ROOT / name)).read_text() == path.read_text()
+
+
+def test_readme_python_example_runs(readme_run, tmp_path):
+    (snippet,) = python_snippets()
+    shutil.copytree(readme_run, tmp_path / "X")
+    code = snippet.replace("runs/X", str(tmp_path / "X"))
+    *body, last = code.strip().splitlines()
+    namespace: dict = {}
+    exec("\n".join(body), namespace)  # noqa: S102  (our own README)
+    out = eval(last, namespace)  # noqa: S307
+    assert isinstance(out, list) and len(out) == 2 and all(isinstance(t, str) for t in out)
