@@ -1,0 +1,202 @@
+"""Targeted mutation testing: break one behaviour at a time and check that the tests notice.
+
+Each mutant replaces one exact snippet of a module with a version a user would notice (a limit
+off by one, a penalty dropped, a gate equation changed, a checkpoint written in place); the
+module's tests run against it and must fail. A mutant that survives is a feature no test guards.
+The tree is restored after every mutant, also when interrupted.
+
+    python scripts/mutate.py                          # every module; prints the score per module
+    python scripts/mutate.py --modules search,cells   # some of them
+    python scripts/mutate.py --tests /tmp/old/tests   # score another test suite (e.g. an older one)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str  # file under nmt/
+    old: str  # exact text, found exactly once
+    new: str
+    what: str
+
+
+# Which test files guard which module.
+TESTS = {
+    "search.py": ["test_search.py"],
+    "evaluate.py": ["test_evaluate.py"],
+    "batching.py": ["test_batching.py", "test_model.py"],
+    "cells.py": ["test_cells.py", "test_model.py"],
+    "attention.py": ["test_attention.py", "test_model.py"],
+    "train.py": ["test_train.py"],  # its checkpoint code
+}
+
+MUTANTS = [
+    # search.py
+    Mutant("search.py", "    return ((5.0 + length) / 6.0) ** alpha",
+           "    return ((5.0 + length) / 5.0) ** alpha", "length penalty constant"),
+    Mutant("search.py", "(src_lens.float() * max_len_a + max_len_b)",
+           "(src_lens.float() * max_len_a)", "max_len_b ignored"),
+    Mutant("search.py", "        if t < min_len:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        last = t + 1",
+           "        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        last = t + 1",
+           "greedy min_len one short"),
+    Mutant("search.py", "        if t < min_len:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        if no_repeat",
+           "        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        if no_repeat",
+           "beam min_len one short"),
+    Mutant("search.py", "                banned = _banned_ngrams(hist, no_repeat_ngram)",
+           "                banned = _banned_ngrams(hist, no_repeat_ngram + 1)", "n-gram blocking off by one"),
+    Mutant("search.py", "                if banned:\n", "                if False:\n", "no n-gram blocking"),
+    Mutant("search.py", "                score += coverage_penalty * float(covered)",
+           "                score += 0.0 * float(covered)", "coverage penalty dropped"),
+    Mutant("search.py", "clamp(max=1.0).log().sum()", "log().sum()", "coverage not capped at 1"),
+    Mutant("search.py", "            done.append(ranked[n_best - 1] >= bound)",
+           "            done.append(True)", "beam stops at the first finished hypothesis"),
+    Mutant("search.py", "    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]",
+           "    return [sorted(h, key=lambda h: h.score)[:n_best] for h in finished]", "n-best worst first"),
+    Mutant("search.py", "            log_probs[row] += lp", "            log_probs[row] = lp", "greedy score not summed"),
+    Mutant("search.py", "        last = t + 1 >= limits[active]", "        last = t + 1 > limits[active]",
+           "greedy length limit one over"),
+    Mutant("search.py", "    if beam_size == 1 and n_best == 1 and coverage_penalty == 0",
+           "    if n_best == 1 and coverage_penalty == 0", "beam settings decoded greedily"),
+    Mutant("search.py", "    if not 1 <= n_best <= beam_size:", "    if not 1 <= n_best:", "n_best > beam_size accepted"),
+    Mutant("search.py", "        scores = torch.where(top_tok.gather(1, order) == EOS_ID, float(\"-inf\"), scores)",
+           "", "finished beams stay live"),
+    Mutant("search.py", "            keep = (~done).nonzero().squeeze(1)\n            active, prev = active[keep], prev[keep]",
+           "            keep = (~done).nonzero().squeeze(1).flip(0)\n            active, prev = active[keep], prev[keep]",
+           "greedy rows mixed up when sentences finish"),
+    # evaluate.py
+    Mutant("evaluate.py", "    streams = [refs]", "    streams = [hyps]", "scored against the hypotheses"),
+    Mutant("evaluate.py", "        metric = BLEU(lowercase=True)", "        metric = BLEU()", "lowercased BLEU is cased"),
+    Mutant("evaluate.py", "    bleu, chrf = BLEU(), CHRF()", "    bleu, chrf = BLEU(), CHRF(word_order=2)", "chrF++ instead of chrF"),
+    Mutant("evaluate.py", "    if len(hyps) != len(refs):", "    if False:", "length mismatch accepted"),
+    Mutant("evaluate.py", 'zip(("bleu", "chrf"), [k for', 'zip(("chrf", "bleu"), [k for', "bootstrap columns swapped"),
+    Mutant("evaluate.py", "        metric = TER()", "        metric = TER(case_sensitive=True)", "TER case-sensitive"),
+    # batching.py
+    Mutant("batching.py", "    src_ids = pad([[*s, EOS_ID] for s in src])", "    src_ids = pad([list(s) for s in src])",
+           "source without eos"),
+    Mutant("batching.py", "        tgt_out = pad([[*t, EOS_ID] for t in tgt])", "        tgt_out = pad([list(t) + [PAD_ID] for t in tgt])",
+           "target without eos"),
+    Mutant("batching.py", "longest_with * (len(current) + 1) > self.max_tokens",
+           "longest_with * len(current) > self.max_tokens", "token budget exceeded by one sentence"),
+    Mutant("batching.py", "            if position >= start:", "            if position > start:", "resume skips a batch"),
+    Mutant("batching.py", "        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)",
+           "        gen = torch.Generator().manual_seed(self.seed * 100_003)", "every epoch the same order"),
+    Mutant("batching.py", "            chunk = sorted(order[start : start + pool], key=self.cost.__getitem__)",
+           "            chunk = order[start : start + pool]", "no length bucketing"),
+    Mutant("batching.py", "            return self._cut(sorted(range(n), key=self.cost.__getitem__))",
+           "            return self._cut(list(range(n)))", "unshuffled batches not sorted"),
+    Mutant("batching.py", "len(current) >= self.batch_size)", "len(current) > self.batch_size)", "batch_size + 1 sentences"),
+    Mutant("batching.py", "        src_mask=src_ids != PAD_ID,", "        src_mask=src_ids >= 0,", "padding not masked"),
+    # cells.py
+    Mutant("cells.py", "    n = torch.tanh(x_n + r * h_n)\n", "    n = torch.tanh(x_n + h_n)\n", "GRU without reset gate"),
+    Mutant("cells.py", "    return (n + z * (h - n),)  # = (1 - z) * n + z * h", "    return (h + z * (n - h),)  # = (1 - z) * n + z * h",
+           "GRU update gate inverted"),
+    Mutant("cells.py", "    n = torch.tanh(x_n + F.linear(r * h, w_hh[2 * size :], b_hh[2 * size :]))",
+           "    n = torch.tanh(x_n + r * F.linear(h, w_hh[2 * size :], b_hh[2 * size :]))",
+           "Cho GRU resets after the product"),
+    Mutant("cells.py", "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)",
+           "    c = c + torch.sigmoid(i) * torch.tanh(g)", "LSTM without forget gate"),
+    Mutant("cells.py", "    return torch.sigmoid(o) * torch.tanh(c), c", "    return torch.tanh(c), c", "LSTM without output gate"),
+    Mutant("cells.py", "    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)", "    return (torch.relu(gx + F.linear(h, w_hh, b_hh)),)",
+           "tanh RNN with relu"),
+    Mutant("cells.py", "                    p[hidden_size : 2 * hidden_size] = 1.0", "                    pass",
+           "LSTM forget bias 0"),
+    Mutant("cells.py", "    return tuple(t.index_select(1, index) for t in state)", "    return tuple(t.index_select(1, index.flip(0)) for t in state)",
+           "select reorders wrongly"),
+    Mutant("cells.py", "    return 2 if cell == \"lstm\" else 1", "    return 1", "LSTM state without c"),
+    # attention.py
+    Mutant("attention.py", "        scores = scores.masked_fill(~mask, float(\"-inf\"))", "", "padding attended"),
+    Mutant("attention.py", "        energy.mul_(energy).neg_().add_(1.0).mul_(grad * v)", "        energy.mul_(grad * v)",
+           "additive attention gradient without tanh'"),
+    Mutant("attention.py", "        grad_v = (grad * energy).sum(dim=(0, 1)) if ctx.needs_input_grad[2] else None",
+           "        grad_v = None", "no gradient for v"),
+    Mutant("attention.py", "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]",
+           "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * 0.5  # [B, S]", "Luong scores scaled"),
+    Mutant("attention.py", "        return outputs if self.kind == \"luong_dot\" else None", "        return None",
+           "luong_dot without keys"),
+    # train.py: the checkpoint code
+    Mutant("train.py", "    if place.exists():\n        shutil.rmtree(old, ignore_errors=True)\n        os.replace(place, old)\n",
+           "    shutil.rmtree(place, ignore_errors=True)\n", "old checkpoint deleted before the new one is in"),
+    Mutant("train.py", "    for candidate in (place, place.with_name(place.name + \".old\")):", "    for candidate in (place,):",
+           "a save killed mid-rename loses the checkpoint"),
+    Mutant("train.py", "        return torch.load(path, map_location=\"cpu\", weights_only=True)",
+           "        return torch.load(path, map_location=\"cpu\", weights_only=False)", "pickles unpickled"),
+    Mutant("train.py", "    if missing or unexpected:", "    if False:", "mismatched weights accepted"),
+    Mutant("train.py", "        _set_rng_state(saved[\"rng\"])", "        pass", "resume without RNG state"),
+    Mutant("train.py", "        optimizer.load_state_dict(saved[\"optimizer\"])", "        pass", "resume without optimizer state"),
+    Mutant("train.py", "            checkpoint(best_dir, with_state=False, extra={\"scores.json\": scores})",
+           "            checkpoint(best_dir, with_state=False)\n            (best_dir / \"scores.json\").write_text(json.dumps(scores))",
+           "best scores written after the rename"),
+    Mutant("train.py", "                if signals.caught is not None:", "                if False:", "signals ignored"),
+    Mutant("train.py", "                    if bad_in_row >= max_bad_steps:", "                    if False:", "NaN losses never stop training"),
+]  # fmt: skip
+
+
+def run_tests(files: list[str], tests: Path, timeout: int) -> bool:
+    """True when the tests pass (the mutant survives)."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+               *(str(tests / f) for f in files)]  # fmt: skip
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return False  # a mutant that hangs the tests is caught
+    return done.returncode == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--modules", default=",".join(m.removesuffix(".py") for m in TESTS))
+    parser.add_argument("--tests", type=Path, default=ROOT / "tests", help="the test directory")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args()
+    chosen = [f"{m}.py" for m in args.modules.split(",")]
+    unknown = [m for m in chosen if m not in TESTS]
+    if unknown:
+        sys.exit(f"mutate: unknown module {unknown[0]}; choose from {', '.join(TESTS)}")
+
+    for module in chosen:
+        if not run_tests(TESTS[module], args.tests, args.timeout):
+            sys.exit(f"mutate: the tests of {module} fail without any mutant; fix them first")
+    results = []
+    for mutant in (m for m in MUTANTS if m.module in chosen):
+        path = ROOT / "nmt" / mutant.module
+        original = path.read_text()
+        if original.count(mutant.old) != 1:
+            sys.exit(f"mutate: {mutant.module}: snippet for '{mutant.what}' found "
+                     f"{original.count(mutant.old)} times; update scripts/mutate.py")  # fmt: skip
+        start = time.monotonic()
+        try:
+            path.write_text(original.replace(mutant.old, mutant.new))
+            survived = run_tests(TESTS[mutant.module], args.tests, args.timeout)
+        finally:
+            path.write_text(original)
+        status = "SURVIVED" if survived else "killed"
+        print(f"{mutant.module:13} {status:8} {time.monotonic() - start:5.1f}s  {mutant.what}",
+              flush=True)  # fmt: skip
+        results.append({"module": mutant.module, "what": mutant.what, "killed": not survived})
+    print()
+    for module in chosen:
+        mine = [r for r in results if r["module"] == module]
+        killed = sum(r["killed"] for r in mine)
+        print(f"score {module}: {killed}/{len(mine)} killed")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    if not all(r["killed"] for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
