@@ -104,10 +104,10 @@ def test_done_json_records_the_run(tiny_run):
 def test_final_eval_of_a_split_the_data_lacks_fails_before_training(corpus_dir, tmp_path):
     result = run(
         "nmt-train", f"run_dir={tmp_path / 'run'}", f"data.root={corpus_dir}",
-        f"cache_dir={tmp_path / 'c'}", "tokenizer.vocab_size=600", "final_eval=[test_2017_flickr]",
+        f"cache_dir={tmp_path / 'c'}", "tokenizer.vocab_size=600", "final_eval=[test_2018_flickr]",
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("error: final_eval names ['test_2017_flickr']")
+    assert result.stderr.strip().startswith("error: final_eval names ['test_2018_flickr']")
     assert (
         not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "config.yaml").exists()
     )
