@@ -40,3 +40,28 @@ def test_paired_bootstrap_comes_from_sacrebleu():
     assert out["good"]["bleu_p"] is None
     assert out["bad"]["bleu_p"] < 0.05 and out["bad"]["bleu"] < out["good"]["bleu"]
     assert "|bs:200|seed:12345|" in out["signatures"]["bleu"]
+
+
+def test_each_metric_is_sacrebleus_default():
+    """chrF (not chrF++), TER case-insensitive as sacreBLEU's default, on cased text."""
+    import sacrebleu
+
+    hyps = ["ein Hund läuft im Park.", "Zwei kinder spielen Fußball."]
+    refs = ["Ein Hund rennt im Park.", "Zwei Kinder spielen draußen Fußball."]
+    s = score(hyps, refs, ter=True, lowercase=True)
+    assert s["chrf"] == pytest.approx(sacrebleu.metrics.CHRF().corpus_score(hyps, [refs]).score)
+    assert s["ter"] == pytest.approx(sacrebleu.metrics.TER().corpus_score(hyps, [refs]).score)
+    assert s["chrf"] != pytest.approx(
+        sacrebleu.metrics.CHRF(word_order=2).corpus_score(hyps, [refs]).score
+    )
+    assert s["ter"] != pytest.approx(
+        sacrebleu.metrics.TER(case_sensitive=True).corpus_score(hyps, [refs]).score
+    )
+
+
+def test_paired_bootstrap_reports_each_metric_under_its_name():
+    refs = multi30k_lines("val", "de", 40)
+    bad = [" ".join(r.split()[:4]) for r in refs]
+    out = paired_bootstrap({"ref": refs, "bad": bad}, refs, samples=50)
+    assert out["bad"]["bleu"] == pytest.approx(score(bad, refs)["bleu"])
+    assert out["bad"]["chrf"] == pytest.approx(score(bad, refs)["chrf"])
