@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args()
+    # A TERM (timeout, CI) must still restore the tree: let the finally below run.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     chosen = [f"{m}.py" for m in args.modules.split(",")]
     unknown = [m for m in chosen if m not in TESTS]
     if unknown:
