@@ -56,6 +56,14 @@ def _limits(src_lens: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
     return (src_lens.float() * max_len_a + max_len_b).long().clamp(min=1)
 
 
+def _force_end(lprobs: Tensor, eos: Tensor, last: Tensor) -> None:
+    """At a sentence's length limit only the end may follow, with the model's own probability:
+    the limit wins over min_len, so every sentence ends with a hypothesis."""
+    if bool(last.any()):
+        lprobs[last] = float("-inf")
+        lprobs[last, EOS_ID] = eos[last]
+
+
 @torch.no_grad()
 def greedy(
     model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *, max_len_a: float,
@@ -74,12 +82,10 @@ def greedy(
     for t in range(int(limits.max())):
         out = model.decoder.step(prev, state, memory)
         lprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        eos = lprobs[:, EOS_ID].clone()
         if t < min_len:
             lprobs[:, EOS_ID] = float("-inf")
-        last = t + 1 >= limits[active]
-        lprobs[last] = torch.where(
-            torch.arange(lprobs.shape[1], device=device) == EOS_ID, lprobs[last], float("-inf")
-        )
+        _force_end(lprobs, eos, t + 1 >= limits[active])
         best, prev = lprobs.max(dim=-1)
         done = prev == EOS_ID
         for j, (row, token, lp) in enumerate(zip(active.tolist(), prev.tolist(), best.tolist(),
@@ -150,6 +156,7 @@ def beam_search(
         out = model.decoder.step(prev, state, memory)
         lprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [n*K, V]
         V = lprobs.shape[1]
+        eos = lprobs[:, EOS_ID].clone()
         if t < min_len:
             lprobs[:, EOS_ID] = float("-inf")
         if no_repeat_ngram > 0:
@@ -157,11 +164,7 @@ def beam_search(
                 banned = _banned_ngrams(hist, no_repeat_ngram)
                 if banned:
                     lprobs[row, banned] = float("-inf")
-        last = (t + 1 >= limits[active]).repeat_interleave(K)  # forced end for these sentences
-        if bool(last.any()):
-            eos_only = torch.full_like(lprobs[0], float("-inf"))
-            eos_only[EOS_ID] = 0.0
-            lprobs[last] = lprobs[last] + eos_only
+        _force_end(lprobs, eos, (t + 1 >= limits[active]).repeat_interleave(K))
         if out.attn is not None:
             step_attn = out.attn.float().unsqueeze(1)
             attn_hist = step_attn if attn_hist is None else torch.cat([attn_hist, step_attn], dim=1)

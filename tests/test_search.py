@@ -121,6 +121,32 @@ def test_min_len_holds_exactly(beam):
     assert min(len(h.tokens) for h in greedy_forced) == min_len
 
 
+def test_length_penalty_is_gnmts():
+    """((5 + |Y|) / 6) ** alpha (Wu et al. 2016): 1 for a one-token output, whatever alpha."""
+    assert length_penalty(1, 0.6) == pytest.approx(1.0)
+    assert length_penalty(7, 1.0) == pytest.approx(2.0)
+    assert length_penalty(13, 0.5) == pytest.approx(3**0.5)
+    assert length_penalty(20, 0.0) == 1.0
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_length_limit_is_a_times_source_plus_b_and_wins_over_min_len(beam):
+    """With the end forbidden until past the limit, every output stops exactly at the limit
+    int(a * (source + eos) + b), counting its end token, and still ends with a hypothesis."""
+    model, src = trained("gru"), sentences(6)
+    batch = collate(src, None, range(len(src)))
+    for a, b in [(1.5, 4), (0.0, 3), (2.0, 0)]:
+        options = dict(max_len_a=a, max_len_b=b, min_len=1000)
+        if beam == 1:
+            hyps = [[h] for h in greedy(model, batch.src_ids, batch.src_lens, batch.src_mask, **options)]
+        else:
+            hyps = run_beam(model, src, beam_size=beam, **options)
+        for s, hs in zip(src, hyps, strict=True):
+            assert len(hs) == 1
+            assert len(hs[0].tokens) + 1 == int((len(s) + 1) * a + b)
+            assert hs[0].log_prob > float("-inf")
+
+
 def repeats(tokens: list[int], n: int) -> int:
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(grams) - len(set(grams))
