@@ -138,7 +138,9 @@ def test_length_limit_is_a_times_source_plus_b_and_wins_over_min_len(beam):
     for a, b in [(1.5, 4), (0.0, 3), (2.0, 0)]:
         options = dict(max_len_a=a, max_len_b=b, min_len=1000)
         if beam == 1:
-            hyps = [[h] for h in greedy(model, batch.src_ids, batch.src_lens, batch.src_mask, **options)]
+            hyps = [
+                [h] for h in greedy(model, batch.src_ids, batch.src_lens, batch.src_mask, **options)
+            ]
         else:
             hyps = run_beam(model, src, beam_size=beam, **options)
         for s, hs in zip(src, hyps, strict=True):
