@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass

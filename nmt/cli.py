@@ -28,9 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from nmt import data, evaluate, search, tokenizer, train
 from nmt.batching import BatchSampler, collate
+from nmt.checkpoint import find_checkpoint
 from nmt.config import NAME_EXCLUDE, register_configs
 from nmt.model import build_model, count_parameters
+from nmt.optim import Schedule, build_optimizer
 from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
+from nmt.runtime import describe_device, pick_device, seed_everything
 from nmt.translate import RunDirError, Translator
 from nmt.visualize import plot_attention
 
@@ -140,9 +143,7 @@ def train_task(cfg: DictConfig) -> float:
         log.info("%s: finished before (%s); skipped. Delete the directory to train it again",
                  run_dir, result.get("status"))  # fmt: skip
         return float(result.get("bleu", float("nan")))
-    resume = mode == "true" or (
-        mode == "auto" and train.find_checkpoint(run_dir / "last") is not None
-    )
+    resume = mode == "true" or (mode == "auto" and find_checkpoint(run_dir / "last") is not None)
     _check_search(cfg.search)
     _stage_spm(cfg, run_dir)
     corpus_report = data.read_report(run_dir / data.ARTIFACT)
@@ -153,8 +154,8 @@ def train_task(cfg: DictConfig) -> float:
             f"{list(corpus_report['sizes'])}); fix final_eval or data.test_splits"
         )
     write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    device = train.pick_device(cfg.device, cfg.train.threads)
-    train.seed_everything(cfg.seed)
+    device = pick_device(cfg.device, cfg.train.threads)
+    seed_everything(cfg.seed)
     tok = tokenizer.Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     encoded = tokenizer.load_encoded(run_dir)
     train_split = encoded[corpus_report["train_split"]]
@@ -164,11 +165,11 @@ def train_task(cfg: DictConfig) -> float:
             **_kwargs(cfg.model), src_vocab_size=tok.src_vocab_size,
             tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint,
         )  # fmt: skip
-        optimizer = train.build_optimizer(
+        optimizer = build_optimizer(
             model, optimizer=cfg.optim.optimizer, lr=cfg.optim.lr,
             weight_decay=cfg.optim.weight_decay, betas=list(cfg.optim.betas),
         )  # fmt: skip
-        schedule = train.Schedule(
+        schedule = Schedule(
             optimizer, schedule=cfg.optim.schedule, warmup_steps=cfg.optim.warmup_steps,
             decay_factor=cfg.optim.decay_factor, patience=cfg.optim.patience, min_lr=cfg.optim.min_lr,
         )  # fmt: skip
@@ -188,7 +189,7 @@ def train_task(cfg: DictConfig) -> float:
         "src": cfg.data.src, "tgt": cfg.data.tgt, "cell": cfg.model.cell,
         "attention": cfg.model.attention, "parameters": count_parameters(model),
         "spm_sha256": tok.sha256(), "torch": torch.__version__,
-        "hardware": train.describe_device(device),
+        "hardware": describe_device(device),
     }  # fmt: skip
     try:
         best = train.fit(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import datasets
 
+from nmt.errors import UserError, first_line
 from nmt.rundir import building_dir, cache_lock, copy_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ SCHEMA_VERSION = 2
 URL_TEST_SPLITS = ("test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with input data; the message is one line naming the file (and line)."""
 
 
@@ -223,7 +224,7 @@ def load_hub(
     try:
         hub = datasets.load_dataset(hub_id)
     except Exception as e:  # offline, unknown id, script dataset: all end the stage the same way
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(
             f"hub dataset {hub_id!r} cannot be loaded ({first}); offline? "
             "Use local files: data.source=local data.root=DIR"

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from nmt import analysis, data, evaluate, tokenizer
 from nmt.batching import BatchSampler, collate
 from nmt.cells import CELLS
+from nmt.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ COLORS = {"tanh": "tab:red", "gru": "tab:blue", "gru_cho": "tab:cyan", "lstm": "
 STYLES = {"none": ":", "bahdanau": "-", "luong_dot": "--", "luong_general": "-."}
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """No runs to report on, or a run lacks what the report needs; the message says which."""
 
 

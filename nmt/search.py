@@ -16,7 +16,7 @@ from torch import Tensor
 
 from nmt.batching import BatchSampler, collate
 from nmt.model import Seq2Seq
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.specials import BOS_ID, EOS_ID
 
 
 @dataclass

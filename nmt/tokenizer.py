@@ -20,11 +20,12 @@ import datasets
 import sentencepiece as spm
 
 from nmt.data import DataError, load_corpus, read_report
+from nmt.errors import first_line
 from nmt.rundir import building_dir, cache_lock, copy_dir, copy_file, write_json
+from nmt.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 ARTIFACT = "encoded"  # run_dir/encoded: DatasetDict with src_ids/tgt_ids + report.json
 
 
@@ -82,7 +83,7 @@ def load_processor(path: str | os.PathLike) -> spm.SentencePieceProcessor:
         try:
             _PROCESSORS[digest] = spm.SentencePieceProcessor(model_proto=blob)
         except Exception as e:  # sentencepiece raises RuntimeError with a C++ trace
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise DataError(f"{path}: not a SentencePiece model ({first[:120]})") from None
     return _PROCESSORS[digest]
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from nmt.checkpoint import META_FILE, CheckpointError, find_checkpoint, load_weights
+from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
+from nmt.runtime import pick_device
 from nmt.search import Hypothesis, check_options, decode_corpus
 from nmt.tokenizer import Tokenizer
-from nmt.train import META_FILE, TrainingError, find_checkpoint, load_weights, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ SEARCH_KEYS = ("beam_size", "alpha", "max_len_a", "max_len_b", "min_len", "n_bes
                "coverage_penalty", "no_repeat_ngram")  # fmt: skip
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """The run directory lacks a piece, or its pieces do not belong together."""
 
 
@@ -101,7 +103,7 @@ class Translator:
                             tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint)  # fmt: skip
         try:
             load_weights(model, place)
-        except TrainingError as e:
+        except CheckpointError as e:
             raise RunDirError(str(e)) from None
         log.info(
             "loaded %s (step %s, %s %s->%s)", place, meta.get("step"), meta.get("cell"), src, tgt

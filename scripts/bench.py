@@ -65,9 +65,11 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
 
     from nmt.batching import BatchSampler, collate
     from nmt.cli import _kwargs
+    from nmt.loss import sequence_loss
     from nmt.model import build_model, count_parameters
+    from nmt.optim import build_optimizer
+    from nmt.runtime import pick_device
     from nmt.tokenizer import Tokenizer, load_encoded
-    from nmt.train import build_optimizer, pick_device
 
     pick_device("cpu", threads)  # threads, and the allocator setting training uses
     cfg = compose([*REFERENCE, f"model={cell}", *overrides])
@@ -89,7 +91,7 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
 
     def step(indices) -> int:
         batch = collate([src[i] for i in indices], [tgt[i] for i in indices], indices)
-        out = model.loss(batch, 0.1)
+        out = sequence_loss(model, batch, 0.1)
         opt.zero_grad(set_to_none=True)
         (out.loss / out.n_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -120,8 +122,8 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
     """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences."""
 
     from nmt.data import load_corpus
+    from nmt.runtime import pick_device
     from nmt.search import decode_corpus
-    from nmt.train import pick_device
     from nmt.translate import Translator
 
     pick_device("cpu", threads)

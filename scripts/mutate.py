@@ -39,7 +39,8 @@ TESTS = {
     "batching.py": ["test_batching.py", "test_model.py"],
     "cells.py": ["test_cells.py", "test_model.py"],
     "attention.py": ["test_attention.py", "test_model.py"],
-    "train.py": ["test_train.py"],  # its checkpoint code
+    "checkpoint.py": ["test_train.py"],
+    "train.py": ["test_train.py"],
 }
 
 MUTANTS = [
@@ -127,21 +128,24 @@ MUTANTS = [
            "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * 0.5  # [B, S]", "Luong scores scaled"),
     Mutant("attention.py", "        return outputs if self.kind == \"luong_dot\" else None", "        return None",
            "luong_dot without keys"),
-    # train.py: the checkpoint code
-    Mutant("train.py", "    if place.exists():\n        shutil.rmtree(old, ignore_errors=True)\n        os.replace(place, old)\n",
+    # checkpoint.py
+    Mutant("checkpoint.py", "    if place.exists():\n        shutil.rmtree(old, ignore_errors=True)\n        os.replace(place, old)\n",
            "    shutil.rmtree(place, ignore_errors=True)\n", "old checkpoint deleted before the new one is in"),
-    Mutant("train.py", "    for candidate in (place, place.with_name(place.name + \".old\")):", "    for candidate in (place,):",
+    Mutant("checkpoint.py", "    for candidate in (place, place.with_name(place.name + \".old\")):", "    for candidate in (place,):",
            "a save killed mid-rename loses the checkpoint"),
-    Mutant("train.py", "        return torch.load(path, map_location=\"cpu\", weights_only=True)",
+    Mutant("checkpoint.py", "        return torch.load(path, map_location=\"cpu\", weights_only=True)",
            "        return torch.load(path, map_location=\"cpu\", weights_only=False)", "pickles unpickled"),
-    Mutant("train.py", "    if missing or unexpected:", "    if False:", "mismatched weights accepted"),
-    Mutant("train.py", "        _set_rng_state(saved[\"rng\"])", "        pass", "resume without RNG state"),
-    Mutant("train.py", "        optimizer.load_state_dict(saved[\"optimizer\"])", "        pass", "resume without optimizer state"),
-    Mutant("train.py", "            checkpoint(best_dir, with_state=False, extra={\"scores.json\": scores})",
-           "            checkpoint(best_dir, with_state=False)\n            (best_dir / \"scores.json\").write_text(json.dumps(scores))",
+    Mutant("checkpoint.py", "    if missing or unexpected:", "    if False:", "mismatched weights accepted"),
+    # train.py
+    Mutant("train.py", "        set_rng_state(saved[\"rng\"])", "        pass", "resume without RNG state"),
+    Mutant("train.py", "        self.optimizer.load_state_dict(saved[\"optimizer\"])", "        pass",
+           "resume without optimizer state"),
+    Mutant("train.py", "            self.save(self.best_dir, with_state=False, extra={\"scores.json\": scores})",
+           "            self.save(self.best_dir, with_state=False)\n            (self.best_dir / \"scores.json\").write_text(json.dumps(scores))",
            "best scores written after the rename"),
     Mutant("train.py", "                if signals.caught is not None:", "                if False:", "signals ignored"),
-    Mutant("train.py", "                    if bad_in_row >= max_bad_steps:", "                    if False:", "NaN losses never stop training"),
+    Mutant("train.py", "            if self.bad_in_row >= self.max_bad_steps:", "            if False:",
+           "NaN losses never stop training"),
 ]  # fmt: skip
 
 

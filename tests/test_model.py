@@ -8,7 +8,8 @@ from conftest import tiny_model, toy_pairs
 from nmt.attention import KINDS
 from nmt.batching import collate
 from nmt.cells import CELLS
-from nmt.model import LinearSmoothedCrossEntropy, count_parameters
+from nmt.loss import LinearSmoothedCrossEntropy, sequence_loss
+from nmt.model import count_parameters
 
 CASES = [(c, a) for c in CELLS for a in KINDS]
 
@@ -58,8 +59,10 @@ def test_teacher_forcing_equals_stepping(cell):
 def test_padding_does_not_change_the_loss(cell):
     model = tiny_model(cell).eval()
     src, tgt = toy_pairs(6)
-    together = model.loss(collate(src, tgt, range(6)), 0.1)
-    alone = [model.loss(collate([s], [t], [0]), 0.1) for s, t in zip(src, tgt, strict=True)]
+    together = sequence_loss(model, collate(src, tgt, range(6)), 0.1)
+    alone = [
+        sequence_loss(model, collate([s], [t], [0]), 0.1) for s, t in zip(src, tgt, strict=True)
+    ]
     torch.testing.assert_close(together.loss, sum(a.loss for a in alone), atol=1e-4, rtol=1e-5)
     assert together.n_tokens == sum(len(t) + 1 for t in tgt)
 
@@ -71,7 +74,7 @@ def test_each_cell_overfits_20_pairs(cell):
     batch = batch_of(20)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(400):
-        out = model.loss(batch, 0.0)
+        out = sequence_loss(model, batch, 0.0)
         loss = out.loss / out.n_tokens
         opt.zero_grad()
         loss.backward()
@@ -125,7 +128,7 @@ def bf16():
 
 
 def test_fused_output_layer_under_bf16_autocast():
-    from nmt.model import LinearSmoothedCrossEntropy
+    from nmt.loss import LinearSmoothedCrossEntropy
 
     torch.manual_seed(0)
     x = torch.randn(300, 24, requires_grad=True)
@@ -177,12 +180,12 @@ def test_training_step_under_bf16_autocast(cell):
     model = tiny_model(cell, dropout=0.0, emb_dropout=0.0)
     src, tgt = toy_pairs(16)
     batch = collate(src, tgt, range(16))
-    out32 = model.loss(batch, 0.1)
+    out32 = sequence_loss(model, batch, 0.1)
     (out32.loss / out32.n_tokens).backward()
     grads32 = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     with bf16():
-        out16 = model.loss(batch, 0.1)
+        out16 = sequence_loss(model, batch, 0.1)
     (out16.loss / out16.n_tokens).backward()
     assert out16.loss.dtype == torch.float32
     torch.testing.assert_close(out16.loss, out32.loss, rtol=2e-2, atol=0)

@@ -8,6 +8,7 @@ from conftest import tiny_model, toy_pairs
 
 from nmt.batching import collate
 from nmt.cells import CELLS
+from nmt.loss import sequence_loss
 from nmt.search import beam_search, check_options, decode_corpus, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
@@ -23,7 +24,7 @@ def trained(cell: str, attention: str = "bahdanau"):
     batch = collate(src, tgt, range(30))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(60):
-        out = model.loss(batch, 0.0)
+        out = sequence_loss(model, batch, 0.0)
         opt.zero_grad()
         (out.loss / out.n_tokens).backward()
         opt.step()

@@ -11,17 +11,16 @@ import torch
 from conftest import tiny_model, toy_pairs
 
 from nmt.batching import BatchSampler
-from nmt.train import (
-    Schedule,
-    TrainingError,
-    build_optimizer,
+from nmt.checkpoint import (
+    CheckpointError,
     find_checkpoint,
-    fit,
     load_train_state,
     load_weights,
     save_checkpoint,
-    seed_everything,
 )
+from nmt.optim import Schedule, build_optimizer
+from nmt.runtime import seed_everything
+from nmt.train import TrainingError, fit
 
 
 def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, **over):
@@ -113,16 +112,16 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     path = tmp_path / "train_state.pt"
     with open(path, "wb") as f:
         pickle.dump({"optimizer": Payload()}, f)
-    with pytest.raises(TrainingError, match="refused to load"):
+    with pytest.raises(CheckpointError, match="refused to load"):
         load_train_state(path)
     torch.save({"progress": Payload()}, path)
-    with pytest.raises(TrainingError, match="refused to load"):
+    with pytest.raises(CheckpointError, match="refused to load"):
         load_train_state(path)
     place = tmp_path / "ckpt"
     place.mkdir()
     (place / "meta.json").write_text("{}")
     torch.save({"weight": torch.ones(2)}, place / "model.safetensors")  # a pickle in disguise
-    with pytest.raises(TrainingError, match="not a valid safetensors checkpoint"):
+    with pytest.raises(CheckpointError, match="not a valid safetensors checkpoint"):
         load_weights(tiny_model("gru"), place)
 
 
@@ -249,7 +248,7 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
 def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
     """best/scores.json is written inside the checkpoint directory before it is renamed in:
     a save killed half-way leaves the previous best whole, scores and weights together."""
-    from nmt import train
+    from nmt import checkpoint
 
     scores = iter([1.0, 2.0])
     run_fit(tmp_path, max_steps=4, validate=lambda m: {"bleu": next(scores)})
@@ -261,10 +260,10 @@ def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed while renaming best/")
         real_replace(a, b)
 
-    monkeypatch.setattr(train.os, "replace", dying_replace)
+    monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         run_fit(tmp_path, max_steps=8, resume=True, validate=lambda m: {"bleu": next(scores)})
     monkeypatch.undo()
-    best = train.find_checkpoint(tmp_path / "best")
+    best = checkpoint.find_checkpoint(tmp_path / "best")
     assert json.loads((best / "scores.json").read_text())["bleu"] == 1.0
     assert json.loads((best / "meta.json").read_text())["step"] == 4

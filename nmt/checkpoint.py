@@ -1,0 +1,112 @@
+"""The checkpoint directory format, for training and inference alike.
+
+A checkpoint directory (``last/``, ``best/``) holds ``model.safetensors`` (weights, shared tensors
+stored once), ``meta.json``, and for ``last/`` a ``train_state.pt`` of plain tensors and numbers
+(optimizer, scheduler, RNG states, data position) loaded with ``weights_only=True``: nothing in a
+checkpoint is unpickled. Directories are written beside the target and renamed into place, so a
+killed save leaves the previous checkpoint whole (found again by :func:`find_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from nmt.errors import UserError, first_line
+
+MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "train_state.pt", "meta.json"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be loaded: damaged, pickled, or of another model."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(place: Path, model: nn.Module, meta: dict, state: dict | None = None,
+                    extra: dict[str, dict] | None = None) -> None:  # fmt: skip
+    """Write a checkpoint directory atomically: build ``<place>.tmp``, then rename it in.
+
+    ``extra`` maps file names to JSON values written inside it (``best/scores.json``), so they
+    arrive with the weights or not at all."""
+    tmp = place.with_name(place.name + ".tmp")
+    old = place.with_name(place.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / MODEL_FILE), metadata={"format": "nmt", "step": str(meta["step"])})
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    for name, value in (extra or {}).items():
+        (tmp / name).write_text(json.dumps(value, indent=2))
+    for name in os.listdir(tmp):
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if place.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(place, old)
+    os.replace(tmp, place)
+    _fsync_dir(place.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(place: Path) -> Path | None:
+    """The complete checkpoint at place, or the previous one if a save died mid-rename."""
+    for candidate in (place, place.with_name(place.name + ".old")):
+        if (candidate / META_FILE).is_file() and (candidate / MODEL_FILE).is_file():
+            return candidate
+    return None
+
+
+def load_weights(model: nn.Module, place: Path) -> dict:
+    """Load safetensors weights into model (re-tying shared tensors); return the meta."""
+    try:
+        missing, unexpected = load_model(model, str(place / MODEL_FILE), strict=False)
+    except Exception as e:
+        raise CheckpointError(
+            f"{place / MODEL_FILE}: not a valid safetensors checkpoint ({e})"
+        ) from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{place / MODEL_FILE}: does not match the model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}); was it trained with another model config?"
+        )
+    return json.loads((place / META_FILE).read_text())
+
+
+def load_train_state(path: Path) -> dict:
+    """Training state, never unpickling arbitrary objects (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: refused to load (not a plain-tensor training state: {first_line(e)})"
+        ) from None
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

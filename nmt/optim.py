@@ -1,0 +1,57 @@
+"""The optimizer and the learning-rate schedule of the ``optim`` config group."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(model: nn.Module, *, optimizer: str, lr: float, weight_decay: float,
+                    betas: list[float]) -> torch.optim.Optimizer:  # fmt: skip
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if optimizer not in kinds:
+        raise ValueError(f"optim.optimizer={optimizer!r}: expected adam or adamw")
+    return kinds[optimizer](
+        model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas)
+    )
+
+
+class Schedule:
+    """constant | warmup_decay (linear warmup, then inverse square root) | plateau (on the
+    validation metric). ``after_step`` runs every update, ``after_validation`` every validation."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, schedule: str, warmup_steps: int,
+                 decay_factor: float, patience: int, min_lr: float):  # fmt: skip
+        if schedule not in ("constant", "warmup_decay", "plateau"):
+            raise ValueError(
+                f"optim.schedule={schedule!r}: expected constant, warmup_decay or plateau"
+            )
+        self.kind, self.optimizer = schedule, optimizer
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=decay_factor, patience=patience, min_lr=min_lr
+        )
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.warmup = max(1, warmup_steps)
+
+    def after_step(self, step: int) -> None:
+        if self.kind != "warmup_decay":
+            return
+        scale = min(step / self.warmup, math.sqrt(self.warmup / max(step, 1)))
+        for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
+            group["lr"] = base * scale
+
+    def after_validation(self, score: float) -> None:
+        if self.kind == "plateau":
+            self.plateau.step(score)
+
+    def state_dict(self) -> dict:
+        return {"plateau": self.plateau.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau.load_state_dict(state["plateau"])
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
