@@ -7,10 +7,14 @@ exist and their types, so a typo in an override (``data.srcc=en``) is rejected w
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from nmt.search import SearchOptions
 
 MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
 
@@ -138,20 +142,19 @@ class OptimConfig:
     label_smoothing: float = MISSING
 
 
-@dataclass
-class SearchConfig:
-    """Decoding options shared by validation, translate and eval."""
+def _search_schema() -> type:
+    """The ``search`` group: a name, the fields of :class:`SearchOptions` (their one listing) and
+    how many sentences a decoding batch holds."""
+    hints = typing.get_type_hints(SearchOptions)
+    keys = ["name", *(f.name for f in fields(SearchOptions)), "max_sentences"]
+    types = {**hints, "name": str, "max_sentences": int}
+    return make_dataclass(
+        "SearchConfig", [(key, types[key], field(default=MISSING)) for key in keys],
+        namespace={"__doc__": "Decoding options shared by validation, translate and eval."},
+    )  # fmt: skip
 
-    name: str = MISSING
-    beam_size: int = MISSING
-    alpha: float = MISSING
-    max_len_a: float = MISSING
-    max_len_b: int = MISSING
-    min_len: int = MISSING
-    n_best: int = MISSING
-    coverage_penalty: float = MISSING
-    no_repeat_ngram: int = MISSING
-    max_sentences: int = MISSING
+
+SearchConfig = _search_schema()
 
 
 @dataclass
@@ -232,3 +235,28 @@ def register_configs() -> None:
     cs.store(name="schema", node=Config)
     cs.store(name="translate_schema", node=TranslateConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+
+
+def group_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
+    """A config group as plain keyword arguments (validated by its dataclass schema)."""
+    values = asdict(OmegaConf.to_object(node))
+    return {k: v for k, v in values.items() if k not in drop}
+
+
+def _flat(node: object, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.removesuffix("."): node}
+
+
+def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, object, object]]:
+    """(key, saved value, value now) for each setting that differs from a saved config.yaml,
+    keys that cannot change results (NAME_EXCLUDE, train.threads) aside."""
+    neutral = (*NAME_EXCLUDE, "train.threads")
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
+    keys = sorted(k for k in now.keys() | saved.keys() if k not in neutral)
+    return [(k, saved.get(k), now.get(k)) for k in keys if now.get(k) != saved.get(k)]

@@ -1,13 +1,34 @@
 """Scoring with sacreBLEU on detokenized, cased text against the raw references.
 
 One path for validation and test: hypotheses are SentencePiece-decoded text, references are the
-untouched corpus lines, and every score travels with its sacreBLEU signature.
+untouched corpus lines, and every score travels with its sacreBLEU signature. Besides the
+metrics: a split translated and scored (``eval/<split>-<checkpoint>-<search>/``), and
+hypothesis files scored and compared (``eval/<split>-files/``).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
+
+from nmt import data
+from nmt.errors import UserError
+from nmt.rundir import write_json, write_text
+from nmt.visualize import plot_attention
+
+if TYPE_CHECKING:
+    from nmt.translate import Translator
+
+log = logging.getLogger(__name__)
+
+
+class EvalError(UserError):
+    """A split the run lacks, or hypothesis files that do not fit its references."""
 
 
 def check_streams(hyps: list[str], refs: list[str]) -> None:
@@ -75,3 +96,84 @@ def paired_bootstrap(
 def _num(value) -> float | None:
     """sacreBLEU hands back numpy scalars; JSON wants plain floats."""
     return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# A run's splits
+
+
+def summary(name: str, split: str, s: dict) -> str:
+    """One line of scores with the BLEU signature."""
+    return (f"{name} {split}: BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f} TER {s['ter']:.2f} "
+            f"(BLEU lowercased {s['bleu_lc']:.2f}) | {s['bleu_signature']}")  # fmt: skip
+
+
+def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
+    """(sources, references) of a split of the run's corpus, raw text."""
+    corpus, report = data.load_corpus(run_dir)
+    if split not in corpus:
+        raise EvalError(
+            f"split {split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})"
+        )
+    rows = corpus[split]["translation"]
+    return [r[report["src"]] for r in rows], [r[report["tgt"]] for r in rows]
+
+
+def evaluate_split(translator: Translator, run_dir: Path, split: str, *, checkpoint: str,
+                   search_name: str, attention_plots: int = 0) -> dict:  # fmt: skip
+    """Translate a split, score it, write eval/<split>-<checkpoint>-<search>/{hyps.txt,
+    scores.json} (and attention heatmaps of the first ``attention_plots`` sentences)."""
+    sources, refs = split_pairs(run_dir, split)
+    start = time.perf_counter()
+    results = translator.translate_full(sources)
+    seconds = time.perf_counter() - start
+    hyps = [r.texts[0] for r in results]
+    scores = score(hyps, refs, ter=True, lowercase=True)
+    out_dir = run_dir / "eval" / f"{split}-{checkpoint}-{search_name}"
+    write_text(out_dir / "hyps.txt", "".join(h + "\n" for h in hyps))
+    generated = sum(len(r.hyps[0].tokens) + 1 for r in results)
+    scores.update(
+        split=split, src=translator.src_lang, tgt=translator.tgt_lang, checkpoint=checkpoint,
+        search={"name": search_name, **translator.search.as_dict()}, seconds=round(seconds, 2),
+        sentences_per_s=round(len(hyps) / seconds, 1),
+        generated_tokens_per_s=round(generated / seconds, 1),
+    )  # fmt: skip
+    write_json(out_dir / "scores.json", scores)
+    for i, result in enumerate(results[:attention_plots]):
+        hyp = result.hyps[0]
+        if hyp.attn is not None:
+            plot_attention(hyp.attn, result.src_pieces, translator.target_pieces(hyp),
+                           out_dir / "attention" / f"{i:04d}.png", title=result.texts[0][:80])  # fmt: skip
+    print(summary(f"{run_dir.name} {search_name}", split, scores))
+    log.info("wrote %s (%.1f s, %.1f sentences/s)", out_dir, seconds, len(hyps) / seconds)
+    return scores
+
+
+def score_files(run_dir: Path, split: str, paths: list[str], *, samples: int) -> dict:
+    """Score hypothesis files against a split's references; with two or more, the paired
+    bootstrap of each against the first. Writes eval/<split>-files/scores.json."""
+    repeated = sorted({p for p in paths if list(paths).count(p) > 1})
+    if repeated:
+        raise EvalError(f"hyps names {', '.join(repeated)} more than once; compare different files")
+    _, refs = split_pairs(run_dir, split)
+    systems = {}
+    for path in paths:
+        hyps = data.read_lines(path)
+        if len(hyps) != len(refs):
+            raise EvalError(
+                f"{path}: {len(hyps)} lines but split {split} has {len(refs)} references"
+            )
+        systems[path] = hyps
+    results: dict = {path: score(h, refs, ter=True, lowercase=True) for path, h in systems.items()}
+    for path, scores in results.items():
+        print(summary(path, split, scores))
+    if len(systems) > 1:
+        paired = paired_bootstrap(systems, refs, samples=samples)
+        for path in paths[1:]:
+            r = paired[path]
+            print(f"{path} vs {paths[0]}: BLEU {r['bleu']:.2f} (p = {r['bleu_p']:.4f}), "
+                  f"chrF {r['chrf']:.2f} (p = {r['chrf_p']:.4f}) | paired bootstrap, "
+                  f"{samples} samples")  # fmt: skip
+        results["paired_bootstrap"] = paired
+    write_json(run_dir / "eval" / f"{split}-files" / "scores.json", results)
+    return results

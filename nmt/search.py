@@ -9,14 +9,21 @@ by the GNMT length penalty ((5 + length) / 6) ** alpha, plus the optional covera
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from nmt.batching import BatchSampler, collate
+from nmt.errors import UserError
 from nmt.model import Seq2Seq
 from nmt.specials import BOS_ID, EOS_ID
+
+
+class SearchError(UserError):
+    """Search settings no search can honour."""
 
 
 @dataclass
@@ -35,25 +42,61 @@ def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def check_options(*, beam_size: int, alpha: float, max_len_a: float, max_len_b: int,
-                  min_len: int, n_best: int, coverage_penalty: float, no_repeat_ngram: int) -> None:  # fmt: skip
-    """Raise a one-line ValueError for search settings no search can honour."""
-    if beam_size < 1:
-        raise ValueError(f"search.beam_size={beam_size}: must be at least 1")
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(
-            f"search.n_best={n_best} with search.beam_size={beam_size}: a beam keeps at most "
-            f"beam_size hypotheses; set search.beam_size={max(n_best, 1)} or more"
-        )
-    for name, value in (("alpha", alpha), ("max_len_a", max_len_a), ("max_len_b", max_len_b),
-                        ("min_len", min_len), ("coverage_penalty", coverage_penalty),
-                        ("no_repeat_ngram", no_repeat_ngram)):  # fmt: skip
-        if value < 0:
-            raise ValueError(f"search.{name}={value}: must not be negative")
+@dataclass(frozen=True)
+class SearchOptions:
+    """The ``search`` config group's settings, built once and checked on creation: the search
+    functions take this object and keep no defaults of their own (``conf/search/`` holds them)."""
+
+    beam_size: int
+    alpha: float  # GNMT length penalty exponent
+    max_len_a: float  # an output stops at int(a * source length + b) tokens, end included
+    max_len_b: int
+    min_len: int  # tokens before the end may be chosen
+    n_best: int
+    coverage_penalty: float
+    no_repeat_ngram: int  # 0: off
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise SearchError(f"search.beam_size={self.beam_size}: must be at least 1")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise SearchError(
+                f"search.n_best={self.n_best} with search.beam_size={self.beam_size}: a beam "
+                f"keeps at most beam_size hypotheses; set search.beam_size={max(self.n_best, 1)} "
+                "or more"
+            )
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise SearchError(f"search.{f.name}={getattr(self, f.name)}: must not be negative")
+
+    @classmethod
+    def from_config(cls, node: Mapping) -> SearchOptions:
+        """From a mapping with the group's keys; others (``name``, ``max_sentences``) ignored."""
+        return cls(**{f.name: node[f.name] for f in fields(cls)})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> SearchOptions:
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise SearchError(f"unknown search options {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_greedy(self) -> bool:
+        """Nothing here needs a beam: greedy search finds the same output, faster."""
+        return (self.beam_size == 1 and self.n_best == 1 and self.coverage_penalty == 0
+                and self.no_repeat_ngram == 0)  # fmt: skip
+
+    def greedy(self) -> SearchOptions:
+        """The same length limits, searched greedily without extras (validation during training)."""
+        return self.replace(beam_size=1, alpha=0.0, min_len=0, n_best=1, coverage_penalty=0.0,
+                            no_repeat_ngram=0)  # fmt: skip
 
 
-def _limits(src_lens: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
-    return (src_lens.float() * max_len_a + max_len_b).long().clamp(min=1)
+def _limits(src_lens: Tensor, options: SearchOptions) -> Tensor:
+    return (src_lens.float() * options.max_len_a + options.max_len_b).long().clamp(min=1)
 
 
 def _force_end(lprobs: Tensor, eos: Tensor, last: Tensor) -> None:
@@ -65,15 +108,15 @@ def _force_end(lprobs: Tensor, eos: Tensor, last: Tensor) -> None:
 
 
 @torch.no_grad()
-def greedy(
-    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *, max_len_a: float,
-    max_len_b: int, min_len: int = 0,
-) -> list[Hypothesis]:  # fmt: skip
-    """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence."""
+def greedy(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
+           options: SearchOptions) -> list[Hypothesis]:  # fmt: skip
+    """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence (the length
+    options apply; beam ones do not)."""
+    min_len = options.min_len
     batch, device = src_ids.shape[0], src_ids.device
     memory = model.encode(src_ids, src_lens, src_mask)
     state = model.decoder.init_state(memory)
-    limits = _limits(src_lens, max_len_a, max_len_b).to(device)
+    limits = _limits(src_lens, options).to(device)
     active = torch.arange(batch, device=device)  # original rows still decoding
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -127,20 +170,22 @@ def _banned_ngrams(history: list[int], n: int) -> list[int]:
 
 
 @torch.no_grad()
-def beam_search(
-    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *, beam_size: int,
-    alpha: float, max_len_a: float, max_len_b: int, min_len: int = 0, n_best: int = 1,
-    coverage_penalty: float = 0.0, no_repeat_ngram: int = 0,
-) -> list[list[Hypothesis]]:  # fmt: skip
+def beam_search(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
+                options: SearchOptions) -> list[list[Hypothesis]]:  # fmt: skip
     """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first."""
-    if n_best > beam_size:
-        raise ValueError(f"search.n_best={n_best} exceeds search.beam_size={beam_size}")
+    beam_size, alpha, min_len, n_best = (
+        options.beam_size,
+        options.alpha,
+        options.min_len,
+        options.n_best,
+    )
+    coverage_penalty, no_repeat_ngram = options.coverage_penalty, options.no_repeat_ngram
     batch, device, K = src_ids.shape[0], src_ids.device, beam_size
     memory = model.encode(src_ids, src_lens, src_mask)
     flat = torch.arange(batch, device=device).repeat_interleave(K)
     memory = memory.select(flat)
     state = model.decoder.init_state(memory)
-    limits = _limits(src_lens, max_len_a, max_len_b).to(device)
+    limits = _limits(src_lens, options).to(device)
     lens = src_lens.tolist()
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     active = torch.arange(batch, device=device)  # original sentence of each active block of K
@@ -239,28 +284,20 @@ def beam_search(
     return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]
 
 
-def search_batch(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, *,
-                 beam_size: int, alpha: float, max_len_a: float, max_len_b: int, min_len: int,
-                 n_best: int, coverage_penalty: float, no_repeat_ngram: int) -> list[list[Hypothesis]]:  # fmt: skip
-    """Greedy when beam_size is 1 and nothing needs a beam, else beam search."""
-    if beam_size == 1 and n_best == 1 and coverage_penalty == 0 and no_repeat_ngram == 0:
-        hyps = greedy(model, src_ids, src_lens, src_mask, max_len_a=max_len_a,
-                      max_len_b=max_len_b, min_len=min_len)  # fmt: skip
-        return [[h] for h in hyps]
-    return beam_search(
-        model, src_ids, src_lens, src_mask, beam_size=beam_size, alpha=alpha,
-        max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len, n_best=n_best,
-        coverage_penalty=coverage_penalty, no_repeat_ngram=no_repeat_ngram,
-    )  # fmt: skip
+def search_batch(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
+                 options: SearchOptions) -> list[list[Hypothesis]]:  # fmt: skip
+    """Greedy when nothing needs a beam, else beam search; n_best hypotheses per sentence."""
+    if options.is_greedy:
+        return [[h] for h in greedy(model, src_ids, src_lens, src_mask, options)]
+    return beam_search(model, src_ids, src_lens, src_mask, options)
 
 
-def decode_corpus(model: Seq2Seq, src: list[list[int]], *, device: torch.device,
-                  max_sentences: int, max_tokens: int | None = None,
-                  **options) -> list[list[Hypothesis]]:  # fmt: skip
+def decode_corpus(model: Seq2Seq, src: list[list[int]], options: SearchOptions, *,
+                  device: torch.device, max_sentences: int,
+                  max_tokens: int | None = None) -> list[list[Hypothesis]]:  # fmt: skip
     """Decode many sentences (pieces without specials) in length-sorted batches, in input order.
 
-    A batch holds at most ``max_sentences`` sentences and ``max_tokens`` padded source tokens;
-    ``options`` are :func:`search_batch`'s keyword arguments (the ``search`` config group).
+    A batch holds at most ``max_sentences`` sentences and ``max_tokens`` padded source tokens.
     """
     was_training = model.training
     model.eval()
@@ -271,7 +308,7 @@ def decode_corpus(model: Seq2Seq, src: list[list[int]], *, device: torch.device,
     results: list[list[Hypothesis]] = [[] for _ in src]
     for chunk in sampler.batches(0):
         batch = collate([src[i] for i in chunk], None, chunk).to(device)
-        hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, **options)
+        hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, options)
         for i, h in zip(chunk, hyps, strict=True):
             results[i] = h
     model.train(was_training)

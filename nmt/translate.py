@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import torch
 from omegaconf import OmegaConf
@@ -19,18 +23,21 @@ from omegaconf import OmegaConf
 from nmt.checkpoint import META_FILE, CheckpointError, find_checkpoint, load_weights
 from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
+from nmt.rundir import CONFIG_FILE
 from nmt.runtime import pick_device
-from nmt.search import Hypothesis, check_options, decode_corpus
+from nmt.search import Hypothesis, SearchError, SearchOptions, decode_corpus
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-SEARCH_KEYS = ("beam_size", "alpha", "max_len_a", "max_len_b", "min_len", "n_best",
-               "coverage_penalty", "no_repeat_ngram")  # fmt: skip
-
 
 class RunDirError(UserError):
     """The run directory lacks a piece, or its pieces do not belong together."""
+
+
+class InputError(UserError):
+    """An input line that cannot be translated (invalid UTF-8 with ``strict``), or a file that
+    cannot be read."""
 
 
 @dataclass
@@ -53,12 +60,11 @@ class Translator:
     """A loaded model, its tokenizer and search settings; translate lists of strings."""
 
     def __init__(self, *, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device,
-                 search: dict, max_sentences: int, max_tokens: int, max_src_len: int):  # fmt: skip
+                 search: SearchOptions, max_sentences: int, max_tokens: int,
+                 max_src_len: int, src_lang: str = "", tgt_lang: str = ""):  # fmt: skip
         self.model = model.to(device).eval()
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.tokenizer, self.device = tokenizer, device
-        unknown = set(search) - set(SEARCH_KEYS)
-        if unknown:
-            raise ValueError(f"unknown search options {sorted(unknown)}")
         self.search = search
         self.max_sentences, self.max_tokens, self.max_src_len = (
             max_sentences,
@@ -68,21 +74,25 @@ class Translator:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
-                     device: str = "auto", search: dict | None = None, max_sentences: int = 64,
+                     device: str = "auto", search: SearchOptions | dict | None = None,
+                     max_sentences: int = 64,
                      max_tokens: int = 4000, max_src_len: int = 250) -> Translator:  # fmt: skip
         """Load config, tokenizer and weights from a run directory (``checkpoint``: best | last).
 
-        ``search`` overrides the run's own search settings (keys of the ``search`` group).
+        ``search``: the settings to use, or a dict of keys of the ``search`` group that override
+        the run's own settings (``{"beam_size": 5}``).
         """
         run_dir = Path(run_dir)
-        config_path = run_dir / "config.yaml"
+        config_path = run_dir / CONFIG_FILE
         if not config_path.is_file():
             raise RunDirError(f"{config_path}: missing; is {run_dir} a training run directory?")
         cfg = OmegaConf.load(config_path)
         try:
             model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
             src, tgt = cfg.data.src, cfg.data.tgt
-            run_search = {k: cfg.search[k] for k in SEARCH_KEYS}
+            run_search = SearchOptions.from_config(cfg.search)
+        except SearchError:
+            raise
         except Exception as e:
             raise RunDirError(f"{config_path}: not an nmt run config ({e})") from None
         try:
@@ -108,11 +118,12 @@ class Translator:
         log.info(
             "loaded %s (step %s, %s %s->%s)", place, meta.get("step"), meta.get("cell"), src, tgt
         )
-        search = {**run_search, **(search or {})}
-        check_options(**search)
+        if not isinstance(search, SearchOptions):
+            search = run_search.replace(**(search or {}))
         return cls(model=model, tokenizer=tok, device=pick_device(device),
                    search=search, max_sentences=max_sentences,
-                   max_tokens=max_tokens, max_src_len=max_src_len)  # fmt: skip
+                   max_tokens=max_tokens, max_src_len=max_src_len, src_lang=src,
+                   tgt_lang=tgt)  # fmt: skip
 
     def translate_full(self, texts: list[str]) -> list[Translation]:
         """Translate with everything kept: n-best, scores, attention, pieces. Empty in, empty out."""
@@ -121,10 +132,10 @@ class Translator:
         ids = [x[: self.max_src_len] for x in ids]
         todo = [i for i, x in enumerate(ids) if x]
         found = decode_corpus(
-            self.model, [ids[i] for i in todo], device=self.device,
-            max_sentences=self.max_sentences, max_tokens=self.max_tokens, **self.search,
+            self.model, [ids[i] for i in todo], self.search, device=self.device,
+            max_sentences=self.max_sentences, max_tokens=self.max_tokens,
         )  # fmt: skip
-        n_best = self.search["n_best"]
+        n_best = self.search.n_best
         empty = [Hypothesis(tokens=[], log_prob=0.0, score=0.0)] * n_best
         hyps_of = dict(zip(todo, found, strict=True))
         out = []
@@ -142,3 +153,111 @@ class Translator:
 
     def target_pieces(self, hyp: Hypothesis) -> list[str]:
         return self.tokenizer.tgt.id_to_piece(hyp.tokens) + ["</s>"]
+
+
+# --------------------------------------------------------------------------------------------
+# Streams: one output line per input line, as soon as the input arrives.
+
+
+def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[bytes]]:
+    """Lines (without newline) in chunks: as many as are already readable, up to max_lines.
+
+    A line typed on a terminal is yielded at once; a large file streams in bounded chunks.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:  # no descriptor to poll: plain chunks
+        chunk = []
+        for line in stream:
+            chunk.append(line.removesuffix(b"\n"))
+            if len(chunk) >= max_lines:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        return
+    pending, lines = b"", []
+    while True:
+        if lines and (len(lines) >= max_lines or not select.select([fd], [], [], 0)[0]):
+            yield lines[:max_lines]
+            lines = lines[max_lines:]
+            continue
+        data = os.read(fd, 1 << 16)
+        if not data:
+            if pending:
+                lines.append(pending)
+            while lines:
+                yield lines[:max_lines]
+                lines = lines[max_lines:]
+            return
+        pending += data
+        *complete, pending = pending.split(b"\n")
+        lines.extend(complete)
+
+
+def _decode_lines(chunk: list[bytes], name: str, first: int, strict: bool) -> list[str]:
+    """UTF-8 text of each line; an invalid line is an error (strict) or an empty line."""
+    texts = []
+    for line_no, raw in enumerate(chunk, start=first):
+        try:
+            texts.append(raw.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as e:
+            message = f"{name}:{line_no}: invalid UTF-8 at byte {e.start} of the line"
+            if strict:
+                raise InputError(message) from None
+            print(f"warning: {message}; writing an empty line", file=sys.stderr)
+            texts.append("")
+    return texts
+
+
+def translate_stream(translator: Translator, source: BinaryIO, sink: TextIO, *, name: str,
+                     strict: bool, buffer_lines: int) -> int:  # fmt: skip
+    """Translate source to sink, exactly one line per input line (n-best: ``n_best`` lines of
+    ``text<TAB>score``), flushed per chunk; returns the number of lines."""
+    n_best, done = translator.search.n_best, 0
+    for chunk in read_chunks(source, buffer_lines):
+        texts = _decode_lines(chunk, name, done + 1, strict)
+        for offset, result in enumerate(translator.translate_full(texts)):
+            if result.truncated:
+                print(f"warning: {name}:{done + offset + 1}: longer than "
+                      f"{translator.max_src_len} pieces; translated its beginning only",
+                      file=sys.stderr)  # fmt: skip
+            if n_best == 1:
+                sink.write(result.texts[0] + "\n")
+            else:
+                for text, hyp in zip(result.texts, result.hyps, strict=True):
+                    sink.write(f"{text}\t{hyp.score:.4f}\n")
+        done += len(chunk)
+        sink.flush()
+    return done
+
+
+def translate_file(translator: Translator, input: str | None, output: str | None, *,
+                   strict: bool, buffer_lines: int) -> int:  # fmt: skip
+    """Translate a file (or stdin) to a file (or stdout). A file output appears whole, under its
+    name, only when every line is translated."""
+    name = input or "<stdin>"
+    try:
+        source = open(input, "rb") if input else sys.stdin.buffer  # noqa: SIM115
+    except OSError as e:
+        raise InputError(f"{input}: cannot read ({e.strerror})") from None
+    tmp = Path(output).with_name(Path(output).name + ".part") if output else None
+    try:
+        if tmp is None:
+            return translate_stream(translator, source, sys.stdout, name=name, strict=strict,
+                                    buffer_lines=buffer_lines)  # fmt: skip
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as sink:
+                lines = translate_stream(translator, source, sink, name=name, strict=strict,
+                                         buffer_lines=buffer_lines)  # fmt: skip
+            os.replace(tmp, output)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        log.info("wrote %d lines to %s", lines, output)
+        return lines
+    finally:
+        if input:
+            source.close()

@@ -51,7 +51,7 @@ def compose(overrides: list[str]):
 def prepared_run(cfg, run_dir: Path) -> Path:
     """Data and tokenizer stages into run_dir (cached: seconds after the first time)."""
     from nmt import data, tokenizer
-    from nmt.cli import _kwargs
+    from nmt.config import group_kwargs as _kwargs
 
     data.prepare_corpus(**_kwargs(cfg.data), cache_dir=cfg.cache_dir, out_dir=run_dir)
     tokenizer.prepare_tokenizer(**_kwargs(cfg.tokenizer), cache_dir=cfg.cache_dir, run_dir=run_dir)
@@ -64,7 +64,7 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
     import torch
 
     from nmt.batching import BatchSampler, collate
-    from nmt.cli import _kwargs
+    from nmt.config import group_kwargs as _kwargs
     from nmt.loss import sequence_loss
     from nmt.model import build_model, count_parameters
     from nmt.optim import build_optimizer
@@ -123,7 +123,7 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
 
     from nmt.data import load_corpus
     from nmt.runtime import pick_device
-    from nmt.search import decode_corpus
+    from nmt.search import SearchOptions, decode_corpus
     from nmt.translate import Translator
 
     pick_device("cpu", threads)
@@ -134,17 +134,17 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
     best = json.loads((Path(run_dir) / "best" / "meta.json").read_text())
     results = {"run_dir": str(run_dir), "run_best_step": best["step"], "split": split,
                "sentences": len(src), "threads": threads}  # fmt: skip
-    base = {"max_len_a": 1.5, "max_len_b": 10, "min_len": 0, "n_best": 1, "coverage_penalty": 0.0,
-            "no_repeat_ngram": 0}  # fmt: skip
-    for name, options in (("greedy", {"beam_size": 1, "alpha": 0.0}),
-                          ("beam5", {"beam_size": 5, "alpha": 0.6})):  # fmt: skip
-        decode_corpus(translator.model, src[:64], device=translator.device, max_sentences=64,
-                      **base, **options)  # warm-up  # fmt: skip
+    for name in ("greedy", "beam5"):  # the presets of conf/search/
+        options = SearchOptions.from_config(compose([f"search={name}"]).search)
+        warm_up = src[:64]
+        decode_corpus(
+            translator.model, warm_up, options, device=translator.device, max_sentences=64
+        )
         times, tokens = [], 0
         for _ in range(repeats):
             start = time.perf_counter()
-            found = decode_corpus(translator.model, src, device=translator.device,
-                                  max_sentences=64, **base, **options)  # fmt: skip
+            found = decode_corpus(translator.model, src, options, device=translator.device,
+                                  max_sentences=64)  # fmt: skip
             times.append(time.perf_counter() - start)
             tokens = sum(len(h[0].tokens) + 1 for h in found)
         seconds = statistics.median(times)

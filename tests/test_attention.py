@@ -38,3 +38,27 @@ def test_bad_kind_and_dot_sizes():
         Attention(kind="additive", query_size=4, memory_size=4, attn_size=4)
     with pytest.raises(ValueError, match="luong_dot needs decoder size 4 == encoder output size 6"):
         Attention(kind="luong_dot", query_size=4, memory_size=6, attn_size=4)
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "luong_dot", "luong_general"])
+def test_weights_are_the_softmax_of_the_published_scores(kind):
+    """Bahdanau: v^T tanh(W_k k + W_q q + b); Luong dot: q^T k; Luong general: q^T W k
+    (unscaled), each softmaxed over the real positions; the context is their weighted sum."""
+    torch.manual_seed(0)
+    attn = Attention(kind=kind, query_size=6, memory_size=6, attn_size=5)
+    values, query = torch.randn(2, 4, 6), torch.randn(2, 6)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
+    context, weights = attn(query, attn.keys(values), values, mask, values[:, 0])
+    for b in range(2):
+        real = int(mask[b].sum())
+        k = values[b, :real]
+        if kind == "bahdanau":
+            q = attn.query_proj(query[b])
+            scores = torch.tanh(attn.key_proj(k) + q) @ attn.v.weight.squeeze(0)
+        elif kind == "luong_dot":
+            scores = k @ query[b]
+        else:
+            scores = (k @ attn.key_proj.weight.T) @ query[b]
+        expected = torch.softmax(scores, dim=0)
+        torch.testing.assert_close(weights[b, :real], expected)
+        torch.testing.assert_close(context[b], expected @ k)

@@ -9,7 +9,7 @@ from conftest import tiny_model, toy_pairs
 from nmt.batching import collate
 from nmt.cells import CELLS
 from nmt.loss import sequence_loss
-from nmt.search import beam_search, check_options, decode_corpus, greedy, length_penalty
+from nmt.search import SearchOptions, beam_search, decode_corpus, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 LIMITS = dict(max_len_a=1.5, max_len_b=4)
@@ -35,16 +35,21 @@ def sentences(n=7, seed=5):
     return toy_pairs(n, seed=seed)[0]
 
 
+def opts(**kw) -> SearchOptions:
+    args = dict(beam_size=5, alpha=0.6, min_len=0, n_best=1, coverage_penalty=0.0,
+                no_repeat_ngram=0, **LIMITS)  # fmt: skip
+    args.update(kw)
+    return SearchOptions(**args)
+
+
 def run_beam(model, src, **kw):
     batch = collate(src, None, range(len(src)))
-    args = dict(beam_size=5, alpha=0.6, min_len=0, n_best=1, **LIMITS)
-    args.update(kw)
-    return beam_search(model, batch.src_ids, batch.src_lens, batch.src_mask, **args)
+    return beam_search(model, batch.src_ids, batch.src_lens, batch.src_mask, opts(**kw))
 
 
 def run_greedy(model, src):
     batch = collate(src, None, range(len(src)))
-    return greedy(model, batch.src_ids, batch.src_lens, batch.src_mask, **LIMITS)
+    return greedy(model, batch.src_ids, batch.src_lens, batch.src_mask, opts(beam_size=1))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -117,8 +122,13 @@ def test_min_len_holds_exactly(beam):
     forced = run_beam(model, src, beam_size=beam, alpha=0.0, max_len_b=30, min_len=min_len)
     assert min(len(h.tokens) for (h,) in forced) == min_len
     batch = collate(src, None, range(len(src)))
-    greedy_forced = greedy(model, batch.src_ids, batch.src_lens, batch.src_mask,
-                           max_len_a=1.5, max_len_b=30, min_len=min_len)  # fmt: skip
+    greedy_forced = greedy(
+        model,
+        batch.src_ids,
+        batch.src_lens,
+        batch.src_mask,
+        opts(beam_size=1, max_len_b=30, min_len=min_len),
+    )
     assert min(len(h.tokens) for h in greedy_forced) == min_len
 
 
@@ -140,7 +150,14 @@ def test_length_limit_is_a_times_source_plus_b_and_wins_over_min_len(beam):
         options = dict(max_len_a=a, max_len_b=b, min_len=1000)
         if beam == 1:
             hyps = [
-                [h] for h in greedy(model, batch.src_ids, batch.src_lens, batch.src_mask, **options)
+                [h]
+                for h in greedy(
+                    model,
+                    batch.src_ids,
+                    batch.src_lens,
+                    batch.src_mask,
+                    opts(beam_size=1, **options),
+                )
             ]
         else:
             hyps = run_beam(model, src, beam_size=beam, **options)
@@ -186,17 +203,23 @@ def test_bad_search_settings_are_one_line_errors():
     options = dict(beam_size=2, alpha=0.6, max_len_a=1.5, max_len_b=4, min_len=0, n_best=3,
                    coverage_penalty=0.0, no_repeat_ngram=0)  # fmt: skip
     with pytest.raises(ValueError, match=r"search.n_best=3 with search.beam_size=2"):
-        check_options(**options)
+        SearchOptions(**options)
     with pytest.raises(ValueError, match=r"search.min_len=-1: must not be negative"):
-        check_options(**{**options, "n_best": 1, "min_len": -1})
-    check_options(**{**options, "n_best": 2})
+        SearchOptions(**{**options, "n_best": 1, "min_len": -1})
+    SearchOptions(**{**options, "n_best": 2})
 
 
 def test_decode_corpus_keeps_input_order():
     model, src = trained("tanh"), sentences(11)
     options = dict(beam_size=3, alpha=0.6, min_len=0, n_best=1, coverage_penalty=0.0,
                    no_repeat_ngram=0, **LIMITS)  # fmt: skip
-    found = decode_corpus(model, src, device=torch.device("cpu"), max_sentences=4, max_tokens=30,
-                          **options)  # fmt: skip
+    found = decode_corpus(
+        model,
+        src,
+        SearchOptions(**options),
+        device=torch.device("cpu"),
+        max_sentences=4,
+        max_tokens=30,
+    )
     direct = [h[0].tokens for h in run_beam(model, src, beam_size=3)]
     assert [h[0].tokens for h in found] == direct

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,9 +252,19 @@ def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
     from nmt import checkpoint
 
     scores = iter([1.0, 2.0])
+    real_replace, renamed_in = os.replace, []
+
+    def recording_replace(a, b):
+        if str(b).endswith("best"):  # what the directory holds as it becomes best/
+            scores_file = Path(a) / "scores.json"
+            renamed_in.append(scores_file.is_file() and json.loads(scores_file.read_text()))
+        real_replace(a, b)
+
+    monkeypatch.setattr(checkpoint.os, "replace", recording_replace)
     run_fit(tmp_path, max_steps=4, validate=lambda m: {"bleu": next(scores)})
+    monkeypatch.undo()
+    assert renamed_in == [{"bleu": 1.0}]
     assert json.loads((tmp_path / "best" / "scores.json").read_text())["bleu"] == 1.0
-    real_replace = os.replace
 
     def dying_replace(a, b):
         if str(b).endswith("best"):
@@ -267,3 +278,11 @@ def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
     best = checkpoint.find_checkpoint(tmp_path / "best")
     assert json.loads((best / "scores.json").read_text())["bleu"] == 1.0
     assert json.loads((best / "meta.json").read_text())["step"] == 4
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    """A checkpoint whose tensors do not all belong to the model (here: one with attention
+    loaded into one without) is refused, not half-loaded."""
+    save_checkpoint(tmp_path / "c", tiny_model("gru", "bahdanau"), {"step": 1})
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_weights(tiny_model("gru", "none"), tmp_path / "c")
