@@ -76,8 +76,12 @@ def bleu_by_length(
     out = []
     for low, high, label in length_buckets(edges):
         picked = [i for i, s in enumerate(sources) if low <= len(s.split()) <= high]
-        row = {"bucket": label, "low": low, "high": None if high == math.inf else high,
-               "sentences": len(picked)}  # fmt: skip
+        row = {
+            "bucket": label,
+            "low": low,
+            "high": None if high == math.inf else high,
+            "sentences": len(picked),
+        }
         if picked:
             scores = score([hyps[i] for i in picked], [refs[i] for i in picked])
             row.update(bleu=scores["bleu"], chrf=scores["chrf"])

@@ -36,8 +36,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(place: Path, model: nn.Module, meta: dict, state: dict | None = None,
-                    extra: dict[str, dict] | None = None) -> None:  # fmt: skip
+def save_checkpoint(
+    place: Path,
+    model: nn.Module,
+    meta: dict,
+    state: dict | None = None,
+    extra: dict[str, dict] | None = None,
+) -> None:
     """Write a checkpoint directory atomically: build ``<place>.tmp``, then rename it in.
 
     ``extra`` maps file names to JSON values written inside it (``best/scores.json``), so they

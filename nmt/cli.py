@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from nmt import data, tokenizer
 from nmt.batching import BatchSampler
 from nmt.checkpoint import find_checkpoint
-from nmt.config import changed_settings, group_kwargs, register_configs
+from nmt.config import changed_settings, check_overrides, group_kwargs, register_configs
 from nmt.errors import UserError, one_line
 from nmt.evaluate import evaluate_split, score_files
 from nmt.model import build_model, count_parameters
@@ -34,7 +34,7 @@ from nmt.optim import Schedule, build_optimizer
 from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
 from nmt.runtime import describe_device, pick_device, seed_everything
 from nmt.search import SearchOptions
-from nmt.train import Interrupted, TrainingError, fit
+from nmt.train import Interrupted, TrainingError, TrainOptions, fit
 from nmt.translate import Translator, translate_file
 from nmt.validation import Validator
 
@@ -96,22 +96,41 @@ def _resume(cfg: DictConfig, run_dir: Path) -> bool | None:
 def _build(cfg: DictConfig, tok: tokenizer.Tokenizer, train_split) -> dict:
     """The model, optimizer, schedule and batch sampler the config describes."""
     try:
-        model = build_model(**group_kwargs(cfg.model), src_vocab_size=tok.src_vocab_size,
-                            tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint)  # fmt: skip
+        model = build_model(
+            **group_kwargs(cfg.model),
+            src_vocab_size=tok.src_vocab_size,
+            tgt_vocab_size=tok.tgt_vocab_size,
+            joint_vocab=tok.joint,
+        )
         o = cfg.optim
-        optimizer = build_optimizer(model, optimizer=o.optimizer, lr=o.lr,
-                                    weight_decay=o.weight_decay, betas=list(o.betas))  # fmt: skip
-        schedule = Schedule(optimizer, schedule=o.schedule, warmup_steps=o.warmup_steps,
-                            decay_factor=o.decay_factor, patience=o.patience, min_lr=o.min_lr)  # fmt: skip
+        optimizer = build_optimizer(
+            model, optimizer=o.optimizer, lr=o.lr, weight_decay=o.weight_decay, betas=list(o.betas)
+        )
+        schedule = Schedule(
+            optimizer,
+            schedule=o.schedule,
+            warmup_steps=o.warmup_steps,
+            decay_factor=o.decay_factor,
+            patience=o.patience,
+            min_lr=o.min_lr,
+        )
         src_ids, tgt_ids = list(train_split["src_ids"]), list(train_split["tgt_ids"])
         sampler = BatchSampler(
-            src_lens=[len(s) for s in src_ids], tgt_lens=[len(t) for t in tgt_ids],
-            **group_kwargs(cfg.batch, drop=()), seed=cfg.seed,
-        )  # fmt: skip
+            src_lens=[len(s) for s in src_ids],
+            tgt_lens=[len(t) for t in tgt_ids],
+            **group_kwargs(cfg.batch, drop=()),
+            seed=cfg.seed,
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
-    return dict(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler,
-                src_ids=src_ids, tgt_ids=tgt_ids)  # fmt: skip
+    return dict(
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        sampler=sampler,
+        src_ids=src_ids,
+        tgt_ids=tgt_ids,
+    )
 
 
 def train_task(cfg: DictConfig) -> float:
@@ -123,8 +142,11 @@ def train_task(cfg: DictConfig) -> float:
     resume = _resume(cfg, run_dir)
     if resume is None:
         result = json.loads(done.read_text())
-        log.info("%s: finished before (%s); skipped. Delete the directory to train it again",
-                 run_dir, result.get("status"))  # fmt: skip
+        log.info(
+            "%s: finished before (%s); skipped. Delete the directory to train it again",
+            run_dir,
+            result.get("status"),
+        )
         return float(result.get("bleu", float("nan")))
     search = SearchOptions.from_config(cfg.search)
     _stage_spm(cfg, run_dir)
@@ -142,26 +164,50 @@ def train_task(cfg: DictConfig) -> float:
     encoded = tokenizer.load_encoded(run_dir)
     parts = _build(cfg, tok, encoded[corpus_report["train_split"]])
     validator = Validator(
-        encoded[corpus_report["valid_split"]], tgt_lang=cfg.data.tgt, tokenizer=tok,
-        search=search, device=device, decode_sentences=cfg.search.max_sentences,
-        max_tokens=cfg.batch.max_tokens, batch_size=cfg.batch.batch_size,
+        encoded[corpus_report["valid_split"]],
+        tgt_lang=cfg.data.tgt,
+        tokenizer=tok,
+        search=search,
+        device=device,
+        decode_sentences=cfg.search.max_sentences,
+        max_tokens=cfg.batch.max_tokens,
+        batch_size=cfg.batch.batch_size,
         max_sentences=cfg.train.valid_max_sentences,
-    )  # fmt: skip
+    )
     parameters = count_parameters(parts["model"])
-    log.info("model %s + %s: %s parameters; %d training pairs, device %s (%d threads)",
-             cfg.model.cell, cfg.model.attention, f"{parameters:,}", len(parts["src_ids"]),
-             device, torch.get_num_threads())  # fmt: skip
+    log.info(
+        "model %s + %s: %s parameters; %d training pairs, device %s (%d threads)",
+        cfg.model.cell,
+        cfg.model.attention,
+        f"{parameters:,}",
+        len(parts["src_ids"]),
+        device,
+        torch.get_num_threads(),
+    )
     meta = {
-        "src": cfg.data.src, "tgt": cfg.data.tgt, "cell": cfg.model.cell,
-        "attention": cfg.model.attention, "parameters": parameters, "spm_sha256": tok.sha256(),
-        "torch": torch.__version__, "hardware": describe_device(device),
-    }  # fmt: skip
+        "src": cfg.data.src,
+        "tgt": cfg.data.tgt,
+        "cell": cfg.model.cell,
+        "attention": cfg.model.attention,
+        "parameters": parameters,
+        "spm_sha256": tok.sha256(),
+        "torch": torch.__version__,
+        "hardware": describe_device(device),
+    }
     try:
         best = fit(
-            **parts, validate=validator, run_dir=run_dir, device=device,
-            clip_norm=cfg.optim.clip_norm, label_smoothing=cfg.optim.label_smoothing, meta=meta,
-            resume=resume, **group_kwargs(cfg.train, drop=("threads", "valid_max_sentences", "resume")),
-        )  # fmt: skip
+            **parts,
+            validate=validator,
+            run_dir=run_dir,
+            device=device,
+            options=TrainOptions(
+                **group_kwargs(cfg.train, drop=("threads", "valid_max_sentences", "resume")),
+                clip_norm=cfg.optim.clip_norm,
+                label_smoothing=cfg.optim.label_smoothing,
+            ),
+            meta=meta,
+            resume=resume,
+        )
     except Interrupted as e:
         print(str(e), file=sys.stderr)
         sys.exit(130)
@@ -173,10 +219,18 @@ def train_task(cfg: DictConfig) -> float:
         write_json(done, {**meta, "status": "failed", "error": str(e)})
         return float("nan")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    log.info("best valid BLEU %.2f chrF %.2f at step %d; %d steps in %.1f min, %.0f target "
-             "tokens/s (validation time included), peak RSS %.2f GiB | %s", best["bleu"],
-             best["chrf"], best["best_step"], best["steps"], best["minutes"],
-             best["tokens_per_s"], peak_gib, best["bleu_signature"])  # fmt: skip
+    log.info(
+        "best valid BLEU %.2f chrF %.2f at step %d; %d steps in %.1f min, %.0f target "
+        "tokens/s (validation time included), peak RSS %.2f GiB | %s",
+        best["bleu"],
+        best["chrf"],
+        best["best_step"],
+        best["steps"],
+        best["minutes"],
+        best["tokens_per_s"],
+        peak_gib,
+        best["bleu_signature"],
+    )
     if cfg.final_eval:
         translator = _translator(cfg, run_dir=run_dir, checkpoint="best")
         for split in cfg.final_eval:
@@ -184,25 +238,34 @@ def train_task(cfg: DictConfig) -> float:
                 translator, run_dir, split, checkpoint="best", search_name=cfg.search.name
             )
     # ru_maxrss is the process's: in a sweep whose jobs share a process, the largest run so far.
-    write_json(done, {**meta, **best, "status": "finished",
-                       "process_peak_rss_gib": round(peak_gib, 3)})  # fmt: skip
+    write_json(
+        done, {**meta, **best, "status": "finished", "process_peak_rss_gib": round(peak_gib, 3)}
+    )
     return float(best["bleu"])
 
 
-def _translator(cfg: DictConfig, run_dir: Path | None = None, checkpoint: str | None = None,
-                ) -> Translator:  # fmt: skip
+def _translator(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    checkpoint: str | None = None,
+) -> Translator:
     """The run's model with cfg.search; the translate/eval keys or, after training, defaults."""
     return Translator.from_run_dir(
-        run_dir or cfg.run_dir, checkpoint=checkpoint or cfg.checkpoint, device=cfg.device,
-        search=SearchOptions.from_config(cfg.search), max_sentences=cfg.search.max_sentences,
-        max_tokens=cfg.get("max_tokens", 4000), max_src_len=cfg.get("max_src_len", 250),
-    )  # fmt: skip
+        run_dir or cfg.run_dir,
+        checkpoint=checkpoint or cfg.checkpoint,
+        device=cfg.device,
+        search=SearchOptions.from_config(cfg.search),
+        max_sentences=cfg.search.max_sentences,
+        max_tokens=cfg.get("max_tokens", 4000),
+        max_src_len=cfg.get("max_src_len", 250),
+    )
 
 
 def translate_task(cfg: DictConfig) -> None:
     """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line."""
-    translate_file(_translator(cfg), cfg.input, cfg.output, strict=cfg.strict,
-                   buffer_lines=cfg.buffer_lines)  # fmt: skip
+    translate_file(
+        _translator(cfg), cfg.input, cfg.output, strict=cfg.strict, buffer_lines=cfg.buffer_lines
+    )
 
 
 def eval_task(cfg: DictConfig) -> dict:
@@ -210,33 +273,20 @@ def eval_task(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     if cfg.hyps:
         return score_files(run_dir, cfg.split, list(cfg.hyps), samples=cfg.bootstrap_samples)
-    return evaluate_split(_translator(cfg), run_dir, cfg.split, checkpoint=cfg.checkpoint,
-                          search_name=cfg.search.name, attention_plots=cfg.attention_plots)  # fmt: skip
-
-
-def _check_overrides(config_name: str, args: list[str]) -> None:
-    """Compose once up front so a bad override fails with one line instead of Hydra's page."""
-    if any(a.startswith("-") for a in args) or any("MULTIRUN" in a for a in args):
-        return  # --help, --cfg, -m ...: Hydra's own handling
-    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        # Sweeps (model=gru,lstm) are checked by Hydra itself, against the presets' hydra.mode.
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose(config_name, overrides=overrides)
-    except Exception as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    return evaluate_split(
+        _translator(cfg),
+        run_dir,
+        cfg.split,
+        checkpoint=cfg.checkpoint,
+        search_name=cfg.search.name,
+        attention_plots=cfg.attention_plots,
+    )
 
 
 def _entry(task: Callable[[DictConfig], object], config_name: str) -> None:
     register_configs()
     datasets.disable_progress_bars()  # stages here take seconds; the training loop has its own bar
-    _check_overrides(config_name, sys.argv[1:])
+    check_overrides(CONF_DIR, config_name, sys.argv[1:])
 
     def guarded(cfg: DictConfig) -> object:
         try:

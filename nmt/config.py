@@ -7,6 +7,7 @@ exist and their types, so a typo in an override (``data.srcc=en``) is rejected w
 from __future__ import annotations
 
 import hashlib
+import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from nmt.errors import one_line
 from nmt.search import SearchOptions
 
 MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
@@ -149,9 +151,10 @@ def _search_schema() -> type:
     keys = ["name", *(f.name for f in fields(SearchOptions)), "max_sentences"]
     types = {**hints, "name": str, "max_sentences": int}
     return make_dataclass(
-        "SearchConfig", [(key, types[key], field(default=MISSING)) for key in keys],
+        "SearchConfig",
+        [(key, types[key], field(default=MISSING)) for key in keys],
         namespace={"__doc__": "Decoding options shared by validation, translate and eval."},
-    )  # fmt: skip
+    )
 
 
 SearchConfig = _search_schema()
@@ -260,3 +263,22 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
     saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
     keys = sorted(k for k in now.keys() | saved.keys() if k not in neutral)
     return [(k, saved.get(k), now.get(k)) for k in keys if now.get(k) != saved.get(k)]
+
+
+def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:
+    """Compose once up front so a bad override fails with one line instead of Hydra's page."""
+    if any(a.startswith("-") for a in args) or any("MULTIRUN" in a for a in args):
+        return  # --help, --cfg, -m ...: Hydra's own handling
+    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        # Sweeps (model=gru,lstm) are checked by Hydra itself, against the presets' hydra.mode.
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except Exception as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.attention import Attention
-from nmt.cells import StackedCell, State, select, state_size
+from nmt.cells import State, select, state_size
 from nmt.encoder import Memory
+from nmt.rnn import StackedCell
 
 
 @dataclass
@@ -41,9 +42,20 @@ class StepOutput:
 class Decoder(nn.Module):
     """Conditional RNN decoder over an encoder Memory."""
 
-    def __init__(self, *, embedding: nn.Embedding, cell: str, hidden_size: int, layers: int,
-                 memory_size: int, attention: str, input_feeding: bool, dropout: float,
-                 emb_dropout: float, tie_output: bool):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        embedding: nn.Embedding,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        memory_size: int,
+        attention: str,
+        input_feeding: bool,
+        dropout: float,
+        emb_dropout: float,
+        tie_output: bool,
+    ):
         super().__init__()
         self.embedding = embedding
         emb_dim, vocab = embedding.embedding_dim, embedding.num_embeddings
@@ -55,9 +67,12 @@ class Decoder(nn.Module):
             nn.Linear(memory_size, hidden_size) for _ in range(state_size(cell))
         )
         self.rnn = StackedCell(
-            cell=cell, input_size=emb_dim + (hidden_size if input_feeding else 0),
-            hidden_size=hidden_size, layers=layers, dropout=dropout,
-        )  # fmt: skip
+            cell=cell,
+            input_size=emb_dim + (hidden_size if input_feeding else 0),
+            hidden_size=hidden_size,
+            layers=layers,
+            dropout=dropout,
+        )
         self.attention = Attention(
             kind=attention, query_size=hidden_size, memory_size=memory_size, attn_size=hidden_size
         )

@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
-from nmt.cells import Recurrent, State, final_top
+from nmt.cells import State
+from nmt.rnn import Recurrent, final_top
 
 
 @dataclass
@@ -41,15 +42,28 @@ class Memory:
 class Encoder(nn.Module):
     """embed -> dropout -> Recurrent; a sentence encodes the same with or without padding."""
 
-    def __init__(self, *, embedding: nn.Embedding, cell: str, hidden_size: int, layers: int,
-                 bidirectional: bool, dropout: float, emb_dropout: float):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        embedding: nn.Embedding,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+        emb_dropout: float,
+    ):
         super().__init__()
         self.embedding = embedding
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.rnn = Recurrent(
-            cell=cell, input_size=embedding.embedding_dim, hidden_size=hidden_size,
-            layers=layers, bidirectional=bidirectional, dropout=dropout,
-        )  # fmt: skip
+            cell=cell,
+            input_size=embedding.embedding_dim,
+            hidden_size=hidden_size,
+            layers=layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+        )
         self.output_size = hidden_size * (2 if bidirectional else 1)
 
     def forward(self, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor) -> Memory:

@@ -18,8 +18,8 @@ from sacrebleu.significance import PairedTest
 
 from nmt import data
 from nmt.errors import UserError
+from nmt.plots import plot_attention
 from nmt.rundir import write_json, write_text
-from nmt.visualize import plot_attention
 
 if TYPE_CHECKING:
     from nmt.translate import Translator
@@ -75,9 +75,12 @@ def paired_bootstrap(
     for hyps in systems.values():
         check_streams(hyps, refs)
     test = PairedTest(
-        named_systems=list(systems.items()), metrics={"bleu": BLEU(), "chrf": CHRF()},
-        references=[refs], test_type="bs", n_samples=samples,
-    )  # fmt: skip
+        named_systems=list(systems.items()),
+        metrics={"bleu": BLEU(), "chrf": CHRF()},
+        references=[refs],
+        test_type="bs",
+        n_samples=samples,
+    )
     signatures, results = test()
     # sacreBLEU names the columns after the metrics ("BLEU", "chrF2"); ours are bleu and chrf.
     columns = dict(zip(("bleu", "chrf"), [k for k in results if k != "System"], strict=True))
@@ -86,8 +89,14 @@ def paired_bootstrap(
         row = {}
         for metric, column in columns.items():
             r = results[column][i]
-            row.update({metric: _num(r.score), f"{metric}_mean": _num(r.mean),
-                        f"{metric}_ci": _num(r.ci), f"{metric}_p": _num(r.p_value)})  # fmt: skip
+            row.update(
+                {
+                    metric: _num(r.score),
+                    f"{metric}_mean": _num(r.mean),
+                    f"{metric}_ci": _num(r.ci),
+                    f"{metric}_p": _num(r.p_value),
+                }
+            )
         out[name] = row
     out["signatures"] = {metric: str(signatures[column]) for metric, column in columns.items()}
     return out
@@ -104,8 +113,10 @@ def _num(value) -> float | None:
 
 def summary(name: str, split: str, s: dict) -> str:
     """One line of scores with the BLEU signature."""
-    return (f"{name} {split}: BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f} TER {s['ter']:.2f} "
-            f"(BLEU lowercased {s['bleu_lc']:.2f}) | {s['bleu_signature']}")  # fmt: skip
+    return (
+        f"{name} {split}: BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f} TER {s['ter']:.2f} "
+        f"(BLEU lowercased {s['bleu_lc']:.2f}) | {s['bleu_signature']}"
+    )
 
 
 def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
@@ -119,8 +130,15 @@ def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
     return [r[report["src"]] for r in rows], [r[report["tgt"]] for r in rows]
 
 
-def evaluate_split(translator: Translator, run_dir: Path, split: str, *, checkpoint: str,
-                   search_name: str, attention_plots: int = 0) -> dict:  # fmt: skip
+def evaluate_split(
+    translator: Translator,
+    run_dir: Path,
+    split: str,
+    *,
+    checkpoint: str,
+    search_name: str,
+    attention_plots: int = 0,
+) -> dict:
     """Translate a split, score it, write eval/<split>-<checkpoint>-<search>/{hyps.txt,
     scores.json} (and attention heatmaps of the first ``attention_plots`` sentences)."""
     sources, refs = split_pairs(run_dir, split)
@@ -133,17 +151,26 @@ def evaluate_split(translator: Translator, run_dir: Path, split: str, *, checkpo
     write_text(out_dir / "hyps.txt", "".join(h + "\n" for h in hyps))
     generated = sum(len(r.hyps[0].tokens) + 1 for r in results)
     scores.update(
-        split=split, src=translator.src_lang, tgt=translator.tgt_lang, checkpoint=checkpoint,
-        search={"name": search_name, **translator.search.as_dict()}, seconds=round(seconds, 2),
+        split=split,
+        src=translator.src_lang,
+        tgt=translator.tgt_lang,
+        checkpoint=checkpoint,
+        search={"name": search_name, **translator.search.as_dict()},
+        seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         generated_tokens_per_s=round(generated / seconds, 1),
-    )  # fmt: skip
+    )
     write_json(out_dir / "scores.json", scores)
     for i, result in enumerate(results[:attention_plots]):
         hyp = result.hyps[0]
         if hyp.attn is not None:
-            plot_attention(hyp.attn, result.src_pieces, translator.target_pieces(hyp),
-                           out_dir / "attention" / f"{i:04d}.png", title=result.texts[0][:80])  # fmt: skip
+            plot_attention(
+                hyp.attn,
+                result.src_pieces,
+                translator.target_pieces(hyp),
+                out_dir / "attention" / f"{i:04d}.png",
+                title=result.texts[0][:80],
+            )
     print(summary(f"{run_dir.name} {search_name}", split, scores))
     log.info("wrote %s (%.1f s, %.1f sentences/s)", out_dir, seconds, len(hyps) / seconds)
     return scores
@@ -171,9 +198,11 @@ def score_files(run_dir: Path, split: str, paths: list[str], *, samples: int) ->
         paired = paired_bootstrap(systems, refs, samples=samples)
         for path in paths[1:]:
             r = paired[path]
-            print(f"{path} vs {paths[0]}: BLEU {r['bleu']:.2f} (p = {r['bleu_p']:.4f}), "
-                  f"chrF {r['chrf']:.2f} (p = {r['chrf_p']:.4f}) | paired bootstrap, "
-                  f"{samples} samples")  # fmt: skip
+            print(
+                f"{path} vs {paths[0]}: BLEU {r['bleu']:.2f} (p = {r['bleu_p']:.4f}), "
+                f"chrF {r['chrf']:.2f} (p = {r['chrf_p']:.4f}) | paired bootstrap, "
+                f"{samples} samples"
+            )
         results["paired_bootstrap"] = paired
     write_json(run_dir / "eval" / f"{split}-files" / "scores.json", results)
     return results

@@ -31,10 +31,25 @@ class Seq2Seq(nn.Module):
         return hidden
 
 
-def build_model(*, cell: str, attention: str, emb_dim: int, enc_hidden: int, dec_hidden: int,
-                enc_layers: int, dec_layers: int, bidirectional: bool, dropout: float,
-                emb_dropout: float, input_feeding: bool, tie_output: bool, tie_src_tgt: bool,
-                src_vocab_size: int, tgt_vocab_size: int, joint_vocab: bool) -> Seq2Seq:  # fmt: skip
+def build_model(
+    *,
+    cell: str,
+    attention: str,
+    emb_dim: int,
+    enc_hidden: int,
+    dec_hidden: int,
+    enc_layers: int,
+    dec_layers: int,
+    bidirectional: bool,
+    dropout: float,
+    emb_dropout: float,
+    input_feeding: bool,
+    tie_output: bool,
+    tie_src_tgt: bool,
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    joint_vocab: bool,
+) -> Seq2Seq:
     """The encoder-decoder described by the ``model`` config group and the vocabulary.
 
     ``tie_src_tgt`` shares the source and target embeddings when the vocabulary is joint; with
@@ -50,14 +65,26 @@ def build_model(*, cell: str, attention: str, emb_dim: int, enc_hidden: int, dec
         with torch.no_grad():
             emb.weight[PAD_ID].zero_()
     encoder = Encoder(
-        embedding=src_emb, cell=cell, hidden_size=enc_hidden, layers=enc_layers,
-        bidirectional=bidirectional, dropout=dropout, emb_dropout=emb_dropout,
-    )  # fmt: skip
+        embedding=src_emb,
+        cell=cell,
+        hidden_size=enc_hidden,
+        layers=enc_layers,
+        bidirectional=bidirectional,
+        dropout=dropout,
+        emb_dropout=emb_dropout,
+    )
     decoder = Decoder(
-        embedding=tgt_emb, cell=cell, hidden_size=dec_hidden, layers=dec_layers,
-        memory_size=encoder.output_size, attention=attention, input_feeding=input_feeding,
-        dropout=dropout, emb_dropout=emb_dropout, tie_output=tie_output,
-    )  # fmt: skip
+        embedding=tgt_emb,
+        cell=cell,
+        hidden_size=dec_hidden,
+        layers=dec_layers,
+        memory_size=encoder.output_size,
+        attention=attention,
+        input_feeding=input_feeding,
+        dropout=dropout,
+        emb_dropout=emb_dropout,
+        tie_output=tie_output,
+    )
     return Seq2Seq(encoder, decoder)
 
 

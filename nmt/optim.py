@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 
-def build_optimizer(model: nn.Module, *, optimizer: str, lr: float, weight_decay: float,
-                    betas: list[float]) -> torch.optim.Optimizer:  # fmt: skip
+def build_optimizer(
+    model: nn.Module, *, optimizer: str, lr: float, weight_decay: float, betas: list[float]
+) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if optimizer not in kinds:
         raise ValueError(f"optim.optimizer={optimizer!r}: expected adam or adamw")
@@ -22,8 +23,16 @@ class Schedule:
     """constant | warmup_decay (linear warmup, then inverse square root) | plateau (on the
     validation metric). ``after_step`` runs every update, ``after_validation`` every validation."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, schedule: str, warmup_steps: int,
-                 decay_factor: float, patience: int, min_lr: float):  # fmt: skip
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        schedule: str,
+        warmup_steps: int,
+        decay_factor: float,
+        patience: int,
+        min_lr: float,
+    ):
         if schedule not in ("constant", "warmup_decay", "plateau"):
             raise ValueError(
                 f"optim.schedule={schedule!r}: expected constant, warmup_decay or plateau"

@@ -1,178 +1,30 @@
 """The ablation report: finished runs -> a Markdown table, results.json and four plots.
 
-A run is a directory with ``done.json`` (written by ``nmt-train`` when it ends), ``config.yaml``,
-``metrics.csv`` and the test translations of ``eval/<split>-best-<search>/`` (written by
-``final_eval``, or by ``make eval``). Runs are grouped into rows by (cell, attention); seeds
-become mean ± std. Per run, gate statistics and BLEU by source length are computed once and kept
-in ``analysis.json`` beside the run.
+Runs (``runs.py``) are grouped into rows by (cell, attention, other settings); seeds become
+mean ± std, and each cell is compared with the baseline cell by sacreBLEU's paired bootstrap.
+The test split and search are the sweep's own (``final_eval`` and ``search`` of its runs).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import platform
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from nmt import analysis, data, evaluate, tokenizer
-from nmt.batching import BatchSampler, collate
-from nmt.cells import CELLS
-from nmt.errors import UserError
+from nmt import evaluate
+from nmt.plots import GATE_ORDER, PLOTS, gates_by_layer, plot_report
+from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
+from nmt.runs import ReportError, Run, analyze_run, find_runs, load_run, run_order
 
 log = logging.getLogger(__name__)
 
-DONE_FILE, ANALYSIS_FILE = "done.json", "analysis.json"
-PLOTS = ("curves_updates.png", "curves_seconds.png", "bleu_by_length.png", "gates.png")
-ATTENTION_ORDER = ("none", "bahdanau", "luong_dot", "luong_general")
-CELL_ORDER = ("tanh", "gru", "gru_cho", "lstm")
-COLORS = {"tanh": "tab:red", "gru": "tab:blue", "gru_cho": "tab:cyan", "lstm": "tab:green"}
-STYLES = {"none": ":", "bahdanau": "-", "luong_dot": "--", "luong_general": "-."}
-
-
-class ReportError(UserError):
-    """No runs to report on, or a run lacks what the report needs; the message says which."""
-
-
-@dataclass
-class Run:
-    """One finished training run and what the report reads from it."""
-
-    path: Path
-    done: dict
-    config: dict
-    metrics: list[dict] = field(default_factory=list)
-    test: dict | None = None  # scores.json of the test split
-    hyps: list[str] | None = None
-    analysis: dict | None = None
-
-    @property
-    def cell(self) -> str:
-        return self.config["model"]["cell"]
-
-    @property
-    def attention(self) -> str:
-        return self.config["model"]["attention"]
-
-    @property
-    def seed(self) -> int:
-        return int(self.config["seed"])
-
-    @property
-    def finished(self) -> bool:
-        return self.done.get("status") == "finished"
-
-    @property
-    def label(self) -> str:
-        return f"{self.cell}+{self.attention}"
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories among ``paths``: each one itself, or its children, holding done.json."""
-    found = []
-    for path in paths:
-        if (path / DONE_FILE).is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(sorted(p.parent for p in path.glob(f"*/{DONE_FILE}")))
-    return found
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    """metrics.csv rows as floats, one per step (a resumed run may repeat a step: last wins)."""
-    if not path.is_file():
-        return []
-    rows: dict[int, dict] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            values = {k: float(v) for k, v in row.items() if v not in ("", None)}
-            rows[int(values["step"])] = values
-    return [rows[k] for k in sorted(rows)]
-
-
-def load_run(path: Path, split: str, search: str) -> Run:
-    config_path = path / "config.yaml"
-    if not config_path.is_file():
-        raise ReportError(f"{config_path}: missing; is {path} a training run directory?")
-    run = Run(
-        path=path,
-        done=json.loads((path / DONE_FILE).read_text()),
-        config=OmegaConf.to_container(OmegaConf.load(config_path)),
-        metrics=_read_metrics(path / "metrics.csv"),
-    )
-    eval_dir = path / "eval" / f"{split}-best-{search}"
-    if run.finished:
-        if not (eval_dir / "scores.json").is_file():
-            raise ReportError(
-                f"{eval_dir}: missing; translate the split first: "
-                f'make eval ARGS="run_dir={path} split={split} search={search}"'
-            )
-        run.test = json.loads((eval_dir / "scores.json").read_text())
-        run.hyps = data.read_lines(eval_dir / "hyps.txt")
-        if len(run.hyps) != run.test["sentences"]:
-            raise ReportError(
-                f"{eval_dir / 'hyps.txt'}: {len(run.hyps)} lines but {run.test['sentences']} "
-                f'sentences were scored; translate again: make eval ARGS="run_dir={path} '
-                f'split={split} search={search}"'
-            )
-    return run
-
-
-def _split_text(path: Path, split: str) -> tuple[list[str], list[str]]:
-    corpus, report = data.load_corpus(path)
-    if split not in corpus:
-        raise ReportError(f"split {split!r} is not in {path / data.ARTIFACT}")
-    rows = corpus[split]["translation"]
-    return [r[report["src"]] for r in rows], [r[report["tgt"]] for r in rows]
-
-
-def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], device: str) -> dict:
-    """Gate statistics on the validation split and BLEU by source length on ``split``, cached
-    in the run's analysis.json (recomputed when the split, search or buckets differ)."""
-    place = run.path / ANALYSIS_FILE
-    key = {"split": split, "search": search, "edges": list(edges),
-           "checkpoint_step": run.done.get("best_step")}  # fmt: skip
-    if place.is_file():
-        cached = json.loads(place.read_text())
-        if cached.get("key") == key:
-            return cached
-    from nmt.translate import Translator  # the model, as translate/eval load it
-
-    sources, refs = _split_text(run.path, split)
-    by_length = analysis.bleu_by_length(sources, run.hyps, refs, edges)
-    translator = Translator.from_run_dir(run.path, checkpoint="best", device=device)
-    encoded = tokenizer.load_encoded(run.path)
-    valid = encoded[data.read_report(run.path / data.ARTIFACT)["valid_split"]]
-    src_ids, tgt_ids = list(valid["src_ids"]), list(valid["tgt_ids"])
-    sampler = BatchSampler(
-        src_lens=[len(s) for s in src_ids], tgt_lens=[len(t) for t in tgt_ids], max_tokens=4000,
-        batch_size=None, pool_size=1, seed=0, shuffle=False,
-    )  # fmt: skip
-    batches = (
-        collate([src_ids[i] for i in b], [tgt_ids[i] for i in b], b) for b in sampler.batches(0)
-    )
-    gates = analysis.gate_statistics(translator.model, batches, translator.device)
-    result = {"key": key, "bleu_by_length": by_length, "gates": gates}
-    tmp = place.with_name(place.name + ".part")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(place)
-    return result
-
-
-# --------------------------------------------------------------------------------------------
-# Rows
-
-
-def _order(run: Run) -> tuple:
-    att = ATTENTION_ORDER.index(run.attention) if run.attention in ATTENTION_ORDER else 99
-    cell = CELL_ORDER.index(run.cell) if run.cell in CELL_ORDER else len(CELLS)
-    return att, cell, run.seed
+__all__ = ["PLOTS", "ReportError", "Run", "build_rows", "markdown_table", "write_report"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -190,8 +42,16 @@ def _minutes_to_best(run: Run) -> float | None:
 
 
 # Not part of what a run is: where it ran, how it logged, which seed (seeds are a row's samples).
-_INCIDENTAL = ("seed", "run_dir", "cache_dir", "device", "train.resume", "train.progress",
-               "train.threads", "train.tensorboard")  # fmt: skip
+_INCIDENTAL = (
+    "seed",
+    "run_dir",
+    "cache_dir",
+    "device",
+    "train.resume",
+    "train.progress",
+    "train.threads",
+    "train.tensorboard",
+)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
@@ -209,10 +69,12 @@ def _context(run: Run) -> frozenset:
     and its seed: runs with the same context differ only in the cell."""
     flat = _flat(run.config)
     return frozenset(
-        (k, v) for k, v in flat.items()
-        if k not in _INCIDENTAL and k not in ("model.cell", "model.name")
+        (k, v)
+        for k, v in flat.items()
+        if k not in _INCIDENTAL
+        and k not in ("model.cell", "model.name")
         and not k.startswith("optim.")
-    )  # fmt: skip
+    )
 
 
 def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
@@ -242,7 +104,7 @@ def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int
 def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
     """One row per (cell, attention): means over seeds (std where there are several)."""
     rows: dict[tuple[str, frozenset], list[Run]] = {}
-    for run in sorted(runs, key=_order):
+    for run in sorted(runs, key=run_order):
         rows.setdefault((run.cell, _context(run)), []).append(run)
     out = []
     for (cell, context), group in rows.items():
@@ -251,13 +113,18 @@ def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
         # Rows that share cell and attention but not the other settings: name what differs.
         others = [c for (k, c) in rows if k == cell and c != context]
         differing = sorted({k for c in others for k, _ in context ^ c if k != "model.attention"})
-        variant = ",".join(f"{k}={json.loads(dict(context)[k])}" for k in differing
-                           if k in dict(context))  # fmt: skip
+        variant = ",".join(
+            f"{k}={json.loads(dict(context)[k])}" for k in differing if k in dict(context)
+        )
         row = {
-            "cell": cell, "attention": attention, "variant": variant, "runs": len(group),
+            "cell": cell,
+            "attention": attention,
+            "variant": variant,
+            "runs": len(group),
             "failed": len(group) - len(ok),
-            "seeds": [r.seed for r in group], "parameters": group[0].done.get("parameters"),
-        }  # fmt: skip
+            "seeds": [r.seed for r in group],
+            "parameters": group[0].done.get("parameters"),
+        }
         if ok:
             ppl = [min(m["ppl"] for m in r.metrics if "ppl" in m) for r in ok if r.metrics]
             to_best = [m for r in ok if (m := _minutes_to_best(r)) is not None]
@@ -275,7 +142,7 @@ def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
                 # Several seeds: the largest (least significant) p over the seed pairs.
                 bleu_p=max(p_bleu) if p_bleu else None,
                 chrf_p=max(p_chrf) if p_chrf else None,
-            )  # fmt: skip
+            )
         out.append(row)
     return out
 
@@ -292,15 +159,23 @@ def _p(value: float | None, baseline: bool) -> str:
 
 
 def markdown_table(rows: list[dict], baseline: str) -> str:
-    head = ("| cell | attention | parameters | train tok/s | steps | minutes to best | best valid ppl "
-            "| valid BLEU | test BLEU | test chrF | p BLEU vs " + baseline + " | p chrF vs "
-            + baseline + " |")  # fmt: skip
+    head = (
+        "| cell | attention | parameters | train tok/s | steps | minutes to best | best valid ppl "
+        "| valid BLEU | test BLEU | test chrF | p BLEU vs "
+        + baseline
+        + " | p chrF vs "
+        + baseline
+        + " |"
+    )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         attention = f"{r['attention']} ({r['variant']})" if r["variant"] else r["attention"]
         if "test_bleu" not in r:
-            lines.append(f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | "
-                         + " | ".join(["diverged"] + ["–"] * 9) + " |")  # fmt: skip
+            lines.append(
+                f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | "
+                + " | ".join(["diverged"] + ["–"] * 9)
+                + " |"
+            )
             continue
         base = r["cell"] == baseline
         fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
@@ -315,146 +190,40 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
 
 def gates_table(runs: list[Run]) -> str:
     """Mean gate activations per run (first seed of each row) and layer."""
-    lines = ["| cell | attention | layer | " + " | ".join(GATE_ORDER) + " |",
-             "|---|---|---|" + "---|" * len(GATE_ORDER)]  # fmt: skip
+    lines = [
+        "| cell | attention | layer | " + " | ".join(GATE_ORDER) + " |",
+        "|---|---|---|" + "---|" * len(GATE_ORDER),
+    ]
     seen = set()
-    for run in sorted(runs, key=_order):
+    for run in sorted(runs, key=run_order):
         if not run.analysis or (run.cell, run.attention) in seen or not run.analysis["gates"]:
             continue
         seen.add((run.cell, run.attention))
-        for layer, gates in _gates_by_layer(run.analysis["gates"]).items():
+        for layer, gates in gates_by_layer(run.analysis["gates"]).items():
             cells = [f"{gates[g]:.3f}" if g in gates else "" for g in GATE_ORDER]
             lines.append(f"| {run.cell} | {run.attention} | {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-GATE_ORDER = ("update", "reset", "forget", "input", "output")
-
-
-def _gates_by_layer(gates: dict[str, float]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for key, value in gates.items():
-        layer, gate = key.rsplit(".", 1)
-        out.setdefault(layer, {})[gate] = value
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-
-
-def _style(run: Run) -> dict:
-    return {"color": COLORS.get(run.cell, "black"), "linestyle": STYLES.get(run.attention, "-")}
-
-
-def plot_curves(runs: list[Run], x_key: str, path: Path) -> None:
-    """Validation BLEU and loss against updates (x_key=step) or wall-clock minutes (seconds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    labelled = set()
-    for run in sorted(runs, key=_order):
-        if not run.metrics:
-            continue
-        xs = [m[x_key] / (60 if x_key == "seconds" else 1) for m in run.metrics]
-        label = None if run.label in labelled else run.label
-        labelled.add(run.label)
-        for ax, metric in zip(axes, ("bleu", "loss"), strict=True):
-            ax.plot(xs, [m.get(metric, math.nan) for m in run.metrics], label=label, **_style(run))
-    xlabel = "updates" if x_key == "step" else "wall-clock minutes (validation included)"
-    for ax, title in zip(axes, ("validation BLEU (greedy)", "validation loss (nats/token)"),
-                         strict=True):  # fmt: skip
-        ax.set_xlabel(xlabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_bleu_by_length(runs: list[Run], path: Path) -> None:
-    """Test BLEU per source-length bucket, one panel per attention type, a line per cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    analysed = [r for r in sorted(runs, key=_order) if r.analysis]
-    kinds = sorted({r.attention for r in analysed}, key=lambda a: _order_of(a, ATTENTION_ORDER))
-    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(5.5 * max(len(kinds), 1), 4.2),
-                             squeeze=False, sharey=True)  # fmt: skip
-    labelled = set()
-    for ax, kind in zip(axes[0], kinds, strict=False):
-        for run in (r for r in analysed if r.attention == kind):
-            buckets = run.analysis["bleu_by_length"]
-            names = [f"{b['bucket']}\n({b['sentences']})" for b in buckets]
-            label = None if run.label in labelled else run.cell
-            labelled.add(run.label)
-            ax.plot(names, [b.get("bleu", math.nan) for b in buckets], marker="o", label=label,
-                    **_style(run))  # fmt: skip
-        ax.set_title(f"attention: {kind}")
-        ax.set_xlabel("source length in words (sentences)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("test BLEU")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _order_of(value: str, order: tuple[str, ...]) -> int:
-    return order.index(value) if value in order else len(order)
-
-
-def plot_gates(runs: list[Run], path: Path) -> None:
-    """Mean gate activations on the validation set: a panel per layer, bars per gate and run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chosen, seen = [], set()
-    for run in sorted(runs, key=_order):
-        if run.analysis and run.analysis["gates"] and run.label not in seen:
-            seen.add(run.label)
-            chosen.append(run)
-    layers = sorted(
-        {layer for r in chosen for layer in _gates_by_layer(r.analysis["gates"])},
-        key=lambda name: (name.startswith("decoder"), name.replace("fwd", "0").replace("bwd", "1")),
-    )  # encoder layers first, forward before backward
-    fig, axes = plt.subplots(1, max(len(layers), 1), figsize=(4.8 * max(len(layers), 1), 4.5),
-                             squeeze=False, sharey=True)  # fmt: skip
-    width = 0.8 / len(GATE_ORDER)
-    gate_colors = dict(zip(GATE_ORDER, ("tab:blue", "tab:orange", "tab:green", "tab:purple",
-                                        "tab:gray"), strict=True))  # fmt: skip
-    for ax, layer in zip(axes[0], layers, strict=False):
-        for j, gate in enumerate(GATE_ORDER):
-            values = [_gates_by_layer(r.analysis["gates"]).get(layer, {}).get(gate, math.nan)
-                      for r in chosen]  # fmt: skip
-            if all(math.isnan(v) for v in values):
-                continue
-            xs = [i + (j - len(GATE_ORDER) / 2 + 0.5) * width for i in range(len(chosen))]
-            ax.bar(xs, values, width=width, label=gate, color=gate_colors[gate])
-        ax.set_xticks(range(len(chosen)), [r.label for r in chosen], rotation=35, ha="right",
-                      fontsize=8)  # fmt: skip
-        ax.set_ylim(0, 1)
-        ax.set_title(layer)
-        ax.grid(alpha=0.3, axis="y")
-    if not layers:
-        axes[0][0].text(0.5, 0.5, "no gated cells", ha="center", va="center")
-    axes[0][0].set_ylabel("mean activation (validation tokens)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("update (GRU z) and forget (LSTM f): share of the previous state kept")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------------------------
+def _runs_setting(paths: list[Path], what: str) -> str:
+    """The test split (first of ``final_eval``) or search name the runs were trained with; one
+    value for all of them, or a ReportError naming the choices."""
+    values = set()
+    for path in paths:
+        if not (path / CONFIG_FILE).is_file():
+            continue  # load_run says so
+        config = OmegaConf.load(path / CONFIG_FILE)
+        if what == "split":
+            values.add(config.final_eval[0] if config.get("final_eval") else None)
+        else:
+            values.add(config.search.name)
+    values.discard(None)
+    if len(values) != 1:
+        found = ", ".join(sorted(values)) or "none"
+        raise ReportError(
+            f"the runs name {len(values)} test {what}s ({found}); choose one with --{what}"
+        )
+    return values.pop()
 
 
 def _hardware(runs: list[Run]) -> str:
@@ -469,56 +238,60 @@ def write_report(
     out: Path | None = None,
     *,
     runs: list[Path] | None = None,
-    split: str = "test_2016_flickr",
-    search: str = "beam5",
+    split: str | None = None,
+    search: str | None = None,
     baseline: str = "gru",
     edges: tuple[int, ...] = (10, 15, 20),
     samples: int = 1000,
     device: str = "auto",
 ) -> Path:
     """Write report.md, results.json and the four plots for the runs in ``sweep_dir`` (or the
-    run directories ``runs``) into ``out`` (default ``sweep_dir/report``); return report.md."""
+    run directories ``runs``) into ``out`` (default ``sweep_dir/report``); return report.md.
+
+    ``split`` and ``search`` default to the runs' own: the first ``final_eval`` split and the
+    ``search`` group they were trained with (what their final evaluation wrote)."""
     paths = find_runs(runs if runs else [Path(sweep_dir)])
     if not paths:
         raise ReportError(f"{sweep_dir}: no finished runs (directories with {DONE_FILE})")
+    split, search = split or _runs_setting(paths, "split"), search or _runs_setting(paths, "search")
     out = Path(out) if out else Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    loaded = [load_run(p, split, search) for p in paths]
+    loaded = sorted((load_run(p, split, search) for p in paths), key=run_order)
     for run in loaded:
         if run.finished:
             run.analysis = analyze_run(run, split, search, edges, device)
     finished = [r for r in loaded if r.finished]
-    refs = _split_text(finished[0].path, split)[1] if finished else []
+    refs = evaluate.split_pairs(finished[0].path, split)[1] if finished else []
     pvalues = paired_pvalues(loaded, refs, baseline, samples) if finished else {}
     rows = build_rows(loaded, pvalues)
-    plot_curves(loaded, "step", out / PLOTS[0])
-    plot_curves(loaded, "seconds", out / PLOTS[1])
-    plot_bleu_by_length(loaded, out / PLOTS[2])
-    plot_gates(loaded, out / PLOTS[3])
+    plot_report(loaded, out)
     signature = finished[0].test["bleu_signature"] if finished else ""
     p_signature = next(iter(pvalues.values()))["signature"] if pvalues else ""
     lang = f"{finished[0].test['src']}→{finished[0].test['tgt']}" if finished else ""
-    text = "\n".join([
-        f"# Cell ablation: {Path(sweep_dir).name}",
-        "",
-        f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
-        f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
-        f"BLEU). BLEU/chrF: sacreBLEU `{signature}`. p: sacreBLEU paired bootstrap ({samples} "
-        f"samples) against `{baseline}` with the same attention and seed"
-        + (f" (`{p_signature}`)" if p_signature else "") + "; over several seeds the largest p. "
-        "Train tok/s: target tokens per second of training, validation excluded.",
-        f"Hardware: {_hardware(loaded)}.",
-        "",
-        markdown_table(rows, baseline),
-        "",
-        "Mean gate activations on the validation set (teacher forcing), per layer:",
-        "",
-        gates_table(loaded),
-        "",
-        *[f"![{name}]({name})" for name in PLOTS],
-        "",
-    ])  # fmt: skip
-    (out / "report.md").write_text(text, encoding="utf-8")
+    text = "\n".join(
+        [
+            f"# Cell ablation: {Path(sweep_dir).name}",
+            "",
+            f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
+            f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
+            f"BLEU). BLEU/chrF: sacreBLEU `{signature}`. p: sacreBLEU paired bootstrap ({samples} "
+            f"samples) against `{baseline}` with the same attention and seed"
+            + (f" (`{p_signature}`)" if p_signature else "")
+            + "; over several seeds the largest p. "
+            "Train tok/s: target tokens per second of training, validation excluded.",
+            f"Hardware: {_hardware(loaded)}.",
+            "",
+            markdown_table(rows, baseline),
+            "",
+            "Mean gate activations on the validation set (teacher forcing), per layer:",
+            "",
+            gates_table(loaded),
+            "",
+            *[f"![{name}]({name})" for name in PLOTS],
+            "",
+        ]
+    )
+    write_text(out / "report.md", text)
     results = {
         "rows": rows,
         "runs": [
@@ -533,7 +306,7 @@ def write_report(
                 "paired": pvalues.get(str(r.path)),
             }
             for r in loaded
-        ],  # fmt: skip
+        ],
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_json(out / "results.json", results)
     return out / "report.md"

@@ -86,13 +86,18 @@ class SearchOptions:
     @property
     def is_greedy(self) -> bool:
         """Nothing here needs a beam: greedy search finds the same output, faster."""
-        return (self.beam_size == 1 and self.n_best == 1 and self.coverage_penalty == 0
-                and self.no_repeat_ngram == 0)  # fmt: skip
+        return (
+            self.beam_size == 1
+            and self.n_best == 1
+            and self.coverage_penalty == 0
+            and self.no_repeat_ngram == 0
+        )
 
     def greedy(self) -> SearchOptions:
         """The same length limits, searched greedily without extras (validation during training)."""
-        return self.replace(beam_size=1, alpha=0.0, min_len=0, n_best=1, coverage_penalty=0.0,
-                            no_repeat_ngram=0)  # fmt: skip
+        return self.replace(
+            beam_size=1, alpha=0.0, min_len=0, n_best=1, coverage_penalty=0.0, no_repeat_ngram=0
+        )
 
 
 def _limits(src_lens: Tensor, options: SearchOptions) -> Tensor:
@@ -108,8 +113,9 @@ def _force_end(lprobs: Tensor, eos: Tensor, last: Tensor) -> None:
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
-           options: SearchOptions) -> list[Hypothesis]:  # fmt: skip
+def greedy(
+    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+) -> list[Hypothesis]:
     """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence (the length
     options apply; beam ones do not)."""
     min_len = options.min_len
@@ -131,8 +137,9 @@ def greedy(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
         _force_end(lprobs, eos, t + 1 >= limits[active])
         best, prev = lprobs.max(dim=-1)
         done = prev == EOS_ID
-        for j, (row, token, lp) in enumerate(zip(active.tolist(), prev.tolist(), best.tolist(),
-                                                 strict=True)):  # fmt: skip
+        for j, (row, token, lp) in enumerate(
+            zip(active.tolist(), prev.tolist(), best.tolist(), strict=True)
+        ):
             log_probs[row] += lp
             if token != EOS_ID:
                 tokens[row].append(token)
@@ -152,7 +159,7 @@ def greedy(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
             log_prob=log_probs[i],
             score=log_probs[i],
             attn=torch.stack(attns[i])[:, : lens[i]].cpu() if attns[i] else None,
-        )  # fmt: skip
+        )
         for i in range(batch)
     ]
 
@@ -170,8 +177,9 @@ def _banned_ngrams(history: list[int], n: int) -> list[int]:
 
 
 @torch.no_grad()
-def beam_search(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
-                options: SearchOptions) -> list[list[Hypothesis]]:  # fmt: skip
+def beam_search(
+    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+) -> list[list[Hypothesis]]:
     """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first."""
     beam_size, alpha, min_len, n_best = (
         options.beam_size,
@@ -284,17 +292,24 @@ def beam_search(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Ten
     return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]
 
 
-def search_batch(model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor,
-                 options: SearchOptions) -> list[list[Hypothesis]]:  # fmt: skip
+def search_batch(
+    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+) -> list[list[Hypothesis]]:
     """Greedy when nothing needs a beam, else beam search; n_best hypotheses per sentence."""
     if options.is_greedy:
         return [[h] for h in greedy(model, src_ids, src_lens, src_mask, options)]
     return beam_search(model, src_ids, src_lens, src_mask, options)
 
 
-def decode_corpus(model: Seq2Seq, src: list[list[int]], options: SearchOptions, *,
-                  device: torch.device, max_sentences: int,
-                  max_tokens: int | None = None) -> list[list[Hypothesis]]:  # fmt: skip
+def decode_corpus(
+    model: Seq2Seq,
+    src: list[list[int]],
+    options: SearchOptions,
+    *,
+    device: torch.device,
+    max_sentences: int,
+    max_tokens: int | None = None,
+) -> list[list[Hypothesis]]:
     """Decode many sentences (pieces without specials) in length-sorted batches, in input order.
 
     A batch holds at most ``max_sentences`` sentences and ``max_tokens`` padded source tokens.
@@ -302,9 +317,14 @@ def decode_corpus(model: Seq2Seq, src: list[list[int]], options: SearchOptions, 
     was_training = model.training
     model.eval()
     sampler = BatchSampler(
-        src_lens=[len(s) for s in src], tgt_lens=[0] * len(src), max_tokens=max_tokens,
-        batch_size=max_sentences, pool_size=1, seed=0, shuffle=False,
-    )  # fmt: skip
+        src_lens=[len(s) for s in src],
+        tgt_lens=[0] * len(src),
+        max_tokens=max_tokens,
+        batch_size=max_sentences,
+        pool_size=1,
+        seed=0,
+        shuffle=False,
+    )
     results: list[list[Hypothesis]] = [[] for _ in src]
     for chunk in sampler.batches(0):
         batch = collate([src[i] for i in chunk], None, chunk).to(device)

@@ -28,7 +28,10 @@ class ReportCallback(Callback):
         except report.ReportError as e:
             # Every run is saved; only the report is missing. Say how to rebuild it, and make
             # the sweep's exit status say that it did not finish.
-            print(f"error: report: {e}; the runs are complete, rebuild the report with: "
-                  f"python scripts/report.py {sweep_dir}", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: report: {e}; the runs are complete, rebuild the report with: "
+                f"python scripts/report.py {sweep_dir}",
+                file=sys.stderr,
+            )
             sys.exit(1)
         log.info("report: %s", written)

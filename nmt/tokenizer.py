@@ -179,10 +179,15 @@ def prepare_tokenizer(
     corpus, data_report = load_corpus(run_dir)
     src, tgt = data_report["src"], data_report["tgt"]
     options = dict(
-        vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
-        byte_fallback=byte_fallback, normalization_rule_name=normalization_rule_name,
-        input_sentence_size=input_sentence_size, num_threads=num_threads, seed=seed,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        byte_fallback=byte_fallback,
+        normalization_rule_name=normalization_rule_name,
+        input_sentence_size=input_sentence_size,
+        num_threads=num_threads,
+        seed=seed,
+    )
     settings = {"data": data_report["key"], "joint": joint, **options}
     settings.pop("num_threads")
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -209,8 +214,15 @@ def prepare_tokenizer(
     return report
 
 
-def _train_and_encode(corpus: datasets.DatasetDict, data_report: dict, out: Path, *, key: str,
-                      joint: bool, options: dict) -> dict:  # fmt: skip
+def _train_and_encode(
+    corpus: datasets.DatasetDict,
+    data_report: dict,
+    out: Path,
+    *,
+    key: str,
+    joint: bool,
+    options: dict,
+) -> dict:
     """Train the model(s) into out, encode every split into out/encoded; return the report."""
     src, tgt = data_report["src"], data_report["tgt"]
     train = corpus[data_report["train_split"]]

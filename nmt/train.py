@@ -8,11 +8,8 @@ same weights, optimizer, schedule, RNG and data position as a run that never sto
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +33,7 @@ from nmt.errors import UserError
 from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
 from nmt.optim import Schedule
+from nmt.progress import MetricsLog, Progress, Signals
 
 log = logging.getLogger(__name__)
 
@@ -48,73 +46,48 @@ class Interrupted(Exception):
     """SIGINT/SIGTERM arrived; a checkpoint was saved."""
 
 
-@dataclass
-class Progress:
-    """Where training is; saved in every checkpoint."""
+@dataclass(frozen=True)
+class TrainOptions:
+    """How ``fit`` trains: the ``train`` config group's loop settings, with the optimizer group's
+    ``clip_norm`` and ``label_smoothing``."""
 
-    step: int = 0
-    epoch: int = 0
-    position: int = 0  # batches of `epoch` already consumed
-    best_score: float = -math.inf
-    best_step: int = 0
-    bad_validations: int = 0
-    last_valid_step: int = -1
-    train_seconds: float = 0.0  # wall clock of training, validations included
-    valid_seconds: float = 0.0  # the validations' part of it
-    tokens: int = 0  # target tokens trained on
-
-
-@torch.no_grad()
-def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device) -> dict:
-    """Mean per-token cross-entropy (no smoothing) and perplexity over pre-built batches."""
-    was_training = model.training
-    model.eval()
-    nll, tokens = 0.0, 0
-    for batch in batches:
-        out = sequence_loss(model, batch.to(device), label_smoothing=0.0)
-        nll += float(out.nll)
-        tokens += out.n_tokens
-    model.train(was_training)
-    loss = nll / max(tokens, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
-
-
-class _Signals:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each update."""
-
-    def __init__(self):
-        self.caught: int | None = None
-
-    def __enter__(self):
-        signals = (signal.SIGINT, signal.SIGTERM)
-        self.previous = {s: signal.signal(s, self._handle) for s in signals}
-        return self
-
-    def _handle(self, signum, _frame):
-        self.caught = signum
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+    max_steps: int  # 0: no limit
+    max_epochs: int
+    max_minutes: float  # 0: no limit
+    valid_every: int
+    log_every: int
+    patience: int  # validations without improvement before early stopping
+    early_stop_metric: str  # bleu | chrf (higher is better) | loss | ppl (lower is better)
+    max_bad_steps: int  # non-finite losses in a row that stop training
+    tensorboard: bool
+    progress: bool
+    clip_norm: float
+    label_smoothing: float
 
 
 class _Loop:
     """One run's moving parts: model, optimizer and schedule, progress, checkpoints and logs."""
 
-    def __init__(self, *, model: Seq2Seq, optimizer: torch.optim.Optimizer, schedule: Schedule,
-                 validate: Callable[[Seq2Seq], dict], run_dir: Path, device: torch.device,
-                 clip_norm: float, label_smoothing: float, log_every: int, patience: int,
-                 early_stop_metric: str, max_bad_steps: int, tensorboard: bool, meta: dict):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        model: Seq2Seq,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        validate: Callable[[Seq2Seq], dict],
+        run_dir: Path,
+        device: torch.device,
+        options: TrainOptions,
+        meta: dict,
+    ):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.validate_fn, self.run_dir, self.device = validate, run_dir, device
-        self.clip_norm, self.label_smoothing = clip_norm, label_smoothing
-        self.log_every, self.patience, self.max_bad_steps = log_every, patience, max_bad_steps
-        self.metric, self.meta = early_stop_metric, meta
+        self.options, self.meta = options, meta
         # Higher is better for BLEU and chrF; loss and perplexity are negated.
-        self.sign = -1.0 if early_stop_metric in ("loss", "ppl") else 1.0
+        self.sign = -1.0 if options.early_stop_metric in ("loss", "ppl") else 1.0
         self.last_dir, self.best_dir = run_dir / "last", run_dir / "best"
         self.state = Progress()
-        self.writer = _tensorboard(run_dir) if tensorboard else None
+        self.metrics = MetricsLog(run_dir, options.tensorboard)
         self.bad_in_row = 0
         self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.monotonic()
         self.start = time.monotonic()
@@ -141,8 +114,13 @@ class _Loop:
         self.state = Progress(**saved["progress"])
         set_rng_state(saved["rng"])
         self.start = time.monotonic() - self.state.train_seconds
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", found, self.state.step,
-                 self.state.epoch, self.state.position)  # fmt: skip
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            found,
+            self.state.step,
+            self.state.epoch,
+            self.state.position,
+        )
 
     def update(self, batch: Batch) -> bool:
         """One optimizer step on a batch; False when it was skipped for a non-finite loss or
@@ -150,19 +128,22 @@ class _Loop:
         state = self.state
         enabled = self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled):
-            out = sequence_loss(self.model, batch, self.label_smoothing)
+            out = sequence_loss(self.model, batch, self.options.label_smoothing)
         loss = out.loss / out.n_tokens
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_norm)
             finite = bool(torch.isfinite(norm))
         if not finite:
             self.bad_in_row += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
-                        state.step, self.bad_in_row)  # fmt: skip
-            if self.bad_in_row >= self.max_bad_steps:
+            log.warning(
+                "step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                state.step,
+                self.bad_in_row,
+            )
+            if self.bad_in_row >= self.options.max_bad_steps:
                 raise TrainingError(
                     f"{self.bad_in_row} non-finite losses in a row at step {state.step}; stopped. "
                     f"The last good checkpoint is in {self.last_dir}; try a lower optim.lr or "
@@ -187,13 +168,14 @@ class _Loop:
         train_loss = self.window_loss / max(self.window_tokens, 1)
         lr = self.schedule.lr
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
-        row = {"step": state.step, "epoch": state.epoch, "seconds": round(state.train_seconds, 1),
-               "loss": round(train_loss, 4), "tokens_per_s": round(rate, 1), "lr": lr}  # fmt: skip
-        _append_csv(self.run_dir / "train_metrics.csv", row)
-        if self.writer is not None:
-            self.writer.add_scalar("train/loss", train_loss, state.step)
-            self.writer.add_scalar("train/tokens_per_s", rate, state.step)
-            self.writer.add_scalar("train/lr", lr, state.step)
+        self.metrics.train(
+            step=state.step,
+            epoch=state.epoch,
+            seconds=round(state.train_seconds, 1),
+            loss=round(train_loss, 4),
+            tokens_per_s=round(rate, 1),
+            lr=lr,
+        )
         self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.monotonic()
 
     def validate(self) -> bool:
@@ -205,7 +187,7 @@ class _Loop:
         self.model.train()
         state.valid_seconds += time.monotonic() - began
         state.last_valid_step = state.step
-        value = scores[self.metric] * self.sign
+        value = scores[self.options.early_stop_metric] * self.sign
         improved = value > state.best_score
         if improved:
             state.best_score, state.best_step, state.bad_validations = value, state.step, 0
@@ -213,25 +195,26 @@ class _Loop:
             state.bad_validations += 1
         self.schedule.after_validation(value)
         numbers = {k: v for k, v in scores.items() if isinstance(v, int | float)}
-        row = {"step": state.step, "epoch": state.epoch, "seconds": round(state.train_seconds, 1),
-               "lr": self.schedule.lr, **numbers}  # fmt: skip
-        _append_csv(self.run_dir / "metrics.csv", row)
-        if self.writer is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.writer.add_scalar(f"valid/{k}", v, state.step)
+        self.metrics.valid(
+            step=state.step,
+            epoch=state.epoch,
+            seconds=round(state.train_seconds, 1),
+            lr=self.schedule.lr,
+            **numbers,
+        )
         best = state.best_score * self.sign
         log.info(
-            "step %d valid %s%s", state.step,
+            "step %d valid %s%s",
+            state.step,
             " ".join(f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, float)),
             " (best)" if improved else f" (best {best:.2f} at {state.best_step})",
-        )  # fmt: skip
+        )
         if "bleu_signature" in scores:
             log.info("  %s", scores["bleu_signature"])
         if improved:
             self.save(self.best_dir, with_state=False, extra={"scores.json": scores})
         self.save(self.last_dir, with_state=True)
-        return state.bad_validations >= self.patience
+        return state.bad_validations >= self.options.patience
 
     def save(self, place: Path, with_state: bool, extra: dict | None = None) -> None:
         state = self.state
@@ -243,8 +226,12 @@ class _Loop:
                 "progress": asdict(state),
                 "rng": rng_state(),
             }
-        meta = {**self.meta, "step": state.step, "epoch": state.epoch,
-                "best_score": state.best_score}  # fmt: skip
+        meta = {
+            **self.meta,
+            "step": state.step,
+            "epoch": state.epoch,
+            "best_score": state.best_score,
+        }
         save_checkpoint(place, self.model, meta, train_state, extra)
 
     def interrupted(self) -> Interrupted:
@@ -259,28 +246,41 @@ class _Loop:
         state = self.state
         best = json.loads((self.best_dir / "scores.json").read_text())
         train_only = state.train_seconds - state.valid_seconds
-        return {**best, "best_step": state.best_step, "steps": state.step,
-                "minutes": state.train_seconds / 60, "stop_reason": stop_reason,
-                "tokens_per_s": state.tokens / max(state.train_seconds, 1e-9),
-                "train_tokens_per_s": state.tokens / max(train_only, 1e-9),
-                "valid_minutes": state.valid_seconds / 60}  # fmt: skip
+        return {
+            **best,
+            "best_step": state.best_step,
+            "steps": state.step,
+            "minutes": state.train_seconds / 60,
+            "stop_reason": stop_reason,
+            "tokens_per_s": state.tokens / max(state.train_seconds, 1e-9),
+            "train_tokens_per_s": state.tokens / max(train_only, 1e-9),
+            "valid_minutes": state.valid_seconds / 60,
+        }
 
 
-def _limit_reached(state: Progress, max_steps: int, max_minutes: float) -> str | None:
-    if max_steps and state.step >= max_steps:
+def _limit_reached(state: Progress, options: TrainOptions) -> str | None:
+    if options.max_steps and state.step >= options.max_steps:
         return "max_steps"
-    if max_minutes and state.train_seconds >= max_minutes * 60:
+    if options.max_minutes and state.train_seconds >= options.max_minutes * 60:
         return "max_minutes"
     return None
 
 
-def fit(*, model: Seq2Seq, src_ids: list[list[int]], tgt_ids: list[list[int]],
-        sampler: BatchSampler, optimizer: torch.optim.Optimizer, schedule: Schedule,
-        validate: Callable[[Seq2Seq], dict], run_dir: Path, device: torch.device,
-        clip_norm: float, label_smoothing: float, max_steps: int, max_epochs: int,
-        max_minutes: float, valid_every: int, log_every: int, patience: int,
-        early_stop_metric: str, resume: bool, max_bad_steps: int, tensorboard: bool,
-        progress: bool, meta: dict) -> dict:  # fmt: skip
+def fit(
+    *,
+    model: Seq2Seq,
+    src_ids: list[list[int]],
+    tgt_ids: list[list[int]],
+    sampler: BatchSampler,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    validate: Callable[[Seq2Seq], dict],
+    run_dir: Path,
+    device: torch.device,
+    options: TrainOptions,
+    resume: bool,
+    meta: dict,
+) -> dict:
     """Train until max_steps / max_epochs / max_minutes / early stopping; return the best scores.
 
     ``validate(model)`` returns a dict with at least ``early_stop_metric`` (higher is better for
@@ -290,36 +290,46 @@ def fit(*, model: Seq2Seq, src_ids: list[list[int]], tgt_ids: list[list[int]],
     model.to(device).train()
     run_dir.mkdir(parents=True, exist_ok=True)
     loop = _Loop(
-        model=model, optimizer=optimizer, schedule=schedule, validate=validate, run_dir=run_dir,
-        device=device, clip_norm=clip_norm, label_smoothing=label_smoothing, log_every=log_every,
-        patience=patience, early_stop_metric=early_stop_metric, max_bad_steps=max_bad_steps,
-        tensorboard=tensorboard, meta=meta,
-    )  # fmt: skip
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        validate=validate,
+        run_dir=run_dir,
+        device=device,
+        options=options,
+        meta=meta,
+    )
     loop.restore(resume)
     state = loop.state
-    bar = tqdm(total=max_steps or None, initial=state.step, disable=not progress, unit="step",
-               dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    bar = tqdm(
+        total=options.max_steps or None,
+        initial=state.step,
+        disable=not options.progress,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     # A run resumed after it had stopped (killed before its end was recorded) does not train on.
-    reason = _limit_reached(state, max_steps, max_minutes)
-    if reason is None and state.last_valid_step >= 0 and state.bad_validations >= patience:
+    reason = _limit_reached(state, options)
+    if reason is None and state.last_valid_step >= 0 and state.bad_validations >= options.patience:
         reason = "early_stopping"
-    with _Signals() as signals:
-        while reason is None and state.epoch < max_epochs:
+    with Signals() as signals:
+        while reason is None and state.epoch < options.max_epochs:
             for position, indices in sampler.iterate(state.epoch, state.position):
                 state.position = position + 1  # consumed, whatever its update does
                 src, tgt = [src_ids[i] for i in indices], [tgt_ids[i] for i in indices]
                 if not loop.update(collate(src, tgt, indices).to(device)):
                     continue
                 bar.update(1)
-                if state.step % log_every == 0:
+                if state.step % options.log_every == 0:
                     loop.log_window(bar)
                 if signals.caught is not None:
                     bar.close()
                     raise loop.interrupted()
-                if state.step % valid_every == 0 and loop.validate():
+                if state.step % options.valid_every == 0 and loop.validate():
                     reason = "early_stopping"
                 else:
-                    reason = _limit_reached(state, max_steps, max_minutes)
+                    reason = _limit_reached(state, options)
                 if reason is not None:
                     break
             else:  # the epoch is over
@@ -329,27 +339,14 @@ def fit(*, model: Seq2Seq, src_ids: list[list[int]], tgt_ids: list[list[int]],
         loop.validate()
     state.train_seconds = time.monotonic() - loop.start  # the last validation included
     reason = reason or "max_epochs"
-    log.info("training stopped (%s) at step %d after %.1f min; best %s %.2f at step %d",
-             reason, state.step, state.train_seconds / 60, early_stop_metric,
-             state.best_score * loop.sign, state.best_step)  # fmt: skip
-    if loop.writer is not None:
-        loop.writer.close()
+    log.info(
+        "training stopped (%s) at step %d after %.1f min; best %s %.2f at step %d",
+        reason,
+        state.step,
+        state.train_seconds / 60,
+        options.early_stop_metric,
+        state.best_score * loop.sign,
+        state.best_step,
+    )
+    loop.metrics.close()
     return loop.results(reason)
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but keep training if it is broken
-        log.warning("tensorboard unavailable; metrics go to CSV only")
-        return None
-    return SummaryWriter(str(run_dir / "tb"))

@@ -59,9 +59,19 @@ def single_line(text: str) -> str:
 class Translator:
     """A loaded model, its tokenizer and search settings; translate lists of strings."""
 
-    def __init__(self, *, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device,
-                 search: SearchOptions, max_sentences: int, max_tokens: int,
-                 max_src_len: int, src_lang: str = "", tgt_lang: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        device: torch.device,
+        search: SearchOptions,
+        max_sentences: int,
+        max_tokens: int,
+        max_src_len: int,
+        src_lang: str = "",
+        tgt_lang: str = "",
+    ):
         self.model = model.to(device).eval()
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.tokenizer, self.device = tokenizer, device
@@ -73,10 +83,17 @@ class Translator:
         )
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
-                     device: str = "auto", search: SearchOptions | dict | None = None,
-                     max_sentences: int = 64,
-                     max_tokens: int = 4000, max_src_len: int = 250) -> Translator:  # fmt: skip
+    def from_run_dir(
+        cls,
+        run_dir: str | os.PathLike,
+        *,
+        checkpoint: str = "best",
+        device: str = "auto",
+        search: SearchOptions | dict | None = None,
+        max_sentences: int = 64,
+        max_tokens: int = 4000,
+        max_src_len: int = 250,
+    ) -> Translator:
         """Load config, tokenizer and weights from a run directory (``checkpoint``: best | last).
 
         ``search``: the settings to use, or a dict of keys of the ``search`` group that override
@@ -109,8 +126,12 @@ class Translator:
             raise RunDirError(
                 f"{run_dir}: the SentencePiece model is not the one {place.name}/ was trained with"
             )
-        model = build_model(**model_args, src_vocab_size=tok.src_vocab_size,
-                            tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint)  # fmt: skip
+        model = build_model(
+            **model_args,
+            src_vocab_size=tok.src_vocab_size,
+            tgt_vocab_size=tok.tgt_vocab_size,
+            joint_vocab=tok.joint,
+        )
         try:
             load_weights(model, place)
         except CheckpointError as e:
@@ -120,10 +141,17 @@ class Translator:
         )
         if not isinstance(search, SearchOptions):
             search = run_search.replace(**(search or {}))
-        return cls(model=model, tokenizer=tok, device=pick_device(device),
-                   search=search, max_sentences=max_sentences,
-                   max_tokens=max_tokens, max_src_len=max_src_len, src_lang=src,
-                   tgt_lang=tgt)  # fmt: skip
+        return cls(
+            model=model,
+            tokenizer=tok,
+            device=pick_device(device),
+            search=search,
+            max_sentences=max_sentences,
+            max_tokens=max_tokens,
+            max_src_len=max_src_len,
+            src_lang=src,
+            tgt_lang=tgt,
+        )
 
     def translate_full(self, texts: list[str]) -> list[Translation]:
         """Translate with everything kept: n-best, scores, attention, pieces. Empty in, empty out."""
@@ -132,9 +160,13 @@ class Translator:
         ids = [x[: self.max_src_len] for x in ids]
         todo = [i for i, x in enumerate(ids) if x]
         found = decode_corpus(
-            self.model, [ids[i] for i in todo], self.search, device=self.device,
-            max_sentences=self.max_sentences, max_tokens=self.max_tokens,
-        )  # fmt: skip
+            self.model,
+            [ids[i] for i in todo],
+            self.search,
+            device=self.device,
+            max_sentences=self.max_sentences,
+            max_tokens=self.max_tokens,
+        )
         n_best = self.search.n_best
         empty = [Hypothesis(tokens=[], log_prob=0.0, score=0.0)] * n_best
         hyps_of = dict(zip(todo, found, strict=True))
@@ -143,8 +175,9 @@ class Translator:
             hyps = hyps_of.get(i, empty)
             texts_i = [single_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in hyps])]
             pieces = self.tokenizer.src.id_to_piece(x) if x else []
-            out.append(Translation(texts=texts_i, hyps=hyps, src_pieces=pieces,
-                                   truncated=truncated[i]))  # fmt: skip
+            out.append(
+                Translation(texts=texts_i, hyps=hyps, src_pieces=pieces, truncated=truncated[i])
+            )
         return out
 
     def translate(self, texts: list[str]) -> list[str]:
@@ -212,8 +245,15 @@ def _decode_lines(chunk: list[bytes], name: str, first: int, strict: bool) -> li
     return texts
 
 
-def translate_stream(translator: Translator, source: BinaryIO, sink: TextIO, *, name: str,
-                     strict: bool, buffer_lines: int) -> int:  # fmt: skip
+def translate_stream(
+    translator: Translator,
+    source: BinaryIO,
+    sink: TextIO,
+    *,
+    name: str,
+    strict: bool,
+    buffer_lines: int,
+) -> int:
     """Translate source to sink, exactly one line per input line (n-best: ``n_best`` lines of
     ``text<TAB>score``), flushed per chunk; returns the number of lines."""
     n_best, done = translator.search.n_best, 0
@@ -221,9 +261,11 @@ def translate_stream(translator: Translator, source: BinaryIO, sink: TextIO, *, 
         texts = _decode_lines(chunk, name, done + 1, strict)
         for offset, result in enumerate(translator.translate_full(texts)):
             if result.truncated:
-                print(f"warning: {name}:{done + offset + 1}: longer than "
-                      f"{translator.max_src_len} pieces; translated its beginning only",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"warning: {name}:{done + offset + 1}: longer than "
+                    f"{translator.max_src_len} pieces; translated its beginning only",
+                    file=sys.stderr,
+                )
             if n_best == 1:
                 sink.write(result.texts[0] + "\n")
             else:
@@ -234,8 +276,14 @@ def translate_stream(translator: Translator, source: BinaryIO, sink: TextIO, *, 
     return done
 
 
-def translate_file(translator: Translator, input: str | None, output: str | None, *,
-                   strict: bool, buffer_lines: int) -> int:  # fmt: skip
+def translate_file(
+    translator: Translator,
+    input: str | None,
+    output: str | None,
+    *,
+    strict: bool,
+    buffer_lines: int,
+) -> int:
     """Translate a file (or stdin) to a file (or stdout). A file output appears whole, under its
     name, only when every line is translated."""
     name = input or "<stdin>"
@@ -246,12 +294,14 @@ def translate_file(translator: Translator, input: str | None, output: str | None
     tmp = Path(output).with_name(Path(output).name + ".part") if output else None
     try:
         if tmp is None:
-            return translate_stream(translator, source, sys.stdout, name=name, strict=strict,
-                                    buffer_lines=buffer_lines)  # fmt: skip
+            return translate_stream(
+                translator, source, sys.stdout, name=name, strict=strict, buffer_lines=buffer_lines
+            )
         try:
             with open(tmp, "w", encoding="utf-8", newline="\n") as sink:
-                lines = translate_stream(translator, source, sink, name=name, strict=strict,
-                                         buffer_lines=buffer_lines)  # fmt: skip
+                lines = translate_stream(
+                    translator, source, sink, name=name, strict=strict, buffer_lines=buffer_lines
+                )
             os.replace(tmp, output)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -6,22 +6,49 @@ across runs. The batches for the loss are built once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nmt import evaluate
-from nmt.batching import BatchSampler, collate
+from nmt.batching import Batch, BatchSampler, collate
+from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
 from nmt.search import SearchOptions, decode_corpus
 from nmt.tokenizer import Tokenizer
-from nmt.train import validation_loss
+
+
+@torch.no_grad()
+def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device) -> dict:
+    """Mean per-token cross-entropy (no smoothing) and perplexity over pre-built batches."""
+    was_training = model.training
+    model.eval()
+    nll, tokens = 0.0, 0
+    for batch in batches:
+        out = sequence_loss(model, batch.to(device), label_smoothing=0.0)
+        nll += float(out.nll)
+        tokens += out.n_tokens
+    model.train(was_training)
+    loss = nll / max(tokens, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
 
 
 class Validator:
     """``validator(model) -> scores`` on the first ``max_sentences`` of the validation split."""
 
-    def __init__(self, valid, *, tgt_lang: str, tokenizer: Tokenizer, search: SearchOptions,
-                 device: torch.device, decode_sentences: int, max_tokens: int | None,
-                 batch_size: int | None, max_sentences: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        valid,
+        *,
+        tgt_lang: str,
+        tokenizer: Tokenizer,
+        search: SearchOptions,
+        device: torch.device,
+        decode_sentences: int,
+        max_tokens: int | None,
+        batch_size: int | None,
+        max_sentences: int | None = None,
+    ):
         if max_sentences:
             valid = valid.select(range(min(len(valid), max_sentences)))
         self.refs = [row[tgt_lang] for row in valid["translation"]]
@@ -29,17 +56,27 @@ class Validator:
         self.tokenizer, self.device = tokenizer, device
         self.search, self.decode_sentences = search.greedy(), decode_sentences
         sampler = BatchSampler(
-            src_lens=[len(s) for s in self.src_ids], tgt_lens=[len(t) for t in tgt_ids],
-            max_tokens=max_tokens, batch_size=batch_size, pool_size=1, seed=0, shuffle=False,
-        )  # fmt: skip
+            src_lens=[len(s) for s in self.src_ids],
+            tgt_lens=[len(t) for t in tgt_ids],
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            pool_size=1,
+            seed=0,
+            shuffle=False,
+        )
         self.loss_batches = [
             collate([self.src_ids[i] for i in b], [tgt_ids[i] for i in b], b)
             for b in sampler.batches(0)
         ]
 
     def __call__(self, model: Seq2Seq) -> dict:
-        found = decode_corpus(model, self.src_ids, self.search, device=self.device,
-                              max_sentences=self.decode_sentences)  # fmt: skip
+        found = decode_corpus(
+            model,
+            self.src_ids,
+            self.search,
+            device=self.device,
+            max_sentences=self.decode_sentences,
+        )
         hyps = self.tokenizer.decode_tgt([h[0].tokens for h in found])
         scores = evaluate.score(hyps, self.refs)
         scores.update(validation_loss(model, self.loss_batches, self.device))

@@ -58,8 +58,15 @@ def prepared_run(cfg, run_dir: Path) -> Path:
     return run_dir
 
 
-def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads: int,
-                    overrides: list[str], work_dir: Path) -> dict:  # fmt: skip
+def bench_train_one(
+    cell: str,
+    batches: int,
+    warmup: int,
+    repeats: int,
+    threads: int,
+    overrides: list[str],
+    work_dir: Path,
+) -> dict:
     """Train-step throughput of one cell (run inside its own process)."""
     import torch
 
@@ -77,16 +84,27 @@ def bench_train_one(cell: str, batches: int, warmup: int, repeats: int, threads:
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     train = load_encoded(run_dir)["train"]
     src, tgt = list(train["src_ids"]), list(train["tgt_ids"])
-    sampler = BatchSampler(src_lens=[len(s) for s in src], tgt_lens=[len(t) for t in tgt],
-                           max_tokens=None, batch_size=cfg.batch.batch_size, pool_size=100,
-                           seed=1)  # fmt: skip
+    sampler = BatchSampler(
+        src_lens=[len(s) for s in src],
+        tgt_lens=[len(t) for t in tgt],
+        max_tokens=None,
+        batch_size=cfg.batch.batch_size,
+        pool_size=100,
+        seed=1,
+    )
     chosen = sampler.batches(0)[: warmup + batches * repeats]
     if len(chosen) < warmup + batches * repeats:
-        raise SystemExit(f"bench: the training split has {len(chosen)} batches, fewer than "
-                         f"--warmup + --batches x --repeats = {warmup + batches * repeats}")  # fmt: skip
+        raise SystemExit(
+            f"bench: the training split has {len(chosen)} batches, fewer than "
+            f"--warmup + --batches x --repeats = {warmup + batches * repeats}"
+        )
     torch.manual_seed(1)
-    model = build_model(**_kwargs(cfg.model), src_vocab_size=tok.src_vocab_size,
-                        tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint).train()  # fmt: skip
+    model = build_model(
+        **_kwargs(cfg.model),
+        src_vocab_size=tok.src_vocab_size,
+        tgt_vocab_size=tok.tgt_vocab_size,
+        joint_vocab=tok.joint,
+    ).train()
     opt = build_optimizer(model, optimizer="adam", lr=1e-3, weight_decay=0.0, betas=[0.9, 0.999])
 
     def step(indices) -> int:
@@ -132,8 +150,13 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
     texts = [row[report["src"]] for row in corpus[split]["translation"]]
     src = translator.tokenizer.encode_src(texts)
     best = json.loads((Path(run_dir) / "best" / "meta.json").read_text())
-    results = {"run_dir": str(run_dir), "run_best_step": best["step"], "split": split,
-               "sentences": len(src), "threads": threads}  # fmt: skip
+    results = {
+        "run_dir": str(run_dir),
+        "run_best_step": best["step"],
+        "split": split,
+        "sentences": len(src),
+        "threads": threads,
+    }
     for name in ("greedy", "beam5"):  # the presets of conf/search/
         options = SearchOptions.from_config(compose([f"search={name}"]).search)
         warm_up = src[:64]
@@ -143,8 +166,9 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
         times, tokens = [], 0
         for _ in range(repeats):
             start = time.perf_counter()
-            found = decode_corpus(translator.model, src, options, device=translator.device,
-                                  max_sentences=64)  # fmt: skip
+            found = decode_corpus(
+                translator.model, src, options, device=translator.device, max_sentences=64
+            )
             times.append(time.perf_counter() - start)
             tokens = sum(len(h[0].tokens) + 1 for h in found)
         seconds = statistics.median(times)
@@ -164,11 +188,21 @@ def fallback_run(work_dir: Path, steps: int, overrides: list[str]) -> Path:
     """A default model trained for ``steps`` updates, for decoding when no trained run exists
     (a fresh clone); trained once, then reused (``train.resume=auto``)."""
     run_dir = work_dir / "decode_run"
-    print(f"decode: no trained run under runs/; training the default model for {steps} updates "
-          f"into {run_dir} (once)", flush=True)  # fmt: skip
-    command = [str(Path(sys.executable).parent / "nmt-train"), f"run_dir={run_dir}",
-               f"train.max_steps={steps}", "train.max_minutes=0", f"train.valid_every={steps}",
-               "train.resume=auto", "train.progress=false", *overrides]  # fmt: skip
+    print(
+        f"decode: no trained run under runs/; training the default model for {steps} updates "
+        f"into {run_dir} (once)",
+        flush=True,
+    )
+    command = [
+        str(Path(sys.executable).parent / "nmt-train"),
+        f"run_dir={run_dir}",
+        f"train.max_steps={steps}",
+        "train.max_minutes=0",
+        f"train.valid_every={steps}",
+        "train.resume=auto",
+        "train.progress=false",
+        *overrides,
+    ]
     child = subprocess.run(command, capture_output=True, text=True, check=False)
     if child.returncode != 0:
         sys.exit(f"bench: training the decoding model failed:\n{child.stderr[-3000:]}")
@@ -185,25 +219,57 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--run-dir", type=Path, default=None, help="trained run for decoding "
-                        "(default: the newest runs/*/ with best/)")  # fmt: skip
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs",
-                        help="where to look for the newest trained run (default: runs/)")  # fmt: skip
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="trained run for decoding (default: the newest runs/*/ with best/)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=ROOT / "runs",
+        help="where to look for the newest trained run (default: runs/)",
+    )
     parser.add_argument("--split", default="test_2016_flickr")
-    parser.add_argument("--decode-steps", type=int, default=400,
-                        help="updates of the model trained for decoding when no run exists")  # fmt: skip
+    parser.add_argument(
+        "--decode-steps",
+        type=int,
+        default=400,
+        help="updates of the model trained for decoding when no run exists",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bench",
-                        help="where the prepared data of the training benchmark goes")  # fmt: skip
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Hydra override on top of the reference model (repeatable), "
-                        "e.g. --set data.root=DIR --set model.dec_hidden=1024")  # fmt: skip
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=ROOT / "runs" / "bench",
+        help="where the prepared data of the training benchmark goes",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override on top of the reference model (repeatable), "
+        "e.g. --set data.root=DIR --set model.dec_hidden=1024",
+    )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one_train:  # child process: one cell, JSON on stdout
-        print(json.dumps(bench_train_one(args.one_train, args.batches, args.warmup, args.repeats,
-                                         args.threads, args.set, args.work_dir)))  # fmt: skip
+        print(
+            json.dumps(
+                bench_train_one(
+                    args.one_train,
+                    args.batches,
+                    args.warmup,
+                    args.repeats,
+                    args.threads,
+                    args.set,
+                    args.work_dir,
+                )
+            )
+        )
         return
 
     import torch
@@ -218,12 +284,27 @@ def main() -> None:
         report["train"] = {}
         for cell in args.cells.split(","):
             child = subprocess.run(
-                [sys.executable, __file__, "--one-train", cell, "--batches", str(args.batches),
-                 "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                 "--threads", str(args.threads), "--work-dir", str(args.work_dir),
-                 *(f"--set={o}" for o in args.set)],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--one-train",
+                    cell,
+                    "--batches",
+                    str(args.batches),
+                    "--warmup",
+                    str(args.warmup),
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                    "--work-dir",
+                    str(args.work_dir),
+                    *(f"--set={o}" for o in args.set),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if child.returncode != 0:
                 sys.exit(f"bench for {cell} failed:\n{child.stderr[-3000:]}")
             result = json.loads(child.stdout.strip().splitlines()[-1])

@@ -45,116 +45,347 @@ TESTS = {
 
 MUTANTS = [
     # search.py
-    Mutant("search.py", "    return ((5.0 + length) / 6.0) ** alpha",
-           "    return ((5.0 + length) / 5.0) ** alpha", "length penalty constant"),
-    Mutant("search.py", "(src_lens.float() * options.max_len_a + options.max_len_b)",
-           "(src_lens.float() * options.max_len_a)", "max_len_b ignored"),
-    Mutant("search.py", "        if t < min_len:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        _force_end(",
-           "        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        _force_end(",
-           "greedy min_len one short"),
-    Mutant("search.py", "        if t < min_len:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        if no_repeat",
-           "        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float(\"-inf\")\n        if no_repeat",
-           "beam min_len one short"),
-    Mutant("search.py", "                banned = _banned_ngrams(hist, no_repeat_ngram)",
-           "                banned = _banned_ngrams(hist, no_repeat_ngram + 1)", "n-gram blocking off by one"),
-    Mutant("search.py", "                if banned:\n", "                if False:\n", "no n-gram blocking"),
-    Mutant("search.py", "                score += coverage_penalty * float(covered)",
-           "                score += 0.0 * float(covered)", "coverage penalty dropped"),
+    Mutant(
+        "search.py",
+        "    return ((5.0 + length) / 6.0) ** alpha",
+        "    return ((5.0 + length) / 5.0) ** alpha",
+        "length penalty constant",
+    ),
+    Mutant(
+        "search.py",
+        "(src_lens.float() * options.max_len_a + options.max_len_b)",
+        "(src_lens.float() * options.max_len_a)",
+        "max_len_b ignored",
+    ),
+    Mutant(
+        "search.py",
+        '        if t < min_len:\n            lprobs[:, EOS_ID] = float("-inf")\n        _force_end(',
+        '        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float("-inf")\n        _force_end(',
+        "greedy min_len one short",
+    ),
+    Mutant(
+        "search.py",
+        '        if t < min_len:\n            lprobs[:, EOS_ID] = float("-inf")\n        if no_repeat',
+        '        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float("-inf")\n        if no_repeat',
+        "beam min_len one short",
+    ),
+    Mutant(
+        "search.py",
+        "                banned = _banned_ngrams(hist, no_repeat_ngram)",
+        "                banned = _banned_ngrams(hist, no_repeat_ngram + 1)",
+        "n-gram blocking off by one",
+    ),
+    Mutant(
+        "search.py",
+        "                if banned:\n",
+        "                if False:\n",
+        "no n-gram blocking",
+    ),
+    Mutant(
+        "search.py",
+        "                score += coverage_penalty * float(covered)",
+        "                score += 0.0 * float(covered)",
+        "coverage penalty dropped",
+    ),
     Mutant("search.py", "clamp(max=1.0).log().sum()", "log().sum()", "coverage not capped at 1"),
-    Mutant("search.py", "            done.append(ranked[n_best - 1] >= bound)",
-           "            done.append(True)", "beam stops at the first finished hypothesis"),
-    Mutant("search.py", "    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]",
-           "    return [sorted(h, key=lambda h: h.score)[:n_best] for h in finished]", "n-best worst first"),
-    Mutant("search.py", "            log_probs[row] += lp", "            log_probs[row] = lp", "greedy score not summed"),
-    Mutant("search.py", "        _force_end(lprobs, eos, t + 1 >= limits[active])",
-           "        _force_end(lprobs, eos, t + 1 > limits[active])", "greedy length limit one over"),
-    Mutant("search.py", "        lprobs[last, EOS_ID] = eos[last]", "        lprobs[last, EOS_ID] = lprobs[last, EOS_ID]",
-           "min_len beyond the limit leaves no hypothesis"),
-    Mutant("search.py", "        return (self.beam_size == 1 and self.n_best == 1", "        return (self.n_best == 1",
-           "beam settings decoded greedily"),
-    Mutant("search.py", "        if not 1 <= self.n_best <= self.beam_size:", "        if not 1 <= self.n_best:",
-           "n_best > beam_size accepted"),
-    Mutant("search.py", "        scores = torch.where(top_tok.gather(1, order) == EOS_ID, float(\"-inf\"), scores)",
-           "", "finished beams stay live"),
-    Mutant("search.py", "            keep = (~done).nonzero().squeeze(1)\n            active, prev = active[keep], prev[keep]",
-           "            keep = (~done).nonzero().squeeze(1).flip(0)\n            active, prev = active[keep], prev[keep]",
-           "greedy rows mixed up when sentences finish"),
+    Mutant(
+        "search.py",
+        "            done.append(ranked[n_best - 1] >= bound)",
+        "            done.append(True)",
+        "beam stops at the first finished hypothesis",
+    ),
+    Mutant(
+        "search.py",
+        "    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]",
+        "    return [sorted(h, key=lambda h: h.score)[:n_best] for h in finished]",
+        "n-best worst first",
+    ),
+    Mutant(
+        "search.py",
+        "            log_probs[row] += lp",
+        "            log_probs[row] = lp",
+        "greedy score not summed",
+    ),
+    Mutant(
+        "search.py",
+        "        _force_end(lprobs, eos, t + 1 >= limits[active])",
+        "        _force_end(lprobs, eos, t + 1 > limits[active])",
+        "greedy length limit one over",
+    ),
+    Mutant(
+        "search.py",
+        "        lprobs[last, EOS_ID] = eos[last]",
+        "        lprobs[last, EOS_ID] = lprobs[last, EOS_ID]",
+        "min_len beyond the limit leaves no hypothesis",
+    ),
+    Mutant(
+        "search.py",
+        "            self.beam_size == 1\n            and self.n_best == 1",
+        "            self.n_best == 1",
+        "beam settings decoded greedily",
+    ),
+    Mutant(
+        "search.py",
+        "        if not 1 <= self.n_best <= self.beam_size:",
+        "        if not 1 <= self.n_best:",
+        "n_best > beam_size accepted",
+    ),
+    Mutant(
+        "search.py",
+        '        scores = torch.where(top_tok.gather(1, order) == EOS_ID, float("-inf"), scores)',
+        "",
+        "finished beams stay live",
+    ),
+    Mutant(
+        "search.py",
+        "            keep = (~done).nonzero().squeeze(1)\n            active, prev = active[keep], prev[keep]",
+        "            keep = (~done).nonzero().squeeze(1).flip(0)\n            active, prev = active[keep], prev[keep]",
+        "greedy rows mixed up when sentences finish",
+    ),
     # evaluate.py
-    Mutant("evaluate.py", "    streams = [refs]", "    streams = [hyps]", "scored against the hypotheses"),
-    Mutant("evaluate.py", "        metric = BLEU(lowercase=True)", "        metric = BLEU()", "lowercased BLEU is cased"),
-    Mutant("evaluate.py", "    bleu, chrf = BLEU(), CHRF()", "    bleu, chrf = BLEU(), CHRF(word_order=2)", "chrF++ instead of chrF"),
-    Mutant("evaluate.py", "    if len(hyps) != len(refs):\n        raise ValueError", "    if False:\n        raise ValueError",
-           "length mismatch accepted"),
-    Mutant("evaluate.py", 'zip(("bleu", "chrf"), [k for', 'zip(("chrf", "bleu"), [k for', "bootstrap columns swapped"),
-    Mutant("evaluate.py", "        metric = TER()", "        metric = TER(case_sensitive=True)", "TER case-sensitive"),
+    Mutant(
+        "evaluate.py",
+        "    streams = [refs]",
+        "    streams = [hyps]",
+        "scored against the hypotheses",
+    ),
+    Mutant(
+        "evaluate.py",
+        "        metric = BLEU(lowercase=True)",
+        "        metric = BLEU()",
+        "lowercased BLEU is cased",
+    ),
+    Mutant(
+        "evaluate.py",
+        "    bleu, chrf = BLEU(), CHRF()",
+        "    bleu, chrf = BLEU(), CHRF(word_order=2)",
+        "chrF++ instead of chrF",
+    ),
+    Mutant(
+        "evaluate.py",
+        "    if len(hyps) != len(refs):\n        raise ValueError",
+        "    if False:\n        raise ValueError",
+        "length mismatch accepted",
+    ),
+    Mutant(
+        "evaluate.py",
+        'zip(("bleu", "chrf"), [k for',
+        'zip(("chrf", "bleu"), [k for',
+        "bootstrap columns swapped",
+    ),
+    Mutant(
+        "evaluate.py",
+        "        metric = TER()",
+        "        metric = TER(case_sensitive=True)",
+        "TER case-sensitive",
+    ),
     # batching.py
-    Mutant("batching.py", "    src_ids = pad([[*s, EOS_ID] for s in src])", "    src_ids = pad([list(s) for s in src])",
-           "source without eos"),
-    Mutant("batching.py", "        tgt_out = pad([[*t, EOS_ID] for t in tgt])", "        tgt_out = pad([list(t) + [PAD_ID] for t in tgt])",
-           "target without eos"),
-    Mutant("batching.py", "longest_with * (len(current) + 1) > self.max_tokens",
-           "longest_with * len(current) > self.max_tokens", "token budget exceeded by one sentence"),
-    Mutant("batching.py", "            if position >= start:", "            if position > start:", "resume skips a batch"),
-    Mutant("batching.py", "        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)",
-           "        gen = torch.Generator().manual_seed(self.seed * 100_003)", "every epoch the same order"),
-    Mutant("batching.py", "            chunk = sorted(order[start : start + pool], key=self.cost.__getitem__)",
-           "            chunk = order[start : start + pool]", "no length bucketing"),
-    Mutant("batching.py", "            return self._cut(sorted(range(n), key=self.cost.__getitem__))",
-           "            return self._cut(list(range(n)))", "unshuffled batches not sorted"),
-    Mutant("batching.py", "len(current) >= self.batch_size)", "len(current) > self.batch_size)", "batch_size + 1 sentences"),
-    Mutant("batching.py", "        src_mask=src_ids != PAD_ID,", "        src_mask=src_ids >= 0,", "padding not masked"),
+    Mutant(
+        "batching.py",
+        "    src_ids = pad([[*s, EOS_ID] for s in src])",
+        "    src_ids = pad([list(s) for s in src])",
+        "source without eos",
+    ),
+    Mutant(
+        "batching.py",
+        "        tgt_out = pad([[*t, EOS_ID] for t in tgt])",
+        "        tgt_out = pad([list(t) + [PAD_ID] for t in tgt])",
+        "target without eos",
+    ),
+    Mutant(
+        "batching.py",
+        "longest_with * (len(current) + 1) > self.max_tokens",
+        "longest_with * len(current) > self.max_tokens",
+        "token budget exceeded by one sentence",
+    ),
+    Mutant(
+        "batching.py",
+        "            if position >= start:",
+        "            if position > start:",
+        "resume skips a batch",
+    ),
+    Mutant(
+        "batching.py",
+        "        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)",
+        "        gen = torch.Generator().manual_seed(self.seed * 100_003)",
+        "every epoch the same order",
+    ),
+    Mutant(
+        "batching.py",
+        "            chunk = sorted(order[start : start + pool], key=self.cost.__getitem__)",
+        "            chunk = order[start : start + pool]",
+        "no length bucketing",
+    ),
+    Mutant(
+        "batching.py",
+        "            return self._cut(sorted(range(n), key=self.cost.__getitem__))",
+        "            return self._cut(list(range(n)))",
+        "unshuffled batches not sorted",
+    ),
+    Mutant(
+        "batching.py",
+        "len(current) >= self.batch_size)",
+        "len(current) > self.batch_size)",
+        "batch_size + 1 sentences",
+    ),
+    Mutant(
+        "batching.py",
+        "        src_mask=src_ids != PAD_ID,",
+        "        src_mask=src_ids >= 0,",
+        "padding not masked",
+    ),
     # cells.py
-    Mutant("cells.py", "    n = torch.tanh(x_n + r * h_n)\n", "    n = torch.tanh(x_n + h_n)\n", "GRU without reset gate"),
-    Mutant("cells.py", "    return (n + z * (h - n),)  # = (1 - z) * n + z * h", "    return (h + z * (n - h),)  # = (1 - z) * n + z * h",
-           "GRU update gate inverted"),
-    Mutant("cells.py", "    n = torch.tanh(x_n + F.linear(r * h, w_hh[2 * size :], b_hh[2 * size :]))",
-           "    n = torch.tanh(x_n + r * F.linear(h, w_hh[2 * size :], b_hh[2 * size :]))",
-           "Cho GRU resets after the product"),
-    Mutant("cells.py", "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)",
-           "    c = c + torch.sigmoid(i) * torch.tanh(g)", "LSTM without forget gate"),
-    Mutant("cells.py", "    return torch.sigmoid(o) * torch.tanh(c), c", "    return torch.tanh(c), c", "LSTM without output gate"),
-    Mutant("cells.py", "    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)", "    return (torch.relu(gx + F.linear(h, w_hh, b_hh)),)",
-           "tanh RNN with relu"),
-    Mutant("cells.py", "                    p[hidden_size : 2 * hidden_size] = 1.0", "                    pass",
-           "LSTM forget bias 0"),
-    Mutant("cells.py", "    return tuple(t.index_select(1, index) for t in state)", "    return tuple(t.index_select(1, index.flip(0)) for t in state)",
-           "select reorders wrongly"),
-    Mutant("cells.py", "    return 2 if cell == \"lstm\" else 1", "    return 1", "LSTM state without c"),
+    Mutant(
+        "cells.py",
+        "    n = torch.tanh(x_n + r * h_n)\n",
+        "    n = torch.tanh(x_n + h_n)\n",
+        "GRU without reset gate",
+    ),
+    Mutant(
+        "cells.py",
+        "    return (n + z * (h - n),)  # = (1 - z) * n + z * h",
+        "    return (h + z * (n - h),)  # = (1 - z) * n + z * h",
+        "GRU update gate inverted",
+    ),
+    Mutant(
+        "cells.py",
+        "    n = torch.tanh(x_n + F.linear(r * h, w_hh[2 * size :], b_hh[2 * size :]))",
+        "    n = torch.tanh(x_n + r * F.linear(h, w_hh[2 * size :], b_hh[2 * size :]))",
+        "Cho GRU resets after the product",
+    ),
+    Mutant(
+        "cells.py",
+        "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)",
+        "    c = c + torch.sigmoid(i) * torch.tanh(g)",
+        "LSTM without forget gate",
+    ),
+    Mutant(
+        "cells.py",
+        "    return torch.sigmoid(o) * torch.tanh(c), c",
+        "    return torch.tanh(c), c",
+        "LSTM without output gate",
+    ),
+    Mutant(
+        "cells.py",
+        "    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)",
+        "    return (torch.relu(gx + F.linear(h, w_hh, b_hh)),)",
+        "tanh RNN with relu",
+    ),
+    Mutant(
+        "cells.py",
+        '        bias_one="forget",',
+        "        bias_one=None,",
+        "LSTM forget bias 0",
+    ),
+    Mutant(
+        "cells.py",
+        "    return tuple(t.index_select(1, index) for t in state)",
+        "    return tuple(t.index_select(1, index.flip(0)) for t in state)",
+        "select reorders wrongly",
+    ),
+    Mutant("cells.py", "        states=2,", "        states=1,", "LSTM state without c"),
     # attention.py
-    Mutant("attention.py", "        scores = scores.masked_fill(~mask, float(\"-inf\"))", "", "padding attended"),
-    Mutant("attention.py", "        energy.mul_(energy).neg_().add_(1.0).mul_(grad * v)", "        energy.mul_(grad * v)",
-           "additive attention gradient without tanh'"),
-    Mutant("attention.py", "        grad_v = (grad * energy).sum(dim=(0, 1)) if ctx.needs_input_grad[2] else None",
-           "        grad_v = None", "no gradient for v"),
-    Mutant("attention.py", "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]",
-           "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * 0.5  # [B, S]", "Luong scores scaled"),
-    Mutant("attention.py", "        return outputs if self.kind == \"luong_dot\" else None", "        return None",
-           "luong_dot without keys"),
+    Mutant(
+        "attention.py",
+        '        scores = scores.masked_fill(~mask, float("-inf"))',
+        "",
+        "padding attended",
+    ),
+    Mutant(
+        "attention.py",
+        "        energy.mul_(energy).neg_().add_(1.0).mul_(grad * v)",
+        "        energy.mul_(grad * v)",
+        "additive attention gradient without tanh'",
+    ),
+    Mutant(
+        "attention.py",
+        "        grad_v = (grad * energy).sum(dim=(0, 1)) if ctx.needs_input_grad[2] else None",
+        "        grad_v = None",
+        "no gradient for v",
+    ),
+    Mutant(
+        "attention.py",
+        "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]",
+        "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * 0.5  # [B, S]",
+        "Luong scores scaled",
+    ),
+    Mutant(
+        "attention.py",
+        '        return outputs if self.kind == "luong_dot" else None',
+        "        return None",
+        "luong_dot without keys",
+    ),
     # checkpoint.py
-    Mutant("checkpoint.py", "    if place.exists():\n        shutil.rmtree(old, ignore_errors=True)\n        os.replace(place, old)\n",
-           "    shutil.rmtree(place, ignore_errors=True)\n", "old checkpoint deleted before the new one is in"),
-    Mutant("checkpoint.py", "    for candidate in (place, place.with_name(place.name + \".old\")):", "    for candidate in (place,):",
-           "a save killed mid-rename loses the checkpoint"),
-    Mutant("checkpoint.py", "        return torch.load(path, map_location=\"cpu\", weights_only=True)",
-           "        return torch.load(path, map_location=\"cpu\", weights_only=False)", "pickles unpickled"),
-    Mutant("checkpoint.py", "    if missing or unexpected:", "    if False:", "mismatched weights accepted"),
+    Mutant(
+        "checkpoint.py",
+        "    if place.exists():\n        shutil.rmtree(old, ignore_errors=True)\n        os.replace(place, old)\n",
+        "    shutil.rmtree(place, ignore_errors=True)\n",
+        "old checkpoint deleted before the new one is in",
+    ),
+    Mutant(
+        "checkpoint.py",
+        '    for candidate in (place, place.with_name(place.name + ".old")):',
+        "    for candidate in (place,):",
+        "a save killed mid-rename loses the checkpoint",
+    ),
+    Mutant(
+        "checkpoint.py",
+        '        return torch.load(path, map_location="cpu", weights_only=True)',
+        '        return torch.load(path, map_location="cpu", weights_only=False)',
+        "pickles unpickled",
+    ),
+    Mutant(
+        "checkpoint.py",
+        "    if missing or unexpected:",
+        "    if False:",
+        "mismatched weights accepted",
+    ),
     # train.py
-    Mutant("train.py", "        set_rng_state(saved[\"rng\"])", "        pass", "resume without RNG state"),
-    Mutant("train.py", "        self.optimizer.load_state_dict(saved[\"optimizer\"])", "        pass",
-           "resume without optimizer state"),
-    Mutant("train.py", "            self.save(self.best_dir, with_state=False, extra={\"scores.json\": scores})",
-           "            self.save(self.best_dir, with_state=False)\n            (self.best_dir / \"scores.json\").write_text(json.dumps(scores))",
-           "best scores written after the rename"),
-    Mutant("train.py", "                if signals.caught is not None:", "                if False:", "signals ignored"),
-    Mutant("train.py", "            if self.bad_in_row >= self.max_bad_steps:", "            if False:",
-           "NaN losses never stop training"),
-]  # fmt: skip
+    Mutant(
+        "train.py",
+        '        set_rng_state(saved["rng"])',
+        "        pass",
+        "resume without RNG state",
+    ),
+    Mutant(
+        "train.py",
+        '        self.optimizer.load_state_dict(saved["optimizer"])',
+        "        pass",
+        "resume without optimizer state",
+    ),
+    Mutant(
+        "train.py",
+        '            self.save(self.best_dir, with_state=False, extra={"scores.json": scores})',
+        '            self.save(self.best_dir, with_state=False)\n            (self.best_dir / "scores.json").write_text(json.dumps(scores))',
+        "best scores written after the rename",
+    ),
+    Mutant(
+        "train.py",
+        "                if signals.caught is not None:",
+        "                if False:",
+        "signals ignored",
+    ),
+    Mutant(
+        "train.py",
+        "            if self.bad_in_row >= self.options.max_bad_steps:",
+        "            if False:",
+        "NaN losses never stop training",
+    ),
+]
 
 
 def run_tests(files: list[str], tests: Path, timeout: int) -> bool:
     """True when the tests pass (the mutant survives)."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-               *(str(tests / f) for f in files)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *(str(tests / f) for f in files),
+    ]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -186,8 +417,10 @@ def main() -> None:
         path = ROOT / "nmt" / mutant.module
         original = path.read_text()
         if original.count(mutant.old) != 1:
-            sys.exit(f"mutate: {mutant.module}: snippet for '{mutant.what}' found "
-                     f"{original.count(mutant.old)} times; update scripts/mutate.py")  # fmt: skip
+            sys.exit(
+                f"mutate: {mutant.module}: snippet for '{mutant.what}' found "
+                f"{original.count(mutant.old)} times; update scripts/mutate.py"
+            )
         start = time.monotonic()
         try:
             path.write_text(original.replace(mutant.old, mutant.new))
@@ -195,8 +428,10 @@ def main() -> None:
         finally:
             path.write_text(original)
         status = "SURVIVED" if survived else "killed"
-        print(f"{mutant.module:13} {status:8} {time.monotonic() - start:5.1f}s  {mutant.what}",
-              flush=True)  # fmt: skip
+        print(
+            f"{mutant.module:13} {status:8} {time.monotonic() - start:5.1f}s  {mutant.what}",
+            flush=True,
+        )
         results.append({"module": mutant.module, "what": mutant.what, "killed": not survived})
     print()
     for module in chosen:

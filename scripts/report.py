@@ -21,17 +21,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("paths", nargs="+", type=Path,
-                        help="a sweep directory, or run directories (each with done.json)")  # fmt: skip
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        help="a sweep directory, or run directories (each with done.json)",
+    )
     parser.add_argument("--out", type=Path, help="output directory (default: <first path>/report)")
     parser.add_argument(
         "--split", default="test_2016_flickr", help="test split (default: %(default)s)"
     )
-    parser.add_argument("--search", default="beam5",
-                        help="search of eval/<split>-best-<search>/ (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--search",
+        default="beam5",
+        help="search of eval/<split>-best-<search>/ (default: %(default)s)",
+    )
     parser.add_argument("--baseline", default="gru", help="cell the p-values compare with")
-    parser.add_argument("--buckets", default="10,15,20",
-                        help="upper edges of the source-length buckets in words (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--buckets",
+        default="10,15,20",
+        help="upper edges of the source-length buckets in words (default: %(default)s)",
+    )
     parser.add_argument("--bootstrap-samples", type=int, default=1000)
     parser.add_argument("--device", default="auto", help="for gate statistics: auto | cpu | cuda")
     args = parser.parse_args(argv)
@@ -43,9 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     sweep = args.paths[0]
     try:
         path = write_report(
-            sweep, args.out, runs=args.paths, split=args.split, search=args.search,
-            baseline=args.baseline, edges=edges, samples=args.bootstrap_samples, device=args.device,
-        )  # fmt: skip
+            sweep,
+            args.out,
+            runs=args.paths,
+            split=args.split,
+            search=args.search,
+            baseline=args.baseline,
+            edges=edges,
+            samples=args.bootstrap_samples,
+            device=args.device,
+        )
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -67,11 +67,23 @@ def tiny_model(cell: str, attention: str = "bahdanau", vocab: int = 40, **overri
     from nmt.model import build_model
 
     args = dict(
-        cell=cell, attention=attention, emb_dim=16, enc_hidden=16, dec_hidden=32, enc_layers=1,
-        dec_layers=1, bidirectional=True, dropout=0.0, emb_dropout=0.0, input_feeding=True,
-        tie_output=True, tie_src_tgt=True, src_vocab_size=vocab, tgt_vocab_size=vocab,
+        cell=cell,
+        attention=attention,
+        emb_dim=16,
+        enc_hidden=16,
+        dec_hidden=32,
+        enc_layers=1,
+        dec_layers=1,
+        bidirectional=True,
+        dropout=0.0,
+        emb_dropout=0.0,
+        input_feeding=True,
+        tie_output=True,
+        tie_src_tgt=True,
+        src_vocab_size=vocab,
+        tgt_vocab_size=vocab,
         joint_vocab=True,
-    )  # fmt: skip
+    )
     args.update(overrides)
     return build_model(**args)
 
@@ -95,11 +107,20 @@ def tiny_run(corpus_dir, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tiny_run")
     run_dir = tmp / "run"
     args = [
-        f"run_dir={run_dir}", f"data.root={corpus_dir}", f"cache_dir={tmp / 'cache'}",
-        "data.test_splits=[test_2016_flickr]", "tokenizer.vocab_size=600", "model.emb_dim=32",
-        "model.enc_hidden=32", "model.dec_hidden=64", "train.max_steps=30", "train.valid_every=30",
-        "train.progress=false", "batch.max_tokens=800", "train.valid_max_sentences=20",
-    ]  # fmt: skip
+        f"run_dir={run_dir}",
+        f"data.root={corpus_dir}",
+        f"cache_dir={tmp / 'cache'}",
+        "data.test_splits=[test_2016_flickr]",
+        "tokenizer.vocab_size=600",
+        "model.emb_dim=32",
+        "model.enc_hidden=32",
+        "model.dec_hidden=64",
+        "train.max_steps=30",
+        "train.valid_every=30",
+        "train.progress=false",
+        "batch.max_tokens=800",
+        "train.valid_max_sentences=20",
+    ]
     exe = Path(sys.executable).parent / "nmt-train"
     result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -34,8 +34,9 @@ def test_stepped_encoder_reads_the_fused_weights(cell):
     """Gate statistics step the gate equations with the encoder's weights; the outputs of that
     loop equal the (fused, packed) forward's, so the weights are read the right way round."""
     torch.manual_seed(0)
-    rnn = Recurrent(cell=cell, input_size=5, hidden_size=6, layers=2, bidirectional=True,
-                    dropout=0.0).eval()  # fmt: skip
+    rnn = Recurrent(
+        cell=cell, input_size=5, hidden_size=6, layers=2, bidirectional=True, dropout=0.0
+    ).eval()
     x, lens = torch.randn(3, 7, 5), torch.tensor([7, 4, 1])
     expected, final = rnn(x, lens)
     stepped, stepped_final = rnn._loop(x, lens)
@@ -44,8 +45,12 @@ def test_stepped_encoder_reads_the_fused_weights(cell):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     sums = rnn.gate_sums(x, lens)
     gates = {g for _, _, g in sums}
-    expect = {"gru": {"reset", "update"}, "gru_cho": {"reset", "update"},
-              "lstm": {"input", "forget", "output"}, "tanh": set()}[cell]  # fmt: skip
+    expect = {
+        "gru": {"reset", "update"},
+        "gru_cho": {"reset", "update"},
+        "lstm": {"input", "forget", "output"},
+        "tanh": set(),
+    }[cell]
     assert gates == expect
     for (layer, d, _), (total, count) in sums.items():
         assert layer in (0, 1) and d in (0, 1)
@@ -58,16 +63,18 @@ def test_gate_statistics_of_a_model():
     batch = collate(src, tgt, list(range(6)))
     stats = gate_statistics(tiny_model("lstm", dec_layers=2), [batch], torch.device("cpu"))
     assert set(stats) == {
-        f"{part}.{g}" for part in ("encoder.l0.fwd", "encoder.l0.bwd", "decoder.l0", "decoder.l1")
+        f"{part}.{g}"
+        for part in ("encoder.l0.fwd", "encoder.l0.bwd", "decoder.l0", "decoder.l1")
         for g in ("input", "forget", "output")
-    }  # fmt: skip
+    }
     # The forget-gate bias starts at 1: an untrained LSTM keeps most of its memory.
     assert all(v > 0.6 for k, v in stats.items() if k.endswith("forget"))
     assert all(0.3 < v < 0.7 for k, v in stats.items() if not k.endswith("forget"))
     model = tiny_model("gru")
     assert {k.rsplit(".", 1)[1] for k in gate_statistics(model, [batch], torch.device("cpu"))} == {
-        "reset", "update"
-    }  # fmt: skip
+        "reset",
+        "update",
+    }
     assert all(layer.recorder is None for layer in model.decoder.rnn.layers)
     assert gate_statistics(tiny_model("tanh"), [batch], torch.device("cpu")) == {}
 
@@ -97,11 +104,15 @@ def test_translations_stay_on_one_line():
 
 def test_table_marks_diverged_rows():
     def run(cell, status, **done):
-        return Run(path=Path(f"/x/{cell}"), config={"model": {"cell": cell, "attention": "none"},
-                   "seed": 1}, done={"status": status, "parameters": 10, **done})  # fmt: skip
+        return Run(
+            path=Path(f"/x/{cell}"),
+            config={"model": {"cell": cell, "attention": "none"}, "seed": 1},
+            done={"status": status, "parameters": 10, **done},
+        )
 
-    ok = run("gru", "finished", train_tokens_per_s=100.0, steps=3, minutes=1.0, bleu=1.0,
-             best_step=3)  # fmt: skip
+    ok = run(
+        "gru", "finished", train_tokens_per_s=100.0, steps=3, minutes=1.0, bleu=1.0, best_step=3
+    )
     ok.test = {"bleu": 2.0, "chrf": 20.0}
     rows = build_rows([run("tanh", "failed"), ok], {})
     table = markdown_table(rows, "gru")
@@ -114,9 +125,13 @@ def test_table_marks_diverged_rows():
 
 
 def sweep(
-    tmp: Path, corpus_dir: Path, *extra: str, cells: str = "gru,lstm", wait: bool = True,
+    tmp: Path,
+    corpus_dir: Path,
+    *extra: str,
+    cells: str = "gru,lstm",
+    wait: bool = True,
     name_root: Path | None = None,
-) -> subprocess.CompletedProcess | subprocess.Popen:  # fmt: skip
+) -> subprocess.CompletedProcess | subprocess.Popen:
     """A tiny ablation_quick sweep. ``name_root``: pass data.root through the environment
     (NMT_DATA_DIR) so that it stays out of the run names, as a user's default would."""
     env = dict(os.environ)
@@ -124,18 +139,30 @@ def sweep(
     if name_root is not None:
         env["NMT_DATA_DIR"], root = str(name_root), []
     args = [
-        "experiment=ablation_quick", f"hydra.sweep.dir={tmp / 'sweep'}", *root,
-        f"cache_dir={tmp / 'cache'}", "data.test_splits=[test_2016_flickr]",
-        "tokenizer.vocab_size=600", "model.emb_dim=32", "model.enc_hidden=32",
-        "model.dec_hidden=64", "batch.max_tokens=800", "train.valid_every=2", "train.threads=1",
-        f"model={cells}", "model.attention=none", *(extra or ["train.max_steps=3"]),
-    ]  # fmt: skip
+        "experiment=ablation_quick",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        *root,
+        f"cache_dir={tmp / 'cache'}",
+        "data.test_splits=[test_2016_flickr]",
+        "tokenizer.vocab_size=600",
+        "model.emb_dim=32",
+        "model.enc_hidden=32",
+        "model.dec_hidden=64",
+        "batch.max_tokens=800",
+        "train.valid_every=2",
+        "train.threads=1",
+        f"model={cells}",
+        "model.attention=none",
+        *(extra or ["train.max_steps=3"]),
+    ]
     command = [str(BIN / "nmt-train"), *args]
     if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=ROOT, env=env)  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
-                          cwd=ROOT, env=env)  # fmt: skip
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+        )
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -195,17 +222,32 @@ def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
     tmp, _ = tiny_sweep
     runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), *map(str, runs[:1]), "--out",
-         str(tmp_path / "out"), "--bootstrap-samples", "100"],
-        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "report.py"),
+            *map(str, runs[:1]),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap-samples",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| gru | none |" in result.stdout and "| lstm |" not in result.stdout
     assert all((tmp_path / "out" / name).is_file() for name in PLOTS)
     missing = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "report.py"), str(tmp_path / "nothing")],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
     assert missing.returncode == 1 and "no finished runs" in missing.stderr
 
 
@@ -309,10 +351,19 @@ def test_a_failed_report_fails_the_sweep(corpus_dir, tmp_path):
 
 def test_bad_override_in_a_sweep_is_one_line(tmp_path):
     result = subprocess.run(
-        [str(BIN / "nmt-train"), "experiment=ablation_quick", "model=gru,lstm", "train.max_stpes=3",
-         f"hydra.sweep.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-    )  # fmt: skip
+        [
+            str(BIN / "nmt-train"),
+            "experiment=ablation_quick",
+            "model=gru,lstm",
+            "train.max_stpes=3",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "max_stpes" in result.stderr
 
@@ -320,7 +371,11 @@ def test_bad_override_in_a_sweep_is_one_line(tmp_path):
 def test_resume_mode_is_checked(tmp_path):
     result = subprocess.run(
         [str(BIN / "nmt-train"), f"run_dir={tmp_path / 'run'}", "train.resume=maybe"],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: train.resume='maybe': expected true, false or auto"

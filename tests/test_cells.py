@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nmt.cells import CELLS, CellLayer, Recurrent, StackedCell, select, state_size, unwrap, wrap
+from nmt.cells import CELLS, CellLayer, select, state_size, unwrap, wrap
+from nmt.rnn import Recurrent, StackedCell
 
 torch.manual_seed(0)
 
@@ -59,8 +60,9 @@ def test_lstm_forget_bias_starts_at_one():
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_padding_leaves_encoding_unchanged(cell, layers):
-    rnn = Recurrent(cell=cell, input_size=5, hidden_size=6, layers=layers, bidirectional=True,
-                    dropout=0.0).eval()  # fmt: skip
+    rnn = Recurrent(
+        cell=cell, input_size=5, hidden_size=6, layers=layers, bidirectional=True, dropout=0.0
+    ).eval()
     x = torch.randn(3, 9, 5)
     lens = torch.tensor([4, 9, 6])
     out, final = rnn(x, lens)

@@ -52,31 +52,56 @@ def test_help_lists_groups():
 def test_train_smoke_two_steps(corpus_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = [
-        f"run_dir={run_dir}", f"data.root={corpus_dir}", f"cache_dir={tmp_path / 'c'}",
-        "data.test_splits=[]", "tokenizer.vocab_size=600", "model.emb_dim=32",
-        "model.enc_hidden=32", "model.dec_hidden=64", "train.max_steps=2", "train.valid_every=1",
-        "train.progress=false", "batch.max_tokens=600", "train.threads=1", "train.log_every=1",
-    ]  # fmt: skip
+        f"run_dir={run_dir}",
+        f"data.root={corpus_dir}",
+        f"cache_dir={tmp_path / 'c'}",
+        "data.test_splits=[]",
+        "tokenizer.vocab_size=600",
+        "model.emb_dim=32",
+        "model.enc_hidden=32",
+        "model.dec_hidden=64",
+        "train.max_steps=2",
+        "train.valid_every=1",
+        "train.progress=false",
+        "batch.max_tokens=600",
+        "train.threads=1",
+        "train.log_every=1",
+    ]
     result = run("nmt-train", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout + result.stderr
     assert "training stopped (max_steps) at step 2" in out
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out
-    for artifact in ("config.yaml", "spm.model", "best/model.safetensors", "last/train_state.pt",
-                     "metrics.csv", "train_metrics.csv"):  # fmt: skip
+    for artifact in (
+        "config.yaml",
+        "spm.model",
+        "best/model.safetensors",
+        "last/train_state.pt",
+        "metrics.csv",
+        "train_metrics.csv",
+    ):
         assert (run_dir / artifact).is_file(), artifact
     again = run("nmt-train", *args)
     assert again.returncode == 1 and "train.resume=true" in again.stderr
-    resumed = run("nmt-train", *args[:-5], "train.max_steps=3", "train.resume=true",
-                  "train.progress=false", "batch.max_tokens=600", "train.valid_every=1")  # fmt: skip
+    resumed = run(
+        "nmt-train",
+        *args[:-5],
+        "train.max_steps=3",
+        "train.resume=true",
+        "train.progress=false",
+        "batch.max_tokens=600",
+        "train.valid_every=1",
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "at step 2 (epoch 0" in resumed.stdout + resumed.stderr
     assert json.loads((run_dir / "last" / "meta.json").read_text())["step"] == 3
     done = json.loads((run_dir / "done.json").read_text())
     assert done["steps"] == 3 and done["stop_reason"] == "max_steps"
     assert [row.split(",")[0] for row in (run_dir / "metrics.csv").read_text().split()[1:]] == [
-        "1", "2", "3"
-    ]  # fmt: skip
+        "1",
+        "2",
+        "3",
+    ]
 
 
 def test_done_json_records_the_run(tiny_run):
@@ -89,8 +114,12 @@ def test_done_json_records_the_run(tiny_run):
     cfg = OmegaConf.load(tiny_run / "config.yaml")
     tok = Tokenizer.from_dir(tiny_run, "en", "de")
     model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
-    model = build_model(**model_args, src_vocab_size=tok.src_vocab_size,
-                        tgt_vocab_size=tok.tgt_vocab_size, joint_vocab=tok.joint)  # fmt: skip
+    model = build_model(
+        **model_args,
+        src_vocab_size=tok.src_vocab_size,
+        tgt_vocab_size=tok.tgt_vocab_size,
+        joint_vocab=tok.joint,
+    )
     assert done["status"] == "finished" and done["steps"] == 30 and done["best_step"] == 30
     assert done["parameters"] == count_parameters(model)
     assert done["cell"] == "gru" and done["attention"] == "bahdanau"
@@ -103,9 +132,13 @@ def test_done_json_records_the_run(tiny_run):
 
 def test_final_eval_of_a_split_the_data_lacks_fails_before_training(corpus_dir, tmp_path):
     result = run(
-        "nmt-train", f"run_dir={tmp_path / 'run'}", f"data.root={corpus_dir}",
-        f"cache_dir={tmp_path / 'c'}", "tokenizer.vocab_size=600", "final_eval=[test_2018_flickr]",
-    )  # fmt: skip
+        "nmt-train",
+        f"run_dir={tmp_path / 'run'}",
+        f"data.root={corpus_dir}",
+        f"cache_dir={tmp_path / 'c'}",
+        "tokenizer.vocab_size=600",
+        "final_eval=[test_2018_flickr]",
+    )
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: final_eval names ['test_2018_flickr']")
     assert (

@@ -11,11 +11,22 @@ from nmt.data import DataError, clean_pairs, load_corpus, prepare_corpus, read_l
 
 def prepare(root, tmp_path, **overrides):
     kwargs = dict(
-        src="en", tgt="de", source="local", root=str(root), url="http://127.0.0.1:9/none",
-        hub_id=None, tsv_columns=None, train_split="train", valid_split="val",
-        test_splits=["test_2016_flickr"], max_len=80, max_ratio=3.0, normalize_whitespace=True,
-        cache_dir=tmp_path / "cache", out_dir=tmp_path / "run",
-    )  # fmt: skip
+        src="en",
+        tgt="de",
+        source="local",
+        root=str(root),
+        url="http://127.0.0.1:9/none",
+        hub_id=None,
+        tsv_columns=None,
+        train_split="train",
+        valid_split="val",
+        test_splits=["test_2016_flickr"],
+        max_len=80,
+        max_ratio=3.0,
+        normalize_whitespace=True,
+        cache_dir=tmp_path / "cache",
+        out_dir=tmp_path / "run",
+    )
     kwargs.update(overrides)
     return prepare_corpus(**kwargs)
 
@@ -237,20 +248,38 @@ def test_url_source_downloads_once_and_skips_tests_the_pair_lacks(tmp_path):
         assert report["test_splits"] == ["test_2016_flickr"] and report["sizes"]["train"] == 2
         downloads = next((tmp_path / "cache" / "downloads").iterdir())
         assert sorted(p.name for p in downloads.glob("*.gz")) == [
-            "test_2016_flickr.cs.gz", "test_2016_flickr.en.gz", "test_2017_flickr.en.gz",
-            "train.cs.gz", "train.en.gz", "val.cs.gz", "val.en.gz",
-        ]  # fmt: skip
+            "test_2016_flickr.cs.gz",
+            "test_2016_flickr.en.gz",
+            "test_2017_flickr.en.gz",
+            "train.cs.gz",
+            "train.en.gz",
+            "val.cs.gz",
+            "val.en.gz",
+        ]
         with pytest.raises(
             DataError, match=r"test_2017_flickr\.cs\.gz: cannot download \(HTTP 404"
         ):
-            prepare(tmp_path, tmp_path, source="url", url=url, tgt="cs",
-                    test_splits=["test_2017_flickr"])  # fmt: skip
+            prepare(
+                tmp_path,
+                tmp_path,
+                source="url",
+                url=url,
+                tgt="cs",
+                test_splits=["test_2017_flickr"],
+            )
     finally:
         server.shutdown()
         server.server_close()
     # Downloaded once: with the server gone the cached files serve a second run.
-    again = prepare(tmp_path, tmp_path, source="url", url=url, tgt="cs", test_splits=None,
-                    out_dir=tmp_path / "again")  # fmt: skip
+    again = prepare(
+        tmp_path,
+        tmp_path,
+        source="url",
+        url=url,
+        tgt="cs",
+        test_splits=None,
+        out_dir=tmp_path / "again",
+    )
     assert again["cached"] and again["key"] == report["key"]
 
 
@@ -264,8 +293,14 @@ def test_hub_source_loads_a_translation_dataset(corpus_dir, tmp_path):
             repo / f"{name}.jsonl",
             [json.dumps({"en": a, "de": b}) for a, b in zip(en, de, strict=True)],
         )
-    report = prepare(tmp_path, tmp_path, source="hub", hub_id=str(repo),
-                     valid_split="validation", test_splits=None)  # fmt: skip
+    report = prepare(
+        tmp_path,
+        tmp_path,
+        source="hub",
+        hub_id=str(repo),
+        valid_split="validation",
+        test_splits=None,
+    )
     assert report["test_splits"] == ["test"]
     assert report["sizes"] == {"train": 600, "validation": 60, "test": 40}
     corpus, _ = load_corpus(tmp_path / "run")
@@ -283,10 +318,17 @@ def test_nmt_data_dir_points_the_stage_at_the_corpus(corpus_dir, tmp_path):
 
     env = {**os.environ, "NMT_DATA_DIR": str(corpus_dir)}
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "nmt-data"), f"run_dir={tmp_path / 'run'}",
-         f"cache_dir={tmp_path / 'cache'}"],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "nmt-data"),
+            f"run_dir={tmp_path / 'run'}",
+            f"cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
     assert report["source"] == str(corpus_dir.resolve()) and report["sizes"]["train"] == 600

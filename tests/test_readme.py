@@ -59,10 +59,17 @@ def python_snippets() -> list[str]:
 
 
 TINY = [
-    "tokenizer.vocab_size=600", "model.emb_dim=32", "model.enc_hidden=32", "model.dec_hidden=64",
-    "batch.max_tokens=800", "train.max_steps=2", "train.valid_every=2", "train.threads=1",
-    "train.valid_max_sentences=10", "train.progress=false",
-]  # fmt: skip
+    "tokenizer.vocab_size=600",
+    "model.emb_dim=32",
+    "model.enc_hidden=32",
+    "model.dec_hidden=64",
+    "batch.max_tokens=800",
+    "train.max_steps=2",
+    "train.valid_every=2",
+    "train.threads=1",
+    "train.valid_max_sentences=10",
+    "train.progress=false",
+]
 SWEEP = [*TINY, "model=gru,lstm", "model.attention=none", "seed=1"]
 SWEEP_ONE = [*TINY, "model=gru", "model.attention=none", "seed=1"]
 
@@ -205,11 +212,29 @@ def check_lint(result, tmp):
 
 
 BENCH = [
-    "--batches", "1", "--warmup", "0", "--repeats", "1", "--decode-steps", "2",
-    "--set", "batch.batch_size=16", "--set", "model.emb_dim=32", "--set", "model.enc_hidden=32",
-    "--set", "model.dec_hidden=64", "--set", "tokenizer.vocab_size=600",
-    "--set", "train.threads=1", "--set", "batch.max_tokens=null",
-]  # fmt: skip
+    "--batches",
+    "1",
+    "--warmup",
+    "0",
+    "--repeats",
+    "1",
+    "--decode-steps",
+    "2",
+    "--set",
+    "batch.batch_size=16",
+    "--set",
+    "model.emb_dim=32",
+    "--set",
+    "model.enc_hidden=32",
+    "--set",
+    "model.dec_hidden=64",
+    "--set",
+    "tokenizer.vocab_size=600",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "batch.max_tokens=null",
+]
 
 CASES: dict[str, Case] = {
     "make train": Case(TINY, finished()),
@@ -283,10 +308,18 @@ def readme_run(corpus_dir, tmp_path_factory) -> Path:
     """A tiny trained run whose data holds both test splits (for runs/X)."""
     tmp = tmp_path_factory.mktemp("readme_run")
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "nmt-train"), f"run_dir={tmp / 'X'}",
-         f"data.root={corpus_dir}", f"cache_dir={tmp / 'cache'}", *TINY],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "nmt-train"),
+            f"run_dir={tmp / 'X'}",
+            f"data.root={corpus_dir}",
+            f"cache_dir={tmp / 'cache'}",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "X"
 
@@ -318,9 +351,18 @@ def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) 
         if case.sweep:
             extra.append(f"hydra.sweep.dir={tmp / 'sweep'}")
     elif target == "bench" and case.extra:
-        extra += ["--set", f"data.root={corpus_dir}", "--set", f"cache_dir={cache}",
-                  "--work-dir", str(tmp / "bench"), "--out", str(tmp / "bench.json"),
-                  "--runs-dir", str(tmp / "no-runs")]  # fmt: skip
+        extra += [
+            "--set",
+            f"data.root={corpus_dir}",
+            "--set",
+            f"cache_dir={cache}",
+            "--work-dir",
+            str(tmp / "bench"),
+            "--out",
+            str(tmp / "bench.json"),
+            "--runs-dir",
+            str(tmp / "no-runs"),
+        ]
     extra += case.extra
     if not extra:
         return command
@@ -358,8 +400,16 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
     if command.startswith("python "):
         line = line.replace("python ", f"{sys.executable} ", 1)
     env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
-    result = subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True,
-                            timeout=900, env=env, input=case.stdin)  # fmt: skip
+    result = subprocess.run(
+        line,
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        input=case.stdin,
+    )
     assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
     if case.check:
         case.check(result, tmp_path)
@@ -373,8 +423,9 @@ def check_format_in_a_copy(tmp: Path) -> None:
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy2(ROOT / name, copy / name)
     venv = Path(sys.executable).parent.parent
-    result = subprocess.run(["make", "format", f"VENV={venv}"], cwd=copy, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        ["make", "format", f"VENV={venv}"], cwd=copy, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("nmt", "tests", "scripts"):
         for path in (ROOT / name).rglob("*.py"):

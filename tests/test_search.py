@@ -36,8 +36,15 @@ def sentences(n=7, seed=5):
 
 
 def opts(**kw) -> SearchOptions:
-    args = dict(beam_size=5, alpha=0.6, min_len=0, n_best=1, coverage_penalty=0.0,
-                no_repeat_ngram=0, **LIMITS)  # fmt: skip
+    args = dict(
+        beam_size=5,
+        alpha=0.6,
+        min_len=0,
+        n_best=1,
+        coverage_penalty=0.0,
+        no_repeat_ngram=0,
+        **LIMITS,
+    )
     args.update(kw)
     return SearchOptions(**args)
 
@@ -200,8 +207,16 @@ def test_coverage_penalty_is_added_to_the_score_and_changes_the_ranking():
 
 
 def test_bad_search_settings_are_one_line_errors():
-    options = dict(beam_size=2, alpha=0.6, max_len_a=1.5, max_len_b=4, min_len=0, n_best=3,
-                   coverage_penalty=0.0, no_repeat_ngram=0)  # fmt: skip
+    options = dict(
+        beam_size=2,
+        alpha=0.6,
+        max_len_a=1.5,
+        max_len_b=4,
+        min_len=0,
+        n_best=3,
+        coverage_penalty=0.0,
+        no_repeat_ngram=0,
+    )
     with pytest.raises(ValueError, match=r"search.n_best=3 with search.beam_size=2"):
         SearchOptions(**options)
     with pytest.raises(ValueError, match=r"search.min_len=-1: must not be negative"):
@@ -211,8 +226,15 @@ def test_bad_search_settings_are_one_line_errors():
 
 def test_decode_corpus_keeps_input_order():
     model, src = trained("tanh"), sentences(11)
-    options = dict(beam_size=3, alpha=0.6, min_len=0, n_best=1, coverage_penalty=0.0,
-                   no_repeat_ngram=0, **LIMITS)  # fmt: skip
+    options = dict(
+        beam_size=3,
+        alpha=0.6,
+        min_len=0,
+        n_best=1,
+        coverage_penalty=0.0,
+        no_repeat_ngram=0,
+        **LIMITS,
+    )
     found = decode_corpus(
         model,
         src,

@@ -17,9 +17,15 @@ from nmt.tokenizer import (
 )
 
 OPTIONS = dict(
-    vocab_size=1000, model_type="unigram", character_coverage=1.0, byte_fallback=True,
-    normalization_rule_name="identity", input_sentence_size=0, num_threads=2, seed=1,
-)  # fmt: skip
+    vocab_size=1000,
+    model_type="unigram",
+    character_coverage=1.0,
+    byte_fallback=True,
+    normalization_rule_name="identity",
+    input_sentence_size=0,
+    num_threads=2,
+    seed=1,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import pickle
@@ -21,18 +22,25 @@ from nmt.checkpoint import (
 )
 from nmt.optim import Schedule, build_optimizer
 from nmt.runtime import seed_everything
-from nmt.train import TrainingError, fit
+from nmt.train import TrainingError, TrainOptions, fit
 
 
 def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, **over):
     seed_everything(3)
     model = (model_fn or (lambda: tiny_model("gru", dropout=0.3, emb_dropout=0.2)))()
     src, tgt = toy_pairs(40)
-    sampler = BatchSampler(src_lens=[len(s) for s in src], tgt_lens=[len(t) for t in tgt],
-                           max_tokens=None, batch_size=8, pool_size=2, seed=3)  # fmt: skip
+    sampler = BatchSampler(
+        src_lens=[len(s) for s in src],
+        tgt_lens=[len(t) for t in tgt],
+        max_tokens=None,
+        batch_size=8,
+        pool_size=2,
+        seed=3,
+    )
     opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
-    schedule = Schedule(opt, schedule="plateau", warmup_steps=0, decay_factor=0.5, patience=0,
-                        min_lr=1e-5)  # fmt: skip
+    schedule = Schedule(
+        opt, schedule="plateau", warmup_steps=0, decay_factor=0.5, patience=0, min_lr=1e-5
+    )
     calls = []
 
     def default_validate(m):
@@ -40,14 +48,35 @@ def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, *
         return {"bleu": -float(sum(p.detach().sum() for p in m.parameters()).abs())}
 
     args = dict(
-        model=model, src_ids=src, tgt_ids=tgt, sampler=sampler, optimizer=opt, schedule=schedule,
-        validate=validate or default_validate, run_dir=run_dir, device=torch.device("cpu"),
-        clip_norm=1.0, label_smoothing=0.1, max_steps=max_steps, max_epochs=100, max_minutes=0,
-        valid_every=4, log_every=2, patience=100, early_stop_metric="bleu", resume=resume,
-        max_bad_steps=3, tensorboard=False, progress=False, meta={"cell": "gru"},
-    )  # fmt: skip
+        model=model,
+        src_ids=src,
+        tgt_ids=tgt,
+        sampler=sampler,
+        optimizer=opt,
+        schedule=schedule,
+        validate=validate or default_validate,
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        clip_norm=1.0,
+        label_smoothing=0.1,
+        max_steps=max_steps,
+        max_epochs=100,
+        max_minutes=0,
+        valid_every=4,
+        log_every=2,
+        patience=100,
+        early_stop_metric="bleu",
+        resume=resume,
+        max_bad_steps=3,
+        tensorboard=False,
+        progress=False,
+        meta={"cell": "gru"},
+    )
     args.update(over)
-    return args["model"], fit(**args)
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in args.items() if k in fields})
+    rest = {k: v for k, v in args.items() if k not in fields}
+    return args["model"], fit(**rest, options=options)
 
 
 def test_resume_reaches_the_same_weights(tmp_path):
@@ -226,10 +255,17 @@ def test_plateau_schedule_halves_the_rate_when_validation_stalls(tmp_path):
 def test_constant_schedule_keeps_the_rate(tmp_path):
     model = tiny_model("gru")
     opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
-    schedule = Schedule(opt, schedule="constant", warmup_steps=0, decay_factor=0.5, patience=0,
-                        min_lr=1e-5)  # fmt: skip
-    _, result = run_fit(tmp_path, max_steps=12, validate=lambda m: {"bleu": 1.0},
-                        optimizer=opt, schedule=schedule, model=model)  # fmt: skip
+    schedule = Schedule(
+        opt, schedule="constant", warmup_steps=0, decay_factor=0.5, patience=0, min_lr=1e-5
+    )
+    _, result = run_fit(
+        tmp_path,
+        max_steps=12,
+        validate=lambda m: {"bleu": 1.0},
+        optimizer=opt,
+        schedule=schedule,
+        model=model,
+    )
     assert {float(row["lr"]) for row in metrics(tmp_path)} == {3e-3}
 
 

@@ -17,8 +17,12 @@ LONG = "house " * 2000
 
 
 def translate(run_dir, stdin: bytes, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "nmt-translate"), f"run_dir={run_dir}", *args],
-                          input=stdin, capture_output=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "nmt-translate"), f"run_dir={run_dir}", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def test_api_one_output_per_input(tiny_run):
@@ -95,10 +99,17 @@ def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
     from nmt.tokenizer import train_spm
 
     original = (tiny_run / "spm.model").read_bytes()
-    other = train_spm(multi30k_lines("train", "en", 400), vocab_size=400,
-                      model_type="unigram", character_coverage=1.0, byte_fallback=True,
-                      normalization_rule_name="identity", input_sentence_size=0,
-                      num_threads=1, seed=1)  # fmt: skip
+    other = train_spm(
+        multi30k_lines("train", "en", 400),
+        vocab_size=400,
+        model_type="unigram",
+        character_coverage=1.0,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        input_sentence_size=0,
+        num_threads=1,
+        seed=1,
+    )
     (broken / "spm.model").write_bytes(other)
     assert other != original
     with pytest.raises(RunDirError, match="is not the one best/ was trained with"):
@@ -113,16 +124,33 @@ def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
 
 def test_eval_split_scores_and_plots(tiny_run):
     result = subprocess.run(
-        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", "split=test_2016_flickr",
-         "attention_plots=2", "search=greedy"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            str(BIN / "nmt-eval"),
+            f"run_dir={tiny_run}",
+            "split=test_2016_flickr",
+            "attention_plots=2",
+            "search=greedy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test_2016_flickr: BLEU" in result.stdout and "nrefs:1|case:mixed" in result.stdout
     out_dir = tiny_run / "eval" / "test_2016_flickr-best-greedy"
     scores = json.loads((out_dir / "scores.json").read_text())
-    for key in ("bleu", "chrf", "ter", "bleu_lc", "bleu_signature", "seconds", "sentences_per_s",
-                "checkpoint", "search", "split"):  # fmt: skip
+    for key in (
+        "bleu",
+        "chrf",
+        "ter",
+        "bleu_lc",
+        "bleu_signature",
+        "seconds",
+        "sentences_per_s",
+        "checkpoint",
+        "search",
+        "split",
+    ):
         assert key in scores
     assert len((out_dir / "hyps.txt").read_text().split("\n")) == 41
     plots = sorted((out_dir / "attention").glob("*.png"))
@@ -138,20 +166,35 @@ def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
     a.write_text("".join(r + "\n" for r in ref))
     b.write_text("".join(" ".join(r.split()[:2]) + "\n" for r in ref))
     result = subprocess.run(
-        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", "split=test_2016_flickr",
-         f"hyps=[{a},{b}]", "bootstrap_samples=100"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            str(BIN / "nmt-eval"),
+            f"run_dir={tiny_run}",
+            "split=test_2016_flickr",
+            f"hyps=[{a},{b}]",
+            "bootstrap_samples=100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{b} vs {a}: BLEU" in result.stdout and "(p = 0.0" in result.stdout
     short = tmp_path / "short.txt"
     short.write_text("one line\n")
-    bad = subprocess.run([str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{short}]"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    bad = subprocess.run(
+        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{short}]"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert (
         bad.returncode == 1 and "1 lines but split test_2016_flickr has 40 references" in bad.stderr
     )
-    twice = subprocess.run([str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{a},{a}]"],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    twice = subprocess.run(
+        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{a},{a}]"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert twice.returncode == 1
     assert twice.stderr.strip() == f"error: hyps names {a} more than once; compare different files"

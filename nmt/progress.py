@@ -1,0 +1,93 @@
+"""What a training run records as it goes: where it stands (:class:`Progress`, saved in every
+checkpoint), its numbers (:class:`MetricsLog`: metrics.csv for validations, train_metrics.csv
+for training windows, TensorBoard for both), and the signals that stop it cleanly."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of `epoch` already consumed
+    best_score: float = -math.inf
+    best_step: int = 0
+    bad_validations: int = 0
+    last_valid_step: int = -1
+    train_seconds: float = 0.0  # wall clock of training, validations included
+    valid_seconds: float = 0.0  # the validations' part of it
+    tokens: int = 0  # target tokens trained on
+
+
+class Signals:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each update."""
+
+    def __init__(self):
+        self.caught: int | None = None
+
+    def __enter__(self):
+        signals = (signal.SIGINT, signal.SIGTERM)
+        self.previous = {s: signal.signal(s, self._handle) for s in signals}
+        return self
+
+    def _handle(self, signum, _frame):
+        self.caught = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class MetricsLog:
+    """Rows of numbers per step: ``valid`` rows to metrics.csv, ``train`` rows to
+    train_metrics.csv, both to TensorBoard (``run_dir/tb``) when asked."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self.run_dir = run_dir
+        self.writer = _tensorboard(run_dir) if tensorboard else None
+
+    def train(self, **row: float) -> None:
+        _append_csv(self.run_dir / "train_metrics.csv", row)
+        self._scalars("train", row, ("loss", "tokens_per_s", "lr"))
+
+    def valid(self, **row: float) -> None:
+        _append_csv(self.run_dir / "metrics.csv", row)
+        self._scalars("valid", row, [k for k in row if k != "step"])
+
+    def _scalars(self, prefix: str, row: dict, keys) -> None:
+        if self.writer is not None:
+            for key in keys:
+                self.writer.add_scalar(f"{prefix}/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but keep training if it is broken
+        log.warning("tensorboard unavailable; metrics go to CSV only")
+        return None
+    return SummaryWriter(str(run_dir / "tb"))

@@ -1,0 +1,168 @@
+"""Cells in layers and over time: :class:`StackedCell` steps a multi-layer state once (the
+decoder), :class:`Recurrent` runs a (bi)directional multi-layer RNN over padded sequences (the
+encoder). Both take the cell by name and ask ``cells.spec`` for everything about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.cells import CellLayer, State, gate_values, init_weights, spec, state_size, wrap
+
+
+class StackedCell(nn.Module):
+    """``layers`` CellLayers with dropout between them; states are ``[layers, B, H]``."""
+
+    def __init__(
+        self, *, cell: str, input_size: int, hidden_size: int, layers: int, dropout: float
+    ):
+        super().__init__()
+        sizes = [input_size] + [hidden_size] * (layers - 1)
+        self.layers = nn.ModuleList(CellLayer(cell, size, hidden_size) for size in sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def first(self) -> CellLayer:
+        return self.layers[0]
+
+    def step(self, gx: Tensor, state: State) -> State:
+        """gx: [B, G], the first layer's projected input; returns the new [layers, B, H] state."""
+        new = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                gx = layer.project(self.dropout(new[-1][0]))
+            new.append(layer.step(gx, tuple(t[i] for t in state)))
+        return tuple(torch.stack(parts) for parts in zip(*new, strict=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole sequences (the encoder).
+
+
+class Recurrent(nn.Module):
+    """A (bi)directional multi-layer RNN over padded sequences, padding costing nothing.
+
+    forward(x: [B, S, I], lens: [B] CPU int64) -> (outputs [B, S, dirs*H] zero at padding,
+    final State with tensors [layers*dirs, B, H] taken at each sequence's true end).
+    """
+
+    def __init__(
+        self,
+        *,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+    ):
+        super().__init__()
+        fused = spec(cell).fused
+        self.cell, self.hidden_size, self.layers = cell, hidden_size, layers
+        self.dirs = 2 if bidirectional else 1
+        if fused is not None:
+            self.rnn = fused(
+                input_size,
+                hidden_size,
+                num_layers=layers,
+                batch_first=True,
+                bidirectional=bidirectional,
+                dropout=dropout if layers > 1 else 0.0,
+                **spec(cell).fused_kwargs,
+            )
+            init_weights(cell, hidden_size, list(self.rnn.named_parameters()))
+        else:
+            self.rnn = None
+            self.loop = nn.ModuleList(
+                CellLayer(
+                    cell, input_size if i < self.dirs else hidden_size * self.dirs, hidden_size
+                )
+                for i in range(layers * self.dirs)
+            )
+        self.dropout = nn.Dropout(dropout)  # between layers of the stepped loop
+
+    def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, State]:
+        if self.rnn is not None:
+            packed = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
+            out, final = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+            return out, wrap(final)
+        return self._loop(x, lens)
+
+    def layer_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of each layer and direction, layer-major."""
+        if self.rnn is None:
+            return [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in self.loop]
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [
+            tuple(getattr(self.rnn, f"{n}_l{layer}{'_reverse' if d else ''}") for n in names)
+            for layer in range(self.layers)
+            for d in range(self.dirs)
+        ]
+
+    def gate_sums(self, x: Tensor, lens: Tensor) -> dict[tuple[int, int, str], tuple[float, int]]:
+        """Sum and count of each gate's activations over real positions, per (layer, direction,
+        gate), by stepping the gate equations with this module's weights (fused kernels do not
+        expose their gates). Also the check that those weights are read correctly: the stepped
+        outputs equal ``forward``'s (tests)."""
+        sums: dict[tuple[int, int, str], tuple[float, int]] = {}
+
+        def record(layer: int, d: int, gates: dict[str, Tensor], keep: Tensor) -> None:
+            for name, g in gates.items():
+                total, count = sums.get((layer, d, name), (0.0, 0))
+                sums[layer, d, name] = (
+                    total + float((g * keep).sum()),
+                    count + int(keep.sum()) * g.shape[-1],
+                )
+
+        with torch.no_grad():
+            self._loop(x, lens, record)
+        return sums
+
+    def _loop(
+        self, x: Tensor, lens: Tensor, record: Callable | None = None
+    ) -> tuple[Tensor, State]:
+        batch, length = x.shape[:2]
+        mask = (torch.arange(length)[None, :] < lens[:, None]).to(x.device)  # [B, S]
+        finals: list[State] = []
+        weights = self.layer_weights()
+        step = spec(self.cell).step
+        for layer in range(self.layers):
+            outs = []
+            for d in range(self.dirs):
+                w_ih, w_hh, b_ih, b_hh = weights[layer * self.dirs + d]
+                gx = F.linear(x, w_ih, b_ih)  # [B, S, G] for all steps at once
+                zero = x.new_zeros(batch, self.hidden_size)
+                state = (zero,) * state_size(self.cell)
+                steps = range(length) if d == 0 else reversed(range(length))
+                out = [None] * length
+                for t in steps:
+                    new = step(gx[:, t], state, w_hh, b_hh)
+                    keep = mask[:, t, None]
+                    if record is not None:
+                        record(layer, d, gate_values(self.cell, gx[:, t], state, w_hh, b_hh), keep)
+                    # Padding leaves the state untouched, so the backward direction starts at
+                    # each sentence's last real token and the final state is the true one.
+                    state = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))
+                    out[t] = state[0] * keep
+                outs.append(torch.stack(out, dim=1))
+                finals.append(state)
+            x = torch.cat(outs, dim=-1)
+            if layer < self.layers - 1:
+                x = self.dropout(x)
+        final = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
+        return x, final
+
+
+def final_top(state: State, layers: int, dirs: int) -> State:
+    """The top layer's final state with directions concatenated: tensors [B, dirs*H]."""
+    out = []
+    for t in state:
+        top = t.view(layers, dirs, *t.shape[1:])[-1]  # [dirs, B, H]
+        out.append(torch.cat(list(top), dim=-1))
+    return tuple(out)
