@@ -18,11 +18,12 @@ from sacrebleu.metrics import BLEU
 
 from nmt.analysis import bleu_by_length, gate_statistics, length_buckets
 from nmt.batching import collate
-from nmt.cells import CELLS, Recurrent
+from nmt.cells import CELLS
 from nmt.config import run_dirname
 from nmt.data import load_corpus
 from nmt.evaluate import paired_bootstrap
 from nmt.report import PLOTS, Run, build_rows, markdown_table
+from nmt.rnn import Recurrent
 from nmt.translate import single_line
 
 BIN = Path(sys.executable).parent
@@ -249,6 +250,16 @@ def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
         cwd=ROOT,
     )
     assert missing.returncode == 1 and "no finished runs" in missing.stderr
+
+
+def test_the_report_takes_the_sweeps_search_and_split(corpus_dir, tmp_path):
+    """`make ablate ARGS="search=greedy"`: the runs are tested with greedy search, and the report
+    reads those translations (it used to look for beam5 ones and fail after all the training)."""
+    result = sweep(tmp_path, corpus_dir, "train.max_steps=2", "search=greedy", cells="gru")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert "translated with `greedy`" in text and "test split `test_2016_flickr`" in text
+    assert "| gru | none |" in text
 
 
 def weights(run: Path) -> dict:

@@ -1,0 +1,78 @@
+"""The layering of docs/architecture.md holds in the code: a module imports only modules listed
+before it, and every module of nmt/ is on the list."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def documented_order() -> list[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    return re.findall(r"^\d+\. `(\w+)\.py`", text, flags=re.MULTILINE)
+
+
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def nmt_imports(path: Path) -> set[str]:
+    """Modules of nmt a file imports at run time (anywhere in it; not under TYPE_CHECKING)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _type_checking_only(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "nmt":
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith("nmt."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("nmt."))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_every_module_is_documented_once():
+    order = documented_order()
+    modules = sorted(p.stem for p in (ROOT / "nmt").glob("*.py") if p.stem != "__init__")
+    assert sorted(order) == modules
+
+
+def test_no_module_imports_one_above_it():
+    order = documented_order()
+    rank = {name: i for i, name in enumerate(order)}
+    upward = []
+    for name in order:
+        for imported in nmt_imports(ROOT / "nmt" / f"{name}.py"):
+            if rank[imported] >= rank[name]:
+                upward.append(f"{name}.py imports {imported}.py")
+    assert not upward, upward
+
+
+def test_inference_does_not_import_training():
+    for name in ("translate", "search", "model"):
+        assert not {"train", "optim", "progress"} & nmt_imports(ROOT / "nmt" / f"{name}.py")
+
+
+def test_the_checker_sees_upward_imports(tmp_path):
+    """The test above would notice: an import inside a function counts, a type-only one not."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from nmt.cli import x\n"
+        "def f():\n    from nmt import train\n"
+    )
+    assert nmt_imports(module) == {"train"}
