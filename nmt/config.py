@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nmt.errors import one_line
-from nmt.search import SearchOptions
+from nmt.search_options import SearchOptions
 
 MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
 

@@ -134,7 +134,6 @@ def prepare_corpus(
         normalize_whitespace=normalize_whitespace,
     )
     cache_dir = Path(cache_dir)
-
     if source == "hub":
         if not hub_id:
             raise DataError("data.source=hub needs data.hub_id=<owner/name>")
@@ -154,32 +153,37 @@ def prepare_corpus(
             root_path, src, tgt, train_split, valid_split, test_splits
         )
         key = _fingerprint(settings, [p for _, paths in files.values() for p in paths])
+    build = dict(
+        source=source,
+        files=files,
+        hub_id=hub_id,
+        src=src,
+        tgt=tgt,
+        train_split=train_split,
+        valid_split=valid_split,
+        test_splits=test_splits,
+        tsv_columns=tsv_columns,
+        max_len=max_len,
+        max_ratio=max_ratio,
+        normalize_whitespace=normalize_whitespace,
+    )
+    return _cached(key, build, cache_dir, Path(out_dir) / ARTIFACT)
 
-    out = Path(out_dir) / ARTIFACT
+
+def _cached(key: str, build: dict, cache_dir: Path, out: Path) -> dict:
+    """The corpus of ``key`` copied to out: from the cache, or built (``_build(**build)``) into
+    it. Parallel jobs of a sweep share the cache: one builds the entry, the others wait and copy
+    it."""
     cached = cache_dir / ARTIFACT / key
     report = read_report(out)
     if report and report["key"] == key:
         return {**report, "cached": True}
-    # Parallel jobs of a sweep share the cache: one builds the entry, the others wait and copy it.
     with cache_lock(cached):
         report = read_report(cached)
         if report and report["key"] == key:
             report["cached"] = True
         else:
-            corpus, report = _build(
-                source=source,
-                files=files,
-                hub_id=hub_id,
-                src=src,
-                tgt=tgt,
-                train_split=train_split,
-                valid_split=valid_split,
-                test_splits=test_splits,
-                tsv_columns=tsv_columns,
-                max_len=max_len,
-                max_ratio=max_ratio,
-                normalize_whitespace=normalize_whitespace,
-            )
+            corpus, report = _build(**build)
             report = {"key": key, **report}
             with building_dir(cached) as tmp:
                 corpus.save_to_disk(str(tmp))

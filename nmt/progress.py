@@ -1,6 +1,7 @@
-"""What a training run records as it goes: where it stands (:class:`Progress`, saved in every
-checkpoint), its numbers (:class:`MetricsLog`: metrics.csv for validations, train_metrics.csv
-for training windows, TensorBoard for both), and the signals that stop it cleanly."""
+"""What a training run is told and what it records as it goes: its settings
+(:class:`TrainOptions`) and stopping rules, where it stands (:class:`Progress`, saved in every
+checkpoint), its numbers (:class:`MetricsLog`: metrics.csv for validations, train_metrics.csv for
+training windows, TensorBoard for both), and the signals that stop it cleanly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,36 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmt.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class TrainingError(UserError):
+    """Training cannot go on (non-finite losses, bad checkpoint); the message says why."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How ``fit`` trains: the ``train`` config group's loop settings, with the optimizer group's
+    ``clip_norm`` and ``label_smoothing``."""
+
+    max_steps: int  # 0: no limit
+    max_epochs: int
+    max_minutes: float  # 0: no limit
+    valid_every: int
+    log_every: int
+    patience: int  # validations without improvement before early stopping
+    early_stop_metric: str  # bleu | chrf (higher is better) | loss | ppl (lower is better)
+    max_bad_steps: int  # non-finite losses in a row that stop training
+    tensorboard: bool
+    progress: bool
+    clip_norm: float
+    label_smoothing: float
 
 
 @dataclass
@@ -28,6 +58,14 @@ class Progress:
     train_seconds: float = 0.0  # wall clock of training, validations included
     valid_seconds: float = 0.0  # the validations' part of it
     tokens: int = 0  # target tokens trained on
+
+
+def limit_reached(state: Progress, options: TrainOptions) -> str | None:
+    if options.max_steps and state.step >= options.max_steps:
+        return "max_steps"
+    if options.max_minutes and state.train_seconds >= options.max_minutes * 60:
+        return "max_minutes"
+    return None
 
 
 class Signals:

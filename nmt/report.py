@@ -20,7 +20,18 @@ from omegaconf import OmegaConf
 from nmt import evaluate
 from nmt.plots import GATE_ORDER, PLOTS, gates_by_layer, plot_report
 from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
-from nmt.runs import ReportError, Run, analyze_run, find_runs, load_run, run_order
+from nmt.runs import (
+    ReportError,
+    Run,
+    analyze_run,
+    find_runs,
+    load_run,
+    paired_pvalues,
+    run_order,
+)
+from nmt.runs import (
+    context as run_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,71 +52,11 @@ def _minutes_to_best(run: Run) -> float | None:
     return None
 
 
-# Not part of what a run is: where it ran, how it logged, which seed (seeds are a row's samples).
-_INCIDENTAL = (
-    "seed",
-    "run_dir",
-    "cache_dir",
-    "device",
-    "train.resume",
-    "train.progress",
-    "train.threads",
-    "train.tensorboard",
-)
-
-
-def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value)
-    return out
-
-
-def _context(run: Run) -> frozenset:
-    """Everything a run was configured with except its cell (with the cell's own recipe, optim.*)
-    and its seed: runs with the same context differ only in the cell."""
-    flat = _flat(run.config)
-    return frozenset(
-        (k, v)
-        for k, v in flat.items()
-        if k not in _INCIDENTAL
-        and k not in ("model.cell", "model.name")
-        and not k.startswith("optim.")
-    )
-
-
-def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
-    """p-values of sacreBLEU's paired bootstrap, each run against the baseline cell with the same
-    context (attention and all other settings) and seed: {run path: {"bleu_p", "chrf_p"}}."""
-    out: dict[str, dict] = {}
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        if run.finished:
-            groups.setdefault((_context(run), run.seed), []).append(run)
-    for group in groups.values():
-        base = [r for r in group if r.cell == baseline]
-        others = [r for r in group if r.cell != baseline]
-        if not base or not others:
-            continue
-        systems = {str(base[0].path): base[0].hyps, **{str(r.path): r.hyps for r in others}}
-        paired = evaluate.paired_bootstrap(systems, refs, samples=samples)
-        for r in others:
-            out[str(r.path)] = {
-                "bleu_p": paired[str(r.path)]["bleu_p"],
-                "chrf_p": paired[str(r.path)]["chrf_p"],
-                "signature": paired["signatures"]["bleu"],
-            }
-    return out
-
-
 def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
     """One row per (cell, attention): means over seeds (std where there are several)."""
     rows: dict[tuple[str, frozenset], list[Run]] = {}
     for run in sorted(runs, key=run_order):
-        rows.setdefault((run.cell, _context(run)), []).append(run)
+        rows.setdefault((run.cell, run_context(run)), []).append(run)
     out = []
     for (cell, context), group in rows.items():
         ok = [r for r in group if r.finished]
@@ -233,6 +184,48 @@ def _hardware(runs: list[Run]) -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads (where the report ran)"
 
 
+def _markdown(
+    name: str,
+    loaded: list[Run],
+    rows: list[dict],
+    pvalues: dict,
+    split: str,
+    search: str,
+    baseline: str,
+    samples: int,
+) -> str:
+    finished = [r for r in loaded if r.finished]
+    signature = finished[0].test["bleu_signature"] if finished else ""
+    p_signature = next(iter(pvalues.values()))["signature"] if pvalues else ""
+    lang = f"{finished[0].test['src']}→{finished[0].test['tgt']}" if finished else ""
+    intro = (
+        f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
+        f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
+        f"BLEU). BLEU/chrF: sacreBLEU `{signature}`. p: sacreBLEU paired bootstrap ({samples} "
+        f"samples) against `{baseline}` with the same attention and seed"
+        + (f" (`{p_signature}`)" if p_signature else "")
+        + "; over several seeds the largest p. "
+        "Train tok/s: target tokens per second of training, validation excluded."
+    )
+    return "\n".join(
+        [
+            f"# Cell ablation: {name}",
+            "",
+            intro,
+            f"Hardware: {_hardware(loaded)}.",
+            "",
+            markdown_table(rows, baseline),
+            "",
+            "Mean gate activations on the validation set (teacher forcing), per layer:",
+            "",
+            gates_table(loaded),
+            "",
+            *[f"![{p}]({p})" for p in PLOTS],
+            "",
+        ]
+    )
+
+
 def write_report(
     sweep_dir: Path,
     out: Path | None = None,
@@ -265,48 +258,22 @@ def write_report(
     pvalues = paired_pvalues(loaded, refs, baseline, samples) if finished else {}
     rows = build_rows(loaded, pvalues)
     plot_report(loaded, out)
-    signature = finished[0].test["bleu_signature"] if finished else ""
-    p_signature = next(iter(pvalues.values()))["signature"] if pvalues else ""
-    lang = f"{finished[0].test['src']}→{finished[0].test['tgt']}" if finished else ""
-    text = "\n".join(
-        [
-            f"# Cell ablation: {Path(sweep_dir).name}",
-            "",
-            f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
-            f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
-            f"BLEU). BLEU/chrF: sacreBLEU `{signature}`. p: sacreBLEU paired bootstrap ({samples} "
-            f"samples) against `{baseline}` with the same attention and seed"
-            + (f" (`{p_signature}`)" if p_signature else "")
-            + "; over several seeds the largest p. "
-            "Train tok/s: target tokens per second of training, validation excluded.",
-            f"Hardware: {_hardware(loaded)}.",
-            "",
-            markdown_table(rows, baseline),
-            "",
-            "Mean gate activations on the validation set (teacher forcing), per layer:",
-            "",
-            gates_table(loaded),
-            "",
-            *[f"![{name}]({name})" for name in PLOTS],
-            "",
-        ]
+    write_text(
+        out / "report.md",
+        _markdown(Path(sweep_dir).name, loaded, rows, pvalues, split, search, baseline, samples),
     )
-    write_text(out / "report.md", text)
-    results = {
-        "rows": rows,
-        "runs": [
-            {
-                "path": str(r.path),
-                "cell": r.cell,
-                "attention": r.attention,
-                "seed": r.seed,
-                "done": r.done,
-                "test": r.test,
-                "analysis": r.analysis,
-                "paired": pvalues.get(str(r.path)),
-            }
-            for r in loaded
-        ],
-    }
-    write_json(out / "results.json", results)
+    runs_json = [
+        {
+            "path": str(r.path),
+            "cell": r.cell,
+            "attention": r.attention,
+            "seed": r.seed,
+            "done": r.done,
+            "test": r.test,
+            "analysis": r.analysis,
+            "paired": pvalues.get(str(r.path)),
+        }
+        for r in loaded
+    ]
+    write_json(out / "results.json", {"rows": rows, "runs": runs_json})
     return out / "report.md"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nmt import analysis, data, tokenizer
+from nmt import analysis, data, evaluate, tokenizer
 from nmt.batching import BatchSampler, collate
 from nmt.cells import CELLS
 from nmt.errors import UserError
@@ -161,3 +161,63 @@ def run_order(run: Run) -> tuple:
     att = ATTENTION_ORDER.index(run.attention) if run.attention in ATTENTION_ORDER else 99
     cell = CELL_ORDER.index(run.cell) if run.cell in CELL_ORDER else len(CELLS)
     return att, cell, run.seed
+
+
+# Not part of what a run is: where it ran, how it logged, which seed (seeds are a row's samples).
+_INCIDENTAL = (
+    "seed",
+    "run_dir",
+    "cache_dir",
+    "device",
+    "train.resume",
+    "train.progress",
+    "train.threads",
+    "train.tensorboard",
+)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value)
+    return out
+
+
+def context(run: Run) -> frozenset:
+    """Everything a run was configured with except its cell (with the cell's own recipe, optim.*)
+    and its seed: runs with the same context differ only in the cell."""
+    flat = _flat(run.config)
+    return frozenset(
+        (k, v)
+        for k, v in flat.items()
+        if k not in _INCIDENTAL
+        and k not in ("model.cell", "model.name")
+        and not k.startswith("optim.")
+    )
+
+
+def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
+    """p-values of sacreBLEU's paired bootstrap, each run against the baseline cell with the same
+    context (attention and all other settings) and seed: {run path: {"bleu_p", "chrf_p"}}."""
+    out: dict[str, dict] = {}
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.finished:
+            groups.setdefault((context(run), run.seed), []).append(run)
+    for group in groups.values():
+        base = [r for r in group if r.cell == baseline]
+        others = [r for r in group if r.cell != baseline]
+        if not base or not others:
+            continue
+        systems = {str(base[0].path): base[0].hyps, **{str(r.path): r.hyps for r in others}}
+        paired = evaluate.paired_bootstrap(systems, refs, samples=samples)
+        for r in others:
+            out[str(r.path)] = {
+                "bleu_p": paired[str(r.path)]["bleu_p"],
+                "chrf_p": paired[str(r.path)]["chrf_p"],
+                "signature": paired["signatures"]["bleu"],
+            }
+    return out

@@ -9,21 +9,15 @@ by the GNMT length penalty ((5 + length) / 6) ** alpha, plus the optional covera
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from nmt.batching import BatchSampler, collate
-from nmt.errors import UserError
 from nmt.model import Seq2Seq
+from nmt.search_options import SearchOptions
 from nmt.specials import BOS_ID, EOS_ID
-
-
-class SearchError(UserError):
-    """Search settings no search can honour."""
 
 
 @dataclass
@@ -40,64 +34,6 @@ class Hypothesis:
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """GNMT length penalty; length counts the end-of-sentence token."""
     return ((5.0 + length) / 6.0) ** alpha
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """The ``search`` config group's settings, built once and checked on creation: the search
-    functions take this object and keep no defaults of their own (``conf/search/`` holds them)."""
-
-    beam_size: int
-    alpha: float  # GNMT length penalty exponent
-    max_len_a: float  # an output stops at int(a * source length + b) tokens, end included
-    max_len_b: int
-    min_len: int  # tokens before the end may be chosen
-    n_best: int
-    coverage_penalty: float
-    no_repeat_ngram: int  # 0: off
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise SearchError(f"search.beam_size={self.beam_size}: must be at least 1")
-        if not 1 <= self.n_best <= self.beam_size:
-            raise SearchError(
-                f"search.n_best={self.n_best} with search.beam_size={self.beam_size}: a beam "
-                f"keeps at most beam_size hypotheses; set search.beam_size={max(self.n_best, 1)} "
-                "or more"
-            )
-        for f in fields(self):
-            if getattr(self, f.name) < 0:
-                raise SearchError(f"search.{f.name}={getattr(self, f.name)}: must not be negative")
-
-    @classmethod
-    def from_config(cls, node: Mapping) -> SearchOptions:
-        """From a mapping with the group's keys; others (``name``, ``max_sentences``) ignored."""
-        return cls(**{f.name: node[f.name] for f in fields(cls)})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> SearchOptions:
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
-        if unknown:
-            raise SearchError(f"unknown search options {unknown}")
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def is_greedy(self) -> bool:
-        """Nothing here needs a beam: greedy search finds the same output, faster."""
-        return (
-            self.beam_size == 1
-            and self.n_best == 1
-            and self.coverage_penalty == 0
-            and self.no_repeat_ngram == 0
-        )
-
-    def greedy(self) -> SearchOptions:
-        """The same length limits, searched greedily without extras (validation during training)."""
-        return self.replace(
-            beam_size=1, alpha=0.0, min_len=0, n_best=1, coverage_penalty=0.0, no_repeat_ngram=0
-        )
 
 
 def _limits(src_lens: Tensor, options: SearchOptions) -> Tensor:
@@ -164,6 +100,41 @@ def greedy(
     ]
 
 
+def _block_repeats(lprobs: Tensor, history: Tensor, n: int) -> None:
+    """Forbid each row the tokens that would repeat an n-gram of its history."""
+    for row, hist in enumerate(history.tolist()):
+        banned = _banned_ngrams(hist, n)
+        if banned:
+            lprobs[row, banned] = float("-inf")
+
+
+def _decided(
+    scores: Tensor,
+    active: Tensor,
+    finished: list[list[Hypothesis]],
+    limits: Tensor,
+    options: SearchOptions,
+) -> Tensor:
+    """Per active sentence: decided when nothing live can beat its n-th best finished
+    hypothesis. Live log-probs only fall, so the best a live one can reach is score / lp(limit)."""
+    done = []
+    for i in range(active.shape[0]):
+        sent = int(active[i])
+        best_live = float(scores[i].max())
+        if best_live == float("-inf"):
+            done.append(True)
+            continue
+        if len(finished[sent]) < options.n_best:
+            done.append(False)
+            continue
+        ranked = sorted((h.score for h in finished[sent]), reverse=True)
+        bound = best_live
+        if options.alpha > 0:
+            bound = best_live / float(length_penalty(int(limits[sent]), options.alpha))
+        done.append(ranked[options.n_best - 1] >= bound)
+    return torch.tensor(done, device=scores.device)
+
+
 def _banned_ngrams(history: list[int], n: int) -> list[int]:
     """Tokens that would repeat an n-gram already in history."""
     if n <= 0 or len(history) < n - 1:
@@ -181,14 +152,8 @@ def beam_search(
     model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
 ) -> list[list[Hypothesis]]:
     """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first."""
-    beam_size, alpha, min_len, n_best = (
-        options.beam_size,
-        options.alpha,
-        options.min_len,
-        options.n_best,
-    )
-    coverage_penalty, no_repeat_ngram = options.coverage_penalty, options.no_repeat_ngram
-    batch, device, K = src_ids.shape[0], src_ids.device, beam_size
+    alpha, n_best, coverage_penalty = options.alpha, options.n_best, options.coverage_penalty
+    batch, device, K = src_ids.shape[0], src_ids.device, options.beam_size
     memory = model.encode(src_ids, src_lens, src_mask)
     flat = torch.arange(batch, device=device).repeat_interleave(K)
     memory = memory.select(flat)
@@ -210,13 +175,10 @@ def beam_search(
         lprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [n*K, V]
         V = lprobs.shape[1]
         eos = lprobs[:, EOS_ID].clone()
-        if t < min_len:
+        if t < options.min_len:
             lprobs[:, EOS_ID] = float("-inf")
-        if no_repeat_ngram > 0:
-            for row, hist in enumerate(history.tolist()):
-                banned = _banned_ngrams(hist, no_repeat_ngram)
-                if banned:
-                    lprobs[row, banned] = float("-inf")
+        if options.no_repeat_ngram > 0:
+            _block_repeats(lprobs, history, options.no_repeat_ngram)
         _force_end(lprobs, eos, (t + 1 >= limits[active]).repeat_interleave(K))
         if out.attn is not None:
             step_attn = out.attn.float().unsqueeze(1)
@@ -251,26 +213,7 @@ def beam_search(
         prev = top_tok.gather(1, order).view(-1)
         rows = (torch.arange(n, device=device).unsqueeze(1) * K + beams).view(-1)
 
-        # A sentence is decided when nothing live can beat its n-th best finished hypothesis.
-        # Live log-probs only fall, so the best a live one can reach is score / lp(limit).
-        done = []
-        for i in range(n):
-            sent = int(active[i])
-            best_live = float(scores[i].max())
-            if best_live == float("-inf"):
-                done.append(True)
-                continue
-            if len(finished[sent]) < n_best:
-                done.append(False)
-                continue
-            ranked = sorted((h.score for h in finished[sent]), reverse=True)
-            bound = (
-                best_live / float(length_penalty(int(limits[sent]), alpha))
-                if alpha > 0
-                else best_live
-            )
-            done.append(ranked[n_best - 1] >= bound)
-        done_t = torch.tensor(done, device=device)
+        done_t = _decided(scores, active, finished, limits, options)
         if bool(done_t.all()):
             break
         history = torch.cat([history.index_select(0, rows), prev.unsqueeze(1)], dim=1)

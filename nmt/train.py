@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,40 +29,25 @@ from nmt.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from nmt.errors import UserError
 from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
 from nmt.optim import Schedule
-from nmt.progress import MetricsLog, Progress, Signals
+from nmt.progress import (
+    Interrupted,
+    MetricsLog,
+    Progress,
+    Signals,
+    TrainingError,
+    TrainOptions,
+    limit_reached,
+)
 
 log = logging.getLogger(__name__)
 
-
-class TrainingError(UserError):
-    """Training cannot go on (non-finite losses, bad checkpoint); the message says why."""
+__all__ = ["Interrupted", "TrainOptions", "TrainingError", "fit"]
 
 
-class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved."""
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How ``fit`` trains: the ``train`` config group's loop settings, with the optimizer group's
-    ``clip_norm`` and ``label_smoothing``."""
-
-    max_steps: int  # 0: no limit
-    max_epochs: int
-    max_minutes: float  # 0: no limit
-    valid_every: int
-    log_every: int
-    patience: int  # validations without improvement before early stopping
-    early_stop_metric: str  # bleu | chrf (higher is better) | loss | ppl (lower is better)
-    max_bad_steps: int  # non-finite losses in a row that stop training
-    tensorboard: bool
-    progress: bool
-    clip_norm: float
-    label_smoothing: float
+_BAR = {"unit": "step", "dynamic_ncols": True, "mininterval": 1.0}  # one line a second at most
 
 
 class _Loop:
@@ -258,14 +243,6 @@ class _Loop:
         }
 
 
-def _limit_reached(state: Progress, options: TrainOptions) -> str | None:
-    if options.max_steps and state.step >= options.max_steps:
-        return "max_steps"
-    if options.max_minutes and state.train_seconds >= options.max_minutes * 60:
-        return "max_minutes"
-    return None
-
-
 def fit(
     *,
     model: Seq2Seq,
@@ -302,15 +279,10 @@ def fit(
     loop.restore(resume)
     state = loop.state
     bar = tqdm(
-        total=options.max_steps or None,
-        initial=state.step,
-        disable=not options.progress,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0,
+        total=options.max_steps or None, initial=state.step, disable=not options.progress, **_BAR
     )
     # A run resumed after it had stopped (killed before its end was recorded) does not train on.
-    reason = _limit_reached(state, options)
+    reason = limit_reached(state, options)
     if reason is None and state.last_valid_step >= 0 and state.bad_validations >= options.patience:
         reason = "early_stopping"
     with Signals() as signals:
@@ -329,7 +301,7 @@ def fit(
                 if state.step % options.valid_every == 0 and loop.validate():
                     reason = "early_stopping"
                 else:
-                    reason = _limit_reached(state, options)
+                    reason = limit_reached(state, options)
                 if reason is not None:
                     break
             else:  # the epoch is over
@@ -339,14 +311,10 @@ def fit(
         loop.validate()
     state.train_seconds = time.monotonic() - loop.start  # the last validation included
     reason = reason or "max_epochs"
+    minutes, best = state.train_seconds / 60, state.best_score * loop.sign
     log.info(
-        "training stopped (%s) at step %d after %.1f min; best %s %.2f at step %d",
-        reason,
-        state.step,
-        state.train_seconds / 60,
-        options.early_stop_metric,
-        state.best_score * loop.sign,
-        state.best_step,
+        f"training stopped ({reason}) at step {state.step} after {minutes:.1f} min; best "
+        f"{options.early_stop_metric} {best:.2f} at step {state.best_step}"
     )
     loop.metrics.close()
     return loop.results(reason)

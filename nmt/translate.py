@@ -25,7 +25,8 @@ from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
 from nmt.rundir import CONFIG_FILE
 from nmt.runtime import pick_device
-from nmt.search import Hypothesis, SearchError, SearchOptions, decode_corpus
+from nmt.search import Hypothesis, decode_corpus
+from nmt.search_options import SearchError, SearchOptions
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ class Mutant:
 # Which test files guard which module.
 TESTS = {
     "search.py": ["test_search.py"],
+    "search_options.py": ["test_search.py"],
     "evaluate.py": ["test_evaluate.py"],
     "batching.py": ["test_batching.py", "test_model.py"],
     "cells.py": ["test_cells.py", "test_model.py"],
@@ -65,20 +66,20 @@ MUTANTS = [
     ),
     Mutant(
         "search.py",
-        '        if t < min_len:\n            lprobs[:, EOS_ID] = float("-inf")\n        if no_repeat',
-        '        if t < min_len - 1:\n            lprobs[:, EOS_ID] = float("-inf")\n        if no_repeat',
+        '        if t < options.min_len:\n',
+        '        if t < options.min_len - 1:\n',
         "beam min_len one short",
     ),
     Mutant(
         "search.py",
-        "                banned = _banned_ngrams(hist, no_repeat_ngram)",
-        "                banned = _banned_ngrams(hist, no_repeat_ngram + 1)",
+        "        banned = _banned_ngrams(hist, n)",
+        "        banned = _banned_ngrams(hist, n + 1)",
         "n-gram blocking off by one",
     ),
     Mutant(
         "search.py",
-        "                if banned:\n",
-        "                if False:\n",
+        "        if banned:\n",
+        "        if False:\n",
         "no n-gram blocking",
     ),
     Mutant(
@@ -90,8 +91,8 @@ MUTANTS = [
     Mutant("search.py", "clamp(max=1.0).log().sum()", "log().sum()", "coverage not capped at 1"),
     Mutant(
         "search.py",
-        "            done.append(ranked[n_best - 1] >= bound)",
-        "            done.append(True)",
+        "        done.append(ranked[options.n_best - 1] >= bound)",
+        "        done.append(True)",
         "beam stops at the first finished hypothesis",
     ),
     Mutant(
@@ -119,13 +120,13 @@ MUTANTS = [
         "min_len beyond the limit leaves no hypothesis",
     ),
     Mutant(
-        "search.py",
+        "search_options.py",
         "            self.beam_size == 1\n            and self.n_best == 1",
         "            self.n_best == 1",
         "beam settings decoded greedily",
     ),
     Mutant(
-        "search.py",
+        "search_options.py",
         "        if not 1 <= self.n_best <= self.beam_size:",
         "        if not 1 <= self.n_best:",
         "n_best > beam_size accepted",

@@ -1,0 +1,242 @@
+"""A training run, from its configuration: the resume policy, the cached stages, the objects
+``fit`` needs, the final evaluation and ``done.json``.
+
+``done.json`` is written when a run ends (finished, or failed inside a sweep), so rerunning a
+sweep with ``train.resume=auto`` skips what finished and continues what did not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nmt import data, tokenizer
+from nmt.batching import BatchSampler
+from nmt.checkpoint import find_checkpoint
+from nmt.config import changed_settings, group_kwargs
+from nmt.errors import UserError
+from nmt.evaluate import evaluate_split
+from nmt.model import build_model, count_parameters
+from nmt.optim import Schedule, build_optimizer
+from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
+from nmt.runtime import describe_device, pick_device, seed_everything
+from nmt.search_options import SearchOptions
+from nmt.train import Interrupted, TrainingError, TrainOptions, fit
+from nmt.translate import Translator
+from nmt.validation import Validator
+
+log = logging.getLogger("nmt")
+
+
+def stage_data(cfg: DictConfig, run_dir: Path) -> None:
+    report = data.prepare_corpus(**group_kwargs(cfg.data), cache_dir=cfg.cache_dir, out_dir=run_dir)
+    log.info("%s", data.format_report(report))
+
+
+def stage_spm(cfg: DictConfig, run_dir: Path) -> None:
+    stage_data(cfg, run_dir)
+    report = tokenizer.prepare_tokenizer(
+        **group_kwargs(cfg.tokenizer), cache_dir=cfg.cache_dir, run_dir=run_dir
+    )
+    log.info("%s", tokenizer.format_report(report))
+
+
+def _resume(cfg: DictConfig, run_dir: Path) -> bool | None:
+    """train.resume: whether to continue ``last/``; None when the run finished and is skipped."""
+    mode = str(cfg.train.resume).lower()
+    if mode not in ("true", "false", "auto"):
+        raise UserError(f"train.resume={cfg.train.resume!r}: expected true, false or auto")
+    if mode != "auto":
+        return mode == "true"
+    if (run_dir / CONFIG_FILE).is_file():
+        differ = changed_settings(cfg, run_dir / CONFIG_FILE)
+        if differ:
+            key, saved, now = differ[0]
+            raise UserError(
+                f"{run_dir}: trained with other settings ({len(differ)} keys differ, e.g. {key}: "
+                f"{saved!r} there, {now!r} now); train.resume=auto will not reuse it. Choose "
+                "another run_dir or hydra.sweep.dir"
+            )
+    if (run_dir / DONE_FILE).is_file():
+        return None
+    return find_checkpoint(run_dir / "last") is not None
+
+
+def _build(cfg: DictConfig, tok: tokenizer.Tokenizer, train_split) -> dict:
+    """The model, optimizer, schedule and batch sampler the config describes."""
+    try:
+        model = build_model(
+            **group_kwargs(cfg.model),
+            src_vocab_size=tok.src_vocab_size,
+            tgt_vocab_size=tok.tgt_vocab_size,
+            joint_vocab=tok.joint,
+        )
+        o = cfg.optim
+        optimizer = build_optimizer(
+            model, optimizer=o.optimizer, lr=o.lr, weight_decay=o.weight_decay, betas=list(o.betas)
+        )
+        schedule = Schedule(
+            optimizer,
+            schedule=o.schedule,
+            warmup_steps=o.warmup_steps,
+            decay_factor=o.decay_factor,
+            patience=o.patience,
+            min_lr=o.min_lr,
+        )
+        src_ids, tgt_ids = list(train_split["src_ids"]), list(train_split["tgt_ids"])
+        sampler = BatchSampler(
+            src_lens=[len(s) for s in src_ids],
+            tgt_lens=[len(t) for t in tgt_ids],
+            **group_kwargs(cfg.batch, drop=()),
+            seed=cfg.seed,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return dict(
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        sampler=sampler,
+        src_ids=src_ids,
+        tgt_ids=tgt_ids,
+    )
+
+
+def _prepare(cfg: DictConfig, run_dir: Path) -> dict:
+    """The cached data and tokenizer stages, and the checks that must not wait for the end of
+    training; writes the run's config.yaml. Returns the corpus report."""
+    SearchOptions.from_config(cfg.search)  # bad search settings fail now, not at final_eval
+    stage_spm(cfg, run_dir)
+    corpus_report = data.read_report(run_dir / data.ARTIFACT)
+    absent = [split for split in cfg.final_eval if split not in corpus_report["sizes"]]
+    if absent:  # known now, not after an hour of training
+        raise UserError(
+            f"final_eval names {absent}, which the data of this run does not have (it has "
+            f"{list(corpus_report['sizes'])}); fix final_eval or data.test_splits"
+        )
+    write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    return corpus_report
+
+
+def _trainee(cfg: DictConfig, run_dir: Path, corpus_report: dict, device: torch.device) -> dict:
+    """fit's arguments from the config: model, optimizer, schedule, data, validator, meta."""
+    tok = tokenizer.Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
+    encoded = tokenizer.load_encoded(run_dir)
+    parts = _build(cfg, tok, encoded[corpus_report["train_split"]])
+    parts["validate"] = Validator(
+        encoded[corpus_report["valid_split"]],
+        tgt_lang=cfg.data.tgt,
+        tokenizer=tok,
+        search=SearchOptions.from_config(cfg.search),
+        device=device,
+        decode_sentences=cfg.search.max_sentences,
+        max_tokens=cfg.batch.max_tokens,
+        batch_size=cfg.batch.batch_size,
+        max_sentences=cfg.train.valid_max_sentences,
+    )
+    parameters = count_parameters(parts["model"])
+    log.info(
+        "model %s + %s: %s parameters; %d training pairs, device %s (%d threads)",
+        cfg.model.cell,
+        cfg.model.attention,
+        f"{parameters:,}",
+        len(parts["src_ids"]),
+        device,
+        torch.get_num_threads(),
+    )
+    parts["meta"] = {
+        "src": cfg.data.src,
+        "tgt": cfg.data.tgt,
+        "cell": cfg.model.cell,
+        "attention": cfg.model.attention,
+        "parameters": parameters,
+        "spm_sha256": tok.sha256(),
+        "torch": torch.__version__,
+        "hardware": describe_device(device),
+    }
+    parts["options"] = TrainOptions(
+        **group_kwargs(cfg.train, drop=("threads", "valid_max_sentences", "resume")),
+        clip_norm=cfg.optim.clip_norm,
+        label_smoothing=cfg.optim.label_smoothing,
+    )
+    return parts
+
+
+def translator_for(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    checkpoint: str | None = None,
+) -> Translator:
+    """The run's model with cfg.search; the translate/eval keys or, after training, defaults."""
+    return Translator.from_run_dir(
+        run_dir or cfg.run_dir,
+        checkpoint=checkpoint or cfg.checkpoint,
+        device=cfg.device,
+        search=SearchOptions.from_config(cfg.search),
+        max_sentences=cfg.search.max_sentences,
+        max_tokens=cfg.get("max_tokens", 4000),
+        max_src_len=cfg.get("max_src_len", 250),
+    )
+
+
+def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
+    """Train a model: data and spm stages (cached), the loop, then ``final_eval``; returns best
+    valid BLEU. Writes ``done.json`` (the results) when it ends, so a rerun with
+    ``train.resume=auto`` skips a finished run and continues an unfinished one."""
+    done = run_dir / DONE_FILE
+    resume = _resume(cfg, run_dir)
+    if resume is None:
+        result = json.loads(done.read_text())
+        log.info(
+            "%s: finished before (%s); skipped. Delete the directory to train it again",
+            run_dir,
+            result.get("status"),
+        )
+        return float(result.get("bleu", float("nan")))
+    corpus_report = _prepare(cfg, run_dir)
+    device = pick_device(cfg.device, cfg.train.threads)
+    seed_everything(cfg.seed)
+    parts = _trainee(cfg, run_dir, corpus_report, device)
+    try:
+        best = fit(**parts, run_dir=run_dir, device=device, resume=resume)
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(130)
+    except TrainingError as e:
+        if not in_sweep:
+            raise
+        # One diverged run must not end a sweep: record it (the report lists it) and go on.
+        log.error("%s: %s", run_dir, e)
+        write_json(done, {**parts["meta"], "status": "failed", "error": str(e)})
+        return float("nan")
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    log.info(
+        "best valid BLEU %.2f chrF %.2f at step %d; %d steps in %.1f min, %.0f target "
+        "tokens/s (validation time included), peak RSS %.2f GiB | %s",
+        best["bleu"],
+        best["chrf"],
+        best["best_step"],
+        best["steps"],
+        best["minutes"],
+        best["tokens_per_s"],
+        peak_gib,
+        best["bleu_signature"],
+    )
+    if cfg.final_eval:
+        translator = translator_for(cfg, run_dir=run_dir, checkpoint="best")
+        for split in cfg.final_eval:
+            evaluate_split(
+                translator, run_dir, split, checkpoint="best", search_name=cfg.search.name
+            )
+    # ru_maxrss is the process's: in a sweep whose jobs share a process, the largest run so far.
+    write_json(
+        done,
+        {**parts["meta"], **best, "status": "finished", "process_peak_rss_gib": round(peak_gib, 3)},
+    )
+    return float(best["bleu"])
