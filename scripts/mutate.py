@@ -66,8 +66,8 @@ MUTANTS = [
     ),
     Mutant(
         "search.py",
-        '        if t < options.min_len:\n',
-        '        if t < options.min_len - 1:\n',
+        "        if t < options.min_len:\n",
+        "        if t < options.min_len - 1:\n",
         "beam min_len one short",
     ),
     Mutant(
