@@ -151,7 +151,11 @@ def _banned_ngrams(history: list[int], n: int) -> list[int]:
 def beam_search(
     model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
 ) -> list[list[Hypothesis]]:
-    """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first."""
+    """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first.
+
+    One loop over time steps whose stages read in order (score, finish, continue, decide, drop
+    decided sentences); it is longer than most functions here because cutting it further would pass
+    its nine per-step tensors back and forth between functions."""
     alpha, n_best, coverage_penalty = options.alpha, options.n_best, options.coverage_penalty
     batch, device, K = src_ids.shape[0], src_ids.device, options.beam_size
     memory = model.encode(src_ids, src_lens, src_mask)
@@ -205,10 +209,11 @@ def beam_search(
             attn = None if attn_hist is None else attn_hist[row, :, : lens[sent]].cpu()
             finished[sent].append(Hypothesis(history[row].tolist(), log_prob, score, attn))
 
-        # Continue with the K best candidates that are not end-of-sentence.
+        # Continue with the K best candidates that are not end-of-sentence. A beam row has one end
+        # token, so at most K of the top 2K are finished: the first K after pushing those back are
+        # live (an end token kept there scored -inf, and stays dead).
         order = (rank + is_eos.long() * (2 * K)).argsort(dim=1)[:, :K]
         scores = top_scores.gather(1, order)
-        scores = torch.where(top_tok.gather(1, order) == EOS_ID, float("-inf"), scores)
         beams = top_beam.gather(1, order)
         prev = top_tok.gather(1, order).view(-1)
         rows = (torch.arange(n, device=device).unsqueeze(1) * K + beams).view(-1)

@@ -133,12 +133,6 @@ MUTANTS = [
     ),
     Mutant(
         "search.py",
-        '        scores = torch.where(top_tok.gather(1, order) == EOS_ID, float("-inf"), scores)',
-        "",
-        "finished beams stay live",
-    ),
-    Mutant(
-        "search.py",
         "            keep = (~done).nonzero().squeeze(1)\n            active, prev = active[keep], prev[keep]",
         "            keep = (~done).nonzero().squeeze(1).flip(0)\n            active, prev = active[keep], prev[keep]",
         "greedy rows mixed up when sentences finish",
