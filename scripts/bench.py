@@ -19,6 +19,7 @@ the default model is first trained for --decode-steps updates into runs/bench/de
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -34,6 +35,66 @@ REFERENCE = ["experiment=reference"]  # conf/experiment/reference.yaml
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def matmul_probe(threads: int, seconds: float = 0.5) -> dict:
+    """This machine's matrix-multiply rate in GFLOP/s, fp32 and bf16, for a 1024x1024 product and
+    for a decoder step's shape ([128, 512] x [512, 1536]): the limit the other figures are put
+    against."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for shape_name, (m, k, n) in {"1024": (1024, 1024, 1024), "step": (128, 512, 1536)}.items():
+        for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            a @ b  # warm-up (bf16 without hardware support takes seconds per product)
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                a @ b
+                reps += 1
+            elapsed = time.perf_counter() - start
+            out[f"matmul_{dtype_name}_{shape_name}_gflops"] = round(
+                2 * m * k * n * reps / elapsed / 1e9, 1
+            )
+    return out
+
+
+def profiled(fn, top: int = 8) -> dict:
+    """Run fn() under torch.profiler: the operators with the most self time, the share of wall
+    time spent outside any operator (Python, dispatch, the loop around them) and the counted
+    FLOPs (matrix products)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        start = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    inside = sum(e.self_cpu_time_total for e in events) / 1e6
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return {
+        "wall_s": round(wall, 4),
+        "outside_operators_share": round(max(0.0, 1 - inside / wall), 3),
+        "flops": int(sum(e.flops for e in events)),
+        "top_operators": [
+            {
+                "name": e.key,
+                "calls": e.count,
+                "self_ms": round(e.self_cpu_time_total / 1e3, 2),
+                "share": round(e.self_cpu_time_total / 1e6 / wall, 3),
+            }
+            for e in ranked
+        ],
+        "torch": torch.__version__,
+    }
+
+
+def print_profile(name: str, result: dict) -> None:
+    print(f"{name}.outside_operators_share: {result['outside_operators_share']}")
+    for op in result["top_operators"]:
+        print(f"{name}.op: {op['name']} x{op['calls']} {op['self_ms']} ms ({op['share']:.1%})")
 
 
 def compose(overrides: list[str]):
@@ -124,8 +185,13 @@ def bench_train_one(
         start = time.perf_counter()
         tokens = sum(step(indices) for indices in block)
         rates.append(tokens / (time.perf_counter() - start))
+    extra = chosen[warmup]  # profiled once more, after timing: FLOPs per token, top operators
+    counted: list[int] = []
+    profile_result = profiled(lambda: counted.append(step(extra)))
     return {
         "cell": cell,
+        "flop_per_tgt_token": round(profile_result["flops"] / counted[0]),
+        "profile": profile_result,
         "parameters": count_parameters(model),
         "train_tgt_tokens_per_s": round(statistics.median(rates), 1),
         "train_tgt_tokens_per_s_runs": [round(x, 1) for x in rates],
@@ -175,8 +241,28 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
         results[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
         results[f"{name}_generated_tokens_per_s"] = round(tokens / seconds, 1)
         results[f"{name}_seconds"] = round(seconds, 2)
+        results[f"{name}_profile"] = profiled(
+            functools.partial(
+                decode_corpus,
+                translator.model,
+                warm_up,
+                options,
+                device=translator.device,
+                max_sentences=64,
+            )
+        )
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return results
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
 
 
 def latest_run(runs_dir: Path) -> Path | None:
@@ -213,7 +299,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--what", default="train,decode", help="train, decode or both (default)")
+    parser.add_argument(
+        "--what",
+        default="train,decode",
+        help="train, decode (default: both), or profile: both, with the top operators of a "
+        "training step and of greedy and beam decoding (torch.profiler). Always: the machine's "
+        "fp32/bf16 matmul rate, and each training figure as a fraction of it",
+    )
     parser.add_argument("--cells", default="gru,lstm,tanh,gru_cho", help="cells to benchmark")
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
@@ -278,9 +370,14 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_threads": args.threads,
         "machine": os.uname().machine,
+        "cpu": cpu_name(),
     }
     what = set(args.what.split(","))
-    if "train" in what:
+    report["probe"] = matmul_probe(args.threads)
+    for key, value in report["probe"].items():
+        print(f"probe.{key}: {value}", flush=True)
+    peak = report["probe"]["matmul_fp32_1024_gflops"] * 1e9
+    if "train" in what or "profile" in what:
         report["train"] = {}
         for cell in args.cells.split(","):
             child = subprocess.run(
@@ -309,16 +406,29 @@ def main() -> None:
                 sys.exit(f"bench for {cell} failed:\n{child.stderr[-3000:]}")
             result = json.loads(child.stdout.strip().splitlines()[-1])
             report["train"][cell] = result
-            for key in ("parameters", "train_tgt_tokens_per_s", "peak_rss_mib"):
+            fraction = result["train_tgt_tokens_per_s"] * result["flop_per_tgt_token"] / peak
+            result["fraction_of_fp32_matmul_peak"] = float(f"{fraction:.3g}")
+            for key in (
+                "parameters",
+                "train_tgt_tokens_per_s",
+                "peak_rss_mib",
+                "flop_per_tgt_token",
+                "fraction_of_fp32_matmul_peak",
+            ):
                 print(f"train.{cell}.{key}: {result[key]}", flush=True)
-    if "decode" in what:
+            if "profile" in what:
+                print_profile(f"train.{cell}", result["profile"])
+    if "decode" in what or "profile" in what:
         run_dir = args.run_dir or latest_run(args.runs_dir)
         if run_dir is None:
             run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
         result = bench_decode(run_dir, args.split, args.repeats, args.threads)
         report["decode"] = result
         for key, value in result.items():
-            print(f"decode.{key}: {value}", flush=True)
+            if not key.endswith("_profile"):
+                print(f"decode.{key}: {value}", flush=True)
+            elif "profile" in what:
+                print_profile(f"decode.{key.removesuffix('_profile')}", value)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"json: {args.out}")

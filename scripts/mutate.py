@@ -134,7 +134,7 @@ MUTANTS = [
     Mutant(
         "search.py",
         "            keep = (~done).nonzero().squeeze(1)\n            active, prev = active[keep], prev[keep]",
-        "            keep = (~done).nonzero().squeeze(1).flip(0)\n            active, prev = active[keep], prev[keep]",
+        "            keep = (~done).nonzero().squeeze(1)\n            active, prev = active[keep.flip(0)], prev[keep]",
         "greedy rows mixed up when sentences finish",
     ),
     # evaluate.py

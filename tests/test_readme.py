@@ -185,19 +185,30 @@ def check_slurm(result, tmp):
     assert "timeout_min: 240" in result.stdout
 
 
-def check_bench(cells: list[str], decode: bool) -> Callable:
+def check_bench(cells: list[str], decode: bool, profile: bool = False) -> Callable:
     def check(result, tmp):
         report = json.loads((tmp / "bench.json").read_text())
         assert sorted(report["train"]) == sorted(cells)
         for cell in cells:
             assert report["train"][cell]["train_tgt_tokens_per_s"] > 0
             assert f"train.{cell}.train_tgt_tokens_per_s:" in result.stdout
+            # Each figure against the machine's limit: counted FLOPs per token over the probe.
+            assert report["train"][cell]["flop_per_tgt_token"] > 0
+            assert 0 < report["train"][cell]["fraction_of_fp32_matmul_peak"] < 1
+        assert report["probe"]["matmul_fp32_1024_gflops"] > 0
+        assert "probe.matmul_bf16_1024_gflops:" in result.stdout
         if decode:
             for name in ("greedy", "beam5"):
                 assert report["decode"][f"{name}_sentences_per_s"] > 0
                 assert f"decode.{name}_sentences_per_s:" in result.stdout
         else:
             assert "decode" not in report
+        if profile:  # top operators of a training step, a greedy and a beam batch
+            for name in (f"train.{cells[0]}", "decode.greedy", "decode.beam5"):
+                assert f"{name}.outside_operators_share:" in result.stdout
+                assert f"{name}.op: aten::" in result.stdout
+        else:
+            assert ".op: " not in result.stdout
 
     return check
 
@@ -289,6 +300,9 @@ CASES: dict[str, Case] = {
     ),
     "make bench": Case(BENCH, check_bench(["gru", "lstm", "tanh", "gru_cho"], True), run_dir=False),
     'make bench ARGS="--help"': Case([], check_bench_help, run_dir=False),
+    'make bench ARGS="--what profile --cells gru"': Case(
+        BENCH, check_bench(["gru"], True, profile=True), run_dir=False
+    ),
     "make lint": Case([], check_lint, run_dir=False),
     "make format": Case(run_dir=False),
 }
