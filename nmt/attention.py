@@ -65,22 +65,47 @@ class Attention(nn.Module):
 class AdditiveScores(torch.autograd.Function):
     """scores = v^T tanh(keys + query): keys [B, S, A], query [B, A], v [A] -> [B, S].
 
-    The [B, S, A] energy is recomputed in backward instead of being kept for every decoder step:
-    stored, it is most of a training step's memory (128 sentences x 50 steps x 50 source
-    positions x 512 floats is 650 MB); recomputed, it costs one add and one tanh per step.
+    The [B, S, A] energy is the largest tensor of a decoder step, so two things:
+    - it is recomputed in backward instead of being kept for every decoder step: stored, it is
+      most of a training step's memory (128 sentences x 50 steps x 50 source positions x 512
+      floats is 650 MB); recomputed, it costs one add and one activation per step;
+    - in fp32 it goes through the sigmoid, tanh(u) = 2 sigmoid(2u) - 1, so that
+      v^T tanh(u) = (2v)^T s - sum(v) with s = sigmoid(2u): torch's CPU tanh is 3.5x slower than
+      its sigmoid (measured on AVX2, 2 threads: 1.97 vs 0.57 ms for [128, 15, 512]), and the
+      affine part folds into v. Half precision keeps tanh: 2s - 1 cancels where bf16 has no bits.
     """
 
     @staticmethod
     def forward(ctx, keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
         ctx.save_for_backward(keys, query, v)
-        return torch.tanh(keys + query.unsqueeze(1)) @ v
+        if keys.dtype not in (torch.float32, torch.float64):
+            return torch.tanh(keys + query.unsqueeze(1)) @ v
+        s = _sigmoid_energy(keys, query)
+        return s @ (2.0 * v) - v.sum()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         keys, query, v = ctx.saved_tensors
-        energy = torch.tanh(keys + query.unsqueeze(1))
-        grad = grad.unsqueeze(-1)  # [B, S, 1]
-        grad_v = (grad * energy).sum(dim=(0, 1)) if ctx.needs_input_grad[2] else None
-        energy.mul_(energy).neg_().add_(1.0).mul_(grad * v)  # d scores / d (keys + query)
+        half = keys.dtype not in (torch.float32, torch.float64)
+        grad_v = None
+        if half:
+            energy = torch.tanh(keys + query.unsqueeze(1))
+            if ctx.needs_input_grad[2]:
+                grad_v = (grad.unsqueeze(-1) * energy).sum(dim=(0, 1))
+            # d tanh(u) / du = 1 - tanh(u)^2
+            energy.mul_(energy).neg_().add_(1.0)
+        else:
+            energy = _sigmoid_energy(keys, query)  # s = sigmoid(2u)
+            if ctx.needs_input_grad[2]:  # sum over (b, s) of grad * (2s - 1)
+                flat = grad.reshape(1, -1).to(energy.dtype)
+                grad_v = (2.0 * (flat @ energy.view(flat.shape[1], -1))).squeeze(0) - flat.sum()
+            # d tanh(u) / du = 4 s (1 - s)
+            energy.addcmul_(energy, energy, value=-1.0).mul_(4.0)
+        energy.mul_(v).mul_(grad.unsqueeze(-1))  # d scores / d (keys + query)
         grad_query = energy.sum(dim=1) if ctx.needs_input_grad[1] else None
         return energy, grad_query, grad_v
+
+
+def _sigmoid_energy(keys: Tensor, query: Tensor) -> Tensor:
+    """sigmoid(2 (keys + query)) in one allocation: [B, S, A]."""
+    return torch.add(keys, query.unsqueeze(1)).mul_(2.0).sigmoid_()

@@ -134,8 +134,9 @@ class Decoder(nn.Module):
         w_feed = first.weight_ih[:, self.emb_dim :]
         state = self.init_state(memory)
         feeds, attns = [], []
-        for t in range(tgt_in.shape[1]):
-            gx = gx_emb[:, t]
+        # unbind, not gx_emb[:, t]: its backward is one stack, where each step's slice would
+        # zero-fill a whole [B, T, G] gradient (T^2 memory traffic over a batch).
+        for gx in gx_emb.unbind(1):
             if self.input_feeding:
                 gx = gx + F.linear(state.feed, w_feed)
             state, attn = self._advance(gx, state, memory)

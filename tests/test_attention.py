@@ -62,3 +62,27 @@ def test_weights_are_the_softmax_of_the_published_scores(kind):
         expected = torch.softmax(scores, dim=0)
         torch.testing.assert_close(weights[b, :real], expected)
         torch.testing.assert_close(context[b], expected @ k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_additive_scores_and_gradients_equal_the_plain_formula(dtype):
+    """v^T tanh(k + q) computed through the sigmoid (and recomputed in backward) gives the plain
+    formula's values, not only up to the constant a softmax would forgive, and its gradients."""
+    from nmt.attention import AdditiveScores
+
+    torch.manual_seed(0)
+    keys = torch.randn(3, 7, 16, dtype=dtype, requires_grad=True)
+    query = torch.randn(3, 16, dtype=dtype, requires_grad=True)
+    v = torch.randn(16, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(3, 7, dtype=dtype)
+    mine = AdditiveScores.apply(keys, query, v)
+    plain = torch.tanh(keys + query.unsqueeze(1)) @ v
+    torch.testing.assert_close(mine, plain)
+    for a, e in zip(
+        torch.autograd.grad(mine, (keys, query, v), upstream),
+        torch.autograd.grad(plain, (keys, query, v), upstream),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, e)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(AdditiveScores.apply, (keys, query, v))
