@@ -53,18 +53,23 @@ def greedy(
     model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
 ) -> list[Hypothesis]:
     """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence (the length
-    options apply; beam ones do not)."""
+    options apply; beam ones do not).
+
+    Tokens, log-probabilities and attention go into per-batch tensors, indexed by each active
+    row's original sentence; the host reads one number per step (how many rows ended, to drop
+    them) and everything else once, at the end."""
     min_len = options.min_len
     batch, device = src_ids.shape[0], src_ids.device
     memory = model.encode(src_ids, src_lens, src_mask)
     state = model.decoder.init_state(memory)
     limits = _limits(src_lens, options).to(device)
+    steps = int(limits.max())
     active = torch.arange(batch, device=device)  # original rows still decoding
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
-    tokens: list[list[int]] = [[] for _ in range(batch)]
-    log_probs = [0.0] * batch
-    attns: list[list[Tensor]] = [[] for _ in range(batch)]
-    for t in range(int(limits.max())):
+    tokens = torch.full((batch, steps), EOS_ID, dtype=torch.long, device=device)
+    log_probs = torch.zeros(batch, device=device)
+    attns: Tensor | None = None  # [B, steps, S]
+    for t in range(steps):
         out = model.decoder.step(prev, state, memory)
         lprobs = torch.log_softmax(out.logits.float(), dim=-1)
         eos = lprobs[:, EOS_ID].clone()
@@ -72,31 +77,34 @@ def greedy(
             lprobs[:, EOS_ID] = float("-inf")
         _force_end(lprobs, eos, t + 1 >= limits[active])
         best, prev = lprobs.max(dim=-1)
+        tokens[active, t] = prev
+        log_probs.index_add_(0, active, best)
+        if out.attn is not None:
+            if attns is None:
+                attns = out.attn.new_zeros(batch, steps, out.attn.shape[-1])
+            attns[active, t] = out.attn
         done = prev == EOS_ID
-        for j, (row, token, lp) in enumerate(
-            zip(active.tolist(), prev.tolist(), best.tolist(), strict=True)
-        ):
-            log_probs[row] += lp
-            if token != EOS_ID:
-                tokens[row].append(token)
-            if out.attn is not None:
-                attns[row].append(out.attn[j])
-        if bool(done.all()):
+        ended = int(done.sum())
+        if ended == done.shape[0]:
             break
         state = out.state
-        if bool(done.any()):
+        if ended:
             keep = (~done).nonzero().squeeze(1)
             active, prev = active[keep], prev[keep]
             memory, state = memory.select(keep), state.select(keep)
+    rows = tokens.tolist()
+    lengths = [row.index(EOS_ID) if EOS_ID in row else len(row) for row in rows]
     lens = src_lens.tolist()
+    if attns is not None:
+        attns = attns.cpu()
     return [
         Hypothesis(
-            tokens=tokens[i],
-            log_prob=log_probs[i],
-            score=log_probs[i],
-            attn=torch.stack(attns[i])[:, : lens[i]].cpu() if attns[i] else None,
+            tokens=rows[i][: lengths[i]],
+            log_prob=lp,
+            score=lp,
+            attn=None if attns is None else attns[i, : lengths[i] + 1, : lens[i]],
         )
-        for i in range(batch)
+        for i, lp in enumerate(log_probs.tolist())
     ]
 
 
