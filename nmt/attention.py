@@ -21,8 +21,11 @@ class Attention(nn.Module):
     """Scores a decoder query against encoder outputs.
 
     keys(outputs: [B, S, D]) -> [B, S, A]   (precomputed once per sentence)
-    forward(query [B, Q], keys, values [B, S, D], mask [B, S], summary [B, D]) ->
-        (context [B, D], weights [B, S] or None)
+    forward(query [B*K, Q], keys, values [B, S, D], mask [B, S], summary [B, D]) ->
+        (context [B*K, D], weights [B*K, S] or None)
+
+    Queries come in groups of K consecutive rows per sentence (K = 1 in training, the beam size
+    in beam search): the K beams of a sentence read one copy of its memory.
     """
 
     def __init__(self, *, kind: str, query_size: int, memory_size: int, attn_size: int):
@@ -50,20 +53,24 @@ class Attention(nn.Module):
     def forward(
         self, query: Tensor, keys: Tensor | None, values: Tensor, mask: Tensor, summary: Tensor
     ) -> tuple[Tensor, Tensor | None]:
+        group = query.shape[0] // values.shape[0]  # K queries per sentence
         if self.kind == "none":
-            return summary, None
+            return summary.repeat_interleave(group, dim=0) if group > 1 else summary, None
         if self.kind == "bahdanau":
-            scores = AdditiveScores.apply(keys, self.query_proj(query), self.v.weight.squeeze(0))
+            query = self.query_proj(query)
+            scores = AdditiveScores.apply(
+                keys, query.view(-1, group, query.shape[-1]), self.v.weight.squeeze(0)
+            )
         else:
-            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]
-        scores = scores.masked_fill(~mask, float("-inf"))
+            scores = torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, K, S]
         weights = torch.softmax(scores, dim=-1)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # [B, D]
-        return context, weights
+        context = torch.bmm(weights, values)  # [B, K, D]
+        return context.view(query.shape[0], -1), weights.view(query.shape[0], -1)
 
 
 class AdditiveScores(torch.autograd.Function):
-    """scores = v^T tanh(keys + query): keys [B, S, A], query [B, A], v [A] -> [B, S].
+    """scores = v^T tanh(keys + query): keys [B, S, A], query [B, K, A], v [A] -> [B, K, S].
 
     The [B, S, A] energy is the largest tensor of a decoder step, so two things:
     - it is recomputed in backward instead of being kept for every decoder step: stored, it is
@@ -79,33 +86,57 @@ class AdditiveScores(torch.autograd.Function):
     def forward(ctx, keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
         ctx.save_for_backward(keys, query, v)
         if keys.dtype not in (torch.float32, torch.float64):
-            return torch.tanh(keys + query.unsqueeze(1)) @ v
-        s = _sigmoid_energy(keys, query)
-        return s @ (2.0 * v) - v.sum()
+            return torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2)) @ v
+        scores = keys.new_empty(keys.shape[0], query.shape[1], keys.shape[1])
+        w, c = 2.0 * v, v.sum()
+        for rows in _blocks(keys, query):
+            torch.sub(_sigmoid_energy(keys[rows], query[rows]) @ w, c, out=scores[rows])
+        return scores
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         keys, query, v = ctx.saved_tensors
-        half = keys.dtype not in (torch.float32, torch.float64)
-        grad_v = None
-        if half:
-            energy = torch.tanh(keys + query.unsqueeze(1))
-            if ctx.needs_input_grad[2]:
-                grad_v = (grad.unsqueeze(-1) * energy).sum(dim=(0, 1))
+        need_keys, need_query, need_v = ctx.needs_input_grad[:3]
+        if keys.dtype not in (torch.float32, torch.float64):
+            energy = torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2))
+            grad_v = (grad.unsqueeze(-1) * energy).sum(dim=(0, 1, 2)) if need_v else None
             # d tanh(u) / du = 1 - tanh(u)^2
-            energy.mul_(energy).neg_().add_(1.0)
-        else:
-            energy = _sigmoid_energy(keys, query)  # s = sigmoid(2u)
-            if ctx.needs_input_grad[2]:  # sum over (b, s) of grad * (2s - 1)
-                flat = grad.reshape(1, -1).to(energy.dtype)
-                grad_v = (2.0 * (flat @ energy.view(flat.shape[1], -1))).squeeze(0) - flat.sum()
-            # d tanh(u) / du = 4 s (1 - s)
-            energy.addcmul_(energy, energy, value=-1.0).mul_(4.0)
-        energy.mul_(v).mul_(grad.unsqueeze(-1))  # d scores / d (keys + query)
-        grad_query = energy.sum(dim=1) if ctx.needs_input_grad[1] else None
-        return energy, grad_query, grad_v
+            energy.mul_(energy).neg_().add_(1.0).mul_(v).mul_(grad.unsqueeze(-1))
+            grad_keys = energy.sum(dim=1) if need_keys else None
+            return grad_keys, energy.sum(dim=2) if need_query else None, grad_v
+        grad_keys = torch.empty_like(keys) if need_keys else None
+        grad_query = torch.empty_like(query) if need_query else None
+        grad_v, grad_sum = torch.zeros_like(v), grad.new_zeros(())
+        four_v = 4.0 * v
+        for rows in _blocks(keys, query):
+            energy = _sigmoid_energy(keys[rows], query[rows])  # s = sigmoid(2u)
+            g = grad[rows]
+            if need_v:  # sum over (b, k, s) of g * (2s - 1)
+                flat = g.reshape(1, -1)
+                grad_v.add_((flat @ energy.view(flat.shape[1], -1)).squeeze(0), alpha=2.0)
+                grad_sum += flat.sum()
+            # d scores / d (keys + query) = g v (1 - tanh(u)^2) = g v 4 s (1 - s)
+            energy.addcmul_(energy, energy, value=-1.0).mul_(four_v).mul_(g.unsqueeze(-1))
+            if need_query:
+                torch.sum(energy, dim=2, out=grad_query[rows])
+            if need_keys:
+                grad_keys[rows] = energy.squeeze(1) if energy.shape[1] == 1 else energy.sum(1)
+        return grad_keys, grad_query, grad_v - grad_sum if need_v else None
+
+
+ENERGY_BLOCK = 1 << 20  # floats of energy per block: 4 MiB
+
+
+def _blocks(keys: Tensor, query: Tensor) -> list[slice]:
+    """Sentence ranges whose energy [b, K, S, A] stays under ENERGY_BLOCK floats: a block is
+    reused from the heap, where one [B, K, S, A] tensor (13 MB for a beam of 5 over 64 sentences)
+    would be mapped and page-faulted afresh at every step (runtime.return_freed_memory maps
+    allocations of 8 MiB and more)."""
+    per_sentence = query.shape[1] * keys.shape[1] * keys.shape[2]
+    size = max(1, ENERGY_BLOCK // max(per_sentence, 1))
+    return [slice(start, start + size) for start in range(0, keys.shape[0], size)]
 
 
 def _sigmoid_energy(keys: Tensor, query: Tensor) -> Tensor:
-    """sigmoid(2 (keys + query)) in one allocation: [B, S, A]."""
-    return torch.add(keys, query.unsqueeze(1)).mul_(2.0).sigmoid_()
+    """sigmoid(2 (keys + query)) in one allocation: keys [b, S, A], query [b, K, A] -> [b, K, S, A]."""
+    return torch.add(keys.unsqueeze(1), query.unsqueeze(2)).mul_(2.0).sigmoid_()

@@ -116,33 +116,6 @@ def _block_repeats(lprobs: Tensor, history: Tensor, n: int) -> None:
             lprobs[row, banned] = float("-inf")
 
 
-def _decided(
-    scores: Tensor,
-    active: Tensor,
-    finished: list[list[Hypothesis]],
-    limits: Tensor,
-    options: SearchOptions,
-) -> Tensor:
-    """Per active sentence: decided when nothing live can beat its n-th best finished
-    hypothesis. Live log-probs only fall, so the best a live one can reach is score / lp(limit)."""
-    done = []
-    for i in range(active.shape[0]):
-        sent = int(active[i])
-        best_live = float(scores[i].max())
-        if best_live == float("-inf"):
-            done.append(True)
-            continue
-        if len(finished[sent]) < options.n_best:
-            done.append(False)
-            continue
-        ranked = sorted((h.score for h in finished[sent]), reverse=True)
-        bound = best_live
-        if options.alpha > 0:
-            bound = best_live / float(length_penalty(int(limits[sent]), options.alpha))
-        done.append(ranked[options.n_best - 1] >= bound)
-    return torch.tensor(done, device=scores.device)
-
-
 def _banned_ngrams(history: list[int], n: int) -> list[int]:
     """Tokens that would repeat an n-gram already in history."""
     if n <= 0 or len(history) < n - 1:
@@ -155,6 +128,23 @@ def _banned_ngrams(history: list[int], n: int) -> list[int]:
     ]
 
 
+@dataclass
+class _Finished:
+    """Finished hypotheses per sentence, and the n-th best score of each as a tensor [B] (-inf
+    while a sentence has fewer than n), so the stopping rule is one comparison per step."""
+
+    hyps: list[list[Hypothesis]]
+    nth: Tensor  # float64, the exact comparison of the Python scores
+
+    def add(self, sents: list[int], hyps: list[Hypothesis], n_best: int) -> None:
+        for sent, hyp in zip(sents, hyps, strict=True):
+            self.hyps[sent].append(hyp)
+        for sent in set(sents):
+            if len(self.hyps[sent]) >= n_best:
+                ranked = sorted((h.score for h in self.hyps[sent]), reverse=True)
+                self.nth[sent] = ranked[n_best - 1]
+
+
 @torch.no_grad()
 def beam_search(
     model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
@@ -163,16 +153,22 @@ def beam_search(
 
     One loop over time steps whose stages read in order (score, finish, continue, decide, drop
     decided sentences); it is longer than most functions here because cutting it further would pass
-    its nine per-step tensors back and forth between functions."""
+    its nine per-step tensors back and forth between functions. The K beams of a sentence read one
+    copy of its encoder memory (attention takes K queries per sentence)."""
     alpha, n_best, coverage_penalty = options.alpha, options.n_best, options.coverage_penalty
     batch, device, K = src_ids.shape[0], src_ids.device, options.beam_size
-    memory = model.encode(src_ids, src_lens, src_mask)
+    memory = model.encode(src_ids, src_lens, src_mask)  # [n, ...]: one copy per sentence
     flat = torch.arange(batch, device=device).repeat_interleave(K)
-    memory = memory.select(flat)
-    state = model.decoder.init_state(memory)
+    state = model.decoder.init_state(memory).select(flat)  # [n*K, ...]: one row per beam
     limits = _limits(src_lens, options).to(device)
+    # Live log-probs only fall, so the best score a live beam can reach is score / lp(limit).
+    reach = length_penalty(limits.double(), alpha) if alpha > 0 else torch.ones_like(limits)
+    real = torch.arange(src_ids.shape[1], device=device) < src_lens.to(device)[:, None]  # [B, S]
     lens = src_lens.tolist()
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    finished = _Finished(
+        [[] for _ in range(batch)],
+        torch.full((batch,), float("-inf"), dtype=torch.float64, device=device),
+    )
     active = torch.arange(batch, device=device)  # original sentence of each active block of K
     scores = torch.full((batch, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start
@@ -203,19 +199,33 @@ def beam_search(
         top_beam, top_tok = top_ids // V, top_ids % V
         is_eos = (top_tok == EOS_ID) & torch.isfinite(top_scores)
 
-        # Finish end-of-sentence candidates ranked within the top K.
+        # Finish end-of-sentence candidates ranked within the top K, all of a step at once.
         rank = torch.arange(top_ids.shape[1], device=device).expand_as(top_ids)
-        for i, j in (is_eos & (rank < K)).nonzero().tolist():
-            sent = int(active[i])
-            row = i * K + int(top_beam[i, j])
-            log_prob = float(top_scores[i, j])
-            length = history.shape[1] + 1
-            score = log_prob / float(length_penalty(length, alpha))
+        block, slot = (is_eos & (rank < K)).nonzero().unbind(1)
+        if block.numel():
+            sents, rows = active[block], block * K + top_beam[block, slot]
+            covered = [0.0] * len(rows)
             if coverage is not None:
-                covered = coverage[row, : lens[sent]].clamp(max=1.0).log().sum()
-                score += coverage_penalty * float(covered)
-            attn = None if attn_hist is None else attn_hist[row, :, : lens[sent]].cpu()
-            finished[sent].append(Hypothesis(history[row].tolist(), log_prob, score, attn))
+                logs = coverage[rows].clamp(max=1.0).log().masked_fill(~real[sents], 0.0)
+                covered = logs.sum(dim=1).tolist()
+            lp = float(length_penalty(history.shape[1] + 1, alpha))
+            hyps = [
+                Hypothesis(
+                    tokens=tokens,
+                    log_prob=log_prob,
+                    score=log_prob / lp + coverage_penalty * cov,
+                    attn=None if attn_hist is None else attn_hist[row, :, : lens[sent]].cpu(),
+                )
+                for sent, row, tokens, log_prob, cov in zip(
+                    sents.tolist(),
+                    rows.tolist(),
+                    history[rows].tolist(),
+                    top_scores[block, slot].tolist(),
+                    covered,
+                    strict=True,
+                )
+            ]
+            finished.add(sents.tolist(), hyps, n_best)
 
         # Continue with the K best candidates that are not end-of-sentence. A beam row has one end
         # token, so at most K of the top 2K are finished: the first K after pushing those back are
@@ -226,8 +236,11 @@ def beam_search(
         prev = top_tok.gather(1, order).view(-1)
         rows = (torch.arange(n, device=device).unsqueeze(1) * K + beams).view(-1)
 
-        done_t = _decided(scores, active, finished, limits, options)
-        if bool(done_t.all()):
+        # Decided: nothing live can beat the sentence's n-th best finished hypothesis.
+        best_live = scores.max(dim=1).values.double()
+        done = (best_live == float("-inf")) | (finished.nth[active] >= best_live / reach[active])
+        ended = int(done.sum())
+        if ended == n:
             break
         history = torch.cat([history.index_select(0, rows), prev.unsqueeze(1)], dim=1)
         state = out.state.select(rows)
@@ -235,17 +248,16 @@ def beam_search(
             attn_hist = attn_hist.index_select(0, rows)
         if coverage is not None:
             coverage = coverage.index_select(0, rows)
-        if bool(done_t.any()):
-            keep = (~done_t).nonzero().squeeze(1)
+        if ended:
+            keep = (~done).nonzero().squeeze(1)
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-            active, scores = active[keep], scores[keep]
-            prev, history = prev[keep_rows], history[keep_rows]
-            state, memory = state.select(keep_rows), memory.select(keep_rows)
+            active, scores, memory = active[keep], scores[keep], memory.select(keep)
+            prev, history, state = prev[keep_rows], history[keep_rows], state.select(keep_rows)
             if attn_hist is not None:
                 attn_hist = attn_hist[keep_rows]
             if coverage is not None:
                 coverage = coverage[keep_rows]
-    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]
+    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished.hyps]
 
 
 def search_batch(

@@ -64,19 +64,27 @@ def test_weights_are_the_softmax_of_the_published_scores(kind):
         torch.testing.assert_close(context[b], expected @ k)
 
 
+@pytest.mark.parametrize("block", [None, 200])
+@pytest.mark.parametrize("group", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_additive_scores_and_gradients_equal_the_plain_formula(dtype):
-    """v^T tanh(k + q) computed through the sigmoid (and recomputed in backward) gives the plain
-    formula's values, not only up to the constant a softmax would forgive, and its gradients."""
+def test_additive_scores_and_gradients_equal_the_plain_formula(dtype, group, block, monkeypatch):
+    """v^T tanh(k + q) computed through the sigmoid (and recomputed in backward), in one block
+    of sentences or several, gives the plain formula's values, not only up to the constant a
+    softmax would forgive, and its gradients."""
+    from nmt import attention
     from nmt.attention import AdditiveScores
+
+    if block:  # 200 floats: one sentence per block at group 3, two at group 1
+        monkeypatch.setattr(attention, "ENERGY_BLOCK", block)
+        assert len(attention._blocks(torch.empty(3, 7, 16), torch.empty(3, group, 16))) > 1
 
     torch.manual_seed(0)
     keys = torch.randn(3, 7, 16, dtype=dtype, requires_grad=True)
-    query = torch.randn(3, 16, dtype=dtype, requires_grad=True)
+    query = torch.randn(3, group, 16, dtype=dtype, requires_grad=True)  # group queries a sentence
     v = torch.randn(16, dtype=dtype, requires_grad=True)
-    upstream = torch.randn(3, 7, dtype=dtype)
+    upstream = torch.randn(3, group, 7, dtype=dtype)
     mine = AdditiveScores.apply(keys, query, v)
-    plain = torch.tanh(keys + query.unsqueeze(1)) @ v
+    plain = torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2)) @ v
     torch.testing.assert_close(mine, plain)
     for a, e in zip(
         torch.autograd.grad(mine, (keys, query, v), upstream),
@@ -86,3 +94,20 @@ def test_additive_scores_and_gradients_equal_the_plain_formula(dtype):
         torch.testing.assert_close(a, e)
     if dtype == torch.float64:
         assert torch.autograd.gradcheck(AdditiveScores.apply, (keys, query, v))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grouped_queries_read_their_sentences_memory(kind):
+    """K queries per sentence (beam search) against one copy of the memory give what K copies
+    of the memory give: row i*K + j reads sentence i."""
+    torch.manual_seed(0)
+    attn = Attention(kind=kind, query_size=6, memory_size=6, attn_size=5)
+    values, summary, query = torch.randn(2, 4, 6), torch.randn(2, 6), torch.randn(2 * 3, 6)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    context, weights = attn(query, attn.keys(values), values, mask, summary)
+    rep = torch.arange(2).repeat_interleave(3)
+    values, mask, summary = values[rep], mask[rep], summary[rep]
+    expected, expected_weights = attn(query, attn.keys(values), values, mask, summary)
+    torch.testing.assert_close(context, expected)
+    if kind != "none":
+        torch.testing.assert_close(weights, expected_weights)

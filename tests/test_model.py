@@ -167,7 +167,7 @@ def test_additive_attention_under_bf16_autocast():
     proj = torch.nn.Linear(16, 16)
     with bf16():
         k, q = proj(keys), proj(query)  # bf16, as the model's projections give them
-        mine = AdditiveScores.apply(k, q, v)
+        mine = AdditiveScores.apply(k, q.unsqueeze(1), v).squeeze(1)
         grads = torch.autograd.grad(mine.float().square().sum(), (keys, query, v))
     with bf16():
         k, q = proj(keys), proj(query)
