@@ -64,8 +64,8 @@ class Attention(nn.Module):
         else:
             scores = torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, K, S]
-        weights = torch.softmax(scores, dim=-1)
-        context = torch.bmm(weights, values)  # [B, K, D]
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32)  # fp32 under autocast too
+        context = torch.bmm(weights.to(values.dtype), values)  # [B, K, D]
         return context.view(query.shape[0], -1), weights.view(query.shape[0], -1)
 
 

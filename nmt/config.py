@@ -189,6 +189,7 @@ class Config:
     cache_dir: str = MISSING
     seed: int = MISSING
     device: str = MISSING
+    precision: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -207,6 +208,7 @@ class DecodeConfig:
     run_dir: str = MISSING
     checkpoint: str = MISSING
     device: str = MISSING
+    precision: str = MISSING
     max_tokens: int = MISSING
     max_src_len: int = MISSING
     search: SearchConfig = field(default_factory=SearchConfig)

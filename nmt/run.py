@@ -25,7 +25,13 @@ from nmt.evaluate import evaluate_split
 from nmt.model import build_model, count_parameters
 from nmt.optim import Schedule, build_optimizer
 from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
-from nmt.runtime import describe_device, pick_device, seed_everything
+from nmt.runtime import (
+    describe_device,
+    pick_device,
+    pick_precision,
+    precision_name,
+    seed_everything,
+)
 from nmt.search_options import SearchOptions
 from nmt.train import Interrupted, TrainingError, TrainOptions, fit
 from nmt.translate import Translator
@@ -124,7 +130,13 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> dict:
     return corpus_report
 
 
-def _trainee(cfg: DictConfig, run_dir: Path, corpus_report: dict, device: torch.device) -> dict:
+def _trainee(
+    cfg: DictConfig,
+    run_dir: Path,
+    corpus_report: dict,
+    device: torch.device,
+    precision: torch.dtype,
+) -> dict:
     """fit's arguments from the config: model, optimizer, schedule, data, validator, meta."""
     tok = tokenizer.Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     encoded = tokenizer.load_encoded(run_dir)
@@ -139,16 +151,18 @@ def _trainee(cfg: DictConfig, run_dir: Path, corpus_report: dict, device: torch.
         max_tokens=cfg.batch.max_tokens,
         batch_size=cfg.batch.batch_size,
         max_sentences=cfg.train.valid_max_sentences,
+        precision=precision,
     )
     parameters = count_parameters(parts["model"])
     log.info(
-        "model %s + %s: %s parameters; %d training pairs, device %s (%d threads)",
+        "model %s + %s: %s parameters; %d training pairs, device %s (%d threads, %s)",
         cfg.model.cell,
         cfg.model.attention,
         f"{parameters:,}",
         len(parts["src_ids"]),
         device,
         torch.get_num_threads(),
+        precision_name(precision),
     )
     parts["meta"] = {
         "src": cfg.data.src,
@@ -159,6 +173,7 @@ def _trainee(cfg: DictConfig, run_dir: Path, corpus_report: dict, device: torch.
         "spm_sha256": tok.sha256(),
         "torch": torch.__version__,
         "hardware": describe_device(device),
+        "precision": precision_name(precision),
     }
     parts["options"] = TrainOptions(
         **group_kwargs(cfg.train, drop=("threads", "valid_max_sentences", "resume")),
@@ -178,6 +193,7 @@ def translator_for(
         run_dir or cfg.run_dir,
         checkpoint=checkpoint or cfg.checkpoint,
         device=cfg.device,
+        precision=cfg.precision,
         search=SearchOptions.from_config(cfg.search),
         max_sentences=cfg.search.max_sentences,
         max_tokens=cfg.get("max_tokens", 4000),
@@ -201,10 +217,11 @@ def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
         return float(result.get("bleu", float("nan")))
     corpus_report = _prepare(cfg, run_dir)
     device = pick_device(cfg.device, cfg.train.threads)
+    precision = pick_precision(cfg.precision, device)
     seed_everything(cfg.seed)
-    parts = _trainee(cfg, run_dir, corpus_report, device)
+    parts = _trainee(cfg, run_dir, corpus_report, device, precision)
     try:
-        best = fit(**parts, run_dir=run_dir, device=device, resume=resume)
+        best = fit(**parts, run_dir=run_dir, device=device, precision=precision, resume=resume)
     except Interrupted as e:
         print(str(e), file=sys.stderr)
         sys.exit(130)

@@ -41,6 +41,7 @@ from nmt.progress import (
     TrainOptions,
     limit_reached,
 )
+from nmt.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,13 @@ class _Loop:
         validate: Callable[[Seq2Seq], dict],
         run_dir: Path,
         device: torch.device,
+        precision: torch.dtype,
         options: TrainOptions,
         meta: dict,
     ):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.validate_fn, self.run_dir, self.device = validate, run_dir, device
+        self.precision = precision
         self.options, self.meta = options, meta
         # Higher is better for BLEU and chrF; loss and perplexity are negated.
         self.sign = -1.0 if options.early_stop_metric in ("loss", "ppl") else 1.0
@@ -111,8 +114,7 @@ class _Loop:
         """One optimizer step on a batch; False when it was skipped for a non-finite loss or
         gradient (``max_bad_steps`` of them in a row stop training)."""
         state = self.state
-        enabled = self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled):
+        with autocast(self.device, self.precision):
             out = sequence_loss(self.model, batch, self.options.label_smoothing)
         loss = out.loss / out.n_tokens
         self.optimizer.zero_grad(set_to_none=True)
@@ -257,6 +259,7 @@ def fit(
     options: TrainOptions,
     resume: bool,
     meta: dict,
+    precision: torch.dtype = torch.float32,
 ) -> dict:
     """Train until max_steps / max_epochs / max_minutes / early stopping; return the best scores.
 
@@ -273,6 +276,7 @@ def fit(
         validate=validate,
         run_dir=run_dir,
         device=device,
+        precision=precision,
         options=options,
         meta=meta,
     )

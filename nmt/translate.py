@@ -24,7 +24,7 @@ from nmt.checkpoint import META_FILE, CheckpointError, find_checkpoint, load_wei
 from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
 from nmt.rundir import CONFIG_FILE
-from nmt.runtime import pick_device
+from nmt.runtime import autocast, pick_device, pick_precision
 from nmt.search import Hypothesis, decode_corpus
 from nmt.search_options import SearchError, SearchOptions
 from nmt.tokenizer import Tokenizer
@@ -72,8 +72,10 @@ class Translator:
         max_src_len: int,
         src_lang: str = "",
         tgt_lang: str = "",
+        precision: torch.dtype = torch.float32,
     ):
         self.model = model.to(device).eval()
+        self.precision = precision
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.tokenizer, self.device = tokenizer, device
         self.search = search
@@ -90,6 +92,7 @@ class Translator:
         *,
         checkpoint: str = "best",
         device: str = "auto",
+        precision: str = "fp32",
         search: SearchOptions | dict | None = None,
         max_sentences: int = 64,
         max_tokens: int = 4000,
@@ -142,10 +145,12 @@ class Translator:
         )
         if not isinstance(search, SearchOptions):
             search = run_search.replace(**(search or {}))
+        chosen = pick_device(device)
         return cls(
             model=model,
             tokenizer=tok,
-            device=pick_device(device),
+            device=chosen,
+            precision=pick_precision(precision, chosen),
             search=search,
             max_sentences=max_sentences,
             max_tokens=max_tokens,
@@ -160,14 +165,15 @@ class Translator:
         truncated = [len(x) > self.max_src_len for x in ids]
         ids = [x[: self.max_src_len] for x in ids]
         todo = [i for i, x in enumerate(ids) if x]
-        found = decode_corpus(
-            self.model,
-            [ids[i] for i in todo],
-            self.search,
-            device=self.device,
-            max_sentences=self.max_sentences,
-            max_tokens=self.max_tokens,
-        )
+        with autocast(self.device, self.precision):
+            found = decode_corpus(
+                self.model,
+                [ids[i] for i in todo],
+                self.search,
+                device=self.device,
+                max_sentences=self.max_sentences,
+                max_tokens=self.max_tokens,
+            )
         n_best = self.search.n_best
         empty = [Hypothesis(tokens=[], log_prob=0.0, score=0.0)] * n_best
         hyps_of = dict(zip(todo, found, strict=True))

@@ -14,18 +14,25 @@ from nmt import evaluate
 from nmt.batching import Batch, BatchSampler, collate
 from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
+from nmt.runtime import autocast
 from nmt.search import SearchOptions, decode_corpus
 from nmt.tokenizer import Tokenizer
 
 
 @torch.no_grad()
-def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device) -> dict:
+def validation_loss(
+    model: Seq2Seq,
+    batches: list[Batch],
+    device: torch.device,
+    precision: torch.dtype = torch.float32,
+) -> dict:
     """Mean per-token cross-entropy (no smoothing) and perplexity over pre-built batches."""
     was_training = model.training
     model.eval()
     nll, tokens = 0.0, 0
     for batch in batches:
-        out = sequence_loss(model, batch.to(device), label_smoothing=0.0)
+        with autocast(device, precision):
+            out = sequence_loss(model, batch.to(device), label_smoothing=0.0)
         nll += float(out.nll)
         tokens += out.n_tokens
     model.train(was_training)
@@ -48,12 +55,13 @@ class Validator:
         max_tokens: int | None,
         batch_size: int | None,
         max_sentences: int | None = None,
+        precision: torch.dtype = torch.float32,
     ):
         if max_sentences:
             valid = valid.select(range(min(len(valid), max_sentences)))
         self.refs = [row[tgt_lang] for row in valid["translation"]]
         self.src_ids, tgt_ids = list(valid["src_ids"]), list(valid["tgt_ids"])
-        self.tokenizer, self.device = tokenizer, device
+        self.tokenizer, self.device, self.precision = tokenizer, device, precision
         self.search, self.decode_sentences = search.greedy(), decode_sentences
         sampler = BatchSampler(
             src_lens=[len(s) for s in self.src_ids],
@@ -70,14 +78,15 @@ class Validator:
         ]
 
     def __call__(self, model: Seq2Seq) -> dict:
-        found = decode_corpus(
-            model,
-            self.src_ids,
-            self.search,
-            device=self.device,
-            max_sentences=self.decode_sentences,
-        )
+        with autocast(self.device, self.precision):
+            found = decode_corpus(
+                model,
+                self.src_ids,
+                self.search,
+                device=self.device,
+                max_sentences=self.decode_sentences,
+            )
         hyps = self.tokenizer.decode_tgt([h[0].tokens for h in found])
         scores = evaluate.score(hyps, self.refs)
-        scores.update(validation_loss(model, self.loss_batches, self.device))
+        scores.update(validation_loss(model, self.loss_batches, self.device, self.precision))
         return scores

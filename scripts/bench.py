@@ -11,9 +11,12 @@ the figure is the median over repeats. Prints ``name: value`` lines and writes J
     python scripts/bench.py                       # all cells, training; decoding if a run exists
     python scripts/bench.py --cells gru --repeats 5
     python scripts/bench.py --what decode --run-dir runs/ende-default
+    python scripts/bench.py --precision fp32      # auto (default): bf16 where the CPU has it
 
-Decoding uses the newest trained run under runs/ (or --run-dir); on a fresh clone, with none,
-the default model is first trained for --decode-steps updates into runs/bench/decode_run.
+Decoding runs on two models: the newest trained run under runs/ (or --run-dir; on a fresh clone,
+with none, the default model is first trained for --decode-steps updates into
+runs/bench/decode_run), and the reference architecture above trained for --reference-steps
+updates (runs/bench/decode_reference), the shape other toolkits are measured on.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ def prepared_run(cfg, run_dir: Path) -> Path:
 
 def bench_train_one(
     cell: str,
+    precision: str,
     batches: int,
     warmup: int,
     repeats: int,
@@ -140,7 +144,11 @@ def bench_train_one(
     from nmt.tokenizer import Tokenizer, load_encoded
 
     pick_device("cpu", threads)  # threads, and the allocator setting training uses
+    from nmt.runtime import autocast, pick_precision
+
     cfg = compose([*REFERENCE, f"model={cell}", *overrides])
+    device = torch.device("cpu")
+    dtype = pick_precision(precision, device)
     run_dir = prepared_run(cfg, work_dir / "data")
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     train = load_encoded(run_dir)["train"]
@@ -170,7 +178,8 @@ def bench_train_one(
 
     def step(indices) -> int:
         batch = collate([src[i] for i in indices], [tgt[i] for i in indices], indices)
-        out = sequence_loss(model, batch, 0.1)
+        with autocast(device, dtype):
+            out = sequence_loss(model, batch, 0.1)
         opt.zero_grad(set_to_none=True)
         (out.loss / out.n_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -190,6 +199,7 @@ def bench_train_one(
     profile_result = profiled(lambda: counted.append(step(extra)))
     return {
         "cell": cell,
+        "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "flop_per_tgt_token": round(profile_result["flops"] / counted[0]),
         "profile": profile_result,
         "parameters": count_parameters(model),
@@ -202,16 +212,18 @@ def bench_train_one(
     }
 
 
-def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
+def bench_decode(run_dir: Path, split: str, repeats: int, threads: int, precision: str) -> dict:
     """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences."""
 
+    import torch
+
     from nmt.data import load_corpus
-    from nmt.runtime import pick_device
+    from nmt.runtime import autocast, pick_device
     from nmt.search import SearchOptions, decode_corpus
     from nmt.translate import Translator
 
     pick_device("cpu", threads)
-    translator = Translator.from_run_dir(run_dir, device="cpu")
+    translator = Translator.from_run_dir(run_dir, device="cpu", precision=precision)
     corpus, report = load_corpus(run_dir)
     texts = [row[report["src"]] for row in corpus[split]["translation"]]
     src = translator.tokenizer.encode_src(texts)
@@ -222,35 +234,31 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int) -> dict:
         "split": split,
         "sentences": len(src),
         "threads": threads,
+        "precision": "bf16" if translator.precision == torch.bfloat16 else "fp32",
+        "parameters": sum(p.numel() for p in translator.model.parameters()),
     }
+
+    def decode(texts, options):
+        with autocast(translator.device, translator.precision):
+            return decode_corpus(
+                translator.model, texts, options, device=translator.device, max_sentences=64
+            )
+
     for name in ("greedy", "beam5"):  # the presets of conf/search/
         options = SearchOptions.from_config(compose([f"search={name}"]).search)
         warm_up = src[:64]
-        decode_corpus(
-            translator.model, warm_up, options, device=translator.device, max_sentences=64
-        )
+        decode(warm_up, options)
         times, tokens = [], 0
         for _ in range(repeats):
             start = time.perf_counter()
-            found = decode_corpus(
-                translator.model, src, options, device=translator.device, max_sentences=64
-            )
+            found = decode(src, options)
             times.append(time.perf_counter() - start)
             tokens = sum(len(h[0].tokens) + 1 for h in found)
         seconds = statistics.median(times)
         results[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
         results[f"{name}_generated_tokens_per_s"] = round(tokens / seconds, 1)
         results[f"{name}_seconds"] = round(seconds, 2)
-        results[f"{name}_profile"] = profiled(
-            functools.partial(
-                decode_corpus,
-                translator.model,
-                warm_up,
-                options,
-                device=translator.device,
-                max_sentences=64,
-            )
-        )
+        results[f"{name}_profile"] = profiled(functools.partial(decode, warm_up, options))
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return results
 
@@ -270,12 +278,15 @@ def latest_run(runs_dir: Path) -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
-def fallback_run(work_dir: Path, steps: int, overrides: list[str]) -> Path:
-    """A default model trained for ``steps`` updates, for decoding when no trained run exists
-    (a fresh clone); trained once, then reused (``train.resume=auto``)."""
-    run_dir = work_dir / "decode_run"
+def fallback_run(
+    work_dir: Path, steps: int, overrides: list[str], name: str = "decode_run"
+) -> Path:
+    """A model trained for ``steps`` updates, for decoding: the default model when no trained run
+    exists (a fresh clone), and the reference one; trained once, then reused
+    (``train.resume=auto``)."""
+    run_dir = work_dir / name
     print(
-        f"decode: no trained run under runs/; training the default model for {steps} updates "
+        f"decode: training {' '.join(overrides) or 'the default model'} for {steps} updates "
         f"into {run_dir} (once)",
         flush=True,
     )
@@ -330,6 +341,20 @@ def main() -> None:
         default=400,
         help="updates of the model trained for decoding when no run exists",
     )
+    parser.add_argument(
+        "--reference-steps",
+        type=int,
+        default=220,
+        help="updates of the reference-architecture model trained for decoding (as the peer "
+        "benchmark does); 0: skip decoding on it",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: bf16 autocast where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), "
+        "else fp32",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
     parser.add_argument(
         "--work-dir",
@@ -353,6 +378,7 @@ def main() -> None:
             json.dumps(
                 bench_train_one(
                     args.one_train,
+                    args.precision,
                     args.batches,
                     args.warmup,
                     args.repeats,
@@ -396,6 +422,8 @@ def main() -> None:
                     str(args.threads),
                     "--work-dir",
                     str(args.work_dir),
+                    "--precision",
+                    args.precision,
                     *(f"--set={o}" for o in args.set),
                 ],
                 capture_output=True,
@@ -410,6 +438,7 @@ def main() -> None:
             result["fraction_of_fp32_matmul_peak"] = float(f"{fraction:.3g}")
             for key in (
                 "parameters",
+                "precision",
                 "train_tgt_tokens_per_s",
                 "peak_rss_mib",
                 "flop_per_tgt_token",
@@ -422,13 +451,19 @@ def main() -> None:
         run_dir = args.run_dir or latest_run(args.runs_dir)
         if run_dir is None:
             run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
-        result = bench_decode(run_dir, args.split, args.repeats, args.threads)
-        report["decode"] = result
-        for key, value in result.items():
-            if not key.endswith("_profile"):
-                print(f"decode.{key}: {value}", flush=True)
-            elif "profile" in what:
-                print_profile(f"decode.{key.removesuffix('_profile')}", value)
+        models = {"decode": run_dir}
+        if args.reference_steps > 0:
+            models["decode_reference"] = fallback_run(
+                args.work_dir, args.reference_steps, [*REFERENCE, *args.set], "decode_reference"
+            )
+        for section, model_dir in models.items():
+            result = bench_decode(model_dir, args.split, args.repeats, args.threads, args.precision)
+            report[section] = result
+            for key, value in result.items():
+                if not key.endswith("_profile"):
+                    print(f"{section}.{key}: {value}", flush=True)
+                elif "profile" in what:
+                    print_profile(f"{section}.{key.removesuffix('_profile')}", value)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"json: {args.out}")

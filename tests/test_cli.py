@@ -108,6 +108,7 @@ def test_done_json_records_the_run(tiny_run):
     from omegaconf import OmegaConf
 
     from nmt.model import build_model, count_parameters
+    from nmt.runtime import cpu_flags
     from nmt.tokenizer import Tokenizer
 
     done = json.loads((tiny_run / "done.json").read_text())
@@ -125,6 +126,8 @@ def test_done_json_records_the_run(tiny_run):
     assert done["cell"] == "gru" and done["attention"] == "bahdanau"
     assert 0.1 < done["process_peak_rss_gib"] < 8
     assert done["hardware"].startswith("CPU ") and "threads" in done["hardware"]
+    native = {"amx_bf16", "avx512_bf16"} & cpu_flags()  # precision=auto
+    assert done["precision"] == ("bf16" if native else "fp32")
     assert done["spm_sha256"] == tok.sha256() and done["torch"]
     assert done["train_tokens_per_s"] > done["tokens_per_s"] > 0
     assert done["bleu_signature"].startswith("nrefs:1|case:mixed")

@@ -204,3 +204,74 @@ def test_training_step_under_bf16_autocast(cell):
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_decoding_under_bf16_autocast(cell):
+    """Greedy and beam search under bf16 autocast (every cell): the attention softmax and the
+    search's log-probabilities stay fp32, and both searches agree with their fp32 selves on
+    the scores of what they found."""
+    from nmt.search import SearchOptions, beam_search, greedy
+
+    def options(beam_size: int, alpha: float) -> SearchOptions:
+        return SearchOptions(
+            beam_size=beam_size,
+            alpha=alpha,
+            max_len_a=1.5,
+            max_len_b=5,
+            min_len=0,
+            n_best=1,
+            coverage_penalty=0.0,
+            no_repeat_ngram=0,
+        )
+
+    torch.manual_seed(0)
+    model = tiny_model(cell).eval()
+    batch = batch_of(6)
+    args = (batch.src_ids, batch.src_lens, batch.src_mask)
+    memory = model.encode(*args)
+    with bf16():
+        out = model.decoder.step(batch.tgt_in[:, 0], model.decoder.init_state(memory), memory)
+        assert out.logits.dtype == torch.bfloat16 and out.attn.dtype == torch.float32
+        torch.testing.assert_close(out.attn.sum(-1), torch.ones(6))
+        found16 = greedy(model, *args, options(1, 0.0))
+        beams16 = beam_search(model, *args, options(3, 0.6))
+    found32 = greedy(model, *args, options(1, 0.0))
+    beams32 = beam_search(model, *args, options(3, 0.6))
+    scores16 = torch.tensor([h.score for h in found16] + [b[0].score for b in beams16])
+    scores32 = torch.tensor([h.score for h in found32] + [b[0].score for b in beams32])
+    assert torch.isfinite(scores16).all()
+    assert relative_error(scores16, scores32) < 5e-2
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "flags", "expected"),
+    [
+        ("auto", "cpu", {"avx2", "fma"}, torch.float32),  # emulated bf16: slower than fp32
+        ("auto", "cpu", {"avx2", "avx512f", "avx512_bf16"}, torch.bfloat16),
+        ("auto", "cpu", {"avx2", "amx_bf16", "amx_tile"}, torch.bfloat16),
+        ("fp32", "cpu", {"amx_bf16"}, torch.float32),
+        ("bf16", "cpu", set(), torch.bfloat16),
+    ],
+)
+def test_precision_auto_follows_the_hardware(name, device, flags, expected, monkeypatch):
+    from nmt import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert runtime.pick_precision(name, torch.device(device)) == expected
+
+
+def test_precision_names_are_checked():
+    from nmt.runtime import pick_precision
+
+    with pytest.raises(ValueError, match="precision='fp16': expected one of auto, fp32, bf16"):
+        pick_precision("fp16", torch.device("cpu"))
+
+
+def test_precision_auto_on_this_machine_reads_its_cpu_flags():
+    """The real /proc/cpuinfo: bf16 exactly when the CPU lists AMX or AVX-512 BF16."""
+    from nmt.runtime import cpu_flags, pick_precision
+
+    native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    expected = torch.bfloat16 if native else torch.float32
+    assert pick_precision("auto", torch.device("cpu")) == expected

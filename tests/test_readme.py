@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -197,10 +198,14 @@ def check_bench(cells: list[str], decode: bool, profile: bool = False) -> Callab
             assert 0 < report["train"][cell]["fraction_of_fp32_matmul_peak"] < 1
         assert report["probe"]["matmul_fp32_1024_gflops"] > 0
         assert "probe.matmul_bf16_1024_gflops:" in result.stdout
-        if decode:
-            for name in ("greedy", "beam5"):
-                assert report["decode"][f"{name}_sentences_per_s"] > 0
-                assert f"decode.{name}_sentences_per_s:" in result.stdout
+        if decode:  # the default model, and the reference architecture the peers are run on
+            for section in ("decode", "decode_reference"):
+                for name in ("greedy", "beam5"):
+                    assert report[section][f"{name}_sentences_per_s"] > 0
+                    assert f"{section}.{name}_sentences_per_s:" in result.stdout
+            reference = OmegaConf.load(tmp / "bench" / "decode_reference" / "config.yaml")
+            assert reference.model.tie_output is False  # conf/experiment/reference.yaml
+            assert report["decode_reference"]["precision"] in ("fp32", "bf16")
         else:
             assert "decode" not in report
         if profile:  # top operators of a training step, a greedy and a beam batch
@@ -230,6 +235,8 @@ BENCH = [
     "--repeats",
     "1",
     "--decode-steps",
+    "2",
+    "--reference-steps",
     "2",
     "--set",
     "batch.batch_size=16",
