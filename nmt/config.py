@@ -259,8 +259,9 @@ def _flat(node: object, prefix: str = "") -> dict:
 
 def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, object, object]]:
     """(key, saved value, value now) for each setting that differs from a saved config.yaml,
-    keys that cannot change results (NAME_EXCLUDE, train.threads) aside."""
-    neutral = (*NAME_EXCLUDE, "train.threads")
+    keys that cannot change results (NAME_EXCLUDE, train.threads) aside, and ``precision``: like
+    the device, a run may continue on other hardware (and a run from before the key had none)."""
+    neutral = (*NAME_EXCLUDE, "train.threads", "precision")
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
     keys = sorted(k for k in now.keys() | saved.keys() if k not in neutral)

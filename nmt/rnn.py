@@ -136,16 +136,18 @@ class Recurrent(nn.Module):
             outs = []
             for d in range(self.dirs):
                 w_ih, w_hh, b_ih, b_hh = weights[layer * self.dirs + d]
-                gx = F.linear(x, w_ih, b_ih)  # [B, S, G] for all steps at once
+                # [B, S, G] for all steps at once, unbound: one stack in backward, where a slice
+                # per step would zero-fill a whole [B, S, G] gradient each time.
+                gxs = F.linear(x, w_ih, b_ih).unbind(1)
                 zero = x.new_zeros(batch, self.hidden_size)
                 state = (zero,) * state_size(self.cell)
                 steps = range(length) if d == 0 else reversed(range(length))
                 out = [None] * length
                 for t in steps:
-                    new = step(gx[:, t], state, w_hh, b_hh)
+                    new = step(gxs[t], state, w_hh, b_hh)
                     keep = mask[:, t, None]
                     if record is not None:
-                        record(layer, d, gate_values(self.cell, gx[:, t], state, w_hh, b_hh), keep)
+                        record(layer, d, gate_values(self.cell, gxs[t], state, w_hh, b_hh), keep)
                     # Padding leaves the state untouched, so the backward direction starts at
                     # each sentence's last real token and the final state is the true one.
                     state = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))

@@ -79,3 +79,19 @@ def test_translate_and_eval_configs_compose(name, search):
     node = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     assert isinstance(obj, schema) and obj.search.name == search
+
+
+def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path):
+    """precision, like the device, may change between a run and its continuation (another
+    machine), and a run saved before the key existed is not 'trained with other settings'; a
+    key that changes results still is."""
+    from nmt.config import changed_settings
+
+    saved = tmp_path / "config.yaml"
+    cfg = compose_train("precision=bf16")
+    old = OmegaConf.to_container(cfg, resolve=True)
+    del old["precision"]
+    OmegaConf.save(OmegaConf.create(old), saved)
+    assert changed_settings(compose_train("precision=fp32"), saved) == []
+    assert changed_settings(cfg, saved) == []
+    assert [k for k, *_ in changed_settings(compose_train("seed=7"), saved)] == ["seed"]
