@@ -212,7 +212,9 @@ def bench_train_one(
     }
 
 
-def bench_decode(run_dir: Path, split: str, repeats: int, threads: int, precision: str) -> dict:
+def bench_decode(
+    run_dir: Path, split: str, repeats: int, threads: int, precision: str, sentences: int = 0
+) -> dict:
     """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences."""
 
     import torch
@@ -226,6 +228,7 @@ def bench_decode(run_dir: Path, split: str, repeats: int, threads: int, precisio
     translator = Translator.from_run_dir(run_dir, device="cpu", precision=precision)
     corpus, report = load_corpus(run_dir)
     texts = [row[report["src"]] for row in corpus[split]["translation"]]
+    texts = texts[:sentences] if sentences > 0 else texts
     src = translator.tokenizer.encode_src(texts)
     best = json.loads((Path(run_dir) / "best" / "meta.json").read_text())
     results = {
@@ -335,6 +338,9 @@ def main() -> None:
         help="where to look for the newest trained run (default: runs/)",
     )
     parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument(
+        "--sentences", type=int, default=0, help="decode the first N sentences of --split (0: all)"
+    )
     parser.add_argument(
         "--decode-steps",
         type=int,
@@ -457,7 +463,9 @@ def main() -> None:
                 args.work_dir, args.reference_steps, [*REFERENCE, *args.set], "decode_reference"
             )
         for section, model_dir in models.items():
-            result = bench_decode(model_dir, args.split, args.repeats, args.threads, args.precision)
+            result = bench_decode(
+                model_dir, args.split, args.repeats, args.threads, args.precision, args.sentences
+            )
             report[section] = result
             for key, value in result.items():
                 if not key.endswith("_profile"):

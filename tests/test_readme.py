@@ -202,6 +202,7 @@ def check_bench(cells: list[str], decode: bool, profile: bool = False) -> Callab
             for section in ("decode", "decode_reference"):
                 for name in ("greedy", "beam5"):
                     assert report[section][f"{name}_sentences_per_s"] > 0
+                    assert report[section]["sentences"] == 20  # --sentences
                     assert f"{section}.{name}_sentences_per_s:" in result.stdout
             reference = OmegaConf.load(tmp / "bench" / "decode_reference" / "config.yaml")
             assert reference.model.tie_output is False  # conf/experiment/reference.yaml
@@ -238,6 +239,8 @@ BENCH = [
     "2",
     "--reference-steps",
     "2",
+    "--sentences",
+    "20",
     "--set",
     "batch.batch_size=16",
     "--set",
