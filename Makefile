@@ -42,8 +42,8 @@ bench: $(STAMP) ## training and decoding speed per cell on the reference model (
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 # The quick preset unless ARGS names another experiment.
-ablate: $(STAMP) ## cell ablation sweep + report in runs/ablation_quick (ARGS="experiment=ablation_full")
-	$(BIN)/nmt-train $(if $(findstring experiment=,$(ARGS)),,experiment=ablation_quick) $(ARGS)
+ablate: $(STAMP) ## cell ablation sweep + report in runs/<preset> (ARGS="experiment=ablation_converged")
+	$(BIN)/nmt-ablate $(if $(findstring experiment=,$(ARGS)),,experiment=ablation_quick) $(ARGS)
 
 test: $(STAMP) ## run the test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)

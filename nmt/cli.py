@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nmt import run
+from nmt import run, sweep
 from nmt.config import check_overrides, register_configs
 from nmt.errors import UserError, one_line
 from nmt.evaluate import evaluate_split, score_files
@@ -110,3 +110,18 @@ def translate_main() -> None:
 
 def eval_main() -> None:
     _entry(eval_task, "eval")
+
+
+def ablate_main() -> None:
+    """nmt-ablate: an ablation preset's phases (``nmt.sweep.ablate``), each a multirun of nmt-train."""
+    register_configs()
+    args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args):
+        print(sweep.__doc__)
+        return
+    check_overrides(CONF_DIR, "train", args)
+    try:
+        sys.exit(sweep.ablate(args, CONF_DIR))
+    except UserError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(1)

@@ -7,6 +7,7 @@ exist and their types, so a typo in an override (``data.srcc=en``) is rejected w
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
@@ -16,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nmt.errors import one_line
+from nmt.rundir import TUNING_FILE
 from nmt.search_options import SearchOptions
 
 MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
@@ -43,7 +45,7 @@ def run_dirname(overrides: list[str]) -> str:
     for override in overrides:
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
-        if key in NAME_EXCLUDE or key.startswith("hydra"):
+        if key in NAME_EXCLUDE or key.startswith(("hydra", "ablation")):  # the plan: not a result
             continue
         if "/" in value or "\\" in value:
             value = "#" + hashlib.sha256(value.encode()).hexdigest()[:10]
@@ -51,8 +53,25 @@ def run_dirname(overrides: list[str]) -> str:
     return short_dirname(",".join(sorted(items)))
 
 
-# Used by hydra.sweep.subdir; registered on import so a launcher's job process has it too.
+def tuned_lr(sweep_dir: str, cell: str, attention: str) -> float:
+    """The learning rate nmt-ablate's tuning chose for this cell and attention (presets with an
+    ``ablation.tune`` block set ``optim.lr`` to this)."""
+    path = Path(sweep_dir) / TUNING_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: no tuned learning rates; this preset's runs start with `make ablate` "
+            "(nmt-ablate), which tunes them first"
+        )
+    chosen = json.loads(path.read_text())["chosen"]
+    if attention not in chosen.get(cell, {}):
+        raise ValueError(f"{path}: no learning rate tuned for {cell} with attention={attention}")
+    return float(chosen[cell][attention])
+
+
+# Used by hydra.sweep.subdir and the ablation presets; registered on import so a launcher's job
+# process has them too.
 OmegaConf.register_new_resolver("nmt_dirname", run_dirname, replace=True)
+OmegaConf.register_new_resolver("nmt_tuned_lr", tuned_lr, replace=True)
 
 
 @dataclass
@@ -123,6 +142,7 @@ class ModelConfig:
     input_feeding: bool = MISSING
     tie_output: bool = MISSING
     tie_src_tgt: bool = MISSING
+    match_params: str | None = None  # a cell: resize enc/dec_hidden to its parameter count
 
 
 @dataclass
@@ -182,6 +202,34 @@ class TrainConfig:
 
 
 @dataclass
+class ArmConfig:
+    """One part of an ablation grid: every cell with this attention, these seeds."""
+
+    attention: str = MISSING
+    seeds: list[int] = MISSING
+
+
+@dataclass
+class TuneConfig:
+    """The learning-rate search every cell gets, the same for all: each rate trains
+    ``max_steps`` updates with ``seed`` and the best validation BLEU picks it."""
+
+    lrs: list[float] = field(default_factory=list)  # empty: no tuning, optim.lr as configured
+    max_steps: int = 0
+    seed: int = 1
+
+
+@dataclass
+class AblationConfig:
+    """An ablation sweep run by ``nmt-ablate`` (``make ablate``): tuning, then the grid."""
+
+    cells: list[str] = MISSING
+    arms: list[ArmConfig] = MISSING
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    jobs: int = 1  # training runs at once (hydra/launcher=joblib when more than one)
+
+
+@dataclass
 class Config:
     """The whole composed config of every entry point."""
 
@@ -199,6 +247,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     # Splits translated with the best checkpoint and `search` once training ends (eval/<split>-...).
     final_eval: list[str] = field(default_factory=list)
+    # The sweep plan of an ablation preset (nmt-ablate reads it; a training run ignores it).
+    ablation: AblationConfig | None = None
 
 
 @dataclass
@@ -260,11 +310,14 @@ def _flat(node: object, prefix: str = "") -> dict:
 def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, object, object]]:
     """(key, saved value, value now) for each setting that differs from a saved config.yaml,
     keys that cannot change results (NAME_EXCLUDE, train.threads) aside, and ``precision``: like
-    the device, a run may continue on other hardware (and a run from before the key had none)."""
-    neutral = (*NAME_EXCLUDE, "train.threads", "precision")
+    the device, a run may continue on other hardware (and a run from before the key had none);
+    and the sweep plan (``ablation``): a seed added to a sweep does not change its finished runs."""
+    neutral = (*NAME_EXCLUDE, "train.threads", "precision", "ablation")
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
-    keys = sorted(k for k in now.keys() | saved.keys() if k not in neutral)
+    keys = sorted(
+        k for k in now.keys() | saved.keys() if k.split(".")[0] not in neutral and k not in neutral
+    )
     return [(k, saved.get(k), now.get(k)) for k in keys if now.get(k) != saved.get(k)]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import statistics
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from nmt import evaluate
+from nmt import evaluate, stats
 from nmt.plots import GATE_ORDER, PLOTS, gates_by_layer, plot_report
-from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
+from nmt.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.runs import (
     ReportError,
     Run,
@@ -38,12 +37,6 @@ log = logging.getLogger(__name__)
 __all__ = ["PLOTS", "ReportError", "Run", "build_rows", "markdown_table", "write_report"]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    if not values:
-        return math.nan, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
 def _minutes_to_best(run: Run) -> float | None:
     best = run.done.get("best_step")
     for row in run.metrics:
@@ -52,11 +45,47 @@ def _minutes_to_best(run: Run) -> float | None:
     return None
 
 
-def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
-    """One row per (cell, attention): means over seeds (std where there are several)."""
+def _groups(runs: list[Run]) -> dict[tuple[str, frozenset], list[Run]]:
+    """Rows of the table: runs sharing cell and context (everything but cell, recipe and seed)."""
     rows: dict[tuple[str, frozenset], list[Run]] = {}
     for run in sorted(runs, key=run_order):
         rows.setdefault((run.cell, run_context(run)), []).append(run)
+    return rows
+
+
+def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
+    """Each row against the baseline cell's row of the same context, over all their seeds:
+    {(cell, context): {"bleu": seed_bootstrap, "chrf": seed_bootstrap, "welch_bleu_p": p}}."""
+    groups = _groups([r for r in runs if r.finished and r.hyps is not None])
+    cached: dict[tuple[str, str], object] = {}
+
+    def sentence_stats(metric: str, group: list[Run]) -> list:
+        for r in group:
+            if (metric, str(r.path)) not in cached:
+                cached[metric, str(r.path)] = stats.sentence_statistics(metric, r.hyps, refs)
+        return [cached[metric, str(r.path)] for r in group]
+
+    out = {}
+    for (cell, context), group in groups.items():
+        base = groups.get((baseline, context))
+        if cell == baseline or not base:
+            continue
+        out[cell, context] = {
+            metric: stats.seed_bootstrap(
+                metric, sentence_stats(metric, base), sentence_stats(metric, group), samples=samples
+            )
+            for metric in ("bleu", "chrf")
+        }
+        out[cell, context]["welch_bleu_p"] = stats.welch(
+            [r.test["bleu"] for r in base], [r.test["bleu"] for r in group]
+        )
+    return out
+
+
+def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
+    """One row per (cell, context): mean, std and 95 % t-interval over seeds of each score, and
+    the comparison with the baseline cell (``seed_comparisons``)."""
+    rows = _groups(runs)
     out = []
     for (cell, context), group in rows.items():
         ok = [r for r in group if r.finished]
@@ -75,32 +104,52 @@ def build_rows(runs: list[Run], pvalues: dict) -> list[dict]:
             "failed": len(group) - len(ok),
             "seeds": [r.seed for r in group],
             "parameters": group[0].done.get("parameters"),
+            "hidden": {
+                k: group[0].done[k] for k in ("enc_hidden", "dec_hidden") if k in group[0].done
+            },
         }
         if ok:
             ppl = [min(m["ppl"] for m in r.metrics if "ppl" in m) for r in ok if r.metrics]
             to_best = [m for r in ok if (m := _minutes_to_best(r)) is not None]
-            p_bleu = [pvalues[str(r.path)]["bleu_p"] for r in ok if str(r.path) in pvalues]
-            p_chrf = [pvalues[str(r.path)]["chrf_p"] for r in ok if str(r.path) in pvalues]
             row.update(
                 train_tokens_per_s=statistics.fmean(r.done["train_tokens_per_s"] for r in ok),
                 steps=statistics.fmean(r.done["steps"] for r in ok),
                 minutes=statistics.fmean(r.done["minutes"] for r in ok),
                 minutes_to_best=statistics.fmean(to_best) if to_best else None,
                 best_valid_ppl=statistics.fmean(ppl) if ppl else None,
-                valid_bleu=_mean_std([r.done["bleu"] for r in ok]),
-                test_bleu=_mean_std([r.test["bleu"] for r in ok]),
-                test_chrf=_mean_std([r.test["chrf"] for r in ok]),
-                # Several seeds: the largest (least significant) p over the seed pairs.
-                bleu_p=max(p_bleu) if p_bleu else None,
-                chrf_p=max(p_chrf) if p_chrf else None,
+                valid_bleu=stats.summarize([r.done["bleu"] for r in ok]).as_dict(),
+                test_bleu=stats.summarize([r.test["bleu"] for r in ok]).as_dict(),
+                test_chrf=stats.summarize([r.test["chrf"] for r in ok]).as_dict(),
+                versus=comparisons.get((cell, context)),
             )
         out.append(row)
     return out
 
 
-def _pm(value: tuple[float, float | None]) -> str:
-    mean, std = value
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+def _pm(value: dict) -> str:
+    return (
+        f"{value['mean']:.2f}"
+        if value["std"] is None
+        else f"{value['mean']:.2f} ± {value['std']:.2f}"
+    )
+
+
+def _ci(value: dict) -> str:
+    low, high = value["ci"]
+    return "–" if low is None else f"[{low:.2f}, {high:.2f}]"
+
+
+def _delta(versus: dict | None, baseline: bool) -> str:
+    if baseline:
+        return "(baseline)"
+    if not versus:
+        return "–"
+    d = versus["bleu"]
+    return f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
+
+
+def _hidden(sizes: dict) -> str:
+    return f"{sizes['enc_hidden']}/{sizes['dec_hidden']}" if sizes else "–"
 
 
 def _p(value: float | None, baseline: bool) -> str:
@@ -111,30 +160,30 @@ def _p(value: float | None, baseline: bool) -> str:
 
 def markdown_table(rows: list[dict], baseline: str) -> str:
     head = (
-        "| cell | attention | parameters | train tok/s | steps | minutes to best | best valid ppl "
-        "| valid BLEU | test BLEU | test chrF | p BLEU vs "
+        "| cell | attention | parameters | enc/dec | train tok/s | steps | minutes to best | best valid ppl "
+        "| valid BLEU | test BLEU | 95 % CI | test chrF | Δ BLEU vs "
         + baseline
-        + " | p chrF vs "
-        + baseline
-        + " |"
+        + " [95 % CI] | p BLEU | p chrF | p Welch |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         attention = f"{r['attention']} ({r['variant']})" if r["variant"] else r["attention"]
         if "test_bleu" not in r:
             lines.append(
-                f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | "
-                + " | ".join(["diverged"] + ["–"] * 9)
+                f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | {_hidden(r['hidden'])} | "
+                + " | ".join(["diverged"] + ["–"] * 12)
                 + " |"
             )
             continue
-        base = r["cell"] == baseline
+        base, versus = r["cell"] == baseline, r["versus"] or {}
         fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
         lines.append(
-            f"| {r['cell']} | {attention} | {r['parameters']:,} | "
+            f"| {r['cell']} | {attention} | {r['parameters']:,} | {_hidden(r['hidden'])} | "
             f"{r['train_tokens_per_s']:,.0f} | {r['steps']:.0f} | {fmt(r['minutes_to_best'], '.1f')} | "
             f"{fmt(r['best_valid_ppl'], '.2f')} | {_pm(r['valid_bleu'])} | {_pm(r['test_bleu'])} | "
-            f"{_pm(r['test_chrf'])} | {_p(r['bleu_p'], base)} | {_p(r['chrf_p'], base)} |"
+            f"{_ci(r['test_bleu'])} | {_pm(r['test_chrf'])} | {_delta(r['versus'], base)} | "
+            f"{_p(versus.get('bleu', {}).get('p'), base)} | {_p(versus.get('chrf', {}).get('p'), base)} | "
+            f"{_p(versus.get('welch_bleu_p'), base)} |"
         )
     return "\n".join(lines)
 
@@ -154,6 +203,31 @@ def gates_table(runs: list[Run]) -> str:
             cells = [f"{gates[g]:.3f}" if g in gates else "" for g in GATE_ORDER]
             lines.append(f"| {run.cell} | {run.attention} | {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def tuning_table(tuning: dict) -> str:
+    """The learning-rate search of nmt-ablate: each rate's best validation BLEU, chosen in bold."""
+    rates = tuning["lrs"]
+    lines = [
+        f"Learning rates tuned on validation with the same budget for every cell: {len(rates)} "
+        f"rates, {tuning['max_steps']} updates each, seed {tuning['seed']}, picked by "
+        f"{tuning['metric']} (bold):",
+        "",
+        "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
+        "|---|---|" + "---|" * len(rates),
+    ]
+    scores: dict[tuple[str, str], dict[float, str]] = {}
+    for run in tuning["runs"]:
+        key, bleu = (run["cell"], run["attention"]), run["valid_bleu"]
+        text = "diverged" if bleu is None else f"{bleu:.2f}"
+        if run["lr"] == tuning["chosen"][run["cell"]][run["attention"]]:
+            text = f"**{text}**"
+        scores.setdefault(key, {})[run["lr"]] = text
+    for (cell, attention), by_rate in scores.items():
+        lines.append(
+            f"| {cell} | {attention} | " + " | ".join(by_rate.get(r, "–") for r in rates) + " |"
+        )
+    return "\n".join(lines)
 
 
 def _runs_setting(paths: list[Path], what: str) -> str:
@@ -193,6 +267,7 @@ def _markdown(
     search: str,
     baseline: str,
     samples: int,
+    tuning: dict | None,
 ) -> str:
     finished = [r for r in loaded if r.finished]
     signature = finished[0].test["bleu_signature"] if finished else ""
@@ -201,10 +276,15 @@ def _markdown(
     intro = (
         f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
         f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
-        f"BLEU). BLEU/chrF: sacreBLEU `{signature}`. p: sacreBLEU paired bootstrap ({samples} "
-        f"samples) against `{baseline}` with the same attention and seed"
-        + (f" (`{p_signature}`)" if p_signature else "")
-        + "; over several seeds the largest p. "
+        f"BLEU). BLEU/chrF: sacreBLEU `{signature}`, mean ± standard deviation over seeds; "
+        "95 % CI: Student-t interval of the test BLEU mean. "
+        f"Δ BLEU: difference of seed means against `{baseline}` in the same setting, with the "
+        f"95 % interval of a two-level paired bootstrap ({samples} samples; test sentences and "
+        "seeds both resampled, Clark et al. 2011); p BLEU, p chrF: its two-sided p; p Welch: "
+        "Welch's t-test on the per-seed test BLEU (two seeds a side or more). "
+        "Per seed, sacreBLEU's own paired bootstrap against the same seed of the baseline is in "
+        "results.json" + (f" (`{p_signature}`)" if p_signature else "") + ". "
+        "enc/dec: recurrent sizes (model.match_params resizes them). "
         "Train tok/s: target tokens per second of training, validation excluded."
     )
     return "\n".join(
@@ -216,6 +296,7 @@ def _markdown(
             "",
             markdown_table(rows, baseline),
             "",
+            *([tuning_table(tuning), ""] if tuning else []),
             "Mean gate activations on the validation set (teacher forcing), per layer:",
             "",
             gates_table(loaded),
@@ -256,11 +337,16 @@ def write_report(
     finished = [r for r in loaded if r.finished]
     refs = evaluate.split_pairs(finished[0].path, split)[1] if finished else []
     pvalues = paired_pvalues(loaded, refs, baseline, samples) if finished else {}
-    rows = build_rows(loaded, pvalues)
+    comparisons = seed_comparisons(loaded, refs, baseline, samples) if finished else {}
+    rows = build_rows(loaded, comparisons)
     plot_report(loaded, out)
+    tuning_path = Path(sweep_dir) / TUNING_FILE
+    tuning = json.loads(tuning_path.read_text()) if tuning_path.is_file() else None
     write_text(
         out / "report.md",
-        _markdown(Path(sweep_dir).name, loaded, rows, pvalues, split, search, baseline, samples),
+        _markdown(
+            Path(sweep_dir).name, loaded, rows, pvalues, split, search, baseline, samples, tuning
+        ),
     )
     runs_json = [
         {
@@ -275,5 +361,5 @@ def write_report(
         }
         for r in loaded
     ]
-    write_json(out / "results.json", {"rows": rows, "runs": runs_json})
+    write_json(out / "results.json", {"rows": rows, "runs": runs_json, "tuning": tuning})
     return out / "report.md"

@@ -170,6 +170,7 @@ def _trainee(
         "cell": cfg.model.cell,
         "attention": cfg.model.attention,
         "parameters": parameters,
+        **parts["model"].hidden_sizes,
         "spm_sha256": tok.sha256(),
         "torch": torch.__version__,
         "hardware": describe_device(device),

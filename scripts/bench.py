@@ -194,6 +194,7 @@ def bench_train_one(
         start = time.perf_counter()
         tokens = sum(step(indices) for indices in block)
         rates.append(tokens / (time.perf_counter() - start))
+    training_peak = peak_rss_mib()  # before the profiler, whose event buffers are not training's
     extra = chosen[warmup]  # profiled once more, after timing: FLOPs per token, top operators
     counted: list[int] = []
     profile_result = profiled(lambda: counted.append(step(extra)))
@@ -205,7 +206,7 @@ def bench_train_one(
         "parameters": count_parameters(model),
         "train_tgt_tokens_per_s": round(statistics.median(rates), 1),
         "train_tgt_tokens_per_s_runs": [round(x, 1) for x in rates],
-        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_mib": round(training_peak, 1),
         "threads": threads,
         "batches_per_repeat": batches,
         "warmup_batches": warmup,

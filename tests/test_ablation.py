@@ -112,13 +112,21 @@ def test_table_marks_diverged_rows():
         )
 
     ok = run(
-        "gru", "finished", train_tokens_per_s=100.0, steps=3, minutes=1.0, bleu=1.0, best_step=3
+        "gru",
+        "finished",
+        train_tokens_per_s=100.0,
+        steps=3,
+        minutes=1.0,
+        bleu=1.0,
+        best_step=3,
+        enc_hidden=8,
+        dec_hidden=16,
     )
     ok.test = {"bleu": 2.0, "chrf": 20.0}
     rows = build_rows([run("tanh", "failed"), ok], {})
     table = markdown_table(rows, "gru")
-    assert "| tanh | none | 10 | diverged |" in table
-    assert "| gru | none | 10 | 100 | 3 |" in table and "(baseline)" in table
+    assert "| tanh | none | 10 | – | diverged |" in table
+    assert "| gru | none | 10 | 8/16 | 100 | 3 |" in table and "(baseline)" in table
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +317,9 @@ def test_run_names_cover_the_data_and_never_nest():
     b = run_dirname(["model=gru", "data.root=/data/b", "seed=1", "cache_dir=/d"])
     assert a != b and "/" not in a + b and a.startswith("data.root=#")
     assert a.endswith(",model=gru,seed=1") and "cache_dir" not in a and "resume" not in a
+    # an ablation's plan (which cells, seeds, rates to tune) names no run: the run is the same
+    planned = run_dirname(["model=gru", "seed=1", "ablation.tune.lrs=[0.1]", "ablation.jobs=2"])
+    assert planned == "model=gru,seed=1"
 
 
 def test_auto_resume_refuses_a_run_made_with_other_settings(corpus_dir, tmp_path):
@@ -390,3 +401,113 @@ def test_resume_mode_is_checked(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: train.resume='maybe': expected true, false or auto"
+
+
+# --------------------------------------------------------------------------------------------
+# nmt-ablate: a preset with an ablation block (tuning, arms, report), on a tiny config
+
+
+def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        "experiment=ablation_converged",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        f"data.root={corpus_dir}",
+        f"cache_dir={tmp / 'cache'}",
+        "data.test_splits=[test_2016_flickr]",
+        "final_eval=[test_2016_flickr]",
+        "tokenizer.vocab_size=600",
+        "model.emb_dim=16",
+        "model.enc_hidden=16",
+        "model.dec_hidden=32",
+        "batch.max_tokens=800",
+        "train.valid_every=2",
+        "train.max_epochs=1",
+        "ablation.cells=[gru,tanh]",
+        "ablation.arms=[{attention:none,seeds:[1,2]}]",
+        "ablation.tune.lrs=[0.001,0.003]",
+        "ablation.tune.max_steps=2",
+        "ablation.jobs=1",
+        *extra,
+    ]
+    return subprocess.run(
+        [str(BIN / "nmt-ablate"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_ablation(corpus_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablate")
+    result = ablate(tmp, corpus_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "sweep", result
+
+
+def test_ablation_tunes_every_cell_with_the_same_budget(tiny_ablation):
+    sweep_dir, _ = tiny_ablation
+    tuning = json.loads((sweep_dir / "tuning.json").read_text())
+    assert tuning["lrs"] == [0.001, 0.003] and tuning["max_steps"] == 2
+    budget = {}
+    for run in sorted((sweep_dir / "tune").iterdir()):
+        if not (run / "done.json").is_file():
+            continue
+        done = json.loads((run / "done.json").read_text())
+        config = _yaml(run / "config.yaml")
+        assert done["steps"] == 2 and config["seed"] == 1 and config["final_eval"] == []
+        budget.setdefault(done["cell"], []).append((config["optim"]["lr"], done["steps"]))
+    assert budget == {cell: [(0.001, 2), (0.003, 2)] for cell in ("gru", "tanh")}
+    # the chosen rate is the one with the best validation BLEU of its cell
+    for cell in ("gru", "tanh"):
+        scored = {r["lr"]: r["valid_bleu"] for r in tuning["runs"] if r["cell"] == cell}
+        best = max(scored.values())
+        assert scored[tuning["chosen"][cell]["none"]] == best
+
+
+def _yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size(tiny_ablation):
+    sweep_dir, _ = tiny_ablation
+    tuning = json.loads((sweep_dir / "tuning.json").read_text())
+    runs = sorted(p for p in sweep_dir.iterdir() if (p / "done.json").is_file())
+    seen = set()
+    parameters = {}
+    for run in runs:
+        done, config = json.loads((run / "done.json").read_text()), _yaml(run / "config.yaml")
+        assert done["status"] == "finished"
+        assert config["optim"]["lr"] == tuning["chosen"][done["cell"]]["none"]
+        seen.add((done["cell"], config["seed"]))
+        parameters[done["cell"]] = done["parameters"]
+        if done["cell"] == "tanh":  # resized to the GRU's count
+            assert (done["enc_hidden"], done["dec_hidden"]) != (16, 32)
+    assert seen == {("gru", 1), ("gru", 2), ("tanh", 1), ("tanh", 2)}
+    assert abs(parameters["tanh"] - parameters["gru"]) <= 0.02 * parameters["gru"]
+
+
+def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
+    sweep_dir, _ = tiny_ablation
+    text = (sweep_dir / "report" / "report.md").read_text()
+    assert "Learning rates tuned on validation" in text and "| tanh | none |" in text
+    results = json.loads((sweep_dir / "report" / "results.json").read_text())
+    rows = {r["cell"]: r for r in results["rows"]}
+    assert rows["gru"]["test_bleu"]["n"] == 2 and rows["tanh"]["test_bleu"]["n"] == 2
+    versus = rows["tanh"]["versus"]
+    assert versus["bleu"]["samples"] == 1000 and 0 < versus["bleu"]["p"] <= 1
+    assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
+
+
+def test_ablation_rerun_trains_nothing_and_refuses_grid_overrides(tiny_ablation, corpus_dir):
+    sweep_dir, _ = tiny_ablation
+    before = {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")}
+    again = ablate(sweep_dir.parent, corpus_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")} == before
+    refused = ablate(sweep_dir.parent, corpus_dir, "seed=5")
+    assert refused.returncode == 1 and "ablation block" in refused.stderr

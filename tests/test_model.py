@@ -125,6 +125,56 @@ def test_reference_size_and_tying():
     assert separate.decoder.embedding.num_embeddings == 50
 
 
+SIZES = [  # (emb_dim, enc_hidden, dec_hidden, layers, vocab)
+    (16, 16, 32, 1, 40),
+    (64, 64, 128, 2, 1000),
+    (256, 256, 512, 1, 8000),
+    (128, 192, 256, 2, 4000),
+]
+
+
+@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_general"])
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_parameter_matching_puts_every_cell_within_2_percent(sizes, attention):
+    emb, enc, dec, layers, vocab = sizes
+    arch = dict(emb_dim=emb, enc_hidden=enc, dec_hidden=dec, enc_layers=layers, vocab=vocab)
+    arch["dec_layers"] = layers
+    with torch.device("meta"):  # counts only: no memory, no initialisation time
+        check_matching(arch, attention)
+
+
+def check_matching(arch: dict, attention: str) -> None:
+    enc, dec = arch["enc_hidden"], arch["dec_hidden"]
+    target = count_parameters(tiny_model("gru", attention, **arch))
+    counts = {}
+    for cell in CELLS:
+        unmatched = tiny_model(cell, attention, **arch)
+        matched = tiny_model(cell, attention, **arch, match_params="gru")
+        counts[cell] = count_parameters(matched)
+        assert abs(counts[cell] - target) <= 0.02 * target, (cell, counts[cell], target)
+        resized = matched.hidden_sizes != {"enc_hidden": enc, "dec_hidden": dec}
+        # Only cells of another size than the GRU are resized, and toward the GRU's count.
+        assert resized == (count_parameters(unmatched) != target)
+        if count_parameters(unmatched) > target:
+            assert matched.hidden_sizes["dec_hidden"] < dec
+        elif count_parameters(unmatched) < target:
+            assert matched.hidden_sizes["dec_hidden"] > dec
+    # the gated cells shrink and the tanh RNN grows, each to the GRU's count
+    assert count_parameters(tiny_model("lstm", attention, **arch)) > target
+    assert count_parameters(tiny_model("tanh", attention, **arch)) < target
+
+
+def test_parameter_matching_keeps_the_size_ratio_and_any_reference():
+    arch = dict(emb_dim=64, enc_hidden=64, dec_hidden=128, vocab=500)
+    lstm = tiny_model("tanh", **arch, match_params="lstm")  # real weights: it trains
+    target = count_parameters(tiny_model("lstm", **arch))
+    assert abs(count_parameters(lstm) - target) <= 0.02 * target
+    sizes = lstm.hidden_sizes
+    assert abs(sizes["enc_hidden"] / sizes["dec_hidden"] - 0.5) < 0.01
+    with pytest.raises(ValueError, match="nope"):
+        tiny_model("tanh", **arch, match_params="nope")
+
+
 # --------------------------------------------------------------------------------------------
 # bf16 autocast (the CUDA path, and CPUs with bf16 units): the two custom autograd functions
 # against the plain PyTorch expressions under the same autocast.
