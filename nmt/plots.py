@@ -5,6 +5,7 @@ drawn in the order they are given (the report sorts them)."""
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
+
+from nmt.stats import summarize  # noqa: E402
 
 if TYPE_CHECKING:
     from nmt.runs import Run
@@ -57,28 +60,54 @@ def plot_attention(
     return path
 
 
+Group = tuple[str, list["Run"]]  # a label and the runs (seeds) of one row of the report
+
+
 def _style(run: Run) -> dict:
     return {"color": COLORS.get(run.cell, "black"), "linestyle": STYLES.get(run.attention, "-")}
 
 
-def plot_curves(runs: list[Run], x_key: str, path: Path) -> None:
-    """Validation BLEU and loss against updates (x_key=step) or wall-clock minutes (seconds)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    labelled = set()
+def _over_seeds(runs: list[Run], metric: str, x_key: str) -> tuple[list, list, list]:
+    """Per validation step present in any run: x (the seeds' mean of x_key), the mean of metric
+    over the seeds that reached that step, and its standard deviation (0 for one seed)."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
     for run in runs:
-        if not run.metrics:
+        for m in run.metrics:
+            value = m.get(metric, math.nan)
+            if not math.isnan(value):
+                by_step.setdefault(int(m["step"]), []).append((m[x_key], value))
+    xs, means, stds = [], [], []
+    for step in sorted(by_step):
+        pairs = by_step[step]
+        xs.append(statistics.fmean(x for x, _ in pairs) / (60 if x_key == "seconds" else 1))
+        values = [v for _, v in pairs]
+        means.append(statistics.fmean(values))
+        stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+    return xs, means, stds
+
+
+def plot_curves(groups: list[Group], x_key: str, path: Path) -> None:
+    """Validation BLEU and loss against updates (x_key=step) or wall-clock minutes (seconds):
+    the mean over each row's seeds, with a band of ± one standard deviation where it has several."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, runs in groups:
+        runs = [r for r in runs if r.metrics]
+        if not runs:
             continue
-        xs = [m[x_key] / (60 if x_key == "seconds" else 1) for m in run.metrics]
-        label = None if run.label in labelled else run.label
-        labelled.add(run.label)
+        name = label if len(runs) == 1 else f"{label} ({len(runs)} seeds)"
         for ax, metric in zip(axes, ("bleu", "loss"), strict=True):
-            ax.plot(xs, [m.get(metric, math.nan) for m in run.metrics], label=label, **_style(run))
+            xs, mean, std = _over_seeds(runs, metric, x_key)
+            ax.plot(xs, mean, label=name, **_style(runs[0]))
+            if len(runs) > 1:
+                low = [m - s for m, s in zip(mean, std, strict=True)]
+                high = [m + s for m, s in zip(mean, std, strict=True)]
+                ax.fill_between(xs, low, high, alpha=0.15, color=_style(runs[0])["color"])
     xlabel = "updates" if x_key == "step" else "wall-clock minutes (validation included)"
     for ax, title in zip(
         axes, ("validation BLEU (greedy)", "validation loss (nats/token)"), strict=True
     ):
         ax.set_xlabel(xlabel)
-        ax.set_title(title)
+        ax.set_title(title + " — mean ± sd over seeds")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -86,44 +115,72 @@ def plot_curves(runs: list[Run], x_key: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bleu_by_length(runs: list[Run], path: Path) -> None:
-    """Test BLEU per source-length bucket, one panel per attention type, a line per cell."""
-    analysed = [r for r in runs if r.analysis]
-    kinds = list(dict.fromkeys(r.attention for r in analysed))
+def bleu_by_length_rows(groups: list[Group]) -> list[dict]:
+    """Per row and source-length bucket: test BLEU over the seeds (mean, sd, 95 % t-interval)."""
+    rows = []
+    for label, runs in groups:
+        analysed = [r for r in runs if r.analysis]
+        if not analysed:
+            continue
+        buckets = analysed[0].analysis["bleu_by_length"]
+        cells = []
+        for i, bucket in enumerate(buckets):
+            values = [r.analysis["bleu_by_length"][i].get("bleu", math.nan) for r in analysed]
+            values = [v for v in values if not math.isnan(v)]
+            summary = summarize(values).as_dict() if values else None
+            cells.append(
+                {"bucket": bucket["bucket"], "sentences": bucket["sentences"], "bleu": summary}
+            )
+        rows.append({"label": label, "run": analysed[0], "buckets": cells})
+    return rows
+
+
+def plot_bleu_by_length(groups: list[Group], path: Path) -> None:
+    """Test BLEU per source-length bucket, one panel per attention type, a line per row: the mean
+    over seeds, with its 95 % t-interval as error bars where a row has several seeds."""
+    rows = bleu_by_length_rows(groups)
+    kinds = list(dict.fromkeys(r["run"].attention for r in rows))
     fig, axes = plt.subplots(
         1, max(len(kinds), 1), figsize=(5.5 * max(len(kinds), 1), 4.2), squeeze=False, sharey=True
     )
-    labelled = set()
     for ax, kind in zip(axes[0], kinds, strict=False):
-        for run in (r for r in analysed if r.attention == kind):
-            buckets = run.analysis["bleu_by_length"]
-            names = [f"{b['bucket']}\n({b['sentences']})" for b in buckets]
-            label = None if run.label in labelled else run.cell
-            labelled.add(run.label)
-            ax.plot(
+        for row in (r for r in rows if r["run"].attention == kind):
+            names = [f"{b['bucket']}\n({b['sentences']})" for b in row["buckets"]]
+            summaries = [b["bleu"] for b in row["buckets"]]
+            mean = [s["mean"] if s else math.nan for s in summaries]
+            errors = [
+                [s["mean"] - s["ci"][0] if s and s["ci"][0] is not None else 0 for s in summaries],
+                [s["ci"][1] - s["mean"] if s and s["ci"][1] is not None else 0 for s in summaries],
+            ]
+            n = max((s["n"] for s in summaries if s), default=1)
+            ax.errorbar(
                 names,
-                [b.get("bleu", math.nan) for b in buckets],
+                mean,
+                yerr=errors if n > 1 else None,
                 marker="o",
-                label=label,
-                **_style(run),
+                capsize=3,
+                label=row["label"] if n == 1 else f"{row['label']} ({n} seeds)",
+                **_style(row["run"]),
             )
         ax.set_title(f"attention: {kind}")
         ax.set_xlabel("source length in words (sentences)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("test BLEU")
+    axes[0][0].set_ylabel("test BLEU (mean, 95 % interval over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_gates(runs: list[Run], path: Path) -> None:
-    """Mean gate activations on the validation set: a panel per layer, bars per gate and run."""
-    chosen, seen = [], set()
-    for run in runs:
-        if run.analysis and run.analysis["gates"] and run.label not in seen:
-            seen.add(run.label)
-            chosen.append(run)
+def plot_gates(groups: list[Group], path: Path) -> None:
+    """Mean gate activations on the validation set: a panel per layer, bars per gate and row
+    (its first seed)."""
+    chosen = [
+        runs[0] for _, runs in groups if runs and runs[0].analysis and runs[0].analysis["gates"]
+    ]
+    labels = [
+        label for label, runs in groups if runs and runs[0].analysis and runs[0].analysis["gates"]
+    ]
     layers = sorted(
         {layer for r in chosen for layer in gates_by_layer(r.analysis["gates"])},
         key=lambda name: (name.startswith("decoder"), name.replace("fwd", "0").replace("bwd", "1")),
@@ -149,9 +206,7 @@ def plot_gates(runs: list[Run], path: Path) -> None:
                 continue
             xs = [i + (j - len(GATE_ORDER) / 2 + 0.5) * width for i in range(len(chosen))]
             ax.bar(xs, values, width=width, label=gate, color=gate_colors[gate])
-        ax.set_xticks(
-            range(len(chosen)), [r.label for r in chosen], rotation=35, ha="right", fontsize=8
-        )
+        ax.set_xticks(range(len(chosen)), labels, rotation=35, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(layer)
         ax.grid(alpha=0.3, axis="y")
@@ -165,9 +220,9 @@ def plot_gates(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_report(runs: list[Run], out: Path) -> None:
-    """The report's four figures (PLOTS) into out."""
-    plot_curves(runs, "step", out / PLOTS[0])
-    plot_curves(runs, "seconds", out / PLOTS[1])
-    plot_bleu_by_length(runs, out / PLOTS[2])
-    plot_gates(runs, out / PLOTS[3])
+def plot_report(groups: list[Group], out: Path) -> None:
+    """The report's four figures (PLOTS) into out, a line (or bars) per row of the report."""
+    plot_curves(groups, "step", out / PLOTS[0])
+    plot_curves(groups, "seconds", out / PLOTS[1])
+    plot_bleu_by_length(groups, out / PLOTS[2])
+    plot_gates(groups, out / PLOTS[3])

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nmt import evaluate, stats
-from nmt.plots import GATE_ORDER, PLOTS, gates_by_layer, plot_report
+from nmt.plots import GATE_ORDER, PLOTS, bleu_by_length_rows, gates_by_layer, plot_report
 from nmt.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.runs import (
     ReportError,
@@ -51,6 +51,45 @@ def _groups(runs: list[Run]) -> dict[tuple[str, frozenset], list[Run]]:
     for run in sorted(runs, key=run_order):
         rows.setdefault((run.cell, run_context(run)), []).append(run)
     return rows
+
+
+def _variant(rows: dict, cell: str, context: frozenset) -> str:
+    """What sets this row apart from the rows of the same cell and attention (other settings)."""
+    others = [c for (k, c) in rows if k == cell and c != context]
+    differing = sorted({k for c in others for k, _ in context ^ c if k != "model.attention"})
+    return ",".join(f"{k}={json.loads(dict(context)[k])}" for k in differing if k in dict(context))
+
+
+def plot_groups(runs: list[Run]) -> list[tuple[str, list[Run]]]:
+    """The report's rows as the plots draw them: a label and the row's finished runs."""
+    rows = _groups(runs)
+    out = []
+    for (cell, context), group in rows.items():
+        variant = _variant(rows, cell, context)
+        label = f"{group[0].label} ({variant})" if variant else group[0].label
+        out.append((label, [r for r in group if r.finished]))
+    return out
+
+
+def length_table(groups: list[tuple[str, list[Run]]]) -> str:
+    """Test BLEU per source-length bucket and row: mean over seeds [95 % t-interval]."""
+    rows = bleu_by_length_rows(groups)
+    if not rows:
+        return ""
+    head = [f"{b['bucket']} ({b['sentences']})" for b in rows[0]["buckets"]]
+    lines = ["| row | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for row in rows:
+        texts = []
+        for b in row["buckets"]:
+            s = b["bleu"]
+            if s is None:
+                texts.append("–")
+            elif s["ci"][0] is None:
+                texts.append(f"{s['mean']:.2f}")
+            else:
+                texts.append(f"{s['mean']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]")
+        lines.append(f"| {row['label']} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
 
 
 def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
@@ -90,12 +129,7 @@ def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
     for (cell, context), group in rows.items():
         ok = [r for r in group if r.finished]
         attention = group[0].attention
-        # Rows that share cell and attention but not the other settings: name what differs.
-        others = [c for (k, c) in rows if k == cell and c != context]
-        differing = sorted({k for c in others for k, _ in context ^ c if k != "model.attention"})
-        variant = ",".join(
-            f"{k}={json.loads(dict(context)[k])}" for k in differing if k in dict(context)
-        )
+        variant = _variant(rows, cell, context)
         row = {
             "cell": cell,
             "attention": attention,
@@ -297,6 +331,11 @@ def _markdown(
             markdown_table(rows, baseline),
             "",
             *([tuning_table(tuning), ""] if tuning else []),
+            "Test BLEU by source length in words (sentences per bucket), mean over seeds "
+            "[95 % t-interval]:",
+            "",
+            length_table(plot_groups(loaded)),
+            "",
             "Mean gate activations on the validation set (teacher forcing), per layer:",
             "",
             gates_table(loaded),
@@ -339,7 +378,8 @@ def write_report(
     pvalues = paired_pvalues(loaded, refs, baseline, samples) if finished else {}
     comparisons = seed_comparisons(loaded, refs, baseline, samples) if finished else {}
     rows = build_rows(loaded, comparisons)
-    plot_report(loaded, out)
+    groups = plot_groups(loaded)
+    plot_report(groups, out)
     tuning_path = Path(sweep_dir) / TUNING_FILE
     tuning = json.loads(tuning_path.read_text()) if tuning_path.is_file() else None
     write_text(
