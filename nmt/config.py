@@ -202,14 +202,6 @@ class TrainConfig:
 
 
 @dataclass
-class ArmConfig:
-    """One part of an ablation grid: every cell with this attention, these seeds."""
-
-    attention: str = MISSING
-    seeds: list[int] = MISSING
-
-
-@dataclass
 class TuneConfig:
     """The learning-rate search every cell gets, the same for all: each rate trains
     ``max_steps`` updates with ``seed`` and the best validation BLEU picks it."""
@@ -224,7 +216,7 @@ class AblationConfig:
     """An ablation sweep run by ``nmt-ablate`` (``make ablate``): tuning, then the grid."""
 
     cells: list[str] = MISSING
-    arms: list[ArmConfig] = MISSING
+    seeds: dict[str, list[int]] = MISSING  # attention -> seeds: one multirun over the cells each
     tune: TuneConfig = field(default_factory=TuneConfig)
     jobs: int = 1  # training runs at once (hydra/launcher=joblib when more than one)
 

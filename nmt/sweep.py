@@ -8,8 +8,8 @@ A preset without an ``ablation`` block (``ablation_quick``) is a plain Hydra mul
    of ``tune.lrs`` for ``tune.max_steps`` updates, seed ``tune.seed``, into ``<sweep>/tune``; the
    best validation BLEU picks each one's rate, written to ``<sweep>/tuning.json``. Every cell
    gets the same budget;
-2. one multirun per arm (``ablation.arms``: an attention and its seeds) over all cells, each run
-   taking its tuned rate (the preset sets ``optim.lr: ${nmt_tuned_lr:...}``);
+2. one multirun per attention of ``ablation.seeds`` (attention -> seeds) over all cells and its
+   seeds, each run taking its tuned rate (the preset sets ``optim.lr: ${nmt_tuned_lr:...}``);
 3. the report over ``<sweep>`` (tuning included).
 
 Rerunning the same command skips finished runs and resumes unfinished ones (``train.resume=auto``):
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,7 @@ def choose_rates(tune_dir: Path, plan: DictConfig) -> dict:
         config = OmegaConf.load(done_path.parent / "config.yaml")
         key = (config.model.cell, config.model.attention, float(config.optim.lr))
         found[key] = json.loads(done_path.read_text())
-    attentions = sorted({arm.attention for arm in plan.arms})
+    attentions = sorted(plan.seeds)
     runs, chosen = [], {}
     for cell in plan.cells:
         for attention in attentions:
@@ -113,7 +114,8 @@ def choose_rates(tune_dir: Path, plan: DictConfig) -> dict:
 
 def _nmt_train(args: list[str]) -> int:
     """One ``nmt-train`` process (a Hydra multirun), its output passed through."""
-    command = [str(Path(sys.executable).with_name("nmt-train")), *args]
+    beside = Path(sys.executable).with_name("nmt-train")  # the same environment's script
+    command = [str(beside) if beside.is_file() else shutil.which("nmt-train") or "nmt-train", *args]
     log.info("nmt-ablate: %s", " ".join(command[1:]))
     return subprocess.run(command, check=False).returncode
 
@@ -121,9 +123,15 @@ def _nmt_train(args: list[str]) -> int:
 def ablate(args: list[str], conf_dir: str) -> int:
     """``nmt-ablate ARGS``: the sweep of the preset ARGS names (see the module docstring)."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if any(a.startswith("-") for a in args):  # Hydra's flags (--cfg hydra, ...): its own handling
+        return _nmt_train(["-m", *args])
+    # The plan is read from the preset with the grid values (model=gru,lstm) left out.
+    parsed = OverridesParser.create().parse_overrides(args)
+    single = [o.input_line for o in parsed if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose("train", overrides=args, return_hydra_config=True)
+        cfg = compose("train", overrides=single, return_hydra_config=True)
     plan = cfg.ablation
     if plan is None:  # a plain Hydra multirun, the preset's own grid and report callback
         return _nmt_train(["-m", *args])
@@ -131,7 +139,7 @@ def ablate(args: list[str], conf_dir: str) -> int:
     if taken:
         raise UserError(
             f"{taken[0]}: this preset's grid comes from its ablation block; change it with "
-            "ablation.cells=[...], ablation.arms=[...] or ablation.tune.lrs=[...]"
+            "ablation.cells=[...], ablation.seeds.<attention>=[...] or ablation.tune.lrs=[...]"
         )
     sweep_dir = Path(cfg.hydra.sweep.dir)
     args = [a for a in args if not a.startswith("hydra.sweep.dir=")]  # set per phase below
@@ -140,7 +148,7 @@ def ablate(args: list[str], conf_dir: str) -> int:
         common += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={plan.jobs}"]
     cells = f"model={','.join(plan.cells)}"
     if plan.tune.lrs:
-        attentions = ",".join(sorted({arm.attention for arm in plan.arms}))
+        attentions = ",".join(sorted(plan.seeds))
         code = _nmt_train(
             [
                 *common,
@@ -158,14 +166,14 @@ def ablate(args: list[str], conf_dir: str) -> int:
         tuning = choose_rates(sweep_dir / TUNE_DIR, plan)
         write_json(sweep_dir / TUNING_FILE, tuning)
         log.info("nmt-ablate: tuned learning rates %s", tuning["chosen"])
-    for arm in plan.arms:
-        seeds = ",".join(str(s) for s in arm.seeds)
+    for attention, seeds in plan.seeds.items():
+        seeds = ",".join(str(s) for s in seeds)
         code = _nmt_train(
             [
                 *common,
                 f"hydra.sweep.dir={sweep_dir}",
                 cells,
-                f"model.attention={arm.attention}",
+                f"model.attention={attention}",
                 f"seed={seeds}",
             ]
         )

@@ -423,7 +423,8 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
         "train.valid_every=2",
         "train.max_epochs=1",
         "ablation.cells=[gru,tanh]",
-        "ablation.arms=[{attention:none,seeds:[1,2]}]",
+        "~ablation.seeds.bahdanau",
+        "ablation.seeds.none=[1,2]",
         "ablation.tune.lrs=[0.001,0.003]",
         "ablation.tune.max_steps=2",
         "ablation.jobs=1",
@@ -459,7 +460,9 @@ def test_ablation_tunes_every_cell_with_the_same_budget(tiny_ablation):
         config = _yaml(run / "config.yaml")
         assert done["steps"] == 2 and config["seed"] == 1 and config["final_eval"] == []
         budget.setdefault(done["cell"], []).append((config["optim"]["lr"], done["steps"]))
-    assert budget == {cell: [(0.001, 2), (0.003, 2)] for cell in ("gru", "tanh")}
+    assert {cell: sorted(runs) for cell, runs in budget.items()} == {
+        cell: [(0.001, 2), (0.003, 2)] for cell in ("gru", "tanh")
+    }
     # the chosen rate is the one with the best validation BLEU of its cell
     for cell in ("gru", "tanh"):
         scored = {r["lr"]: r["valid_bleu"] for r in tuning["runs"] if r["cell"] == cell}
@@ -511,3 +514,24 @@ def test_ablation_rerun_trains_nothing_and_refuses_grid_overrides(tiny_ablation,
     assert {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")} == before
     refused = ablate(sweep_dir.parent, corpus_dir, "seed=5")
     assert refused.returncode == 1 and "ablation block" in refused.stderr
+
+
+def test_ablate_help_and_a_bad_override_say_one_thing():
+    helped = subprocess.run(
+        [str(BIN / "nmt-ablate"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert helped.returncode == 0 and "nmt-ablate" in helped.stdout and "tuning" in helped.stdout
+    bad = subprocess.run(
+        [str(BIN / "nmt-ablate"), "experiment=ablation_converged", "model.nope=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "nope" in bad.stderr
