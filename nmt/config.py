@@ -209,6 +209,9 @@ class TuneConfig:
     lrs: list[float] = field(default_factory=list)  # empty: no tuning, optim.lr as configured
     max_steps: int = 0
     seed: int = 1
+    # Tune each cell with this attention only and give its rate to every attention of the cell;
+    # null: every cell x attention is tuned on its own.
+    attention: str | None = None
 
 
 @dataclass

@@ -245,7 +245,12 @@ def tuning_table(tuning: dict) -> str:
     lines = [
         f"Learning rates tuned on validation with the same budget for every cell: {len(rates)} "
         f"rates, {tuning['max_steps']} updates each, seed {tuning['seed']}, picked by "
-        f"{tuning['metric']} (bold):",
+        f"{tuning['metric']} (bold)"
+        + (
+            f"; tuned with attention {tuning['attention']}, the rate serves every attention:"
+            if tuning.get("attention")
+            else ":"
+        ),
         "",
         "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
         "|---|---|" + "---|" * len(rates),

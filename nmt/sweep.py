@@ -4,10 +4,11 @@ A preset without an ``ablation`` block (``ablation_quick``) is a plain Hydra mul
 ``hydra.sweeper.params``. A preset with one runs in phases, each a Hydra multirun of
 ``nmt-train`` (so every launcher, resume rule and run name is the usual one):
 
-1. tuning (``ablation.tune``): every cell x attention of the grid trains with each learning rate
-   of ``tune.lrs`` for ``tune.max_steps`` updates, seed ``tune.seed``, into ``<sweep>/tune``; the
-   best validation BLEU picks each one's rate, written to ``<sweep>/tuning.json``. Every cell
-   gets the same budget;
+1. tuning (``ablation.tune``): every cell x attention of the grid (or every cell with
+   ``tune.attention`` only, its rate then serving all its attentions) trains with each learning
+   rate of ``tune.lrs`` for ``tune.max_steps`` updates, seed ``tune.seed``, into
+   ``<sweep>/tune``; the best validation BLEU picks the rate, written to ``<sweep>/tuning.json``.
+   Every cell gets the same budget;
 2. one multirun per attention of ``ablation.seeds`` (attention -> seeds) over all cells and its
    seeds, each run taking its tuned rate (the preset sets ``optim.lr: ${nmt_tuned_lr:...}``);
 3. the report over ``<sweep>`` (tuning included).
@@ -76,7 +77,7 @@ def choose_rates(tune_dir: Path, plan: DictConfig) -> dict:
         config = OmegaConf.load(done_path.parent / "config.yaml")
         key = (config.model.cell, config.model.attention, float(config.optim.lr))
         found[key] = json.loads(done_path.read_text())
-    attentions = sorted(plan.seeds)
+    attentions = _tuned_attentions(plan)
     runs, chosen = [], {}
     for cell in plan.cells:
         for attention in attentions:
@@ -102,14 +103,21 @@ def choose_rates(tune_dir: Path, plan: DictConfig) -> dict:
                 raise UserError(f"{tune_dir}: every tuning run of {cell}, {attention} failed")
             # Best validation BLEU; a tie goes to the smaller rate.
             chosen.setdefault(cell, {})[attention] = max(scored)[2]
+        if plan.tune.attention is not None:  # one tuning per cell, its rate for every attention
+            chosen[cell] = {a: chosen[cell][plan.tune.attention] for a in plan.seeds}
     return {
         "lrs": [float(x) for x in plan.tune.lrs],
         "max_steps": int(plan.tune.max_steps),
         "seed": int(plan.tune.seed),
+        "attention": plan.tune.attention,
         "metric": "best validation BLEU (greedy)",
         "runs": runs,
         "chosen": chosen,
     }
+
+
+def _tuned_attentions(plan: DictConfig) -> list[str]:
+    return [plan.tune.attention] if plan.tune.attention is not None else sorted(plan.seeds)
 
 
 def _nmt_train(args: list[str]) -> int:
@@ -148,7 +156,7 @@ def ablate(args: list[str], conf_dir: str) -> int:
         common += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={plan.jobs}"]
     cells = f"model={','.join(plan.cells)}"
     if plan.tune.lrs:
-        attentions = ",".join(sorted(plan.seeds))
+        attentions = ",".join(_tuned_attentions(plan))
         code = _nmt_train(
             [
                 *common,

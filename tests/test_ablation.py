@@ -535,3 +535,39 @@ def test_ablate_help_and_a_bad_override_say_one_thing():
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "nope" in bad.stderr
+
+
+def fake_tuning_run(tune_dir: Path, cell: str, attention: str, lr: float, bleu, status="finished"):
+    from omegaconf import OmegaConf
+
+    run = tune_dir / f"{cell}-{attention}-{lr}"
+    run.mkdir(parents=True)
+    config = {"model": {"cell": cell, "attention": attention}, "optim": {"lr": lr}}
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    (run / "done.json").write_text(json.dumps({"status": status, "steps": 7, "bleu": bleu}))
+
+
+def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_path):
+    from omegaconf import OmegaConf
+
+    from nmt.errors import UserError
+    from nmt.sweep import choose_rates
+
+    for cell, scores in {"gru": (20.0, 25.0, 24.0), "tanh": (15.0, 9.0, None)}.items():
+        for lr, bleu in zip((0.0005, 0.001, 0.002), scores, strict=True):
+            status = "finished" if bleu is not None else "failed"
+            fake_tuning_run(tmp_path / "tune", cell, "bahdanau", lr, bleu, status)
+    tune = {"lrs": [0.0005, 0.001, 0.002], "max_steps": 7, "seed": 1, "attention": "bahdanau"}
+    plan = OmegaConf.create(
+        {"cells": ["gru", "tanh"], "seeds": {"bahdanau": [1, 2], "none": [1]}, "tune": tune}
+    )
+    tuning = choose_rates(tmp_path / "tune", plan)
+    # best validation BLEU per cell; the diverged rate never wins; one rate for both attentions
+    assert tuning["chosen"] == {
+        "gru": {"bahdanau": 0.001, "none": 0.001},
+        "tanh": {"bahdanau": 0.0005, "none": 0.0005},
+    }
+    assert [r["valid_bleu"] for r in tuning["runs"] if r["cell"] == "tanh"] == [15.0, 9.0, None]
+    plan.tune.attention = None  # every attention tuned on its own: none was not
+    with pytest.raises(UserError, match="no tuning run of gru, none"):
+        choose_rates(tmp_path / "tune", plan)
