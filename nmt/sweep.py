@@ -104,7 +104,8 @@ def choose_rates(tune_dir: Path, plan: DictConfig) -> dict:
             # Best validation BLEU; a tie goes to the smaller rate.
             chosen.setdefault(cell, {})[attention] = max(scored)[2]
         if plan.tune.attention is not None:  # one tuning per cell, its rate for every attention
-            chosen[cell] = {a: chosen[cell][plan.tune.attention] for a in plan.seeds}
+            rate = chosen[cell][plan.tune.attention]
+            chosen[cell] = {plan.tune.attention: rate, **{a: rate for a in plan.seeds}}
     return {
         "lrs": [float(x) for x in plan.tune.lrs],
         "max_steps": int(plan.tune.max_steps),
@@ -134,15 +135,15 @@ def ablate(args: list[str], conf_dir: str) -> int:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if any(a.startswith("-") for a in args):  # Hydra's flags (--cfg hydra, ...): its own handling
-        return _nmt_train(["-m", *args])
+        return _nmt_train(args)
     # The plan is read from the preset with the grid values (model=gru,lstm) left out.
     parsed = OverridesParser.create().parse_overrides(args)
     single = [o.input_line for o in parsed if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         cfg = compose("train", overrides=single, return_hydra_config=True)
     plan = cfg.ablation
-    if plan is None:  # a plain Hydra multirun, the preset's own grid and report callback
-        return _nmt_train(["-m", *args])
+    if plan is None:  # the preset's own grid (hydra.mode: MULTIRUN) and report callback
+        return _nmt_train(args)
     taken = [a for a in args if a.lstrip("+~").split("=")[0] in PLANNED]
     if taken:
         raise UserError(
