@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 ARGS   ?=
+# Data-parallel training (make train): NPROC processes per machine under torchrun; on several
+# machines NNODES of them, each run with MASTER=host:port of the node all of them reach.
+NPROC  ?=
+NNODES ?= 1
+MASTER ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -60,5 +65,15 @@ clean: ## remove caches and build leftovers (keeps runs/ and .venv)
 	rm -rf .cache .pytest_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-train: $(STAMP) ## train a model (data + spm stages first, cached); default en->de gru+bahdanau
+# NPROC=N: N data-parallel processes under torchrun (gloo on CPU, nccl on CUDA) with one
+# timestamp for the run directory they share; MASTER=host:port: torchrun's c10d rendezvous of
+# NNODES machines there instead of one standalone machine (name run_dir on a shared disk).
+RENDEZVOUS = $(if $(MASTER),--nnodes=$(NNODES) --rdzv-backend=c10d --rdzv-endpoint=$(MASTER) \
+	--rdzv-id=nmt,--standalone)
+train: $(STAMP) ## train a model (data + spm stages first, cached); NPROC=2: data-parallel ranks
+ifeq ($(strip $(NPROC)),)
 	$(BIN)/nmt-train $(ARGS)
+else
+	NMT_RUN_STAMP=$$(date +%Y-%m-%d_%H-%M-%S) $(BIN)/torchrun $(RENDEZVOUS) \
+		--nproc-per-node=$(NPROC) $(BIN)/nmt-train $(ARGS)
+endif

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from datetime import datetime
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -68,10 +70,18 @@ def tuned_lr(sweep_dir: str, cell: str, attention: str) -> float:
     return float(chosen[cell][attention])
 
 
+def run_stamp(pattern: str) -> str:
+    """The timestamp in a default run_dir: ``NMT_RUN_STAMP`` when set, else now. The ranks of a
+    torchrun job start apart and would each read their own now; ``make train NPROC=...`` sets
+    one stamp for them all."""
+    return os.environ.get("NMT_RUN_STAMP") or datetime.now().strftime(pattern)
+
+
 # Used by hydra.sweep.subdir and the ablation presets; registered on import so a launcher's job
 # process has them too.
 OmegaConf.register_new_resolver("nmt_dirname", run_dirname, replace=True)
 OmegaConf.register_new_resolver("nmt_tuned_lr", tuned_lr, replace=True)
+OmegaConf.register_new_resolver("nmt_stamp", run_stamp, replace=True, use_cache=True)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from nmt.batching import Batch
 from nmt.model import Seq2Seq
@@ -21,9 +21,14 @@ class LossOutput:
     n_tokens: int
 
 
-def sequence_loss(model: Seq2Seq, batch: Batch, label_smoothing: float) -> LossOutput:
-    """Label-smoothed cross-entropy over real tokens; the output layer skips padding."""
-    hidden = model(batch.src_ids, batch.src_lens, batch.src_mask, batch.tgt_in)
+def sequence_loss(
+    model: Seq2Seq, batch: Batch, label_smoothing: float, forward: nn.Module | None = None
+) -> LossOutput:
+    """Label-smoothed cross-entropy over real tokens; the output layer skips padding.
+
+    ``forward``: what runs the model's forward pass, when not the model itself (the
+    DistributedDataParallel wrapper that holds it)."""
+    hidden = (forward or model)(batch.src_ids, batch.src_lens, batch.src_mask, batch.tgt_in)
     x, weight, bias = model.decoder.output_layer(hidden[batch.tgt_mask])  # [N, E], N real tokens
     target = batch.tgt_out[batch.tgt_mask]
     loss, nll = LinearSmoothedCrossEntropy.apply(x, weight, bias, target, label_smoothing)

@@ -148,6 +148,7 @@ def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
             row.update(
                 train_tokens_per_s=statistics.fmean(r.done["train_tokens_per_s"] for r in ok),
                 steps=statistics.fmean(r.done["steps"] for r in ok),
+                early_stopped=sum(r.done.get("stop_reason") == "early_stopping" for r in ok),
                 minutes=statistics.fmean(r.done["minutes"] for r in ok),
                 minutes_to_best=statistics.fmean(to_best) if to_best else None,
                 best_valid_ppl=statistics.fmean(ppl) if ppl else None,
@@ -194,7 +195,8 @@ def _p(value: float | None, baseline: bool) -> str:
 
 def markdown_table(rows: list[dict], baseline: str) -> str:
     head = (
-        "| cell | attention | parameters | enc/dec | train tok/s | steps | minutes to best | best valid ppl "
+        "| cell | attention | parameters | enc/dec | train tok/s | steps | early stop "
+        "| minutes to best | best valid ppl "
         "| valid BLEU | test BLEU | 95 % CI | test chrF | Δ BLEU vs "
         + baseline
         + " [95 % CI] | p BLEU | p chrF | p Welch |"
@@ -205,7 +207,7 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
         if "test_bleu" not in r:
             lines.append(
                 f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | {_hidden(r['hidden'])} | "
-                + " | ".join(["diverged"] + ["–"] * 12)
+                + " | ".join(["diverged"] + ["–"] * 13)
                 + " |"
             )
             continue
@@ -213,7 +215,8 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
         fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
         lines.append(
             f"| {r['cell']} | {attention} | {r['parameters']:,} | {_hidden(r['hidden'])} | "
-            f"{r['train_tokens_per_s']:,.0f} | {r['steps']:.0f} | {fmt(r['minutes_to_best'], '.1f')} | "
+            f"{r['train_tokens_per_s']:,.0f} | {r['steps']:.0f} | "
+            f"{r['early_stopped']}/{r['runs'] - r['failed']} | {fmt(r['minutes_to_best'], '.1f')} | "
             f"{fmt(r['best_valid_ppl'], '.2f')} | {_pm(r['valid_bleu'])} | {_pm(r['test_bleu'])} | "
             f"{_ci(r['test_bleu'])} | {_pm(r['test_chrf'])} | {_delta(r['versus'], base)} | "
             f"{_p(versus.get('bleu', {}).get('p'), base)} | {_p(versus.get('chrf', {}).get('p'), base)} | "
@@ -324,7 +327,9 @@ def _markdown(
         "Per seed, sacreBLEU's own paired bootstrap against the same seed of the baseline is in "
         "results.json" + (f" (`{p_signature}`)" if p_signature else "") + ". "
         "enc/dec: recurrent sizes (model.match_params resizes them). "
-        "Train tok/s: target tokens per second of training, validation excluded."
+        "Train tok/s: target tokens per second of training, validation excluded. "
+        "Steps: updates, mean over seeds; early stop: the runs that ended by early stopping on "
+        "validation BLEU (the others reached their step, epoch or time limit)."
     )
     return "\n".join(
         [

@@ -20,6 +20,7 @@ from nmt import data, tokenizer
 from nmt.batching import BatchSampler
 from nmt.checkpoint import find_checkpoint
 from nmt.config import changed_settings, group_kwargs
+from nmt.distributed import World
 from nmt.errors import UserError
 from nmt.evaluate import evaluate_split
 from nmt.model import build_model, count_parameters
@@ -205,9 +206,29 @@ def translator_for(
 def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
     """Train a model: data and spm stages (cached), the loop, then ``final_eval``; returns best
     valid BLEU. Writes ``done.json`` (the results) when it ends, so a rerun with
-    ``train.resume=auto`` skips a finished run and continues an unfinished one."""
+    ``train.resume=auto`` skips a finished run and continues an unfinished one.
+
+    Under torchrun every rank runs this; rank 0 prepares the data, decides on resuming,
+    validates, writes the run directory and evaluates (``nmt.distributed``)."""
+    world = World.from_env()
+    threads = world.threads(cfg.train.threads) if world.enabled else cfg.train.threads
+    device = pick_device(world.device(cfg.device), threads)
+    world.start(device)
+    try:
+        return _train_run(cfg, run_dir, in_sweep, world, device)
+    finally:
+        world.stop()
+
+
+def _train_run(
+    cfg: DictConfig, run_dir: Path, in_sweep: bool, world: World, device: torch.device
+) -> float:
+    if not world.main:
+        logging.getLogger("nmt").setLevel(logging.WARNING)  # one rank speaks
+    # Ranks started a second apart name a timestamped run_dir differently: rank 0's wins.
+    run_dir = Path(world.broadcast(str(run_dir)))
     done = run_dir / DONE_FILE
-    resume = _resume(cfg, run_dir)
+    resume = world.broadcast(_resume(cfg, run_dir) if world.main else None)
     if resume is None:
         result = json.loads(done.read_text())
         log.info(
@@ -216,24 +237,43 @@ def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
             result.get("status"),
         )
         return float(result.get("bleu", float("nan")))
-    corpus_report = _prepare(cfg, run_dir)
-    device = pick_device(cfg.device, cfg.train.threads)
+    if world.main:
+        corpus_report = _prepare(cfg, run_dir)
+    world.barrier()  # the others read what rank 0 prepared
+    if not world.main:
+        corpus_report = data.read_report(run_dir / data.ARTIFACT)
     precision = pick_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     parts = _trainee(cfg, run_dir, corpus_report, device, precision)
+    if world.enabled:
+        parts["meta"]["world_size"] = world.size
+        if world.rank:  # the same initial weights, each rank its own dropout masks
+            seed_everything(cfg.seed + world.rank)
     try:
-        best = fit(**parts, run_dir=run_dir, device=device, precision=precision, resume=resume)
+        best = fit(
+            **parts,
+            run_dir=run_dir,
+            device=device,
+            precision=precision,
+            resume=resume,
+            world=world,
+        )
     except Interrupted as e:
-        print(str(e), file=sys.stderr)
+        if world.main:
+            print(str(e), file=sys.stderr)
         sys.exit(130)
     except TrainingError as e:
-        if not in_sweep:
+        if not in_sweep or world.enabled:
             raise
         # One diverged run must not end a sweep: record it (the report lists it) and go on.
         log.error("%s: %s", run_dir, e)
         write_json(done, {**parts["meta"], "status": "failed", "error": str(e)})
         return float("nan")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if world.enabled:
+        best["rank_peak_rss_gib"] = [round(p, 3) for p in world.gather(peak_gib)]
+    if not world.main:
+        return float(best["bleu"])
     log.info(
         "best valid BLEU %.2f chrF %.2f at step %d; %d steps in %.1f min, %.0f target "
         "tokens/s (validation time included), peak RSS %.2f GiB | %s",

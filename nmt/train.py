@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from nmt.batching import Batch, BatchSampler, collate
@@ -29,6 +30,7 @@ from nmt.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from nmt.distributed import SINGLE, World, shard
 from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
 from nmt.optim import Schedule
@@ -66,8 +68,16 @@ class _Loop:
         precision: torch.dtype,
         options: TrainOptions,
         meta: dict,
+        world: World = SINGLE,
     ):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        # What the training forward runs through: under torchrun, DDP, which averages the
+        # gradients of the ranks during backward; alone, the model itself.
+        self.world = world
+        self.net = model
+        if world.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
         self.validate_fn, self.run_dir, self.device = validate, run_dir, device
         self.precision = precision
         self.options, self.meta = options, meta
@@ -75,9 +85,11 @@ class _Loop:
         self.sign = -1.0 if options.early_stop_metric in ("loss", "ppl") else 1.0
         self.last_dir, self.best_dir = run_dir / "last", run_dir / "best"
         self.state = Progress()
-        self.metrics = MetricsLog(run_dir, options.tensorboard)
+        # Rank 0 writes the logs and checkpoints; the other ranks only train.
+        self.metrics = MetricsLog(run_dir, options.tensorboard) if world.main else None
         self.bad_in_row = 0
         self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.monotonic()
+        self.window_own_tokens = 0  # this rank's, for the loss average
         self.start = time.monotonic()
 
     def restore(self, resume: bool) -> None:
@@ -100,7 +112,17 @@ class _Loop:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.load_state_dict(saved["schedule"])
         self.state = Progress(**saved["progress"])
-        set_rng_state(saved["rng"])
+        ranks = saved.get("rng_ranks")
+        if self.world.enabled and ranks and len(ranks) == self.world.size:
+            set_rng_state(ranks[self.world.rank])
+        else:
+            if self.world.enabled:
+                log.warning(
+                    "%s was written by %s; dropout masks will not continue as they would have",
+                    found,
+                    f"{len(ranks)} ranks" if ranks else "one process",
+                )
+            set_rng_state(saved["rng"])
         self.start = time.monotonic() - self.state.train_seconds
         log.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
@@ -110,16 +132,25 @@ class _Loop:
             self.state.position,
         )
 
-    def update(self, batch: Batch) -> bool:
+    def update(self, batch: Batch, tokens: int | None = None) -> bool:
         """One optimizer step on a batch; False when it was skipped for a non-finite loss or
-        gradient (``max_bad_steps`` of them in a row stop training)."""
+        gradient (``max_bad_steps`` of them in a row stop training).
+
+        ``tokens``: the target tokens of all ranks' batches of this step (data-parallel). The
+        loss is normalised by them, so the step equals one process's on the ranks' batches
+        together: DDP averages the ranks' gradients, hence the factor ``world.size``."""
         state = self.state
         with autocast(self.device, self.precision):
-            out = sequence_loss(self.model, batch, self.options.label_smoothing)
-        loss = out.loss / out.n_tokens
+            out = sequence_loss(self.model, batch, self.options.label_smoothing, forward=self.net)
+        tokens = out.n_tokens if tokens is None else int(tokens)
+        loss = out.loss / tokens
+        if self.world.enabled:
+            loss = loss * self.world.size
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
-        if finite:
+        # Under DDP every rank runs backward, whose all-reduce needs them all: a non-finite
+        # loss on one rank makes the averaged gradient, and so every rank's norm, non-finite.
+        if finite or self.world.enabled:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_norm)
             finite = bool(torch.isfinite(norm))
@@ -140,10 +171,11 @@ class _Loop:
         self.bad_in_row = 0
         self.optimizer.step()
         state.step += 1
-        state.tokens += out.n_tokens
+        state.tokens += tokens
         self.schedule.after_step(state.step)
         state.train_seconds = time.monotonic() - self.start
-        self.window_tokens += out.n_tokens
+        self.window_tokens += tokens
+        self.window_own_tokens += out.n_tokens
         self.window_loss += float(out.nll)
         return True
 
@@ -152,8 +184,13 @@ class _Loop:
         state = self.state
         elapsed = time.monotonic() - self.window_start
         rate = self.window_tokens / max(elapsed, 1e-9)
-        train_loss = self.window_loss / max(self.window_tokens, 1)
+        nll, own = self.world.total(self.window_loss, self.window_own_tokens, device=self.device)
+        train_loss = nll / max(own, 1)
         lr = self.schedule.lr
+        self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.monotonic()
+        self.window_own_tokens = 0
+        if self.metrics is None:
+            return
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
         self.metrics.train(
             step=state.step,
@@ -163,14 +200,16 @@ class _Loop:
             tokens_per_s=round(rate, 1),
             lr=lr,
         )
-        self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.monotonic()
 
     def validate(self) -> bool:
-        """Validate, track the best, checkpoint; True when early stopping says stop."""
+        """Validate, track the best, checkpoint; True when early stopping says stop.
+
+        Data-parallel: rank 0 validates and the others take its scores, so every rank keeps
+        the same best score, schedule and stopping decision."""
         state = self.state
         began = time.monotonic()
         self.model.eval()
-        scores = self.validate_fn(self.model)
+        scores = self.world.broadcast(self.validate_fn(self.model) if self.world.main else None)
         self.model.train()
         state.valid_seconds += time.monotonic() - began
         state.last_valid_step = state.step
@@ -181,6 +220,10 @@ class _Loop:
         else:
             state.bad_validations += 1
         self.schedule.after_validation(value)
+        stop = state.bad_validations >= self.options.patience
+        if self.metrics is None:
+            self.save(self.last_dir, with_state=True)  # takes part in gathering the RNG states
+            return stop
         numbers = {k: v for k, v in scores.items() if isinstance(v, int | float)}
         self.metrics.valid(
             step=state.step,
@@ -201,18 +244,25 @@ class _Loop:
         if improved:
             self.save(self.best_dir, with_state=False, extra={"scores.json": scores})
         self.save(self.last_dir, with_state=True)
-        return state.bad_validations >= self.options.patience
+        return stop
 
     def save(self, place: Path, with_state: bool, extra: dict | None = None) -> None:
+        """Rank 0 writes; with the training state, every rank must call (each one's RNG state
+        goes into the checkpoint, so a resumed run draws the same dropout masks)."""
         state = self.state
         train_state = None
         if with_state:
+            rngs = self.world.gather(rng_state())
             train_state = {
                 "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(),
                 "progress": asdict(state),
-                "rng": rng_state(),
+                "rng": rngs[0],
             }
+            if self.world.enabled:
+                train_state["rng_ranks"] = rngs
+        if not self.world.main:
+            return
         meta = {
             **self.meta,
             "step": state.step,
@@ -229,9 +279,11 @@ class _Loop:
         )
 
     def results(self, stop_reason: str) -> dict:
-        """The best validation's scores and how the run went."""
+        """The best validation's scores and how the run went (rank 0's, on every rank)."""
         state = self.state
-        best = json.loads((self.best_dir / "scores.json").read_text())
+        best = self.world.broadcast(
+            json.loads((self.best_dir / "scores.json").read_text()) if self.world.main else None
+        )
         train_only = state.train_seconds - state.valid_seconds
         return {
             **best,
@@ -260,12 +312,17 @@ def fit(
     resume: bool,
     meta: dict,
     precision: torch.dtype = torch.float32,
+    world: World = SINGLE,
 ) -> dict:
     """Train until max_steps / max_epochs / max_minutes / early stopping; return the best scores.
 
     ``validate(model)`` returns a dict with at least ``early_stop_metric`` (higher is better for
     bleu/chrf; for loss/ppl lower is better). Checkpoints: ``run_dir/last`` (every validation,
     and on SIGINT/SIGTERM) and ``run_dir/best``.
+
+    Under torchrun (``world``), each rank trains on its share of every group of batches and
+    the ranks agree, once per update, on the group's token count, on a caught signal and on
+    the time limit, so they stop together; the step-count limits agree by themselves.
     """
     model.to(device).train()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -279,11 +336,15 @@ def fit(
         precision=precision,
         options=options,
         meta=meta,
+        world=world,
     )
     loop.restore(resume)
     state = loop.state
     bar = tqdm(
-        total=options.max_steps or None, initial=state.step, disable=not options.progress, **_BAR
+        total=options.max_steps or None,
+        initial=state.step,
+        disable=not options.progress or not world.main,
+        **_BAR,
     )
     # A run resumed after it had stopped (killed before its end was recorded) does not train on.
     reason = limit_reached(state, options)
@@ -291,20 +352,35 @@ def fit(
         reason = "early_stopping"
     with Signals() as signals:
         while reason is None and state.epoch < options.max_epochs:
-            for position, indices in sampler.iterate(state.epoch, state.position):
-                state.position = position + 1  # consumed, whatever its update does
+            for position, indices in shard(sampler.iterate(state.epoch, state.position), world):
                 src, tgt = [src_ids[i] for i in indices], [tgt_ids[i] for i in indices]
-                if not loop.update(collate(src, tgt, indices).to(device)):
+                batch = collate(src, tgt, indices).to(device)
+                tokens = None
+                if world.enabled:  # before the update, so that all ranks stop at the same one
+                    tokens, caught, late = world.total(
+                        int(batch.tgt_mask.sum()),
+                        signals.caught is not None,
+                        limit_reached(state, options) is not None,
+                        device=device,
+                    )
+                    if caught:
+                        bar.close()
+                        raise loop.interrupted()
+                    if late:
+                        reason = limit_reached(state, options) or "max_minutes"
+                        break
+                state.position = position + 1  # consumed, whatever its update does
+                if not loop.update(batch, tokens):
                     continue
                 bar.update(1)
                 if state.step % options.log_every == 0:
                     loop.log_window(bar)
-                if signals.caught is not None:
+                if signals.caught is not None and not world.enabled:
                     bar.close()
                     raise loop.interrupted()
                 if state.step % options.valid_every == 0 and loop.validate():
                     reason = "early_stopping"
-                else:
+                elif not world.enabled or options.max_steps and state.step >= options.max_steps:
                     reason = limit_reached(state, options)
                 if reason is not None:
                     break
@@ -320,5 +396,6 @@ def fit(
         f"training stopped ({reason}) at step {state.step} after {minutes:.1f} min; best "
         f"{options.early_stop_metric} {best:.2f} at step {state.best_step}"
     )
-    loop.metrics.close()
+    if loop.metrics is not None:
+        loop.metrics.close()
     return loop.results(reason)

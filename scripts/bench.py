@@ -12,11 +12,16 @@ the figure is the median over repeats. Prints ``name: value`` lines and writes J
     python scripts/bench.py --cells gru --repeats 5
     python scripts/bench.py --what decode --run-dir runs/ende-default
     python scripts/bench.py --precision fp32      # auto (default): bf16 where the CPU has it
+    python scripts/bench.py --what ddp            # one process of N threads vs N ranks of one
 
 Decoding runs on two models: the newest trained run under runs/ (or --run-dir; on a fresh clone,
 with none, the default model is first trained for --decode-steps updates into
 runs/bench/decode_run), and the reference architecture above trained for --reference-steps
 updates (runs/bench/decode_reference), the shape other toolkits are measured on.
+
+Data-parallel scaling (``--what ddp``): the reference model trained for --ddp-steps updates by
+nmt-train in one process of --threads threads, then under torchrun by --threads ranks of one
+thread each (gloo on CPU); target tokens per second of training and each process's peak RSS.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import functools
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -267,6 +273,62 @@ def bench_decode(
     return results
 
 
+def bench_ddp(steps: int, threads: int, work_dir: Path, overrides: list[str]) -> dict:
+    """One process of ``threads`` threads against ``threads`` torchrun ranks of one thread,
+    each trained for ``steps`` updates by nmt-train (a rank's update takes one batch, so the
+    ranks see ``threads`` times the sentences per update)."""
+    bin_dir = Path(sys.executable).parent
+    overrides = [o for o in overrides if not o.startswith("train.threads=")]  # set per launcher
+    common = [
+        *REFERENCE,
+        *overrides,
+        f"train.max_steps={steps}",
+        f"train.valid_every={steps}",
+        "train.valid_max_sentences=16",
+        "train.max_minutes=0",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "final_eval=[]",
+    ]
+    launchers = {
+        "one_process": ([str(bin_dir / "nmt-train")], [f"train.threads={threads}"]),
+        "ranks": (
+            [
+                str(bin_dir / "torchrun"),
+                "--standalone",
+                f"--nproc-per-node={threads}",
+                str(bin_dir / "nmt-train"),
+            ],
+            ["train.threads=1"],
+        ),
+    }
+    out: dict = {"steps": steps}
+    for name, (command, extra) in launchers.items():
+        run_dir = work_dir / f"ddp_{name}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        child = subprocess.run(
+            [*command, f"run_dir={run_dir}", *common, *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1" if name == "ranks" else str(threads)},
+        )
+        if child.returncode != 0:
+            sys.exit(f"ddp bench ({name}) failed:\n{(child.stdout + child.stderr)[-3000:]}")
+        done = json.loads((run_dir / "done.json").read_text())
+        peaks = done.get("rank_peak_rss_gib", [done["process_peak_rss_gib"]])
+        out[name] = {
+            "processes": len(peaks),
+            "threads_per_process": 1 if name == "ranks" else threads,
+            "train_tgt_tokens_per_s": round(done["train_tokens_per_s"], 1),
+            "peak_rss_mib_per_process": [round(p * 1024) for p in peaks],
+        }
+    out["speedup"] = round(
+        out["ranks"]["train_tgt_tokens_per_s"] / out["one_process"]["train_tgt_tokens_per_s"], 3
+    )
+    return out
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -316,10 +378,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--what",
-        default="train,decode",
-        help="train, decode (default: both), or profile: both, with the top operators of a "
-        "training step and of greedy and beam decoding (torch.profiler). Always: the machine's "
-        "fp32/bf16 matmul rate, and each training figure as a fraction of it",
+        default="train,decode,ddp",
+        help="train, decode, ddp (default: all three; ddp: data-parallel scaling), or profile: "
+        "train and decode with the top operators of a training step and of greedy and beam decoding "
+        "(torch.profiler). Always: the machine's fp32/bf16 matmul rate, and each training "
+        "figure as a fraction of it",
+    )
+    parser.add_argument(
+        "--ddp-steps", type=int, default=40, help="updates of each run of the ddp comparison"
     )
     parser.add_argument("--cells", default="gru,lstm,tanh,gru_cho", help="cells to benchmark")
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
@@ -473,6 +539,12 @@ def main() -> None:
                     print(f"{section}.{key}: {value}", flush=True)
                 elif "profile" in what:
                     print_profile(f"{section}.{key.removesuffix('_profile')}", value)
+    if "ddp" in what:
+        report["ddp"] = bench_ddp(args.ddp_steps, args.threads, args.work_dir, args.set)
+        for name in ("one_process", "ranks"):
+            for key, value in report["ddp"][name].items():
+                print(f"ddp.{name}.{key}: {value}", flush=True)
+        print(f"ddp.speedup: {report['ddp']['speedup']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"json: {args.out}")

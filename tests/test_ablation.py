@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,12 +122,13 @@ def test_table_marks_diverged_rows():
         best_step=3,
         enc_hidden=8,
         dec_hidden=16,
+        stop_reason="early_stopping",
     )
     ok.test = {"bleu": 2.0, "chrf": 20.0}
     rows = build_rows([run("tanh", "failed"), ok], {})
     table = markdown_table(rows, "gru")
     assert "| tanh | none | 10 | – | diverged |" in table
-    assert "| gru | none | 10 | 8/16 | 100 | 3 |" in table and "(baseline)" in table
+    assert "| gru | none | 10 | 8/16 | 100 | 3 | 1/1 |" in table and "(baseline)" in table
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,3 +573,32 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
     plan.tune.attention = None  # every attention tuned on its own: none was not
     with pytest.raises(UserError, match="no tuning run of gru, none"):
         choose_rates(tmp_path / "tune", plan)
+
+
+def _log_span(run_dir: Path) -> tuple[str, str]:
+    """The first and last timestamps of a run's log ('YYYY-MM-DD HH:MM:SS,mmm' sorts as text)."""
+    stamps = re.findall(r"^\[([\d-]+ [\d:,]+)\]", (run_dir / "nmt.log").read_text(), re.M)
+    return stamps[0], stamps[-1]
+
+
+def test_submitit_local_runs_two_jobs_at_once_on_one_cache(corpus_dir, tmp_path):
+    """The submitit launcher's local executor (SLURM's code path without a cluster): two runs
+    at the same time, both on an empty stage cache that each builds only once."""
+    extra = (
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "~hydra.callbacks.report",  # the report has tests of its own
+        "train.max_steps=3",
+    )
+    result = sweep(tmp_path, corpus_dir, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = sorted((tmp_path / "sweep").glob("*/done.json"))
+    assert len(done) == 2
+    assert all(json.loads(p.read_text())["status"] == "finished" for p in done)
+    (a_start, a_end), (b_start, b_end) = (_log_span(p.parent) for p in done)
+    assert a_start < b_end and b_start < a_end  # the two runs overlapped in time
+    assert len({(p.parent / "spm.model").read_bytes() for p in done}) == 1
+    for stage in ("data", "spm"):
+        entries = [p for p in (tmp_path / "cache" / stage).iterdir() if p.is_dir()]
+        assert len(entries) == 1, entries
+    assert list((tmp_path / "sweep").glob(".submitit/*/*_log.out"))

@@ -94,6 +94,7 @@ class Case:
     sweep: bool = False  # add hydra.sweep.dir=<tmp>/sweep
     skip: str = ""  # why the suite does not run it (CI runs `make test` itself)
     stdin: str = ""  # what the command reads, when it reads stdin
+    elsewhere: str = ""  # "file.py::test_name": a test that runs it with its placeholders filled
 
 
 def finished(steps: int = 2, pair: str = "en-de") -> Callable:
@@ -103,6 +104,12 @@ def finished(steps: int = 2, pair: str = "en-de") -> Callable:
         assert f"{done['src']}-{done['tgt']}" == pair
 
     return check
+
+
+def check_ranks(result, tmp):
+    finished()(result, tmp)
+    done = json.loads((tmp / "run" / "done.json").read_text())
+    assert done["world_size"] == 2 and len(done["rank_peak_rss_gib"]) == 2
 
 
 def check_cs(result, tmp):
@@ -239,6 +246,12 @@ def check_bench(
                 assert f"{name}.op: aten::" in result.stdout
         else:
             assert ".op: " not in result.stdout
+            # Data-parallel scaling: one process of all threads against a rank per thread.
+            ddp = report["ddp"]
+            assert ddp["ranks"]["processes"] == report["cpu_threads"]
+            assert len(ddp["ranks"]["peak_rss_mib_per_process"]) == report["cpu_threads"]
+            assert ddp["one_process"]["train_tgt_tokens_per_s"] > 0 and ddp["speedup"] > 0
+            assert "ddp.speedup:" in result.stdout
 
     return check
 
@@ -279,10 +292,17 @@ BENCH = [
     "train.threads=1",
     "--set",
     "batch.max_tokens=null",
+    "--ddp-steps",
+    "2",
 ]
 
 CASES: dict[str, Case] = {
     "make train": Case(TINY, finished()),
+    "make train NPROC=2": Case(TINY, check_ranks),
+    'make train NPROC=4 NNODES=2 MASTER=node1:29500 ARGS="run_dir=/shared/runs/ende"': Case(
+        # Two machines: two torchrun agents on this one, meeting at localhost.
+        elsewhere="test_distributed.py::test_two_nodes_meet_at_the_master"
+    ),
     "make test": Case(skip="CI runs it: .ci/run is `make test`"),
     'make data ARGS="data.src=en data.tgt=fr"': Case([], check_data("en-fr")),
     'make spm ARGS="run_dir=runs/my-run tokenizer=bpe8k"': Case(TINY[:1], check_bpe_spm),
@@ -430,6 +450,10 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
     case = CASES[command]
     if case.skip:  # not skipped: checked to be what CI runs
         assert command in (ROOT / ".ci" / "run").read_text(), case.skip
+        return
+    if case.elsewhere:  # not skipped: that test exists and runs the command
+        file, name = case.elsewhere.split("::")
+        assert f"def {name}(" in (ROOT / "tests" / file).read_text(), case.elsewhere
         return
     if case.needs_run:
         shutil.copytree(readme_run, tmp_path / "X")

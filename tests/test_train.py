@@ -186,6 +186,18 @@ def test_signal_saves_a_checkpoint_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+def test_sgd_steps_against_the_gradient():
+    model = tiny_model("tanh")
+    opt = build_optimizer(model, optimizer="sgd", lr=0.5, weight_decay=0.0, betas=[0.9, 0.98])
+    param = next(model.parameters())
+    before = param.detach().clone()
+    param.grad = torch.ones_like(param)
+    opt.step()
+    assert torch.allclose(param, before - 0.5)
+    with pytest.raises(ValueError, match="expected adam, adamw or sgd"):
+        build_optimizer(model, optimizer="rmsprop", lr=1.0, weight_decay=0.0, betas=[0.9, 0.9])
+
+
 def test_warmup_decay_schedule():
     model = tiny_model("tanh")
     opt = build_optimizer(model, optimizer="adamw", lr=1.0, weight_decay=0.01, betas=[0.9, 0.98])
