@@ -54,15 +54,35 @@ def stage_spm(cfg: DictConfig, run_dir: Path) -> None:
     log.info("%s", tokenizer.format_report(report))
 
 
+# The budget of a run: raising one continues a run that stopped at it (train.resume=auto).
+BUDGET = {
+    "train.max_epochs": "max_epochs",
+    "train.max_steps": "max_steps",
+    "train.max_minutes": "max_minutes",
+}
+
+
+def _raised(saved, now) -> bool:
+    """A budget raised: a larger limit, or none (0) where there was one."""
+    return bool(saved) and (not now or now > saved)
+
+
 def _resume(cfg: DictConfig, run_dir: Path) -> bool | None:
-    """train.resume: whether to continue ``last/``; None when the run finished and is skipped."""
+    """train.resume: whether to continue ``last/``; None when the run finished and is skipped.
+
+    auto: a run with other settings is refused, but for its budget (``BUDGET``): raised, a run
+    that stopped at the old one continues from ``last/`` to the new one (its ``done.json``
+    gives way to the new one at the end), and a run that stopped early stays as it is."""
     mode = str(cfg.train.resume).lower()
     if mode not in ("true", "false", "auto"):
         raise UserError(f"train.resume={cfg.train.resume!r}: expected true, false or auto")
     if mode != "auto":
         return mode == "true"
+    budget = []
     if (run_dir / CONFIG_FILE).is_file():
         differ = changed_settings(cfg, run_dir / CONFIG_FILE)
+        budget = [d for d in differ if d[0] in BUDGET and _raised(d[1], d[2])]
+        differ = [d for d in differ if d not in budget]
         if differ:
             key, saved, now = differ[0]
             raise UserError(
@@ -70,7 +90,14 @@ def _resume(cfg: DictConfig, run_dir: Path) -> bool | None:
                 f"{saved!r} there, {now!r} now); train.resume=auto will not reuse it. Choose "
                 "another run_dir or hydra.sweep.dir"
             )
-    if (run_dir / DONE_FILE).is_file():
+    done = run_dir / DONE_FILE
+    if done.is_file():
+        result = json.loads(done.read_text())
+        stopped_by = result.get("stop_reason")
+        if result.get("status") == "finished" and stopped_by in {BUDGET[k] for k, *_ in budget}:
+            log.info("%s stopped at its %s; continuing to the raised budget", run_dir, stopped_by)
+            done.unlink()
+            return find_checkpoint(run_dir / "last") is not None
         return None
     return find_checkpoint(run_dir / "last") is not None
 

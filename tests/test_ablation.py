@@ -602,3 +602,52 @@ def test_submitit_local_runs_two_jobs_at_once_on_one_cache(corpus_dir, tmp_path)
         entries = [p for p in (tmp_path / "cache" / stage).iterdir() if p.is_dir()]
         assert len(entries) == 1, entries
     assert list((tmp_path / "sweep").glob(".submitit/*/*_log.out"))
+
+
+def test_a_raised_budget_continues_a_run_that_stopped_at_it(corpus_dir, tmp_path):
+    """train.resume=auto with a larger train.max_steps continues a run that stopped at the old
+    budget, to the weights of a run trained to the new one at once; a lowered budget is
+    refused, and a run at its budget is skipped."""
+    from safetensors.torch import load_file
+
+    common = [
+        f"data.root={corpus_dir}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "data.test_splits=[test_2016_flickr]",
+        "tokenizer.vocab_size=600",
+        "model.emb_dim=16",
+        "model.enc_hidden=16",
+        "model.dec_hidden=32",
+        "batch.max_tokens=400",
+        "train.valid_every=3",
+        "train.valid_max_sentences=8",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.max_minutes=0",
+        "train.threads=1",
+        "train.resume=auto",
+    ]
+
+    def train(run_dir: Path, steps: int) -> tuple[int, str]:
+        done = subprocess.run(
+            [str(BIN / "nmt-train"), f"run_dir={run_dir}", *common, f"train.max_steps={steps}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    def result(run_dir: Path) -> dict:
+        return json.loads((run_dir / "done.json").read_text())
+
+    assert train(tmp_path / "a", 3)[0] == 0 and result(tmp_path / "a")["stop_reason"] == "max_steps"
+    code, out = train(tmp_path / "a", 6)
+    assert code == 0 and "continuing to the raised budget" in out, out[-3000:]
+    assert result(tmp_path / "a")["steps"] == 6
+    assert train(tmp_path / "b", 6)[0] == 0
+    a, b = (load_file(tmp_path / d / "last" / "model.safetensors") for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    code, out = train(tmp_path / "a", 6)
+    assert code == 0 and "finished before" in out
+    code, out = train(tmp_path / "a", 4)
+    assert code == 1 and "trained with other settings" in out and "train.max_steps" in out
