@@ -1,15 +1,19 @@
 """Scoring with sacreBLEU on detokenized, cased text against the raw references.
 
 One path for validation and test: hypotheses are SentencePiece-decoded text, references are the
-untouched corpus lines, and every score travels with its sacreBLEU signature. Besides the
-metrics: a split translated and scored (``eval/<split>-<checkpoint>-<search>/``), and
-hypothesis files scored and compared (``eval/<split>-files/``).
+untouched corpus lines, and every score travels with its sacreBLEU signature. Beside it, the
+"LT" BLEU of the Multi30k literature (``lt_bleu``): lowercased, Moses-tokenized text, which is
+not sacreBLEU and is labelled so. Besides the metrics: a split translated and scored
+(``eval/<split>-<checkpoint>-<search>/``), and hypothesis files scored and compared
+(``eval/<split>-files/``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,8 +45,50 @@ def check_streams(hyps: list[str], refs: list[str]) -> None:
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
 
 
-def score(hyps: list[str], refs: list[str], *, ter: bool = False, lowercase: bool = False) -> dict:
-    """Corpus BLEU and chrF (and TER, lowercased BLEU if asked) with their signatures."""
+@cache
+def _moses(lang: str):
+    from sacremoses import MosesPunctNormalizer, MosesTokenizer
+
+    return MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
+
+
+def lt_tokenize(lines: list[str], lang: str) -> list[str]:
+    """The tokenization of "LT" scores (Caglayan et al., nmtpy; WMT multimodal task reports):
+    Moses punctuation normalisation, Moses tokenization with aggressive hyphen splitting
+    (``well-known`` -> ``well @-@ known``), lowercased."""
+    normalizer, tokenizer = _moses(lang)
+    return [
+        tokenizer.tokenize(
+            normalizer.normalize(line), aggressive_dash_splits=True, escape=False, return_str=True
+        ).lower()
+        for line in lines
+    ]
+
+
+def lt_bleu(hyps: list[str], refs: list[str], lang: str) -> dict:
+    """BLEU on ``lt_tokenize``d text (sacreBLEU's BLEU with its own tokenization off), as the
+    Multi30k papers report it. Not comparable with sacreBLEU's cased, 13a-tokenized BLEU; the
+    signature says which it is."""
+    check_streams(hyps, refs)
+    metric = BLEU(tokenize="none", force=True)
+    value = metric.corpus_score(lt_tokenize(hyps, lang), [lt_tokenize(refs, lang)]).score
+    signature = (
+        f"LT|lang:{lang}|norm+tok:sacremoses-{version('sacremoses')}|hyphens:split|lc:yes"
+        f" + {metric.get_signature()}"
+    )
+    return {"bleu_lt": value, "bleu_lt_signature": signature}
+
+
+def score(
+    hyps: list[str],
+    refs: list[str],
+    *,
+    ter: bool = False,
+    lowercase: bool = False,
+    lt_lang: str | None = None,
+) -> dict:
+    """Corpus BLEU and chrF (and TER, lowercased BLEU, LT BLEU in ``lt_lang`` if asked) with
+    their signatures."""
     check_streams(hyps, refs)
     streams = [refs]  # a list of reference streams; ours has one
     bleu, chrf = BLEU(), CHRF()
@@ -61,6 +107,8 @@ def score(hyps: list[str], refs: list[str], *, ter: bool = False, lowercase: boo
         metric = BLEU(lowercase=True)
         out["bleu_lc"] = metric.corpus_score(hyps, streams).score
         out["bleu_lc_signature"] = str(metric.get_signature())
+    if lt_lang:
+        out.update(lt_bleu(hyps, refs, lt_lang))
     return out
 
 
@@ -112,11 +160,17 @@ def _num(value) -> float | None:
 
 
 def summary(name: str, split: str, s: dict) -> str:
-    """One line of scores with the BLEU signature."""
-    return (
+    """The scores with the BLEU signature; the LT BLEU on a line of its own, labelled."""
+    line = (
         f"{name} {split}: BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f} TER {s['ter']:.2f} "
         f"(BLEU lowercased {s['bleu_lc']:.2f}) | {s['bleu_signature']}"
     )
+    if "bleu_lt" in s:
+        line += (
+            f"\n{name} {split}: LT BLEU {s['bleu_lt']:.2f} (lowercased, Moses-tokenized; "
+            f"not sacreBLEU) | {s['bleu_lt_signature']}"
+        )
+    return line
 
 
 def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
@@ -146,7 +200,7 @@ def evaluate_split(
     results = translator.translate_full(sources)
     seconds = time.perf_counter() - start
     hyps = [r.texts[0] for r in results]
-    scores = score(hyps, refs, ter=True, lowercase=True)
+    scores = score(hyps, refs, ter=True, lowercase=True, lt_lang=translator.tgt_lang)
     out_dir = run_dir / "eval" / f"{split}-{checkpoint}-{search_name}"
     write_text(out_dir / "hyps.txt", "".join(h + "\n" for h in hyps))
     generated = sum(len(r.hyps[0].tokens) + 1 for r in results)
@@ -183,6 +237,7 @@ def score_files(run_dir: Path, split: str, paths: list[str], *, samples: int) ->
     if repeated:
         raise EvalError(f"hyps names {', '.join(repeated)} more than once; compare different files")
     _, refs = split_pairs(run_dir, split)
+    lang = data.read_report(run_dir / data.ARTIFACT)["tgt"]
     systems = {}
     for path in paths:
         hyps = data.read_lines(path)
@@ -191,7 +246,9 @@ def score_files(run_dir: Path, split: str, paths: list[str], *, samples: int) ->
                 f"{path}: {len(hyps)} lines but split {split} has {len(refs)} references"
             )
         systems[path] = hyps
-    results: dict = {path: score(h, refs, ter=True, lowercase=True) for path, h in systems.items()}
+    results: dict = {
+        path: score(h, refs, ter=True, lowercase=True, lt_lang=lang) for path, h in systems.items()
+    }
     for path, scores in results.items():
         print(summary(path, split, scores))
     if len(systems) > 1:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from conftest import multi30k_lines
 
-from nmt.evaluate import check_streams, paired_bootstrap, score
+from nmt.evaluate import check_streams, lt_tokenize, paired_bootstrap, score
 
 
 def test_text_against_itself_is_100():
@@ -23,6 +23,29 @@ def test_known_score():
     expected = sacrebleu.metrics.BLEU().corpus_score(hyps, [refs]).score
     assert score(hyps, refs)["bleu"] == pytest.approx(expected)
     assert 0 < expected < 100
+
+
+def test_lt_bleu_is_bleu_on_lowercased_moses_tokens():
+    """LT: Moses punctuation normalisation („“ -> ""), tokenization with hyphens split,
+    lowercase; then BLEU on those tokens. The pair differs only in case, quotes and spacing of
+    punctuation: 100 in LT, less in sacreBLEU's cased 13a BLEU."""
+    hyp = ["Ein well-known Hund, „Rex“, läuft!"]
+    ref = ['ein Well-known hund , "Rex", läuft !']
+    assert lt_tokenize(hyp, "de") == ['ein well @-@ known hund , " rex " , läuft !']
+    assert lt_tokenize(ref, "de") == lt_tokenize(hyp, "de")
+    s = score(hyp, ref, lt_lang="de")
+    assert s["bleu_lt"] == pytest.approx(100.0) and s["bleu"] < 50
+    assert s["bleu_lt_signature"].startswith("LT|lang:de|norm+tok:sacremoses-")
+    assert "tok:none" in s["bleu_lt_signature"]
+    # One word wrong of eleven tokens: below 100, and the same as BLEU on the tokens by hand.
+    import sacrebleu
+
+    wrong = ["Ein well-known Katze, „Rex“, läuft!"]
+    expected = sacrebleu.metrics.BLEU(tokenize="none").corpus_score(
+        lt_tokenize(wrong, "de"), [lt_tokenize(ref, "de")]
+    )
+    assert score(wrong, ref, lt_lang="de")["bleu_lt"] == pytest.approx(expected.score) < 100
+    assert "bleu_lt" not in score(hyp, ref)
 
 
 def test_wrong_nesting_and_counts_are_refused():

@@ -137,6 +137,7 @@ def test_eval_split_scores_and_plots(tiny_run):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test_2016_flickr: BLEU" in result.stdout and "nrefs:1|case:mixed" in result.stdout
+    assert "test_2016_flickr: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
     out_dir = tiny_run / "eval" / "test_2016_flickr-best-greedy"
     scores = json.loads((out_dir / "scores.json").read_text())
     for key in (
@@ -145,6 +146,8 @@ def test_eval_split_scores_and_plots(tiny_run):
         "ter",
         "bleu_lc",
         "bleu_signature",
+        "bleu_lt",
+        "bleu_lt_signature",
         "seconds",
         "sentences_per_s",
         "checkpoint",
