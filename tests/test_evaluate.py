@@ -34,7 +34,7 @@ def test_lt_bleu_is_bleu_on_lowercased_moses_tokens():
     assert lt_tokenize(hyp, "de") == ['ein well @-@ known hund , " rex " , läuft !']
     assert lt_tokenize(ref, "de") == lt_tokenize(hyp, "de")
     s = score(hyp, ref, lt_lang="de")
-    assert s["bleu_lt"] == pytest.approx(100.0) and s["bleu"] < 50
+    assert s["bleu_lt"] == pytest.approx(100.0) and s["bleu"] < 100
     assert s["bleu_lt_signature"].startswith("LT|lang:de|norm+tok:sacremoses-")
     assert "tok:none" in s["bleu_lt_signature"]
     # One word wrong of eleven tokens: below 100, and the same as BLEU on the tokens by hand.
