@@ -70,7 +70,8 @@ def eval_task(cfg: DictConfig) -> dict:
         run.translator_for(cfg),
         run_dir,
         cfg.split,
-        checkpoint=cfg.checkpoint,
+        # An ensemble's translations and scores go beside the single model's, not over them.
+        checkpoint=cfg.checkpoint + (f"-ensemble{1 + len(cfg.ensemble)}" if cfg.ensemble else ""),
         search_name=cfg.search.name,
         attention_plots=cfg.attention_plots,
     )

@@ -266,6 +266,7 @@ class DecodeConfig:
     precision: str = MISSING
     max_tokens: int = MISSING
     max_src_len: int = MISSING
+    ensemble: list[str] = field(default_factory=list)
     search: SearchConfig = field(default_factory=SearchConfig)
 
 

@@ -227,6 +227,7 @@ def translator_for(
         max_sentences=cfg.search.max_sentences,
         max_tokens=cfg.get("max_tokens", 4000),
         max_src_len=cfg.get("max_src_len", 250),
+        ensemble=list(cfg.get("ensemble", [])),
     )
 
 

@@ -19,8 +19,10 @@ from typing import BinaryIO, TextIO
 
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
 from nmt.checkpoint import META_FILE, CheckpointError, find_checkpoint, load_weights
+from nmt.ensemble import Ensemble
 from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
 from nmt.rundir import CONFIG_FILE
@@ -57,13 +59,68 @@ def single_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
+@dataclass
+class LoadedRun:
+    """A run directory's model with its weights, tokenizer, language pair and search settings."""
+
+    model: Seq2Seq
+    tokenizer: Tokenizer
+    src: str
+    tgt: str
+    search: SearchOptions
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
+    """The model of a run directory's ``checkpoint`` (best | last), checked against its
+    config and SentencePiece model."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise RunDirError(f"{config_path}: missing; is {run_dir} a training run directory?")
+    cfg = OmegaConf.load(config_path)
+    try:
+        model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+        src, tgt = cfg.data.src, cfg.data.tgt
+        run_search = SearchOptions.from_config(cfg.search)
+    except SearchError:
+        raise
+    except Exception as e:
+        raise RunDirError(f"{config_path}: not an nmt run config ({e})") from None
+    try:
+        tok = Tokenizer.from_dir(run_dir, src, tgt)
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
+    if checkpoint not in ("best", "last"):
+        raise RunDirError(f"checkpoint={checkpoint!r}: expected best or last")
+    place = find_checkpoint(run_dir / checkpoint)
+    if place is None:
+        raise RunDirError(f"{run_dir / checkpoint}: no checkpoint; has the run trained yet?")
+    meta = json.loads((place / META_FILE).read_text())
+    if meta.get("spm_sha256") not in (None, tok.sha256()):
+        raise RunDirError(
+            f"{run_dir}: the SentencePiece model is not the one {place.name}/ was trained with"
+        )
+    model = build_model(
+        **model_args,
+        src_vocab_size=tok.src_vocab_size,
+        tgt_vocab_size=tok.tgt_vocab_size,
+        joint_vocab=tok.joint,
+    )
+    try:
+        load_weights(model, place)
+    except CheckpointError as e:
+        raise RunDirError(str(e)) from None
+    log.info("loaded %s (step %s, %s %s->%s)", place, meta.get("step"), meta.get("cell"), src, tgt)
+    return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, search=run_search)
+
+
 class Translator:
     """A loaded model, its tokenizer and search settings; translate lists of strings."""
 
     def __init__(
         self,
         *,
-        model: Seq2Seq,
+        model: Seq2Seq | Ensemble,
         tokenizer: Tokenizer,
         device: torch.device,
         search: SearchOptions,
@@ -97,66 +154,47 @@ class Translator:
         max_sentences: int = 64,
         max_tokens: int = 4000,
         max_src_len: int = 250,
+        ensemble: list[str | os.PathLike] | tuple = (),
     ) -> Translator:
         """Load config, tokenizer and weights from a run directory (``checkpoint``: best | last).
 
         ``search``: the settings to use, or a dict of keys of the ``search`` group that override
-        the run's own settings (``{"beam_size": 5}``).
+        the run's own settings (``{"beam_size": 5}``). ``ensemble``: more run directories whose
+        models decode together with this one's (``nmt.ensemble``); they must have its
+        SentencePiece model and language pair.
         """
-        run_dir = Path(run_dir)
-        config_path = run_dir / CONFIG_FILE
-        if not config_path.is_file():
-            raise RunDirError(f"{config_path}: missing; is {run_dir} a training run directory?")
-        cfg = OmegaConf.load(config_path)
-        try:
-            model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
-            src, tgt = cfg.data.src, cfg.data.tgt
-            run_search = SearchOptions.from_config(cfg.search)
-        except SearchError:
-            raise
-        except Exception as e:
-            raise RunDirError(f"{config_path}: not an nmt run config ({e})") from None
-        try:
-            tok = Tokenizer.from_dir(run_dir, src, tgt)
-        except ValueError as e:
-            raise RunDirError(str(e)) from None
-        if checkpoint not in ("best", "last"):
-            raise RunDirError(f"checkpoint={checkpoint!r}: expected best or last")
-        place = find_checkpoint(run_dir / checkpoint)
-        if place is None:
-            raise RunDirError(f"{run_dir / checkpoint}: no checkpoint; has the run trained yet?")
-        meta = json.loads((place / META_FILE).read_text())
-        if meta.get("spm_sha256") not in (None, tok.sha256()):
-            raise RunDirError(
-                f"{run_dir}: the SentencePiece model is not the one {place.name}/ was trained with"
-            )
-        model = build_model(
-            **model_args,
-            src_vocab_size=tok.src_vocab_size,
-            tgt_vocab_size=tok.tgt_vocab_size,
-            joint_vocab=tok.joint,
-        )
-        try:
-            load_weights(model, place)
-        except CheckpointError as e:
-            raise RunDirError(str(e)) from None
-        log.info(
-            "loaded %s (step %s, %s %s->%s)", place, meta.get("step"), meta.get("cell"), src, tgt
-        )
+        loaded = load_run(run_dir, checkpoint)
+        model: nn.Module = loaded.model
+        if ensemble:
+            members = [loaded.model]
+            for other in ensemble:
+                more = load_run(other, checkpoint)
+                if more.tokenizer.sha256() != loaded.tokenizer.sha256():
+                    raise RunDirError(
+                        f"{other}: its SentencePiece model is not {run_dir}'s; the models of an "
+                        "ensemble must share one vocabulary"
+                    )
+                if (more.src, more.tgt) != (loaded.src, loaded.tgt):
+                    raise RunDirError(
+                        f"{other}: translates {more.src}->{more.tgt}, {run_dir} "
+                        f"{loaded.src}->{loaded.tgt}"
+                    )
+                members.append(more.model)
+            model = Ensemble(members)
         if not isinstance(search, SearchOptions):
-            search = run_search.replace(**(search or {}))
+            search = loaded.search.replace(**(search or {}))
         chosen = pick_device(device)
         return cls(
             model=model,
-            tokenizer=tok,
+            tokenizer=loaded.tokenizer,
             device=chosen,
             precision=pick_precision(precision, chosen),
             search=search,
             max_sentences=max_sentences,
             max_tokens=max_tokens,
             max_src_len=max_src_len,
-            src_lang=src,
-            tgt_lang=tgt,
+            src_lang=loaded.src,
+            tgt_lang=loaded.tgt,
         )
 
     def translate_full(self, texts: list[str]) -> list[Translation]:
