@@ -16,12 +16,13 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 from nmt.errors import UserError, first_line
 
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "train_state.pt", "meta.json"
+KEPT_DIR, KEPT_SCORE = "kept", "keep_score"  # run_dir/kept/step-NNNNNNN/, its meta's score
 
 
 class CheckpointError(UserError):
@@ -91,6 +92,45 @@ def load_weights(model: nn.Module, place: Path) -> dict:
             f"unexpected {sorted(unexpected)[:3]}); was it trained with another model config?"
         )
     return json.loads((place / META_FILE).read_text())
+
+
+def kept_checkpoints(run_dir: Path) -> list[tuple[int, float, Path]]:
+    """(step, score, place) of the checkpoints kept for averaging (``train.keep_last`` /
+    ``keep_best``), by step; the score is the early-stopping metric, higher is better."""
+    out = []
+    for place in sorted((Path(run_dir) / KEPT_DIR).glob("step-*")):
+        if place.name.endswith((".tmp", ".old")) or find_checkpoint(place) != place:
+            continue
+        meta = json.loads((place / META_FILE).read_text())
+        out.append((int(meta["step"]), float(meta[KEPT_SCORE]), place))
+    return sorted(out)
+
+
+def choose_kept(run_dir: Path, which: str, n: int) -> list[Path]:
+    """The ``n`` most recent (``which="last"``) or best (``"best"``) kept checkpoints."""
+    kept = kept_checkpoints(run_dir)
+    if len(kept) < n:
+        raise CheckpointError(
+            f"{Path(run_dir) / KEPT_DIR}: {len(kept)} kept checkpoints, averaging needs {n}; "
+            "train with train.keep_last or train.keep_best of at least that"
+        )
+    chosen = kept[-n:] if which == "last" else sorted(kept, key=lambda k: -k[1])[:n]
+    return [place for _, _, place in chosen]
+
+
+def load_average(model: nn.Module, places: list[Path]) -> dict:
+    """Load the mean of the weights of several checkpoints of one model (Vaswani et al. 2017
+    average the last ones); returns the first one's meta. Means are taken in fp32."""
+    meta = load_weights(model, places[0])  # ties the shared tensors, checks the shapes
+    tensors = [load_file(str(place / MODEL_FILE)) for place in places]
+    if any(t.keys() != tensors[0].keys() for t in tensors):
+        raise CheckpointError(f"{places}: the checkpoints hold different tensors; one model only")
+    state = model.state_dict()
+    with torch.no_grad():
+        for name in tensors[0]:
+            mean = torch.stack([t[name].float() for t in tensors]).mean(dim=0)
+            state[name].copy_(mean.to(state[name].dtype))
+    return meta
 
 
 def load_train_state(path: Path) -> dict:

@@ -209,6 +209,8 @@ class TrainConfig:
     threads: int | None = MISSING
     tensorboard: bool = MISSING
     progress: bool = MISSING
+    keep_last: int = MISSING
+    keep_best: int = MISSING
 
 
 @dataclass
@@ -318,7 +320,14 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
     keys that cannot change results (NAME_EXCLUDE, train.threads) aside, and ``precision``: like
     the device, a run may continue on other hardware (and a run from before the key had none);
     and the sweep plan (``ablation``): a seed added to a sweep does not change its finished runs."""
-    neutral = (*NAME_EXCLUDE, "train.threads", "precision", "ablation")
+    neutral = (
+        *NAME_EXCLUDE,
+        "train.threads",
+        "train.keep_last",  # what is kept for averaging, not what is trained
+        "train.keep_best",
+        "precision",
+        "ablation",
+    )
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
     keys = sorted(

@@ -42,6 +42,8 @@ class TrainOptions:
     progress: bool
     clip_norm: float
     label_smoothing: float
+    keep_last: int = 0  # weights of the last N validations kept in kept/, for averaging
+    keep_best: int = 0  # and of the N best
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,9 +22,12 @@ from tqdm import tqdm
 
 from nmt.batching import Batch, BatchSampler, collate
 from nmt.checkpoint import (
+    KEPT_DIR,
+    KEPT_SCORE,
     STATE_FILE,
     CheckpointError,
     find_checkpoint,
+    kept_checkpoints,
     load_train_state,
     load_weights,
     rng_state,
@@ -244,9 +248,26 @@ class _Loop:
         if improved:
             self.save(self.best_dir, with_state=False, extra={"scores.json": scores})
         self.save(self.last_dir, with_state=True)
+        if self.options.keep_last or self.options.keep_best:
+            self.keep(value)
         return stop
 
-    def save(self, place: Path, with_state: bool, extra: dict | None = None) -> None:
+    def keep(self, value: float) -> None:
+        """This validation's weights into kept/step-NNNNNNN/; then only the ``keep_last`` most
+        recent and the ``keep_best`` best (by the early-stopping metric) stay."""
+        place = self.run_dir / KEPT_DIR / f"step-{self.state.step:07d}"
+        self.save(place, with_state=False, meta={KEPT_SCORE: value})
+        kept = kept_checkpoints(self.run_dir)
+        last = self.options.keep_last
+        stay = {p for _, _, p in kept[-last:]} if last else set()
+        stay |= {p for _, _, p in sorted(kept, key=lambda k: -k[1])[: self.options.keep_best]}
+        for _, _, p in kept:
+            if p not in stay:
+                shutil.rmtree(p)
+
+    def save(
+        self, place: Path, with_state: bool, extra: dict | None = None, meta: dict | None = None
+    ) -> None:
         """Rank 0 writes; with the training state, every rank must call (each one's RNG state
         goes into the checkpoint, so a resumed run draws the same dropout masks)."""
         state = self.state
@@ -268,6 +289,7 @@ class _Loop:
             "step": state.step,
             "epoch": state.epoch,
             "best_score": state.best_score,
+            **(meta or {}),
         }
         save_checkpoint(place, self.model, meta, train_state, extra)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import sys
 from collections.abc import Iterator
@@ -21,7 +22,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from nmt.checkpoint import META_FILE, CheckpointError, find_checkpoint, load_weights
+from nmt.checkpoint import (
+    META_FILE,
+    CheckpointError,
+    choose_kept,
+    find_checkpoint,
+    load_average,
+    load_weights,
+)
 from nmt.ensemble import Ensemble
 from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
@@ -90,11 +98,21 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
         tok = Tokenizer.from_dir(run_dir, src, tgt)
     except ValueError as e:
         raise RunDirError(str(e)) from None
-    if checkpoint not in ("best", "last"):
-        raise RunDirError(f"checkpoint={checkpoint!r}: expected best or last")
-    place = find_checkpoint(run_dir / checkpoint)
-    if place is None:
-        raise RunDirError(f"{run_dir / checkpoint}: no checkpoint; has the run trained yet?")
+    averaged = re.fullmatch(r"avg-(last|best)-([1-9]\d*)", checkpoint)
+    if checkpoint in ("best", "last"):
+        places = [find_checkpoint(run_dir / checkpoint)]
+        if places[0] is None:
+            raise RunDirError(f"{run_dir / checkpoint}: no checkpoint; has the run trained yet?")
+    elif averaged:
+        try:
+            places = choose_kept(run_dir, averaged[1], int(averaged[2]))
+        except CheckpointError as e:
+            raise RunDirError(str(e)) from None
+    else:
+        raise RunDirError(
+            f"checkpoint={checkpoint!r}: expected best, last, avg-last-N or avg-best-N"
+        )
+    place = places[0]
     meta = json.loads((place / META_FILE).read_text())
     if meta.get("spm_sha256") not in (None, tok.sha256()):
         raise RunDirError(
@@ -107,10 +125,14 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
         joint_vocab=tok.joint,
     )
     try:
-        load_weights(model, place)
+        if len(places) == 1:
+            load_weights(model, place)
+        else:
+            load_average(model, places)
     except CheckpointError as e:
         raise RunDirError(str(e)) from None
-    log.info("loaded %s (step %s, %s %s->%s)", place, meta.get("step"), meta.get("cell"), src, tgt)
+    what = place if len(places) == 1 else f"the mean of {', '.join(p.name for p in places)}"
+    log.info("loaded %s (step %s, %s %s->%s)", what, meta.get("step"), meta.get("cell"), src, tgt)
     return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, search=run_search)
 
 
@@ -156,7 +178,8 @@ class Translator:
         max_src_len: int = 250,
         ensemble: list[str | os.PathLike] | tuple = (),
     ) -> Translator:
-        """Load config, tokenizer and weights from a run directory (``checkpoint``: best | last).
+        """Load config, tokenizer and weights from a run directory (``checkpoint``: best, last,
+        or avg-last-N / avg-best-N: the mean of the N most recent or best kept checkpoints).
 
         ``search``: the settings to use, or a dict of keys of the ``search`` group that override
         the run's own settings (``{"beam_size": 5}``). ``ensemble``: more run directories whose

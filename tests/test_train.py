@@ -15,7 +15,10 @@ from conftest import tiny_model, toy_pairs
 from nmt.batching import BatchSampler
 from nmt.checkpoint import (
     CheckpointError,
+    choose_kept,
     find_checkpoint,
+    kept_checkpoints,
+    load_average,
     load_train_state,
     load_weights,
     save_checkpoint,
@@ -196,6 +199,42 @@ def test_sgd_steps_against_the_gradient():
     assert torch.allclose(param, before - 0.5)
     with pytest.raises(ValueError, match="expected adam, adamw or sgd"):
         build_optimizer(model, optimizer="rmsprop", lr=1.0, weight_decay=0.0, betas=[0.9, 0.9])
+
+
+def test_kept_checkpoints_are_the_last_and_the_best(tmp_path):
+    """keep_last=2, keep_best=1: after validations scoring 1, 5, 2, 3, 0.5 at steps 4..20,
+    the best (step 8) and the last two (16, 20) stay."""
+    scores = iter([1.0, 5.0, 2.0, 3.0, 0.5])
+    run_fit(
+        tmp_path,
+        max_steps=20,
+        validate=lambda m: {"bleu": next(scores)},
+        keep_last=2,
+        keep_best=1,
+    )
+    assert [step for step, _, _ in kept_checkpoints(tmp_path)] == [8, 16, 20]
+    assert [p.name for p in choose_kept(tmp_path, "best", 1)] == ["step-0000008"]
+    assert [p.name for p in choose_kept(tmp_path, "last", 2)] == ["step-0000016", "step-0000020"]
+    with pytest.raises(CheckpointError, match="3 kept checkpoints, averaging needs 4"):
+        choose_kept(tmp_path, "last", 4)
+
+
+def test_averaging_checkpoints(tmp_path):
+    """N copies of one checkpoint average to it; two different ones to their mean (tied
+    embeddings stay tied)."""
+    a, b = tiny_model("lstm"), tiny_model("lstm")
+    save_checkpoint(tmp_path / "a", a, {"step": 1})
+    save_checkpoint(tmp_path / "b", b, {"step": 2})
+    copies = tiny_model("lstm")
+    load_average(copies, [tmp_path / "a"] * 3)
+    for (name, p), q in zip(a.state_dict().items(), copies.state_dict().values(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7, msg=name)
+    mean = tiny_model("lstm")
+    assert load_average(mean, [tmp_path / "a", tmp_path / "b"])["step"] == 1
+    for name, p in mean.state_dict().items():
+        expected = (a.state_dict()[name] + b.state_dict()[name]) / 2
+        torch.testing.assert_close(p, expected, msg=name)
+    assert mean.decoder.embedding.weight is mean.encoder.embedding.weight
 
 
 def test_warmup_decay_schedule():
