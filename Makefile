@@ -14,7 +14,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train translate eval bench ablate test lint format clean
+.PHONY: help install data spm train translate eval tune-search bench ablate test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,9 @@ translate: $(STAMP) ## translate stdin to stdout: ARGS="run_dir=runs/X" (input=F
 
 eval: $(STAMP) ## BLEU/chrF/TER of a split: ARGS="run_dir=runs/X split=test_2016_flickr" (or hyps=[A,B])
 	@$(BIN)/nmt-eval $(ARGS)
+
+tune-search: $(STAMP) ## beam size and length penalty chosen on validation: ARGS="run_dir=runs/X"
+	$(BIN)/nmt-tune-search $(ARGS)
 
 bench: $(STAMP) ## training and decoding speed per cell on the reference model (name: value + JSON)
 	$(BIN)/python scripts/bench.py $(ARGS)

@@ -19,10 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nmt import run, sweep
+from nmt import data, run, sweep
 from nmt.config import check_overrides, register_configs
 from nmt.errors import UserError, one_line
 from nmt.evaluate import evaluate_split, score_files
+from nmt.search_tuning import tune_search
 from nmt.translate import translate_file
 
 CONF_DIR = os.environ.get("NMT_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
@@ -77,6 +78,21 @@ def eval_task(cfg: DictConfig) -> dict:
     )
 
 
+def tune_search_task(cfg: DictConfig) -> dict:
+    """Choose beam size and length penalty on a split (the validation split by default)."""
+    run_dir = Path(cfg.run_dir)
+    split = cfg.split or data.read_report(run_dir / data.ARTIFACT)["valid_split"]
+    return tune_search(
+        run.translator_for(cfg),
+        run_dir,
+        split,
+        list(cfg.beam_sizes),
+        list(cfg.alphas),
+        checkpoint=cfg.checkpoint,
+        progress=cfg.progress,
+    )
+
+
 def _entry(task: Callable[[DictConfig], object], config_name: str) -> None:
     register_configs()
     datasets.disable_progress_bars()  # stages here take seconds; the training loop has its own bar
@@ -111,6 +127,10 @@ def translate_main() -> None:
 
 def eval_main() -> None:
     _entry(eval_task, "eval")
+
+
+def tune_search_main() -> None:
+    _entry(tune_search_task, "tune_search")
 
 
 def ablate_main() -> None:

@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nmt.errors import one_line
-from nmt.rundir import TUNING_FILE
+from nmt.rundir import SEARCH_FILE, TUNING_FILE
 from nmt.search_options import SearchOptions
 
 MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
@@ -70,6 +70,18 @@ def tuned_lr(sweep_dir: str, cell: str, attention: str) -> float:
     return float(chosen[cell][attention])
 
 
+def tuned_search(run_dir: str, key: str) -> float:
+    """A search setting nmt-tune-search chose for a run (``search=tuned`` reads its beam size
+    and length penalty from here)."""
+    path = Path(run_dir) / SEARCH_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: no search settings chosen for this run; run `make tune-search "
+            f'ARGS="run_dir={run_dir}"` first, or pick another search'
+        )
+    return json.loads(path.read_text())["chosen"][key]
+
+
 def run_stamp(pattern: str) -> str:
     """The timestamp in a default run_dir: ``NMT_RUN_STAMP`` when set, else now. The ranks of a
     torchrun job start apart and would each read their own now; ``make train NPROC=...`` sets
@@ -82,6 +94,7 @@ def run_stamp(pattern: str) -> str:
 OmegaConf.register_new_resolver("nmt_dirname", run_dirname, replace=True)
 OmegaConf.register_new_resolver("nmt_tuned_lr", tuned_lr, replace=True)
 OmegaConf.register_new_resolver("nmt_stamp", run_stamp, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("nmt_tuned_search", tuned_search, replace=True)
 
 
 @dataclass
@@ -292,12 +305,23 @@ class EvalConfig(DecodeConfig):
     bootstrap_samples: int = MISSING
 
 
+@dataclass
+class TuneSearchConfig(DecodeConfig):
+    """nmt-tune-search: the grid of beam sizes and length penalties tried on a split."""
+
+    split: str | None = None  # null: the run's validation split
+    beam_sizes: list[int] = field(default_factory=list)
+    alphas: list[float] = field(default_factory=list)
+    progress: bool = MISSING
+
+
 def register_configs() -> None:
     """Register the schemas so conf/*.yaml is validated (``defaults: [schema, ...]``)."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(name="translate_schema", node=TranslateConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="tune_search_schema", node=TuneSearchConfig)
 
 
 def group_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:

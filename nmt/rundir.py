@@ -21,6 +21,7 @@ from filelock import FileLock
 DONE_FILE = "done.json"  # a run's results; its presence means the run ended
 CONFIG_FILE = "config.yaml"  # the resolved config of a training run
 TUNING_FILE = "tuning.json"  # an ablation sweep's tuned learning rates (nmt-ablate)
+SEARCH_FILE = "search.json"  # a run's search settings chosen on validation (nmt-tune-search)
 
 
 def _temp_beside(target: Path, directory: bool = False) -> Path:

@@ -1,0 +1,73 @@
+"""Search settings chosen on validation: decode a split with every beam size and length
+penalty of a grid, keep the best by BLEU, and record it in the run directory (``search.json``)
+where ``search=tuned`` finds it for later decoding (``make translate``, ``make eval``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nmt.evaluate import score, split_pairs
+from nmt.rundir import SEARCH_FILE, write_json
+from nmt.translate import Translator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["grid", "tune_search"]
+
+
+def grid(beam_sizes: list[int], alphas: list[float]) -> list[tuple[int, float]]:
+    """(beam size, alpha) pairs to try, smaller beams first. A beam of one is greedy search,
+    which has no length penalty to vary: it is tried once, with alpha 0."""
+    if not beam_sizes or not alphas:
+        raise ValueError("beam_sizes and alphas must each name at least one value")
+    pairs = []
+    for beam in sorted(set(beam_sizes)):
+        pairs += [(1, 0.0)] if beam == 1 else [(beam, a) for a in sorted(set(alphas))]
+    return pairs
+
+
+def tune_search(
+    translator: Translator,
+    run_dir: Path,
+    split: str,
+    beam_sizes: list[int],
+    alphas: list[float],
+    *,
+    checkpoint: str,
+    progress: bool = True,
+) -> dict:
+    """Decode ``split`` with each pair of the grid; write and return ``search.json``: every
+    pair's BLEU and chrF, and the chosen one (highest BLEU; on a tie, the smaller beam and
+    alpha, which come first)."""
+    sources, refs = split_pairs(run_dir, split)
+    base = translator.search
+    rows = []
+    pairs = grid(beam_sizes, alphas)
+    for beam, alpha in tqdm(pairs, desc=f"search on {split}", disable=not progress):
+        translator.search = base.replace(beam_size=beam, alpha=alpha, n_best=1)
+        scores = score(translator.translate(sources), refs)
+        rows.append(
+            {"beam_size": beam, "alpha": alpha, "bleu": scores["bleu"], "chrf": scores["chrf"]}
+        )
+        log.info(
+            "beam %d alpha %.2f: BLEU %.2f chrF %.2f", beam, alpha, scores["bleu"], scores["chrf"]
+        )
+    translator.search = base
+    best = max(rows, key=lambda r: r["bleu"])  # the first of equals: smaller beam, then alpha
+    result = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "chosen": {"beam_size": best["beam_size"], "alpha": best["alpha"]},
+        "bleu_signature": scores["bleu_signature"],
+        "grid": rows,
+    }
+    write_json(run_dir / SEARCH_FILE, result)
+    print(
+        f"{run_dir.name} {split}: best beam_size={best['beam_size']} alpha={best['alpha']} "
+        f"(BLEU {best['bleu']:.2f}, {len(rows)} settings tried) -> {run_dir / SEARCH_FILE}; "
+        "decode with search=tuned"
+    )
+    return result

@@ -1,0 +1,58 @@
+"""Search settings chosen on validation (nmt-tune-search) and used again (search=tuned)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nmt.search_tuning import grid
+
+BIN = Path(sys.executable).parent
+
+
+def test_grid_tries_greedy_once_and_smaller_beams_first():
+    assert grid([5, 1], [0.6, 0.0]) == [(1, 0.0), (5, 0.0), (5, 0.6)]
+    with pytest.raises(ValueError, match="at least one value"):
+        grid([], [0.0])
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], input=stdin, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_tune_search_records_the_best_and_search_tuned_decodes_with_it(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    text = "A dog runs in the park.\nTwo men talk.\n"
+    refused = run("nmt-translate", f"run_dir={run_dir}", "search=tuned", stdin=text)
+    assert refused.returncode != 0 and "make tune-search" in refused.stderr
+
+    grid_args = ("beam_sizes=[1,3]", "alphas=[0.0,1.0]", "progress=false")
+    done = run("nmt-tune-search", f"run_dir={run_dir}", *grid_args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run_dir / "search.json").read_text())
+    assert result["split"] == "val" and result["checkpoint"] == "best"
+    tried = [(row["beam_size"], row["alpha"]) for row in result["grid"]]
+    assert tried == [(1, 0.0), (3, 0.0), (3, 1.0)]
+    best = max(result["grid"], key=lambda row: row["bleu"])
+    assert result["chosen"] == {"beam_size": best["beam_size"], "alpha": best["alpha"]}
+    assert "search=tuned" in done.stdout
+
+    tuned = run("nmt-translate", f"run_dir={run_dir}", "search=tuned", stdin=text)
+    chosen = result["chosen"]
+    explicit = run(
+        "nmt-translate",
+        f"run_dir={run_dir}",
+        f"search.beam_size={chosen['beam_size']}",
+        f"search.alpha={chosen['alpha']}",
+        stdin=text,
+    )
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    assert tuned.stdout == explicit.stdout and len(tuned.stdout.splitlines()) == 2
