@@ -18,6 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError
 
 from nmt import data, run, sweep
 from nmt.config import check_overrides, register_configs
@@ -101,7 +102,8 @@ def _entry(task: Callable[[DictConfig], object], config_name: str) -> None:
     def guarded(cfg: DictConfig) -> object:
         try:
             return task(cfg)
-        except UserError as e:
+        except (UserError, InterpolationResolutionError) as e:
+            # A resolver's refusal (search=tuned without search.json) is the user's to fix too.
             print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(1)
 
