@@ -166,6 +166,7 @@ class ModelConfig:
     tie_output: bool = MISSING
     tie_src_tgt: bool = MISSING
     match_params: str | None = None  # a cell: resize enc/dec_hidden to its parameter count
+    conditional: bool = False  # the decoder's second transition after attention (cGRU)
 
 
 @dataclass
@@ -357,7 +358,13 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
     keys = sorted(
         k for k in now.keys() | saved.keys() if k.split(".")[0] not in neutral and k not in neutral
     )
-    return [(k, saved.get(k), now.get(k)) for k in keys if now.get(k) != saved.get(k)]
+    # An option added after the run was made, left off (false, 0, null), trains as before.
+    new_and_off = {k for k in now.keys() - saved.keys() if now[k] in (False, 0, None, [], "")}
+    return [
+        (k, saved.get(k), now.get(k))
+        for k in keys
+        if now.get(k) != saved.get(k) and k not in new_and_off
+    ]
 
 
 def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Decoder: bridge, recurrent cell with input feeding, attention, output layer.
+"""Decoder: bridge, recurrent cell with input feeding, attention (then, conditional, a second
+transition on the context), output layer.
 
 Two ways in, sharing one step: ``init_state``/``step`` for search (one token at a time) and
 ``forward`` for teacher-forced training, which computes every time step's embedding projection at
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.attention import Attention
-from nmt.cells import State, select, state_size
+from nmt.cells import CellLayer, State, select, state_size
 from nmt.encoder import Memory
 from nmt.rnn import StackedCell
 
@@ -55,6 +56,7 @@ class Decoder(nn.Module):
         dropout: float,
         emb_dropout: float,
         tie_output: bool,
+        conditional: bool = False,
     ):
         super().__init__()
         self.embedding = embedding
@@ -76,6 +78,9 @@ class Decoder(nn.Module):
         self.attention = Attention(
             kind=attention, query_size=hidden_size, memory_size=memory_size, attn_size=hidden_size
         )
+        # Conditional: the top layer steps again, on the context, from the state that queried
+        # attention (the cGRU of dl4mt and Nematus, here for any cell of the seam).
+        self.second = CellLayer(cell, memory_size, hidden_size) if conditional else None
         self.combine = nn.Linear(hidden_size + memory_size, hidden_size, bias=False)
         self.tie_output = tie_output
         if tie_output:
@@ -114,6 +119,10 @@ class Decoder(nn.Module):
         context, attn = self.attention(
             query, memory.keys, memory.outputs, memory.mask, memory.summary
         )
+        if self.second is not None:
+            top = self.second.step(self.second.project(context), tuple(t[-1] for t in rnn))
+            rnn = tuple(torch.cat([t[:-1], n.unsqueeze(0)]) for t, n in zip(rnn, top, strict=True))
+            query = top[0]
         feed = self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))
         return DecoderState(rnn=rnn, feed=feed), attn
 

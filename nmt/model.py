@@ -50,6 +50,7 @@ def build_model(
     tgt_vocab_size: int,
     joint_vocab: bool,
     match_params: str | None = None,
+    conditional: bool = False,
 ) -> Seq2Seq:
     """The encoder-decoder described by the ``model`` config group and the vocabulary.
 
@@ -57,6 +58,7 @@ def build_model(
     one vocabulary per language (``tokenizer=separate8k``) there is nothing to share.
     ``match_params``: a cell name; the recurrent layers are resized (``matched_hidden``) so that
     the model has as many parameters as this architecture built with that cell.
+    ``conditional``: the decoder's second transition after attention (``Decoder``).
     """
     if match_params not in (None, cell):
         arch = {k: v for k, v in locals().items() if k in _ARCH}
@@ -90,6 +92,7 @@ def build_model(
         dropout=dropout,
         emb_dropout=emb_dropout,
         tie_output=tie_output,
+        conditional=conditional,
     )
     model = Seq2Seq(encoder, decoder)
     model.hidden_sizes = {"enc_hidden": enc_hidden, "dec_hidden": dec_hidden}  # after matching
@@ -113,6 +116,7 @@ _ARCH = [
     "src_vocab_size",
     "tgt_vocab_size",
     "joint_vocab",
+    "conditional",
 ]
 
 

@@ -98,3 +98,18 @@ def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path
     assert changed_settings(compose_train("precision=fp32"), saved) == []
     assert changed_settings(cfg, saved) == []
     assert [k for k, *_ in changed_settings(compose_train("seed=7"), saved)] == ["seed"]
+
+
+def test_an_option_added_since_a_run_was_made_counts_only_when_on(tmp_path):
+    """A run saved before model.conditional and train.keep_last existed continues under
+    today's defaults (off); turning the new option on is another run."""
+    from nmt.config import changed_settings
+
+    saved = tmp_path / "config.yaml"
+    old = OmegaConf.to_container(compose_train(), resolve=True)
+    del old["model"]["conditional"], old["train"]["keep_last"]
+    OmegaConf.save(OmegaConf.create(old), saved)
+    assert changed_settings(compose_train(), saved) == []
+    assert changed_settings(compose_train("train.keep_last=3"), saved) == []  # kept, not trained
+    changed = changed_settings(compose_train("model.conditional=true"), saved)
+    assert changed == [("model.conditional", None, True)]

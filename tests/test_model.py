@@ -39,10 +39,11 @@ def test_shapes_for_every_cell_and_attention(cell, attention):
         assert torch.all(out.attn[~batch.src_mask] == 0)
 
 
+@pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
-def test_teacher_forcing_equals_stepping(cell):
+def test_teacher_forcing_equals_stepping(cell, conditional):
     """The fast training path and search's one-step path compute the same thing."""
-    model = tiny_model(cell, dec_layers=2).eval()
+    model = tiny_model(cell, dec_layers=2, conditional=conditional).eval()
     batch = batch_of()
     memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
     hidden, _ = model.decoder(batch.tgt_in, memory)
@@ -55,9 +56,10 @@ def test_teacher_forcing_equals_stepping(cell):
         )
 
 
+@pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
-def test_padding_does_not_change_the_loss(cell):
-    model = tiny_model(cell).eval()
+def test_padding_does_not_change_the_loss(cell, conditional):
+    model = tiny_model(cell, conditional=conditional).eval()
     src, tgt = toy_pairs(6)
     together = sequence_loss(model, collate(src, tgt, range(6)), 0.1)
     alone = [
@@ -83,6 +85,23 @@ def test_each_cell_overfits_20_pairs(cell):
         if loss.item() < 0.02:
             break
     assert loss.item() < 0.05, f"{cell} did not overfit: {loss.item():.3f}"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_conditional_decoder_adds_a_second_transition_on_the_context(cell):
+    """conditional=true: one more layer of the same cell, its input the context (memory size
+    32 here), stepped after attention; the decoder's output depends on it."""
+    plain, cond = tiny_model(cell), tiny_model(cell, conditional=True)
+    gates = cond.decoder.second.weight_ih.shape[0]
+    assert cond.decoder.second.cell == cell and cond.decoder.second.weight_ih.shape[1] == 32
+    assert count_parameters(cond) - count_parameters(plain) == gates * (32 + 32 + 2)
+    batch = batch_of()
+    memory = cond.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+    before, _ = cond.decoder(batch.tgt_in, memory)
+    with torch.no_grad():
+        cond.decoder.second.weight_ih.add_(0.5)
+    after, _ = cond.decoder(batch.tgt_in, memory)
+    assert not torch.allclose(before, after)
 
 
 @pytest.mark.parametrize("n", [7, 5000])  # one chunk, and several

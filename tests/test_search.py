@@ -16,10 +16,10 @@ LIMITS = dict(max_len_a=1.5, max_len_b=4)
 
 
 @functools.cache
-def trained(cell: str, attention: str = "bahdanau"):
+def trained(cell: str, attention: str = "bahdanau", conditional: bool = False):
     """A tiny model trained briefly on the toy task, so its outputs have realistic shapes."""
     torch.manual_seed(0)
-    model = tiny_model(cell, attention, dropout=0.0)
+    model = tiny_model(cell, attention, dropout=0.0, conditional=conditional)
     src, tgt = toy_pairs(30)
     batch = collate(src, tgt, range(30))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -70,8 +70,9 @@ def test_beam_one_equals_greedy(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("beam", [1, 5])
-def test_same_translation_alone_or_in_any_batch(cell, beam):
-    model, src = trained(cell), sentences(9)
+@pytest.mark.parametrize("conditional", [False, True])
+def test_same_translation_alone_or_in_any_batch(cell, beam, conditional):
+    model, src = trained(cell, conditional=conditional), sentences(9)
     together = [h[0].tokens for h in run_beam(model, src, beam_size=beam)]
     alone = [run_beam(model, [s], beam_size=beam)[0][0].tokens for s in src]
     assert together == alone
