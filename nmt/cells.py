@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 State = tuple[Tensor, ...]
 
-Step = Callable[[Tensor, State, Tensor, Tensor], State]
+# step(gx, state, w_hh, b_hh, h_mask=None): h_mask [B, H] multiplies h where it enters the
+# recurrent products (variational dropout), never the state carried on.
+Step = Callable[..., State]
 Gates = Callable[[Tensor, State, Tensor, Tensor], dict[str, Tensor]]
 
 
@@ -49,12 +51,18 @@ def unwrap(state: State) -> Tensor | tuple[Tensor, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# One step, from the gate equations. gx = W x + b_ih (precomputed), h/c: [B, H].
+# One step, from the gate equations. gx = W x + b_ih (precomputed), h/c: [B, H]. ``h_mask``:
+# Gal & Ghahramani's (2016) variational dropout of the recurrent connections, one mask per
+# sequence, applied to h inside the recurrent products U h only.
 
 
-def _gru_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
+def _masked(h: Tensor, h_mask: Tensor | None) -> Tensor:
+    return h if h_mask is None else h * h_mask
+
+
+def _gru_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, h_mask=None) -> State:
     (h,) = state
-    gh = F.linear(h, w_hh, b_hh)
+    gh = F.linear(_masked(h, h_mask), w_hh, b_hh)
     x_r, x_z, x_n = gx.chunk(3, dim=-1)
     h_r, h_z, h_n = gh.chunk(3, dim=-1)
     r = torch.sigmoid(x_r + h_r)
@@ -63,29 +71,29 @@ def _gru_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
     return (n + z * (h - n),)  # = (1 - z) * n + z * h
 
 
-def _gru_cho_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
+def _gru_cho_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, h_mask=None) -> State:
     (h,) = state
-    size = h.shape[-1]
-    gh_rz = F.linear(h, w_hh[: 2 * size], b_hh[: 2 * size])
+    size, hm = h.shape[-1], _masked(h, h_mask)
+    gh_rz = F.linear(hm, w_hh[: 2 * size], b_hh[: 2 * size])
     x_r, x_z, x_n = gx.chunk(3, dim=-1)
     h_r, h_z = gh_rz.chunk(2, dim=-1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + F.linear(r * h, w_hh[2 * size :], b_hh[2 * size :]))
+    n = torch.tanh(x_n + F.linear(r * hm, w_hh[2 * size :], b_hh[2 * size :]))
     return (n + z * (h - n),)  # = z * h + (1 - z) * n
 
 
-def _lstm_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
+def _lstm_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, h_mask=None) -> State:
     h, c = state
-    gates = gx + F.linear(h, w_hh, b_hh)
+    gates = gx + F.linear(_masked(h, h_mask), w_hh, b_hh)
     i, f, g, o = gates.chunk(4, dim=-1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def _tanh_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
+def _tanh_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, h_mask=None) -> State:
     (h,) = state
-    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)
+    return (torch.tanh(gx + F.linear(_masked(h, h_mask), w_hh, b_hh)),)
 
 
 def _gru_gates(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> dict[str, Tensor]:
@@ -200,8 +208,17 @@ class CellLayer(nn.Module):
         """Input projection W x + b: [..., I] -> [..., G]; done for all time steps at once."""
         return F.linear(x, self.weight_ih, self.bias_ih)
 
-    def step(self, gx: Tensor, state: State) -> State:
-        """Advance one step from a projected input gx: [B, G]; state tensors [B, H]."""
+    def step(self, gx: Tensor, state: State, h_mask: Tensor | None = None) -> State:
+        """Advance one step from a projected input gx: [B, G]; state tensors [B, H];
+        ``h_mask``: the sequence's variational dropout mask of h, [B, H]."""
         if self.recorder is not None:
             self.recorder(gate_values(self.cell, gx, state, self.weight_hh, self.bias_hh))
-        return self._step(gx, state, self.weight_hh, self.bias_hh)
+        return self._step(gx, state, self.weight_hh, self.bias_hh, h_mask)
+
+
+def sequence_mask(batch: int, size: int, p: float, like: Tensor) -> Tensor | None:
+    """One inverted-dropout mask per sequence, the same at every time step (Gal & Ghahramani
+    2016): [batch, size] of 0 and 1 / (1 - p); None when p is 0."""
+    if p <= 0:
+        return None
+    return like.new_empty(batch, size).bernoulli_(1 - p) / (1 - p)

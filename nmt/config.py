@@ -167,6 +167,9 @@ class ModelConfig:
     tie_src_tgt: bool = MISSING
     match_params: str | None = None  # a cell: resize enc/dec_hidden to its parameter count
     conditional: bool = False  # the decoder's second transition after attention (cGRU)
+    var_dropout: float = 0.0  # recurrent inputs and states, one mask per sequence (Gal)
+    ctx_dropout: float = 0.0  # the attention context
+    word_dropout: float = 0.0  # whole target words under teacher forcing
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.attention import Attention
-from nmt.cells import CellLayer, State, select, state_size
+from nmt.cells import CellLayer, State, select, sequence_mask, state_size
 from nmt.encoder import Memory
 from nmt.rnn import StackedCell
 
@@ -57,8 +57,16 @@ class Decoder(nn.Module):
         emb_dropout: float,
         tie_output: bool,
         conditional: bool = False,
+        var_dropout: float = 0.0,
+        ctx_dropout: float = 0.0,
+        word_dropout: float = 0.0,
     ):
         super().__init__()
+        # Training-only regularisers, each off at 0: per-sequence masks on the recurrent inputs
+        # and states (variational), dropout of the attention context, and of whole target words
+        # (their embeddings zeroed) under teacher forcing.
+        self.var_dropout, self.word_dropout = var_dropout, word_dropout
+        self.ctx_dropout = nn.Dropout(ctx_dropout)
         self.embedding = embedding
         emb_dim, vocab = embedding.embedding_dim, embedding.num_embeddings
         self.emb_dim, self.layers, self.input_feeding = emb_dim, layers, input_feeding
@@ -113,14 +121,19 @@ class Decoder(nn.Module):
         """Output layer: [..., H] attentional vectors -> [..., V] logits."""
         return F.linear(*self.output_layer(hidden))
 
-    def _advance(self, gx: Tensor, state: DecoderState, memory: Memory):
-        rnn = self.rnn.step(gx, state.rnn)
+    def _advance(self, gx: Tensor, state: DecoderState, memory: Memory, masks=None):
+        """One step from the first layer's projected input. ``masks``: variational dropout
+        (``forward`` in training): the stacked layers', then the second transition's."""
+        rnn = self.rnn.step(gx, state.rnn, None if masks is None else masks[:-1])
         query = rnn[0][-1]  # top layer h: [B, H]
         context, attn = self.attention(
             query, memory.keys, memory.outputs, memory.mask, memory.summary
         )
+        context = self.ctx_dropout(context)
         if self.second is not None:
-            top = self.second.step(self.second.project(context), tuple(t[-1] for t in rnn))
+            x_mask, h_mask = masks[-1] if masks is not None else (None, None)
+            ctx = context if x_mask is None else context * x_mask
+            top = self.second.step(self.second.project(ctx), tuple(t[-1] for t in rnn), h_mask)
             rnn = tuple(torch.cat([t[:-1], n.unsqueeze(0)]) for t, n in zip(rnn, top, strict=True))
             query = top[0]
         feed = self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))
@@ -134,9 +147,33 @@ class Decoder(nn.Module):
         state, attn = self._advance(self.rnn.first.project(x), state, memory)
         return StepOutput(logits=self.logits(state.feed), state=state, attn=attn)
 
+    def _sequence_masks(self, like: Tensor):
+        """Variational dropout masks for a batch (None when off): the stacked layers', then
+        the second transition's (None, None when there is none)."""
+        masks = self.rnn.sequence_masks(like.shape[0], self.var_dropout, like)
+        if masks is None:
+            return None
+        second = (None, None)
+        if self.second is not None:
+            second = (
+                sequence_mask(
+                    like.shape[0], self.second.weight_ih.shape[1], self.var_dropout, like
+                ),
+                sequence_mask(like.shape[0], self.second.hidden_size, self.var_dropout, like),
+            )
+        return [*masks, second]
+
     def forward(self, tgt_in: Tensor, memory: Memory) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: tgt_in [B, T] -> attentional vectors [B, T, H], attention [B, T, S]."""
         emb = self.emb_dropout(self.embedding(tgt_in))
+        if self.training and self.word_dropout > 0:  # a dropped word: its embedding zeroed
+            keep = torch.rand(tgt_in.shape, device=emb.device) >= self.word_dropout
+            emb = emb * (keep.unsqueeze(-1) / (1 - self.word_dropout))
+        masks = self._sequence_masks(emb) if self.training else None
+        feed_mask = None
+        if masks is not None:  # the first layer's input mask covers [embedding; feed]
+            x_mask = masks[0][0]
+            emb, feed_mask = emb * x_mask[:, None, : self.emb_dim], x_mask[:, self.emb_dim :]
         first = self.rnn.first
         # The embedding part of the first layer's input projection, for all steps in one product.
         gx_emb = F.linear(emb, first.weight_ih[:, : self.emb_dim], first.bias_ih)  # [B, T, G]
@@ -147,8 +184,9 @@ class Decoder(nn.Module):
         # zero-fill a whole [B, T, G] gradient (T^2 memory traffic over a batch).
         for gx in gx_emb.unbind(1):
             if self.input_feeding:
-                gx = gx + F.linear(state.feed, w_feed)
-            state, attn = self._advance(gx, state, memory)
+                feed = state.feed if feed_mask is None else state.feed * feed_mask
+                gx = gx + F.linear(feed, w_feed)
+            state, attn = self._advance(gx, state, memory, masks)
             feeds.append(state.feed)
             attns.append(attn)
         attn = None if attns[0] is None else torch.stack(attns, dim=1)

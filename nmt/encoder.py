@@ -52,6 +52,7 @@ class Encoder(nn.Module):
         bidirectional: bool,
         dropout: float,
         emb_dropout: float,
+        var_dropout: float = 0.0,
     ):
         super().__init__()
         self.embedding = embedding
@@ -63,6 +64,7 @@ class Encoder(nn.Module):
             layers=layers,
             bidirectional=bidirectional,
             dropout=dropout,
+            var_dropout=var_dropout,
         )
         self.output_size = hidden_size * (2 if bidirectional else 1)
 

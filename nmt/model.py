@@ -51,6 +51,9 @@ def build_model(
     joint_vocab: bool,
     match_params: str | None = None,
     conditional: bool = False,
+    var_dropout: float = 0.0,
+    ctx_dropout: float = 0.0,
+    word_dropout: float = 0.0,
 ) -> Seq2Seq:
     """The encoder-decoder described by the ``model`` config group and the vocabulary.
 
@@ -59,6 +62,8 @@ def build_model(
     ``match_params``: a cell name; the recurrent layers are resized (``matched_hidden``) so that
     the model has as many parameters as this architecture built with that cell.
     ``conditional``: the decoder's second transition after attention (``Decoder``).
+    ``var_dropout`` (recurrent inputs and states, one mask per sequence), ``ctx_dropout`` (the
+    attention context) and ``word_dropout`` (whole target words): training-only, 0 is off.
     """
     if match_params not in (None, cell):
         arch = {k: v for k, v in locals().items() if k in _ARCH}
@@ -80,6 +85,7 @@ def build_model(
         bidirectional=bidirectional,
         dropout=dropout,
         emb_dropout=emb_dropout,
+        var_dropout=var_dropout,
     )
     decoder = Decoder(
         embedding=tgt_emb,
@@ -93,6 +99,9 @@ def build_model(
         emb_dropout=emb_dropout,
         tie_output=tie_output,
         conditional=conditional,
+        var_dropout=var_dropout,
+        ctx_dropout=ctx_dropout,
+        word_dropout=word_dropout,
     )
     model = Seq2Seq(encoder, decoder)
     model.hidden_sizes = {"enc_hidden": enc_hidden, "dec_hidden": dec_hidden}  # after matching

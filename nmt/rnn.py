@@ -12,7 +12,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.cells import CellLayer, State, gate_values, init_weights, spec, state_size, wrap
+from nmt.cells import (
+    CellLayer,
+    State,
+    gate_values,
+    init_weights,
+    sequence_mask,
+    spec,
+    state_size,
+    wrap,
+)
+
+# Variational dropout masks of a layer: (input [B, I], h [B, H]), each None when off.
+Masks = list[tuple[Tensor | None, Tensor | None]]
 
 
 class StackedCell(nn.Module):
@@ -30,13 +42,31 @@ class StackedCell(nn.Module):
     def first(self) -> CellLayer:
         return self.layers[0]
 
-    def step(self, gx: Tensor, state: State) -> State:
-        """gx: [B, G], the first layer's projected input; returns the new [layers, B, H] state."""
+    def sequence_masks(self, batch: int, p: float, like: Tensor) -> Masks | None:
+        """Each layer's variational dropout masks for a batch of sequences (None when p is 0).
+        The first layer's input mask is the caller's to apply (to its unprojected input)."""
+        if p <= 0:
+            return None
+        return [
+            (
+                sequence_mask(batch, layer.weight_ih.shape[1], p, like),
+                sequence_mask(batch, layer.hidden_size, p, like),
+            )
+            for layer in self.layers
+        ]
+
+    def step(self, gx: Tensor, state: State, masks: Masks | None = None) -> State:
+        """gx: [B, G], the first layer's projected input; returns the new [layers, B, H] state.
+        ``masks``: per-sequence variational dropout (``sequence_masks``) in place of the
+        ordinary dropout between layers."""
         new = []
         for i, layer in enumerate(self.layers):
+            x_mask, h_mask = masks[i] if masks is not None else (None, None)
             if i > 0:
-                gx = layer.project(self.dropout(new[-1][0]))
-            new.append(layer.step(gx, tuple(t[i] for t in state)))
+                below = new[-1][0]
+                below = self.dropout(below) if masks is None else below * x_mask
+                gx = layer.project(below)
+            new.append(layer.step(gx, tuple(t[i] for t in state), h_mask))
         return tuple(torch.stack(parts) for parts in zip(*new, strict=True))
 
 
@@ -60,9 +90,13 @@ class Recurrent(nn.Module):
         layers: int,
         bidirectional: bool,
         dropout: float,
+        var_dropout: float = 0.0,
     ):
         super().__init__()
         fused = spec(cell).fused
+        # Variational dropout (training only) needs the stepped loop: a fused kernel cannot
+        # mask its recurrent state.
+        self.var_dropout = var_dropout
         self.cell, self.hidden_size, self.layers = cell, hidden_size, layers
         self.dirs = 2 if bidirectional else 1
         if fused is not None:
@@ -87,6 +121,8 @@ class Recurrent(nn.Module):
         self.dropout = nn.Dropout(dropout)  # between layers of the stepped loop
 
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, State]:
+        if self.training and self.var_dropout > 0:
+            return self._loop(x, lens, variational=self.var_dropout)
         if self.rnn is not None:
             packed = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
             out, final = self.rnn(packed)
@@ -125,8 +161,10 @@ class Recurrent(nn.Module):
         return sums
 
     def _loop(
-        self, x: Tensor, lens: Tensor, record: Callable | None = None
+        self, x: Tensor, lens: Tensor, record: Callable | None = None, variational: float = 0.0
     ) -> tuple[Tensor, State]:
+        """The stepped RNN; ``variational``: the rate of per-sequence masks on each layer's
+        input and recurrent state (in place of the dropout between layers)."""
         batch, length = x.shape[:2]
         mask = (torch.arange(length)[None, :] < lens[:, None]).to(x.device)  # [B, S]
         finals: list[State] = []
@@ -136,15 +174,18 @@ class Recurrent(nn.Module):
             outs = []
             for d in range(self.dirs):
                 w_ih, w_hh, b_ih, b_hh = weights[layer * self.dirs + d]
+                x_mask = sequence_mask(batch, x.shape[-1], variational, x)
+                h_mask = sequence_mask(batch, self.hidden_size, variational, x)
+                inputs = x if x_mask is None else x * x_mask[:, None, :]
                 # [B, S, G] for all steps at once, unbound: one stack in backward, where a slice
                 # per step would zero-fill a whole [B, S, G] gradient each time.
-                gxs = F.linear(x, w_ih, b_ih).unbind(1)
+                gxs = F.linear(inputs, w_ih, b_ih).unbind(1)
                 zero = x.new_zeros(batch, self.hidden_size)
                 state = (zero,) * state_size(self.cell)
                 steps = range(length) if d == 0 else reversed(range(length))
                 out = [None] * length
                 for t in steps:
-                    new = step(gxs[t], state, w_hh, b_hh)
+                    new = step(gxs[t], state, w_hh, b_hh, h_mask)
                     keep = mask[:, t, None]
                     if record is not None:
                         record(layer, d, gate_values(self.cell, gxs[t], state, w_hh, b_hh), keep)
@@ -155,7 +196,7 @@ class Recurrent(nn.Module):
                 outs.append(torch.stack(out, dim=1))
                 finals.append(state)
             x = torch.cat(outs, dim=-1)
-            if layer < self.layers - 1:
+            if layer < self.layers - 1 and not variational:
                 x = self.dropout(x)
         final = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
         return x, final

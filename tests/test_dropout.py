@@ -1,0 +1,117 @@
+"""Variational (per-sequence) dropout, context and word dropout: training only, one mask per
+sequence held over time, and nothing in evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import tiny_model, toy_pairs
+
+from nmt import cells
+from nmt.batching import collate
+from nmt.cells import CELLS, sequence_mask
+from nmt.loss import sequence_loss
+from nmt.rnn import Recurrent
+
+
+def batch_of(n=4):
+    src, tgt = toy_pairs(n)
+    return collate(src, tgt, range(n))
+
+
+def test_a_sequence_mask_is_inverted_dropout_per_sequence():
+    torch.manual_seed(0)
+    mask = sequence_mask(2000, 50, 0.3, torch.zeros(1))
+    assert mask.shape == (2000, 50)
+    values = mask.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    assert float((mask == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
+    assert sequence_mask(3, 4, 0.0, torch.zeros(1)) is None
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_encoder_masks_stay_the_same_over_time_and_are_off_in_eval(cell, monkeypatch):
+    """Every step of a layer and direction gets the same h mask object; in eval no mask at all
+    and the outputs are those of the model without variational dropout."""
+    torch.manual_seed(0)
+    seen: list = []
+    real = cells.SPECS[cell]
+
+    def recording(gx, state, w_hh, b_hh, h_mask=None):
+        seen.append(h_mask)
+        return real.step(gx, state, w_hh, b_hh, h_mask)
+
+    monkeypatch.setitem(cells.SPECS, cell, dataclasses.replace(real, step=recording))
+    rnn = Recurrent(
+        cell=cell,
+        input_size=8,
+        hidden_size=6,
+        layers=2,
+        bidirectional=True,
+        dropout=0.0,
+        var_dropout=0.5,
+    )
+    x, lens = torch.randn(3, 5, 8), torch.tensor([5, 3, 2])
+    rnn.train()
+    rnn(x, lens)
+    assert len(seen) == 2 * 2 * 5  # layers x directions x steps
+    per_run = [seen[i : i + 5] for i in range(0, len(seen), 5)]
+    for masks in per_run:
+        assert all(m is masks[0] for m in masks) and masks[0].shape == (3, 6)
+    assert len({id(masks[0]) for masks in per_run}) == 4  # a mask per layer and direction
+
+    seen.clear()
+    rnn.eval()
+    out, _ = rnn(x, lens)
+    assert all(m is None for m in seen)
+    plain, _ = rnn._loop(x, lens)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_decoder_regularisers_act_in_training_only(conditional):
+    """var/ctx/word dropout change a training forward, and nothing in eval: there the model
+    equals one built without them (the same weights)."""
+    on = dict(var_dropout=0.4, ctx_dropout=0.3, word_dropout=0.3, conditional=conditional)
+    torch.manual_seed(1)
+    model = tiny_model("lstm", dec_layers=2, **on)
+    torch.manual_seed(1)
+    plain = tiny_model("lstm", dec_layers=2, conditional=conditional)
+    plain.load_state_dict(model.state_dict())
+    batch = batch_of()
+    model.eval(), plain.eval()
+    torch.testing.assert_close(
+        sequence_loss(model, batch, 0.0).loss, sequence_loss(plain, batch, 0.0).loss
+    )
+    model.train(), plain.train()
+    torch.manual_seed(2)
+    a = sequence_loss(model, batch, 0.0).loss
+    torch.manual_seed(2)
+    b = sequence_loss(plain, batch, 0.0).loss
+    assert not torch.allclose(a, b)
+    a.backward()  # the masked paths are differentiable end to end
+    assert all(p.grad is not None for p in model.decoder.rnn.parameters())
+
+
+def test_decoder_masks_are_drawn_once_per_batch(monkeypatch):
+    """Teacher forcing over T steps draws the variational masks once, not per step."""
+    import nmt.decoder
+    import nmt.rnn
+
+    drawn = []
+
+    def counting(*args):
+        mask = sequence_mask(*args)
+        drawn.append(mask)
+        return mask
+
+    monkeypatch.setattr(nmt.rnn, "sequence_mask", counting)
+    monkeypatch.setattr(nmt.decoder, "sequence_mask", counting)
+    model = tiny_model("gru", dec_layers=2, var_dropout=0.5, conditional=True).train()
+    batch = batch_of()
+    memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+    drawn.clear()  # the encoder's own
+    model.decoder(batch.tgt_in, memory)
+    assert len(drawn) == 2 * 2 + 2  # (input, h) per layer, and the second transition's
