@@ -39,9 +39,17 @@ def test_every_group_has_options():
     assert len(OPTIONS) >= 10
 
 
+def tuned_run(tmp_path: Path) -> Path:
+    """A run directory holding what ``make tune-search`` writes (``search=tuned`` reads it)."""
+    (tmp_path / "search.json").write_text('{"chosen": {"beam_size": 3, "alpha": 0.6}}')
+    return tmp_path
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes_and_validates(group, option):
+def test_every_option_composes_and_validates(group, option, tmp_path):
     overrides = [f"{group}={option}"]
+    if option == "tuned":  # its beam size and alpha come from the run's search.json
+        overrides.append(f"run_dir={tuned_run(tmp_path)}")
     if option == "ablation_converged":  # its rate comes from nmt-ablate's tuning.json in the sweep
         overrides.append("optim.lr=0.001")  # directory (tests/test_ablation.py), as in the tuning
     cfg = compose_train(*overrides)
@@ -73,8 +81,8 @@ def test_cli_typo_fails_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("name", ["translate", "eval"])
 @pytest.mark.parametrize("search", [o for g, o in OPTIONS if g == "search"])
-def test_translate_and_eval_configs_compose(name, search):
-    cfg = compose_train("run_dir=runs/x", f"search={search}", name=name)
+def test_translate_and_eval_configs_compose(name, search, tmp_path):
+    cfg = compose_train(f"run_dir={tuned_run(tmp_path)}", f"search={search}", name=name)
     assert cfg.hydra.job_logging.handlers.console.stream == "ext://sys.stderr"
     from nmt.config import EvalConfig, TranslateConfig
 
@@ -82,6 +90,8 @@ def test_translate_and_eval_configs_compose(name, search):
     node = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     assert isinstance(obj, schema) and obj.search.name == search
+    if search == "tuned":
+        assert (obj.search.beam_size, obj.search.alpha) == (3, 0.6)
 
 
 def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path):

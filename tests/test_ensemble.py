@@ -69,5 +69,5 @@ def test_translator_ensemble_of_a_run_with_itself(tiny_run, tmp_path):
     two = Translator.from_run_dir(tiny_run, search=options, device="cpu", ensemble=[tiny_run])
     assert isinstance(two.model, Ensemble) and len(two.model.models) == 2
     assert two.translate(texts) == one.translate(texts)
-    with pytest.raises(RunDirError, match="is a training run directory"):
+    with pytest.raises(RunDirError, match="a training run directory"):
         Translator.from_run_dir(tiny_run, ensemble=[tmp_path])

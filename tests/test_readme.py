@@ -90,6 +90,8 @@ class Case:
     extra: list[str] = field(default_factory=list)  # appended to ARGS (Hydra or bench flags)
     check: Callable[[subprocess.CompletedProcess, Path], None] | None = None
     needs_run: bool = False  # runs/X is a trained run (a copy of one)
+    also: tuple[str, ...] = ()  # more copies of that run: runs/<name>
+    before: str = ""  # a README command run first, in the same place, with its case's additions
     run_dir: bool = True  # add run_dir=<tmp>/run unless the command names one
     sweep: bool = False  # add hydra.sweep.dir=<tmp>/sweep
     skip: str = ""  # why the suite does not run it (CI runs `make test` itself)
@@ -167,14 +169,30 @@ def check_n_best(result, tmp):
     assert len(lines) == 5 and all(len(line.split("\t")) == 2 for line in lines)
 
 
-def check_eval(split: str, search: str, plots: int = 0) -> Callable:
+def check_eval(
+    split: str, search: str, plots: int = 0, run: str = "X", checkpoint: str = "best"
+) -> Callable:
     def check(result, tmp):
-        out = tmp / "X" / "eval" / f"{split}-best-{search}"
-        assert json.loads((out / "scores.json").read_text())["split"] == split
+        out = tmp / run / "eval" / f"{split}-{checkpoint}-{search}"
+        scores = json.loads((out / "scores.json").read_text())
+        assert scores["split"] == split and scores["bleu_lt"] >= 0
         assert f"{split}: BLEU" in result.stdout
+        assert f"{split}: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
         assert len(list((out / "attention").glob("*.png"))) == plots
 
     return check
+
+
+def check_kept(result, tmp):
+    assert json.loads((tmp / "Y" / "done.json").read_text())["steps"] == 10
+    assert len(list((tmp / "Y" / "kept").glob("step-*"))) == 5
+
+
+def check_tuned(result, tmp):
+    chosen = json.loads((tmp / "X" / "search.json").read_text())
+    assert chosen["split"] == "val" and len(chosen["grid"]) == 3  # beam 1: alpha 0 only
+    assert chosen["chosen"]["beam_size"] in (1, 2) and chosen["chosen"]["alpha"] in (0.0, 1.0)
+    assert "best beam_size=" in result.stdout
 
 
 def check_bootstrap(result, tmp):
@@ -315,6 +333,9 @@ CASES: dict[str, Case] = {
     ),
     'make train ARGS="final_eval=[test_2016_flickr] search=beam5"': Case(TINY, check_final_eval),
     'make train ARGS="tokenizer=separate8k"': Case(TINY, check_separate),
+    'make train ARGS="train.keep_last=5 run_dir=runs/Y"': Case(
+        [*TINY, "train.max_steps=10"], check_kept
+    ),
     'echo "A dog runs in the park." | make translate ARGS="run_dir=runs/X"': Case(
         [], check_one_line, needs_run=True
     ),
@@ -332,6 +353,26 @@ CASES: dict[str, Case] = {
     ),
     'make eval ARGS="run_dir=runs/X split=test_2016_flickr hyps=[a.txt,b.txt]"': Case(
         ["bootstrap_samples=100"], check_bootstrap, needs_run=True
+    ),
+    'make eval ARGS="run_dir=runs/Y split=test_2016_flickr checkpoint=avg-last-5"': Case(
+        [],
+        check_eval("test_2016_flickr", "beam5", run="Y", checkpoint="avg-last-5"),
+        before='make train ARGS="train.keep_last=5 run_dir=runs/Y"',
+    ),
+    'make eval ARGS="run_dir=runs/X split=test_2016_flickr ensemble=[runs/Y]"': Case(
+        [],
+        check_eval("test_2016_flickr", "beam5", checkpoint="best-ensemble2"),
+        needs_run=True,
+        also=("Y",),
+    ),
+    'make tune-search ARGS="run_dir=runs/X"': Case(
+        ["beam_sizes=[1,2]", "alphas=[0.0,1.0]", "progress=false"], check_tuned, needs_run=True
+    ),
+    'make eval ARGS="run_dir=runs/X split=test_2017_flickr search=tuned"': Case(
+        [],
+        check_eval("test_2017_flickr", "tuned"),
+        needs_run=True,
+        before='make tune-search ARGS="run_dir=runs/X"',
     ),
     "make ablate": Case(SWEEP, check_sweep(2), sweep=True, run_dir=False),
     'make ablate ARGS="experiment=ablation_converged"': Case(
@@ -409,8 +450,8 @@ def ablate_sweep(corpus_dir, tmp_path_factory) -> Path:
 
 def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) -> str:
     """The command with paths moved into tmp and the case's small sizes appended."""
-    command = command.replace("runs/X", str(tmp / "X")).replace("runs/my-run", str(tmp / "my-run"))
     command = command.replace("runs/ablation_quick", str(tmp / "sweep"))
+    command = re.sub(r"(?<![\w/])runs/([\w-]+)", lambda m: str(tmp / m[1]), command)
     for name in ("in.en", "out.de", "a.txt", "b.txt"):
         command = re.sub(rf"(?<=[=,\[]){re.escape(name)}", str(tmp / name), command)
     if command.startswith("python "):
@@ -456,7 +497,8 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
         assert f"def {name}(" in (ROOT / "tests" / file).read_text(), case.elsewhere
         return
     if case.needs_run:
-        shutil.copytree(readme_run, tmp_path / "X")
+        for name in ("X", *case.also):
+            shutil.copytree(readme_run, tmp_path / name)
     (tmp_path / "in.en").write_text("A dog runs.\nTwo men talk.\n")
     if "hyps=[" in command:
         from nmt.data import load_corpus
@@ -473,10 +515,16 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
     if command == "make format":
         check_format_in_a_copy(tmp_path)
         return
+    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
+    if case.before:
+        first = rewrite(case.before, CASES[case.before], tmp_path, corpus_dir, tmp_path / "c")
+        ran = subprocess.run(
+            first, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env
+        )
+        assert ran.returncode == 0, f"{first}\n{ran.stderr[-3000:]}"
     line = rewrite(command, case, tmp_path, corpus_dir, tmp_path / "c")
     if command.startswith("python "):
         line = line.replace("python ", f"{sys.executable} ", 1)
-    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
     result = subprocess.run(
         line,
         shell=True,
