@@ -184,6 +184,7 @@ def tiny_sweep(corpus_dir, tmp_path_factory):
     return tmp, result
 
 
+@pytest.mark.xdist_group("tiny_sweep")  # one worker builds the fixture
 def test_sweep_names_runs_after_their_overrides(tiny_sweep):
     tmp, result = tiny_sweep
     runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
@@ -201,6 +202,7 @@ def test_sweep_names_runs_after_their_overrides(tiny_sweep):
     assert (result.stdout + result.stderr).count("(cached)") >= 2
 
 
+@pytest.mark.xdist_group("tiny_sweep")  # one worker builds the fixture
 def test_sweep_writes_the_report(tiny_sweep):
     tmp, _ = tiny_sweep
     report = tmp / "sweep" / "report"
@@ -229,6 +231,7 @@ def test_sweep_writes_the_report(tiny_sweep):
     assert sum(b["sentences"] for b in lstm["analysis"]["bleu_by_length"]) == 40
 
 
+@pytest.mark.xdist_group("tiny_sweep")  # one worker builds the fixture
 def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
     tmp, _ = tiny_sweep
     runs = sorted(p for p in (tmp / "sweep").iterdir() if (p / "done.json").is_file())
@@ -336,6 +339,7 @@ def test_auto_resume_refuses_a_run_made_with_other_settings(corpus_dir, tmp_path
     assert "trained with other settings" in result.stderr and "data.root" in result.stderr
 
 
+@pytest.mark.xdist_group("tiny_sweep")  # one worker builds the fixture
 def test_other_settings_are_other_runs_and_other_rows(tiny_sweep, corpus_dir):
     """A sweep with a changed setting never reuses a finished run, and the report keeps the two
     settings in separate rows instead of averaging them as if they were seeds."""
@@ -450,6 +454,7 @@ def tiny_ablation(corpus_dir, tmp_path_factory):
     return tmp / "sweep", result
 
 
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_ablation_tunes_every_cell_with_the_same_budget(tiny_ablation):
     sweep_dir, _ = tiny_ablation
     tuning = json.loads((sweep_dir / "tuning.json").read_text())
@@ -478,6 +483,7 @@ def _yaml(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size(tiny_ablation):
     sweep_dir, _ = tiny_ablation
     tuning = json.loads((sweep_dir / "tuning.json").read_text())
@@ -496,6 +502,7 @@ def test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size(tiny_ablati
     assert abs(parameters["tanh"] - parameters["gru"]) <= 0.02 * parameters["gru"]
 
 
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
     sweep_dir, _ = tiny_ablation
     text = (sweep_dir / "report" / "report.md").read_text()
@@ -508,6 +515,7 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
     assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
 
 
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_ablation_rerun_trains_nothing_and_refuses_grid_overrides(tiny_ablation, corpus_dir):
     sweep_dir, _ = tiny_ablation
     before = {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")}

@@ -486,7 +486,18 @@ def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) 
     return f'{command} ARGS="{added}"'
 
 
-@pytest.mark.parametrize("command", list(CASES))
+def case_params() -> list:
+    """The commands; the two that share the `make ablate` sweep run on one worker."""
+    shared = pytest.mark.xdist_group("ablate_sweep")
+    return [
+        pytest.param(c, marks=shared) if c in ("make ablate", ABLATE_REPORT) else c for c in CASES
+    ]
+
+
+ABLATE_REPORT = "python scripts/report.py runs/ablation_quick"
+
+
+@pytest.mark.parametrize("command", case_params())
 def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request):
     case = CASES[command]
     if case.skip:  # not skipped: checked to be what CI runs
