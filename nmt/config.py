@@ -228,6 +228,7 @@ class TrainConfig:
     progress: bool = MISSING
     keep_last: int = MISSING
     keep_best: int = MISSING
+    max_lr_decays: int = 0  # stop once the plateau schedule has cut the rate this often
 
 
 @dataclass

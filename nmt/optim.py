@@ -47,6 +47,7 @@ class Schedule:
             optimizer, mode="max", factor=decay_factor, patience=patience, min_lr=min_lr
         )
         self.base = [g["lr"] for g in optimizer.param_groups]
+        self.decay_factor = decay_factor
         self.warmup = max(1, warmup_steps)
 
     def after_step(self, step: int) -> None:
@@ -69,3 +70,11 @@ class Schedule:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def decays(self) -> int:
+        """How many times the plateau schedule has cut the rate so far (read off the rate itself,
+        so it holds after a resume: the optimizer's state carries the rate)."""
+        if self.kind != "plateau" or not 0 < self.decay_factor < 1 or self.lr <= 0:
+            return 0
+        return round(math.log(self.lr / self.base[0]) / math.log(self.decay_factor))

@@ -44,6 +44,7 @@ class TrainOptions:
     label_smoothing: float
     keep_last: int = 0  # weights of the last N validations kept in kept/, for averaging
     keep_best: int = 0  # and of the N best
+    max_lr_decays: int = 0  # stop once the plateau schedule has cut the rate this often; 0: never
 
 
 @dataclass
@@ -60,6 +61,10 @@ class Progress:
     train_seconds: float = 0.0  # wall clock of training, validations included
     valid_seconds: float = 0.0  # the validations' part of it
     tokens: int = 0  # target tokens trained on
+
+
+# The ways validation ends a run (the others are limits: max_steps, max_epochs, max_minutes).
+VALIDATION_STOPS = ("early_stopping", "lr_decayed")
 
 
 def limit_reached(state: Progress, options: TrainOptions) -> str | None:

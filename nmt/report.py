@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from nmt import evaluate, stats
 from nmt.plots import GATE_ORDER, PLOTS, bleu_by_length_rows, gates_by_layer, plot_report
+from nmt.progress import VALIDATION_STOPS
 from nmt.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.runs import (
     ReportError,
@@ -148,7 +149,7 @@ def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
             row.update(
                 train_tokens_per_s=statistics.fmean(r.done["train_tokens_per_s"] for r in ok),
                 steps=statistics.fmean(r.done["steps"] for r in ok),
-                early_stopped=sum(r.done.get("stop_reason") == "early_stopping" for r in ok),
+                early_stopped=sum(r.done.get("stop_reason") in VALIDATION_STOPS for r in ok),
                 minutes=statistics.fmean(r.done["minutes"] for r in ok),
                 minutes_to_best=statistics.fmean(to_best) if to_best else None,
                 best_valid_ppl=statistics.fmean(ppl) if ppl else None,
@@ -328,8 +329,9 @@ def _markdown(
         "results.json" + (f" (`{p_signature}`)" if p_signature else "") + ". "
         "enc/dec: recurrent sizes (model.match_params resizes them). "
         "Train tok/s: target tokens per second of training, validation excluded. "
-        "Steps: updates, mean over seeds; early stop: the runs that ended by early stopping on "
-        "validation BLEU (the others reached their step, epoch or time limit)."
+        "Steps: updates, mean over seeds; early stop: the runs that validation stopped (no new "
+        "best BLEU in `train.patience` validations, or the rate cut `train.max_lr_decays` times "
+        "by the schedule); the others reached their step, epoch or time limit."
     )
     return "\n".join(
         [

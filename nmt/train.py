@@ -205,8 +205,17 @@ class _Loop:
             lr=lr,
         )
 
-    def validate(self) -> bool:
-        """Validate, track the best, checkpoint; True when early stopping says stop.
+    def stop_reason(self) -> str | None:
+        """After a validation: "early_stopping" at ``patience`` validations in a row without a
+        new best, "lr_decayed" once the schedule has cut the rate ``max_lr_decays`` times."""
+        if self.state.bad_validations >= self.options.patience:
+            return "early_stopping"
+        if self.options.max_lr_decays and self.schedule.decays >= self.options.max_lr_decays:
+            return "lr_decayed"
+        return None
+
+    def validate(self) -> str | None:
+        """Validate, track the best, checkpoint; the reason to stop (``stop_reason``) or None.
 
         Data-parallel: rank 0 validates and the others take its scores, so every rank keeps
         the same best score, schedule and stopping decision."""
@@ -224,7 +233,7 @@ class _Loop:
         else:
             state.bad_validations += 1
         self.schedule.after_validation(value)
-        stop = state.bad_validations >= self.options.patience
+        stop = self.stop_reason()
         if self.metrics is None:
             self.save(self.last_dir, with_state=True)  # takes part in gathering the RNG states
             return stop
@@ -336,7 +345,8 @@ def fit(
     precision: torch.dtype = torch.float32,
     world: World = SINGLE,
 ) -> dict:
-    """Train until max_steps / max_epochs / max_minutes / early stopping; return the best scores.
+    """Train until max_steps / max_epochs / max_minutes / early stopping (``patience``,
+    ``max_lr_decays``); return the best scores.
 
     ``validate(model)`` returns a dict with at least ``early_stop_metric`` (higher is better for
     bleu/chrf; for loss/ppl lower is better). Checkpoints: ``run_dir/last`` (every validation,
@@ -370,8 +380,8 @@ def fit(
     )
     # A run resumed after it had stopped (killed before its end was recorded) does not train on.
     reason = limit_reached(state, options)
-    if reason is None and state.last_valid_step >= 0 and state.bad_validations >= options.patience:
-        reason = "early_stopping"
+    if reason is None and state.last_valid_step >= 0:
+        reason = loop.stop_reason()
     with Signals() as signals:
         while reason is None and state.epoch < options.max_epochs:
             for position, indices in shard(sampler.iterate(state.epoch, state.position), world):
@@ -400,8 +410,8 @@ def fit(
                 if signals.caught is not None and not world.enabled:
                     bar.close()
                     raise loop.interrupted()
-                if state.step % options.valid_every == 0 and loop.validate():
-                    reason = "early_stopping"
+                if state.step % options.valid_every == 0 and (stop := loop.validate()):
+                    reason = stop
                 elif not world.enabled or options.max_steps and state.step >= options.max_steps:
                     reason = limit_reached(state, options)
                 if reason is not None:

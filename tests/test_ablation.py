@@ -129,6 +129,10 @@ def test_table_marks_diverged_rows():
     table = markdown_table(rows, "gru")
     assert "| tanh | none | 10 | – | diverged |" in table
     assert "| gru | none | 10 | 8/16 | 100 | 3 | 1/1 |" in table and "(baseline)" in table
+    # Both ways validation ends a run count as early stops; a limit does not.
+    for reason, counted in [("lr_decayed", "1/1"), ("max_epochs", "0/1")]:
+        ok.done["stop_reason"] = reason
+        assert f"| 3 | {counted} |" in markdown_table(build_rows([ok], {}), "gru")
 
 
 # --------------------------------------------------------------------------------------------

@@ -291,6 +291,34 @@ def test_early_stopping_after_patience_validations(tmp_path):
     assert json.loads((tmp_path / "best" / "meta.json").read_text())["step"] == 12
 
 
+def test_training_stops_once_the_schedule_has_cut_the_rate_max_lr_decays_times(tmp_path):
+    # Every second validation a new best, so `patience` never stops the run; each other one
+    # halves the rate (plateau, patience 0). Cut twice at the fourth validation: stop there.
+    scores = iter([1.0, 0.5, 2.0, 1.5, 3.0, 2.5, 4.0, 3.5])
+    _, result = run_fit(
+        tmp_path, max_steps=100, validate=lambda m: {"bleu": next(scores)}, max_lr_decays=2
+    )
+    assert result["stop_reason"] == "lr_decayed"
+    assert result["steps"] == 16 and result["best_step"] == 12
+    assert [float(row["lr"]) for row in metrics(tmp_path)] == pytest.approx(
+        [3e-3, 1.5e-3, 1.5e-3, 7.5e-4]
+    )
+
+
+def test_max_lr_decays_counts_the_cuts_made_before_a_resume(tmp_path):
+    scores = iter([1.0, 0.5, 2.0, 1.5, 3.0, 2.5, 4.0, 3.5])
+
+    def validate(m):
+        return {"bleu": next(scores)}
+
+    run_fit(tmp_path, max_steps=8, validate=validate)  # one cut, at step 8
+    _, result = run_fit(tmp_path, max_steps=100, validate=validate, resume=True, max_lr_decays=2)
+    assert result["stop_reason"] == "lr_decayed" and result["steps"] == 16
+    # Without the option the same scores run on to the step limit.
+    _, result = run_fit(tmp_path / "off", max_steps=32, validate=lambda m: {"bleu": 1.0})
+    assert result["stop_reason"] == "max_steps" and result["steps"] == 32
+
+
 def test_max_minutes_stops_training(tmp_path):
     _, result = run_fit(tmp_path, max_steps=1000, max_minutes=1e-9)
     assert result["stop_reason"] == "max_minutes" and result["steps"] == 1
