@@ -71,6 +71,8 @@ TINY = [
     "train.valid_max_sentences=10",
     "train.progress=false",
 ]
+# A recipe to its 5 kept checkpoints, without its final test decoding.
+RECIPE = [*TINY, "train.max_steps=10", "final_eval=[]"]
 SWEEP = [*TINY, "model=gru,lstm", "model.attention=none", "seed=1"]
 SWEEP_ONE = [*TINY, "model=gru", "model.attention=none", "seed=1"]
 # ablation_converged's grid comes from its ablation block: two cells, two seeds, two rates.
@@ -91,7 +93,7 @@ class Case:
     check: Callable[[subprocess.CompletedProcess, Path], None] | None = None
     needs_run: bool = False  # runs/X is a trained run (a copy of one)
     also: tuple[str, ...] = ()  # more copies of that run: runs/<name>
-    before: str = ""  # a README command run first, in the same place, with its case's additions
+    before: str = ""  # a README command run first (and its own before), same place, its additions
     run_dir: bool = True  # add run_dir=<tmp>/run unless the command names one
     sweep: bool = False  # add hydra.sweep.dir=<tmp>/sweep
     skip: str = ""  # why the suite does not run it (CI runs `make test` itself)
@@ -183,6 +185,18 @@ def check_eval(
     return check
 
 
+def check_recipe(pair: str) -> Callable:
+    def check(result, tmp):
+        run = tmp / f"cgru-{pair.replace('-', '')}"
+        done = json.loads((run / "done.json").read_text())
+        assert done["status"] == "finished" and f"{done['src']}-{done['tgt']}" == pair
+        model = OmegaConf.load(run / "config.yaml").model
+        assert model.conditional and model.word_dropout > 0 and model.ctx_dropout > 0
+        assert len(list((run / "kept").glob("step-*"))) == 5  # keep_best=5, keep_last=5 overlap
+
+    return check
+
+
 def check_kept(result, tmp):
     assert json.loads((tmp / "Y" / "done.json").read_text())["steps"] == 10
     assert len(list((tmp / "Y" / "kept").glob("step-*"))) == 5
@@ -192,6 +206,11 @@ def check_tuned(result, tmp):
     chosen = json.loads((tmp / "X" / "search.json").read_text())
     assert chosen["split"] == "val" and len(chosen["grid"]) == 3  # beam 1: alpha 0 only
     assert chosen["chosen"]["beam_size"] in (1, 2) and chosen["chosen"]["alpha"] in (0.0, 1.0)
+    assert "best beam_size=" in result.stdout
+
+
+def check_tuned_recipe(result, tmp):
+    assert json.loads((tmp / "cgru-ende" / "search.json").read_text())["split"] == "val"
     assert "best beam_size=" in result.stdout
 
 
@@ -374,6 +393,23 @@ CASES: dict[str, Case] = {
         needs_run=True,
         before='make tune-search ARGS="run_dir=runs/X"',
     ),
+    'make train ARGS="experiment=cgru_ende run_dir=runs/cgru-ende"': Case(
+        RECIPE, check_recipe("en-de")
+    ),
+    'make train ARGS="experiment=cgru_enfr run_dir=runs/cgru-enfr"': Case(
+        RECIPE, check_recipe("en-fr")
+    ),
+    'make tune-search ARGS="run_dir=runs/cgru-ende"': Case(
+        ["beam_sizes=[1,2]", "alphas=[0.0,1.0]", "progress=false"],
+        check_tuned_recipe,
+        before='make train ARGS="experiment=cgru_ende run_dir=runs/cgru-ende"',
+    ),
+    'make eval ARGS="run_dir=runs/cgru-ende split=test_2016_flickr search=tuned '
+    'checkpoint=avg-best-5"': Case(
+        [],
+        check_eval("test_2016_flickr", "tuned", run="cgru-ende", checkpoint="avg-best-5"),
+        before='make tune-search ARGS="run_dir=runs/cgru-ende"',
+    ),
     "make ablate": Case(SWEEP, check_sweep(2), sweep=True, run_dir=False),
     'make ablate ARGS="experiment=ablation_converged"': Case(
         CONVERGED, check_converged, sweep=True, run_dir=False
@@ -527,8 +563,12 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
         check_format_in_a_copy(tmp_path)
         return
     env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
-    if case.before:
-        first = rewrite(case.before, CASES[case.before], tmp_path, corpus_dir, tmp_path / "c")
+    chain, before = [], case.before  # a `before` may have its own, run first
+    while before:
+        chain.insert(0, before)
+        before = CASES[before].before
+    for before in chain:
+        first = rewrite(before, CASES[before], tmp_path, corpus_dir, tmp_path / "c")
         ran = subprocess.run(
             first, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env
         )
