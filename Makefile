@@ -56,7 +56,7 @@ ablate: $(STAMP) ## cell ablation sweep + report in runs/<preset> (ARGS="experim
 	$(BIN)/nmt-ablate $(if $(findstring experiment=,$(ARGS)),,experiment=ablation_quick) $(ARGS)
 
 test: $(STAMP) ## run the test suite (offline)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup --durations=10 $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check nmt tests scripts
