@@ -15,7 +15,7 @@ from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["grid", "tune_search"]
+__all__ = ["grid", "on_edge", "tune_search"]
 
 
 def grid(beam_sizes: list[int], alphas: list[float]) -> list[tuple[int, float]]:
@@ -27,6 +27,19 @@ def grid(beam_sizes: list[int], alphas: list[float]) -> list[tuple[int, float]]:
     for beam in sorted(set(beam_sizes)):
         pairs += [(1, 0.0)] if beam == 1 else [(beam, a) for a in sorted(set(alphas))]
     return pairs
+
+
+def on_edge(chosen: tuple[int, float], beam_sizes: list[int], alphas: list[float]) -> list[str]:
+    """The grid's upper bounds the chosen setting sits on ("beam_size", "alpha"): there a larger
+    value was not tried and might be better. A bound counts only where the grid varied it (two
+    or more values), and alpha only where the chosen beam has a length penalty (beam > 1)."""
+    beam, alpha = chosen
+    edges = []
+    if len(set(beam_sizes)) > 1 and beam == max(beam_sizes):
+        edges.append("beam_size")
+    if beam > 1 and len(set(alphas)) > 1 and alpha == max(alphas):
+        edges.append("alpha")
+    return edges
 
 
 def tune_search(
@@ -57,10 +70,12 @@ def tune_search(
         )
     translator.search = base
     best = max(rows, key=lambda r: r["bleu"])  # the first of equals: smaller beam, then alpha
+    edges = on_edge((best["beam_size"], best["alpha"]), beam_sizes, alphas)
     result = {
         "split": split,
         "checkpoint": checkpoint,
         "chosen": {"beam_size": best["beam_size"], "alpha": best["alpha"]},
+        "on_edge": edges,
         "bleu_signature": scores["bleu_signature"],
         "grid": rows,
     }
@@ -70,4 +85,10 @@ def tune_search(
         f"(BLEU {best['bleu']:.2f}, {len(rows)} settings tried) -> {run_dir / SEARCH_FILE}; "
         "decode with search=tuned"
     )
+    if edges:
+        larger = " and ".join(f"{name}s" if name == "alpha" else "beam_sizes" for name in edges)
+        print(
+            f"note: the best is the largest {' and '.join(edges)} tried; larger values may do "
+            f"better (widen the grid: {larger}=[...])"
+        )
     return result

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nmt.search_tuning import grid
+from nmt.search_tuning import grid, on_edge
 
 BIN = Path(sys.executable).parent
 
@@ -19,6 +19,16 @@ def test_grid_tries_greedy_once_and_smaller_beams_first():
     assert grid([5, 1], [0.6, 0.0]) == [(1, 0.0), (5, 0.0), (5, 0.6)]
     with pytest.raises(ValueError, match="at least one value"):
         grid([], [0.0])
+
+
+def test_on_edge_names_the_bounds_a_larger_value_could_beat():
+    beams, alphas = [1, 5, 12], [0.0, 0.6, 1.0]
+    assert on_edge((12, 1.0), beams, alphas) == ["beam_size", "alpha"]
+    assert on_edge((12, 0.6), beams, alphas) == ["beam_size"]
+    assert on_edge((5, 1.0), beams, alphas) == ["alpha"]
+    assert on_edge((5, 0.6), beams, alphas) == []
+    assert on_edge((1, 0.0), [1], [0.0, 1.0]) == []  # greedy: no penalty, no beam varied
+    assert on_edge((5, 1.0), [5], [1.0]) == []  # nothing varied, nothing to widen
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -43,6 +53,8 @@ def test_tune_search_records_the_best_and_search_tuned_decodes_with_it(tiny_run,
     assert tried == [(1, 0.0), (3, 0.0), (3, 1.0)]
     best = max(result["grid"], key=lambda row: row["bleu"])
     assert result["chosen"] == {"beam_size": best["beam_size"], "alpha": best["alpha"]}
+    assert result["on_edge"] == on_edge((best["beam_size"], best["alpha"]), [1, 3], [0.0, 1.0])
+    assert ("note: the best is the largest" in done.stdout) == bool(result["on_edge"])
     assert "search=tuned" in done.stdout
 
     tuned = run("nmt-translate", f"run_dir={run_dir}", "search=tuned", stdin=text)
