@@ -298,6 +298,8 @@ def _train_run(
         write_json(done, {**parts["meta"], "status": "failed", "error": str(e)})
         return float("nan")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if device.type == "cuda":  # the accelerator's own high-water mark, beside the host's RSS
+        best["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     if world.enabled:
         best["rank_peak_rss_gib"] = [round(p, 3) for p in world.gather(peak_gib)]
     if not world.main:
