@@ -1,7 +1,7 @@
 """The checkpoint directory format, for training and inference alike.
 
-A checkpoint directory (``last/``, ``best/``) holds ``model.safetensors`` (weights, shared tensors
-stored once), ``meta.json``, and for ``last/`` a ``train_state.pt`` of plain tensors and numbers
+A checkpoint directory (``last/``, ``best/``) holds ``model.safetensors`` (weights, tied tensors
+stored once and named in its metadata, as safetensors' ``save_model`` writes them), ``meta.json``, and for ``last/`` a ``train_state.pt`` of plain tensors and numbers
 (optimizer, scheduler, RNG states, data position) loaded with ``weights_only=True``: nothing in a
 checkpoint is unpickled. Directories are written beside the target and renamed into place, so a
 killed save leaves the previous checkpoint whole (found again by :func:`find_checkpoint`).
@@ -16,8 +16,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_model
-from torch import nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
 
 from nmt.errors import UserError, first_line
 
@@ -37,6 +38,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _stored_weights(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors to store, each a CPU copy with storage of its own, and the aliases of the tied
+    ones (a name -> the stored name holding the same tensor).
+
+    Copies rather than the live tensors: on CUDA, cuDNN packs each RNN's weights into one flat
+    buffer, every parameter a view of part of it, and safetensors refuses to save views that do
+    not cover their storage ("None is covering the entire storage")."""
+    tensors: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
+    return tensors, aliases
+
+
 def save_checkpoint(
     place: Path,
     model: nn.Module,
@@ -52,7 +73,9 @@ def save_checkpoint(
     old = place.with_name(place.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / MODEL_FILE), metadata={"format": "nmt", "step": str(meta["step"])})
+    tensors, aliases = _stored_weights(model)
+    header = {**aliases, "format": "nmt", "step": str(meta["step"])}
+    save_file(tensors, str(tmp / MODEL_FILE), metadata=header)
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -79,18 +102,30 @@ def find_checkpoint(place: Path) -> Path | None:
 
 
 def load_weights(model: nn.Module, place: Path) -> dict:
-    """Load safetensors weights into model (re-tying shared tensors); return the meta."""
+    """Copy safetensors weights into the model's own tensors (tied ones from the stored name they
+    alias); return the meta. Copying in place keeps whatever layout the model's tensors have,
+    cuDNN's packed RNN weights included."""
+    path = place / MODEL_FILE
     try:
-        missing, unexpected = load_model(model, str(place / MODEL_FILE), strict=False)
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path))
     except Exception as e:
-        raise CheckpointError(
-            f"{place / MODEL_FILE}: not a valid safetensors checkpoint ({e})"
-        ) from None
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({e})") from None
+    expected = model.state_dict()
+    for name in expected.keys() - tensors.keys():
+        if header.get(name) in tensors:
+            tensors[name] = tensors[header[name]]
+    missing, unexpected = expected.keys() - tensors.keys(), tensors.keys() - expected.keys()
     if missing or unexpected:
         raise CheckpointError(
-            f"{place / MODEL_FILE}: does not match the model (missing {sorted(missing)[:3]}, "
+            f"{path}: does not match the model (missing {sorted(missing)[:3]}, "
             f"unexpected {sorted(unexpected)[:3]}); was it trained with another model config?"
         )
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not match the model ({first_line(e)})") from None
     return json.loads((place / META_FILE).read_text())
 
 

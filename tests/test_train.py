@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model, toy_pairs
+from safetensors.torch import load_file
 
 from nmt.batching import BatchSampler
 from nmt.checkpoint import (
@@ -134,6 +135,42 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", real_replace)
     found = find_checkpoint(place)
     assert found is not None and json.loads((found / "meta.json").read_text())["step"] == 1
+
+
+def pack_like_cudnn(module: torch.nn.Module) -> None:
+    """Make the module's parameters views of one flat buffer, as cuDNN lays out an RNN's
+    weights on CUDA (``flatten_parameters``)."""
+    params = list(module.parameters())
+    flat = torch.cat([p.detach().flatten() for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+def test_checkpoint_of_weights_packed_in_one_buffer(tmp_path):
+    """Training on CUDA crashed at its first checkpoint: safetensors refuses parameters that are
+    views of part of one storage. They save; they load into a plain model and, in place, into a
+    packed one (the packing survives); the tied embeddings are stored once and stay tied."""
+    model = tiny_model("gru")
+    pack_like_cudnn(model.encoder)  # the encoder's embedding is the decoder's too
+    save_checkpoint(tmp_path / "c", model, {"step": 7})
+    stored = load_file(tmp_path / "c" / "model.safetensors")
+    assert len(stored) == len(model.state_dict()) - 1  # decoder.embedding.weight: an alias
+    plain, packed = tiny_model("gru"), tiny_model("gru")
+    pack_like_cudnn(packed.encoder)
+    buffer = packed.encoder.embedding.weight.untyped_storage().data_ptr()
+    for target in (plain, packed):
+        with torch.no_grad():
+            for p in target.parameters():
+                p.add_(1.0)
+        assert load_weights(target, tmp_path / "c")["step"] == 7
+        for (name, a), b in zip(
+            model.state_dict().items(), target.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), name
+        assert target.encoder.embedding.weight is target.decoder.embedding.weight
+    assert all(p.untyped_storage().data_ptr() == buffer for p in packed.encoder.parameters())
 
 
 class Payload:
