@@ -24,6 +24,7 @@ from nmt import data
 from nmt.errors import UserError
 from nmt.plots import plot_attention
 from nmt.rundir import write_json, write_text
+from nmt.runtime import describe_device, precision_name
 
 if TYPE_CHECKING:
     from nmt.translate import Translator
@@ -213,6 +214,9 @@ def evaluate_split(
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         generated_tokens_per_s=round(generated / seconds, 1),
+        # Decoded in bf16 or fp32, and where: the speed and (slightly) the scores depend on both.
+        precision=precision_name(translator.precision),
+        hardware=describe_device(translator.device),
     )
     write_json(out_dir / "scores.json", scores)
     for i, result in enumerate(results[:attention_plots]):

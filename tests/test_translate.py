@@ -130,6 +130,7 @@ def test_eval_split_scores_and_plots(tiny_run):
             "split=test_2016_flickr",
             "attention_plots=2",
             "search=greedy",
+            "precision=fp32",
         ],
         capture_output=True,
         text=True,
@@ -155,6 +156,7 @@ def test_eval_split_scores_and_plots(tiny_run):
         "split",
     ):
         assert key in scores
+    assert scores["precision"] == "fp32" and scores["hardware"].startswith("CPU ")
     assert len((out_dir / "hyps.txt").read_text().split("\n")) == 41
     plots = sorted((out_dir / "attention").glob("*.png"))
     assert len(plots) == 2 and all(p.stat().st_size > 2000 for p in plots)
