@@ -101,10 +101,10 @@ def find_checkpoint(place: Path) -> Path | None:
     return None
 
 
-def load_weights(model: nn.Module, place: Path) -> dict:
-    """Copy safetensors weights into the model's own tensors (tied ones from the stored name they
-    alias); return the meta. Copying in place keeps whatever layout the model's tensors have,
-    cuDNN's packed RNN weights included."""
+def _read_weights(model: nn.Module, place: Path) -> dict[str, Tensor]:
+    """The checkpoint's tensors under every name of the model's state dict: a tied name that the
+    file stores once is filled from the stored name it aliases (whichever of the tied names the
+    writer kept: ``save_model`` and this module choose differently)."""
     path = place / MODEL_FILE
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -122,10 +122,19 @@ def load_weights(model: nn.Module, place: Path) -> dict:
             f"{path}: does not match the model (missing {sorted(missing)[:3]}, "
             f"unexpected {sorted(unexpected)[:3]}); was it trained with another model config?"
         )
+    return tensors
+
+
+def load_weights(model: nn.Module, place: Path) -> dict:
+    """Copy safetensors weights into the model's own tensors; return the meta. Copying in place
+    keeps whatever layout the model's tensors have, cuDNN's packed RNN weights included."""
+    tensors = _read_weights(model, place)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not match the model ({first_line(e)})") from None
+        raise CheckpointError(
+            f"{place / MODEL_FILE}: does not match the model ({first_line(e)})"
+        ) from None
     return json.loads((place / META_FILE).read_text())
 
 
@@ -156,14 +165,17 @@ def choose_kept(run_dir: Path, which: str, n: int) -> list[Path]:
 def load_average(model: nn.Module, places: list[Path]) -> dict:
     """Load the mean of the weights of several checkpoints of one model (Vaswani et al. 2017
     average the last ones); returns the first one's meta. Means are taken in fp32."""
-    meta = load_weights(model, places[0])  # ties the shared tensors, checks the shapes
-    tensors = [load_file(str(place / MODEL_FILE)) for place in places]
-    if any(t.keys() != tensors[0].keys() for t in tensors):
-        raise CheckpointError(f"{places}: the checkpoints hold different tensors; one model only")
+    meta = load_weights(model, places[0])  # checks the names and shapes
+    tensors = [_read_weights(model, place) for place in places]
     state = model.state_dict()
     with torch.no_grad():
-        for name in tensors[0]:
-            mean = torch.stack([t[name].float() for t in tensors]).mean(dim=0)
+        for name in state:
+            try:
+                mean = torch.stack([t[name].float() for t in tensors]).mean(dim=0)
+            except RuntimeError:
+                raise CheckpointError(
+                    f"{places}: {name} differs in shape between the checkpoints; one model only"
+                ) from None
             state[name].copy_(mean.to(state[name].dtype))
     return meta
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model, toy_pairs
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_model
 
 from nmt.batching import BatchSampler
 from nmt.checkpoint import (
@@ -171,6 +171,28 @@ def test_checkpoint_of_weights_packed_in_one_buffer(tmp_path):
             assert torch.equal(a, b), name
         assert target.encoder.embedding.weight is target.decoder.embedding.weight
     assert all(p.untyped_storage().data_ptr() == buffer for p in packed.encoder.parameters())
+
+
+def test_average_mixes_checkpoints_of_both_writers(tmp_path):
+    """Checkpoints written by safetensors' save_model (before the CUDA fix) store another of the
+    tied names than save_checkpoint does; a run resumed across the change keeps both kinds, and
+    averaging them failed ("the checkpoints hold different tensors")."""
+    old, new = tiny_model("gru"), tiny_model("gru")
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(2.0)
+    (tmp_path / "old").mkdir()
+    save_model(old, str(tmp_path / "old" / "model.safetensors"), metadata={"step": "1"})
+    (tmp_path / "old" / "meta.json").write_text(json.dumps({"step": 1}))
+    save_checkpoint(tmp_path / "new", new, {"step": 2})
+    stored = [load_file(tmp_path / d / "model.safetensors").keys() for d in ("old", "new")]
+    assert stored[0] != stored[1]  # the two writers really differ
+    mean = tiny_model("gru")
+    load_average(mean, [tmp_path / "old", tmp_path / "new"])
+    for name, p in mean.state_dict().items():
+        expected = (old.state_dict()[name] + new.state_dict()[name]) / 2
+        assert torch.allclose(p, expected), name
+    assert mean.encoder.embedding.weight is mean.decoder.embedding.weight
 
 
 class Payload:
