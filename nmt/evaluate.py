@@ -210,6 +210,7 @@ def evaluate_split(
         src=translator.src_lang,
         tgt=translator.tgt_lang,
         checkpoint=checkpoint,
+        models=translator.sources,  # run directory, checkpoint and training steps of each model
         search={"name": search_name, **translator.search.as_dict()},
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),

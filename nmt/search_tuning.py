@@ -15,7 +15,7 @@ from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["grid", "on_edge", "tune_search"]
+__all__ = ["edge_gains", "grid", "on_edge", "tune_search"]
 
 
 def grid(beam_sizes: list[int], alphas: list[float]) -> list[tuple[int, float]]:
@@ -40,6 +40,22 @@ def on_edge(chosen: tuple[int, float], beam_sizes: list[int], alphas: list[float
     if beam > 1 and len(set(alphas)) > 1 and alpha == max(alphas):
         edges.append("alpha")
     return edges
+
+
+def edge_gains(rows: list[dict], chosen: tuple[int, float], edges: list[str]) -> dict[str, float]:
+    """For each bound the chosen setting sits on, how much BLEU it gains over the best setting
+    below that bound: any smaller beam, or the same beam with a smaller penalty. A gain near
+    zero says validation is flat there, and a wider grid has little to find."""
+    beam, alpha = chosen
+    at = next(r["bleu"] for r in rows if (r["beam_size"], r["alpha"]) == (beam, alpha))
+    gains = {}
+    for name in edges:
+        if name == "beam_size":
+            below = [r["bleu"] for r in rows if r["beam_size"] < beam]
+        else:
+            below = [r["bleu"] for r in rows if r["beam_size"] == beam and r["alpha"] < alpha]
+        gains[name] = round(at - max(below), 2)
+    return gains
 
 
 def tune_search(
@@ -70,12 +86,16 @@ def tune_search(
         )
     translator.search = base
     best = max(rows, key=lambda r: r["bleu"])  # the first of equals: smaller beam, then alpha
-    edges = on_edge((best["beam_size"], best["alpha"]), beam_sizes, alphas)
+    chosen = (best["beam_size"], best["alpha"])
+    edges = on_edge(chosen, beam_sizes, alphas)
+    gains = edge_gains(rows, chosen, edges)
     result = {
         "split": split,
         "checkpoint": checkpoint,
+        "models": translator.sources,
         "chosen": {"beam_size": best["beam_size"], "alpha": best["alpha"]},
         "on_edge": edges,
+        "edge_gains": gains,
         "bleu_signature": scores["bleu_signature"],
         "grid": rows,
     }
@@ -87,8 +107,9 @@ def tune_search(
     )
     if edges:
         larger = " and ".join(f"{name}s" if name == "alpha" else "beam_sizes" for name in edges)
+        over = ", ".join(f"+{gains[name]:.2f} BLEU over a smaller {name}" for name in edges)
         print(
-            f"note: the best is the largest {' and '.join(edges)} tried; larger values may do "
-            f"better (widen the grid: {larger}=[...])"
+            f"note: the best is the largest {' and '.join(edges)} tried ({over}); larger values "
+            f"may do better (widen the grid: {larger}=[...])"
         )
     return result

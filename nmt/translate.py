@@ -76,6 +76,7 @@ class LoadedRun:
     src: str
     tgt: str
     search: SearchOptions
+    source: dict  # where the weights came from: {"run_dir", "checkpoint", "steps"}
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
@@ -131,9 +132,15 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
             load_average(model, places)
     except CheckpointError as e:
         raise RunDirError(str(e)) from None
-    what = place if len(places) == 1 else f"the mean of {', '.join(p.name for p in places)}"
-    log.info("loaded %s (step %s, %s %s->%s)", what, meta.get("step"), meta.get("cell"), src, tgt)
-    return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, search=run_search)
+    model_of = f"{meta.get('cell')} {src}->{tgt}"
+    if len(places) == 1:
+        log.info("loaded %s (step %s, %s)", place, meta.get("step"), model_of)
+    else:  # a kept checkpoint's name is its step
+        names = ", ".join(p.name for p in places)
+        log.info("loaded the mean of %s in %s (%s)", names, places[0].parent, model_of)
+    steps = [json.loads((p / META_FILE).read_text()).get("step") for p in places]
+    source = {"run_dir": str(run_dir), "checkpoint": checkpoint, "steps": steps}
+    return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, search=run_search, source=source)
 
 
 class Translator:
@@ -152,8 +159,12 @@ class Translator:
         src_lang: str = "",
         tgt_lang: str = "",
         precision: torch.dtype = torch.float32,
+        sources: list[dict] | None = None,
     ):
         self.model = model.to(device).eval()
+        # Per model (one, or each member of an ensemble): run directory, checkpoint and the
+        # training steps of its weights (several for an average), for the records of results.
+        self.sources = sources or []
         self.precision = precision
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.tokenizer, self.device = tokenizer, device
@@ -188,6 +199,7 @@ class Translator:
         """
         loaded = load_run(run_dir, checkpoint)
         model: nn.Module = loaded.model
+        sources = [loaded.source]
         if ensemble:
             members = [loaded.model]
             for other in ensemble:
@@ -203,6 +215,7 @@ class Translator:
                         f"{loaded.src}->{loaded.tgt}"
                     )
                 members.append(more.model)
+                sources.append(more.source)
             model = Ensemble(members)
         if not isinstance(search, SearchOptions):
             search = loaded.search.replace(**(search or {}))
@@ -218,6 +231,7 @@ class Translator:
             max_src_len=max_src_len,
             src_lang=loaded.src,
             tgt_lang=loaded.tgt,
+            sources=sources,
         )
 
     def translate_full(self, texts: list[str]) -> list[Translation]:

@@ -181,6 +181,17 @@ def check_eval(
         assert f"{split}: BLEU" in result.stdout
         assert f"{split}: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
         assert len(list((out / "attention").glob("*.png"))) == plots
+        # The weights each model's scores are of: an average names every step it took the mean
+        # of (the steps kept in runs/<run>/kept), an ensemble each member.
+        members = 2 if checkpoint.endswith("-ensemble2") else 1
+        assert [Path(m["run_dir"]).parent for m in scores["models"]] == [tmp] * members
+        for model in scores["models"]:
+            if checkpoint.startswith("avg-"):
+                kept = {int(p.name.removeprefix("step-")) for p in (tmp / run / "kept").iterdir()}
+                n = int(checkpoint.rsplit("-", 1)[1])
+                assert len(set(model["steps"])) == n and set(model["steps"]) <= kept
+            else:
+                assert len(model["steps"]) == 1 and model["steps"][0] > 0
 
     return check
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nmt.search_tuning import grid, on_edge
+from nmt.search_tuning import edge_gains, grid, on_edge
 
 BIN = Path(sys.executable).parent
 
@@ -29,6 +29,18 @@ def test_on_edge_names_the_bounds_a_larger_value_could_beat():
     assert on_edge((5, 0.6), beams, alphas) == []
     assert on_edge((1, 0.0), [1], [0.0, 1.0]) == []  # greedy: no penalty, no beam varied
     assert on_edge((5, 1.0), [5], [1.0]) == []  # nothing varied, nothing to widen
+
+
+def test_edge_gains_measure_the_chosen_setting_against_the_grid_below_each_bound():
+    rows = [
+        {"beam_size": b, "alpha": a, "bleu": bleu}
+        for b, a, bleu in [(1, 0.0, 30.0), (5, 0.0, 31.0), (5, 1.0, 31.5), (12, 0.0, 31.2)]
+        + [(12, 1.0, 31.6)]
+    ]
+    # beam 12 alpha 1.0: +0.1 over the best smaller beam (5, 1.0), +0.4 over beam 12 alpha 0.0
+    assert edge_gains(rows, (12, 1.0), ["beam_size", "alpha"]) == {"beam_size": 0.1, "alpha": 0.4}
+    assert edge_gains(rows, (5, 1.0), ["alpha"]) == {"alpha": 0.5}
+    assert edge_gains(rows, (5, 0.0), []) == {}
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -55,6 +67,9 @@ def test_tune_search_records_the_best_and_search_tuned_decodes_with_it(tiny_run,
     assert result["chosen"] == {"beam_size": best["beam_size"], "alpha": best["alpha"]}
     assert result["on_edge"] == on_edge((best["beam_size"], best["alpha"]), [1, 3], [0.0, 1.0])
     assert ("note: the best is the largest" in done.stdout) == bool(result["on_edge"])
+    assert list(result["edge_gains"]) == result["on_edge"]
+    for name, gain in result["edge_gains"].items():
+        assert f"+{gain:.2f} BLEU over a smaller {name}" in done.stdout
     assert "search=tuned" in done.stdout
 
     tuned = run("nmt-translate", f"run_dir={run_dir}", "search=tuned", stdin=text)

@@ -157,6 +157,9 @@ def test_eval_split_scores_and_plots(tiny_run):
     ):
         assert key in scores
     assert scores["precision"] == "fp32" and scores["hardware"].startswith("CPU ")
+    # Which weights: the run, the checkpoint and the training step they are of.
+    step = json.loads((tiny_run / "best" / "meta.json").read_text())["step"]
+    assert scores["models"] == [{"run_dir": str(tiny_run), "checkpoint": "best", "steps": [step]}]
     assert len((out_dir / "hyps.txt").read_text().split("\n")) == 41
     plots = sorted((out_dir / "attention").glob("*.png"))
     assert len(plots) == 2 and all(p.stat().st_size > 2000 for p in plots)
