@@ -22,7 +22,6 @@ from sacrebleu.significance import PairedTest
 
 from nmt import data
 from nmt.errors import UserError
-from nmt.plots import plot_attention
 from nmt.rundir import write_json, write_text
 from nmt.runtime import describe_device, precision_name
 
@@ -220,6 +219,10 @@ def evaluate_split(
         hardware=describe_device(translator.device),
     )
     write_json(out_dir / "scores.json", scores)
+    if attention_plots:
+        # Imported here: matplotlib (and scipy through nmt.stats) cost every nmt-* command about a
+        # second at start-up, and only this step draws.
+        from nmt.plots import plot_attention
     for i, result in enumerate(results[:attention_plots]):
         hyp = result.hyps[0]
         if hyp.attn is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,3 +78,16 @@ def test_the_checker_sees_upward_imports(tmp_path):
         "def f():\n    from nmt import train\n"
     )
     assert nmt_imports(module) == {"train"}
+
+
+def test_commands_start_without_the_plotting_and_statistics_stack():
+    """Every nmt-* command imports nmt.cli; matplotlib and scipy (about a second) load only where
+    a plot or a statistic is drawn (nmt.plots, nmt.stats, the report)."""
+    code = (
+        "import sys, nmt.cli\n"
+        "print(' '.join(m for m in ('matplotlib', 'scipy') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert loaded == ""
