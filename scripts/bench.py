@@ -220,9 +220,17 @@ def bench_train_one(
 
 
 def bench_decode(
-    run_dir: Path, split: str, repeats: int, threads: int, precision: str, sentences: int = 0
+    run_dir: Path,
+    split: str,
+    repeats: int,
+    threads: int,
+    precision: str,
+    sentences: int = 0,
+    profile: bool = False,
 ) -> dict:
-    """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences."""
+    """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences (and,
+    with ``profile``, the top operators of a batch: the profiler's bookkeeping takes longer than
+    the decoding it watches, so only ``--what profile`` pays for it)."""
 
     import torch
 
@@ -268,7 +276,8 @@ def bench_decode(
         results[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
         results[f"{name}_generated_tokens_per_s"] = round(tokens / seconds, 1)
         results[f"{name}_seconds"] = round(seconds, 2)
-        results[f"{name}_profile"] = profiled(functools.partial(decode, warm_up, options))
+        if profile:
+            results[f"{name}_profile"] = profiled(functools.partial(decode, warm_up, options))
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return results
 
@@ -531,7 +540,13 @@ def main() -> None:
             )
         for section, model_dir in models.items():
             result = bench_decode(
-                model_dir, args.split, args.repeats, args.threads, args.precision, args.sentences
+                model_dir,
+                args.split,
+                args.repeats,
+                args.threads,
+                args.precision,
+                args.sentences,
+                profile="profile" in what,
             )
             report[section] = result
             for key, value in result.items():
