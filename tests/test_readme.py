@@ -75,12 +75,13 @@ TINY = [
 RECIPE = [*TINY, "train.max_steps=10", "final_eval=[]"]
 SWEEP = [*TINY, "model=gru,lstm", "model.attention=none", "seed=1"]
 SWEEP_ONE = [*TINY, "model=gru", "model.attention=none", "seed=1"]
-# ablation_converged's grid comes from its ablation block: two cells, two seeds, two rates.
+# ablation_converged's grid comes from its ablation block, cut to one cell, one seed, two rates:
+# tuning, the arm and the report all run (tests/test_ablation.py checks a fuller grid in depth).
 CONVERGED = [
     *TINY,
-    "ablation.cells=[gru,tanh]",
+    "ablation.cells=[gru]",
     "~ablation.seeds.bahdanau",
-    "ablation.seeds.none=[1,2]",
+    "ablation.seeds.none=[1]",
     "ablation.tune.lrs=[0.001,0.003]",
     "ablation.tune.max_steps=2",
     "ablation.jobs=2",
@@ -243,9 +244,9 @@ def check_sweep(runs: int, launcher_cache: bool = False) -> Callable:
 
 
 def check_converged(result, tmp):
-    check_sweep(4)(result, tmp)  # 2 cells x 2 seeds, two jobs at a time (joblib)
+    check_sweep(1)(result, tmp)  # 1 cell x 1 seed, after tuning two jobs at a time (joblib)
     tuning = json.loads((tmp / "sweep" / "tuning.json").read_text())
-    assert tuning["chosen"].keys() == {"gru", "tanh"} and len(tuning["runs"]) == 4
+    assert tuning["chosen"].keys() == {"gru"} and len(tuning["runs"]) == 2
     assert (
         "Learning rates tuned on validation" in (tmp / "sweep" / "report" / "report.md").read_text()
     )
