@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nmt.runtime import usable_cores
+
 __all__ = ["SINGLE", "World", "shard"]
 
 # How long a rank waits in a collective: rank 0 validating or writing a checkpoint while the
@@ -58,9 +60,9 @@ class World:
         return self.rank == 0
 
     def threads(self, requested: int | None) -> int:
-        """CPU threads of this rank: ``requested``, or the machine's cores shared among the
-        ranks on it."""
-        return requested or max(1, (os.cpu_count() or 1) // self.local_size)
+        """CPU threads of this rank: ``requested``, or the usable cores shared among the ranks
+        on the machine (not OMP_NUM_THREADS: torchrun sets it to 1 for ranks of its own)."""
+        return requested or max(1, usable_cores() // self.local_size)
 
     def device(self, name: str) -> str:
         """The device name for this rank: its own GPU (LOCAL_RANK) when CUDA is used."""

@@ -400,7 +400,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: OMP_NUM_THREADS where set, else every usable core)",
+    )
     parser.add_argument(
         "--run-dir",
         type=Path,
@@ -454,6 +459,10 @@ def main() -> None:
     )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads is None:
+        from nmt.runtime import cpu_threads
+
+        args.threads = cpu_threads()
 
     if args.one_train:  # child process: one cell, JSON on stdout
         print(

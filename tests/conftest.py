@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Each worker of the suite, and every command it starts, computes on its share of the cores
+# (set before torch loads): two processes of all cores each on the same two cores ran a tiny
+# training 10x slower than one thread each, their OpenMP threads spinning while they wait.
+if "PYTEST_XDIST_WORKER" in os.environ:  # a worker (the controller's env is the workers' too)
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Commands run by the tests see a user's shell, not the `make test` that started pytest: a make
 # nested under another one prints "Entering directory" lines into stdout.

@@ -344,3 +344,22 @@ def test_precision_auto_on_this_machine_reads_its_cpu_flags():
     native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
     expected = torch.bfloat16 if native else torch.float32
     assert pick_precision("auto", torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize(("env", "expected"), [("3", 3), ("1", 1), ("0", None), ("many", None)])
+def test_threads_follow_omp_num_threads_else_every_usable_core(env, expected, monkeypatch):
+    """train.threads=null (and translate, eval): OMP_NUM_THREADS where it names a count, else
+    the cores this process may run on; an explicit count wins over both."""
+    import os
+
+    from nmt.runtime import pick_device
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    try:
+        pick_device("cpu")
+        assert torch.get_num_threads() == (expected or len(os.sched_getaffinity(0)))
+        pick_device("cpu", threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
