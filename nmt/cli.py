@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import datasets
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -96,7 +95,8 @@ def tune_search_task(cfg: DictConfig) -> dict:
 
 def _entry(task: Callable[[DictConfig], object], config_name: str) -> None:
     register_configs()
-    datasets.disable_progress_bars()  # stages here take seconds; the training loop has its own bar
+    # The stages here take seconds and the training loop has its own bar (read when datasets loads).
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     check_overrides(CONF_DIR, config_name, sys.argv[1:])
 
     def guarded(cfg: DictConfig) -> object:

@@ -13,8 +13,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
+if TYPE_CHECKING:  # loaded where a dataset is built or read: it costs a second at every start
+    import datasets
 
 from nmt.rundir import building_dir, cache_lock, copy_dir, write_json
 from nmt.sources import (
@@ -83,6 +85,8 @@ def clean_pairs(
 
 def to_dataset(pairs: list[tuple[str, str]], src: str, tgt: str) -> datasets.Dataset:
     """A ``datasets.Dataset`` with one ``translation`` column, as Hub translation datasets have."""
+    import datasets
+
     features = datasets.Features({"translation": datasets.Translation(languages=[src, tgt])})
     rows = [{src: s, tgt: t} for s, t in pairs]
     return datasets.Dataset.from_dict({"translation": rows}, features=features)
@@ -235,6 +239,8 @@ def _build(
     if not kept:
         raise DataError(f"split {train_split}: no pair survived cleaning ({asdict(clean)})")
     pairs_by_split[train_split] = kept
+    import datasets
+
     corpus = datasets.DatasetDict(
         {split: to_dataset(pairs, src, tgt) for split, pairs in pairs_by_split.items()}
     )
@@ -264,6 +270,8 @@ def load_corpus(run_dir: str | os.PathLike) -> tuple[datasets.DatasetDict, dict]
     report = read_report(place)
     if report is None:
         raise DataError(f"{place}: no prepared data; run the data stage first (make data)")
+    import datasets
+
     return datasets.load_from_disk(str(place), keep_in_memory=True), report
 
 

@@ -16,8 +16,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import datasets
-
 from nmt.errors import UserError, first_line
 from nmt.rundir import cache_lock
 
@@ -203,6 +201,8 @@ def load_hub(
 ) -> dict[str, list]:
     """Pairs of each split of a Hub translation dataset (``translation`` struct or flat columns);
     ``test_splits`` null takes every split whose name starts with ``test``."""
+    import datasets
+
     try:
         hub = datasets.load_dataset(hub_id)
     except Exception as e:  # offline, unknown id, script dataset: all end the stage the same way

@@ -15,8 +15,11 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
+if TYPE_CHECKING:  # loaded where a dataset is built or read: it costs a second at every start
+    import datasets
+
 import sentencepiece as spm
 
 from nmt.data import DataError, load_corpus, read_report
@@ -273,6 +276,8 @@ def load_encoded(run_dir: str | os.PathLike) -> datasets.DatasetDict:
     place = Path(run_dir) / ARTIFACT
     if not (place / "report.json").is_file():
         raise DataError(f"{place}: no encoded data; run the spm stage first (make spm)")
+    import datasets
+
     return datasets.load_from_disk(str(place), keep_in_memory=True)
 
 
