@@ -9,6 +9,7 @@ killed save leaves the previous checkpoint whole (found again by :func:`find_che
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -16,7 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -72,12 +73,38 @@ def save_checkpoint(
     tmp = place.with_name(place.name + ".tmp")
     old = place.with_name(place.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_checkpoint(tmp, model, meta, state, extra)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        # A full disk or a quota (EFBIG, ENOSPC) fails mid-file: the half-written directory goes,
+        # and the checkpoint there before stays whole.
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"; the previous one in {place} is intact" if place.exists() else ""
+        raise CheckpointError(
+            f"{place}: could not write the checkpoint ({first_line(e)}){kept}; free some space "
+            "(or raise the quota) and continue with train.resume=true"
+        ) from None
+    if place.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(place, old)
+    os.replace(tmp, place)
+    _fsync_dir(place.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_checkpoint(
+    tmp: Path, model: nn.Module, meta: dict, state: dict | None, extra: dict[str, dict] | None
+) -> None:
     tmp.mkdir(parents=True)
     tensors, aliases = _stored_weights(model)
     header = {**aliases, "format": "nmt", "step": str(meta["step"])}
     save_file(tensors, str(tmp / MODEL_FILE), metadata=header)
     if state is not None:
-        torch.save(state, tmp / STATE_FILE)
+        # Serialised in memory, written as plain bytes: a failed write is then an OSError that
+        # names its cause (EFBIG, ENOSPC), not a message from deep inside the zip writer.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        (tmp / STATE_FILE).write_bytes(buffer.getbuffer())
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     for name, value in (extra or {}).items():
         (tmp / name).write_text(json.dumps(value, indent=2))
@@ -85,12 +112,6 @@ def save_checkpoint(
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
     _fsync_dir(tmp)
-    if place.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(place, old)
-    os.replace(tmp, place)
-    _fsync_dir(place.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(place: Path) -> Path | None:

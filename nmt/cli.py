@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,12 +20,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
-from nmt import data, run, sweep
+from nmt import run, sweep
 from nmt.config import check_overrides, register_configs
-from nmt.errors import UserError, one_line
+from nmt.errors import UserError, one_line, os_error_line
 from nmt.evaluate import evaluate_split, score_files
-from nmt.search_tuning import tune_search
-from nmt.translate import translate_file
+from nmt.search_tuning import choose_split, tune_search
+from nmt.translate import check_output, translate_file
 
 CONF_DIR = os.environ.get("NMT_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
 
@@ -53,6 +54,7 @@ def train_task(cfg: DictConfig) -> float:
 
 def translate_task(cfg: DictConfig) -> None:
     """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line."""
+    check_output(cfg.output)  # before the model loads
     translate_file(
         run.translator_for(cfg),
         cfg.input,
@@ -81,7 +83,7 @@ def eval_task(cfg: DictConfig) -> dict:
 def tune_search_task(cfg: DictConfig) -> dict:
     """Choose beam size and length penalty on a split (the validation split by default)."""
     run_dir = Path(cfg.run_dir)
-    split = cfg.split or data.read_report(run_dir / data.ARTIFACT)["valid_split"]
+    split = choose_split(run_dir, cfg.split, allow_test=cfg.allow_test)
     return tune_search(
         run.translator_for(cfg),
         run_dir,
@@ -93,34 +95,58 @@ def tune_search_task(cfg: DictConfig) -> dict:
     )
 
 
-def _entry(task: Callable[[DictConfig], object], config_name: str) -> None:
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _check_run_dir(cfg: DictConfig) -> None:
+    """Before Hydra makes run_dir (its own error is a traceback): a run_dir that is a file."""
+    try:
+        run_dir = Path(cfg.run_dir)
+    except Exception:  # noqa: BLE001 - an interpolation only Hydra's run resolves: it checks later
+        return
+    run.check_run_dir(run_dir)
+
+
+def _entry(
+    task: Callable[[DictConfig], object],
+    config_name: str,
+    preflight: Callable[[DictConfig], None] | None = None,
+) -> None:
     register_configs()
     # The stages here take seconds and the training loop has its own bar (read when datasets loads).
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    check_overrides(CONF_DIR, config_name, sys.argv[1:])
+    cfg = check_overrides(CONF_DIR, config_name, sys.argv[1:])
+    if cfg is not None and preflight is not None:
+        try:
+            preflight(cfg)
+        except UserError as e:
+            _fail(one_line(e))
 
     def guarded(cfg: DictConfig) -> object:
         try:
             return task(cfg)
         except (UserError, InterpolationResolutionError) as e:
             # A resolver's refusal (search=tuned without search.json) is the user's to fix too.
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            sys.exit(1)
+            _fail(one_line(e))
+        except OSError as e:  # a path that cannot be written or read, a full disk
+            _fail(os_error_line(e))
 
     guarded.__name__ = task.__name__.removesuffix("_task")
     hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(guarded)()
 
 
 def data_main() -> None:
-    _entry(data_task, "train")
+    _entry(data_task, "train", preflight=_check_run_dir)
 
 
 def spm_main() -> None:
-    _entry(spm_task, "train")
+    _entry(spm_task, "train", preflight=_check_run_dir)
 
 
 def train_main() -> None:
-    _entry(train_task, "train")
+    _entry(train_task, "train", preflight=_check_run_dir)
 
 
 def translate_main() -> None:
@@ -146,5 +172,4 @@ def ablate_main() -> None:
     try:
         sys.exit(sweep.ablate(args, CONF_DIR))
     except UserError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(1)
+        _fail(one_line(e))

@@ -315,6 +315,7 @@ class TuneSearchConfig(DecodeConfig):
     """nmt-tune-search: the grid of beam sizes and length penalties tried on a split."""
 
     split: str | None = None  # null: the run's validation split
+    allow_test: bool = MISSING
     beam_sizes: list[int] = field(default_factory=list)
     alphas: list[float] = field(default_factory=list)
     progress: bool = MISSING
@@ -371,10 +372,11 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
     ]
 
 
-def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:
-    """Compose once up front so a bad override fails with one line instead of Hydra's page."""
+def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> DictConfig | None:
+    """Compose once up front so a bad override fails with one line instead of Hydra's page;
+    the composed config (None for Hydra's own flags and for sweeps)."""
     if any(a.startswith("-") for a in args) or any("MULTIRUN" in a for a in args):
-        return  # --help, --cfg, -m ...: Hydra's own handling
+        return None  # --help, --cfg, -m ...: Hydra's own handling
     overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -384,7 +386,8 @@ def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
         overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            compose(config_name, overrides=overrides)
+            cfg = compose(config_name, overrides=overrides)
     except Exception as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    return None if any(o.is_sweep_override() for o in parsed) else cfg

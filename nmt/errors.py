@@ -6,6 +6,8 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class UserError(ValueError):
     """Something the user can fix; the message says what and where."""
@@ -20,3 +22,25 @@ def first_line(error: BaseException) -> str:
 def one_line(error: BaseException) -> str:
     """An exception's whole message on one line."""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+# What to do about the operating system's refusals a user can fix.
+_REMEDY = {
+    errno.ENOSPC: "free some space and run the command again",
+    errno.EDQUOT: "free some space (or raise the quota) and run the command again",
+    errno.EFBIG: "the file grew past a size limit (ulimit -f, a quota); free or raise it",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.EROFS: "the file system is read-only; choose a path elsewhere",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; check the path",
+    errno.EISDIR: "it is a directory; name a file",
+}
+
+
+def os_error_line(error: OSError) -> str:
+    """An operating-system error as one line: the path, what went wrong and what to do."""
+    where = f"{error.filename}: " if error.filename is not None else ""
+    what = error.strerror or first_line(error)
+    remedy = _REMEDY.get(error.errno)
+    return f"{where}{what}" + (f"; {remedy}" if remedy else "")

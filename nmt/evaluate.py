@@ -10,6 +10,7 @@ not sacreBLEU and is labelled so. Besides the metrics: a split translated and sc
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from functools import cache
@@ -22,7 +23,7 @@ from sacrebleu.significance import PairedTest
 
 from nmt import data
 from nmt.errors import UserError
-from nmt.rundir import write_json, write_text
+from nmt.rundir import SEARCH_FILE, write_json, write_text
 from nmt.runtime import describe_device, precision_name
 
 if TYPE_CHECKING:
@@ -184,6 +185,13 @@ def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
     return [r[report["src"]] for r in rows], [r[report["tgt"]] for r in rows]
 
 
+def tuned_on(run_dir: Path, search_name: str) -> dict:
+    """``{"tuned_on": split}`` for ``search=tuned`` (the split nmt-tune-search chose it on)."""
+    if search_name != "tuned":
+        return {}
+    return {"tuned_on": json.loads((Path(run_dir) / SEARCH_FILE).read_text())["split"]}
+
+
 def evaluate_split(
     translator: Translator,
     run_dir: Path,
@@ -210,7 +218,11 @@ def evaluate_split(
         tgt=translator.tgt_lang,
         checkpoint=checkpoint,
         models=translator.sources,  # run directory, checkpoint and training steps of each model
-        search={"name": search_name, **translator.search.as_dict()},
+        search={
+            "name": search_name,
+            **translator.search.as_dict(),
+            **tuned_on(run_dir, search_name),
+        },
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         generated_tokens_per_s=round(generated / seconds, 1),
@@ -219,6 +231,8 @@ def evaluate_split(
         hardware=describe_device(translator.device),
     )
     write_json(out_dir / "scores.json", scores)
+    if scores["search"].get("tuned_on") == split:
+        log.warning("the search was tuned on %s itself: its scores here are optimistic", split)
     if attention_plots:
         # Imported here: matplotlib (and scipy through nmt.stats) cost every nmt-* command about a
         # second at start-up, and only this step draws.

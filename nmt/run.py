@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from nmt import data, tokenizer
 from nmt.batching import BatchSampler
-from nmt.checkpoint import find_checkpoint
+from nmt.checkpoint import CheckpointError, find_checkpoint
 from nmt.config import changed_settings, group_kwargs
 from nmt.distributed import World
-from nmt.errors import UserError
+from nmt.errors import UserError, one_line, os_error_line
 from nmt.evaluate import evaluate_split
 from nmt.model import build_model, count_parameters
 from nmt.optim import Schedule, build_optimizer
@@ -67,29 +67,72 @@ def _raised(saved, now) -> bool:
     return bool(saved) and (not now or now > saved)
 
 
+# What a run's weights and artifacts are made of. train.resume=true continues a run with other
+# training settings (a longer budget, more patience), never with another of these: the run's
+# config.yaml, spm.model and data/ would stop describing the weights in last/ and best/.
+DEFINING = ("data", "tokenizer", "model", "optim", "batch", "seed")
+
+
+def _holds_run(run_dir: Path) -> bool:
+    """Whether run_dir holds a training run's results: weights, or a record that it ended."""
+    return find_checkpoint(run_dir / "last") is not None or (run_dir / DONE_FILE).is_file()
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a run_dir that cannot be one: a file, or a path through one."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists() and not path.is_dir():
+            where = "is" if path == run_dir else f"lies under {path}, which is"
+            raise UserError(
+                f"run_dir={run_dir} {where} a file, not a directory; choose another run_dir"
+            )
+
+
 def _resume(cfg: DictConfig, run_dir: Path) -> bool | None:
     """train.resume: whether to continue ``last/``; None when the run finished and is skipped.
 
+    Every refusal happens here, before anything is written, so a refused command leaves the
+    run directory as it found it. false: a directory that already holds a run is refused.
+    true: continues ``last/``, with other ``train.*`` settings but the same ``DEFINING`` ones.
     auto: a run with other settings is refused, but for its budget (``BUDGET``): raised, a run
     that stopped at the old one continues from ``last/`` to the new one (its ``done.json``
     gives way to the new one at the end), and a run that stopped early stays as it is."""
     mode = str(cfg.train.resume).lower()
     if mode not in ("true", "false", "auto"):
         raise UserError(f"train.resume={cfg.train.resume!r}: expected true, false or auto")
-    if mode != "auto":
-        return mode == "true"
-    budget = []
-    if (run_dir / CONFIG_FILE).is_file():
-        differ = changed_settings(cfg, run_dir / CONFIG_FILE)
-        budget = [d for d in differ if d[0] in BUDGET and _raised(d[1], d[2])]
-        differ = [d for d in differ if d not in budget]
-        if differ:
-            key, saved, now = differ[0]
+    check_run_dir(run_dir)
+    saved = run_dir / CONFIG_FILE
+    differ = changed_settings(cfg, saved) if saved.is_file() else []
+    if mode == "false":
+        if _holds_run(run_dir):
             raise UserError(
-                f"{run_dir}: trained with other settings ({len(differ)} keys differ, e.g. {key}: "
-                f"{saved!r} there, {now!r} now); train.resume=auto will not reuse it. Choose "
-                "another run_dir or hydra.sweep.dir"
+                f"{run_dir}: already holds a training run; continue it with train.resume=true, "
+                "or start a new one with another run_dir"
             )
+        return False
+    if mode == "true":
+        if find_checkpoint(run_dir / "last") is None:
+            raise UserError(
+                f"{run_dir / 'last'}: nothing to resume (train.resume=true); is run_dir right?"
+            )
+        defining = [d for d in differ if d[0].split(".")[0] in DEFINING]
+        if defining:
+            key, was, now = defining[0]
+            raise UserError(
+                f"{run_dir}: trained with other settings ({len(defining)} differ, e.g. {key}: "
+                f"{was!r} there, {now!r} now); resume it as it was trained, or start a new run "
+                "with another run_dir"
+            )
+        return True
+    budget = [d for d in differ if d[0] in BUDGET and _raised(d[1], d[2])]
+    differ = [d for d in differ if d not in budget]
+    if differ:
+        key, was, now = differ[0]
+        raise UserError(
+            f"{run_dir}: trained with other settings ({len(differ)} keys differ, e.g. {key}: "
+            f"{was!r} there, {now!r} now); train.resume=auto will not reuse it. Choose "
+            "another run_dir or hydra.sweep.dir"
+        )
     done = run_dir / DONE_FILE
     if done.is_file():
         result = json.loads(done.read_text())
@@ -290,12 +333,17 @@ def _train_run(
         if world.main:
             print(str(e), file=sys.stderr)
         sys.exit(130)
-    except TrainingError as e:
+    except (TrainingError, CheckpointError, OSError) as e:
         if not in_sweep or world.enabled:
             raise
-        # One diverged run must not end a sweep: record it (the report lists it) and go on.
-        log.error("%s: %s", run_dir, e)
-        write_json(done, {**parts["meta"], "status": "failed", "error": str(e)})
+        # One diverged run, or one whose checkpoint could not be written (a full disk), must not
+        # end a sweep: record it (the report lists it) and go on.
+        message = one_line(e) if isinstance(e, UserError) else os_error_line(e)
+        log.error("%s: %s", run_dir, message)
+        try:
+            write_json(done, {**parts["meta"], "status": "failed", "error": message})
+        except OSError as again:
+            log.error("%s: could not record the failure either (%s)", done, os_error_line(again))
         return float("nan")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if device.type == "cuda":  # the accelerator's own high-water mark, beside the host's RSS

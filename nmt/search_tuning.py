@@ -9,13 +9,34 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nmt import data
+from nmt.errors import UserError
 from nmt.evaluate import score, split_pairs
 from nmt.rundir import SEARCH_FILE, write_json
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["edge_gains", "grid", "on_edge", "tune_search"]
+__all__ = ["choose_split", "edge_gains", "grid", "on_edge", "tune_search"]
+
+
+def choose_split(run_dir: Path, split: str | None, *, allow_test: bool) -> str:
+    """The split to tune on: the run's validation split unless named. A test split is refused
+    unless ``allow_test``: settings chosen on a test set make its score optimistic."""
+    report = data.read_report(run_dir / data.ARTIFACT)
+    if report is None:
+        raise UserError(
+            f"{run_dir / data.ARTIFACT}: no prepared data; is {run_dir} a training run directory?"
+        )
+    if split is None:
+        return report["valid_split"]
+    if split in report.get("test_splits", []) and not allow_test:
+        raise UserError(
+            f"split={split} is a test split of {run_dir}: search settings tuned on it make its "
+            f"scores optimistic; tune on {report['valid_split']} (the default), or add "
+            "allow_test=true if that is what you mean"
+        )
+    return split
 
 
 def grid(beam_sizes: list[int], alphas: list[float]) -> list[tuple[int, float]]:

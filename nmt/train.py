@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -227,11 +228,15 @@ class _Loop:
         state.valid_seconds += time.monotonic() - began
         state.last_valid_step = state.step
         value = scores[self.options.early_stop_metric] * self.sign
+        if not math.isfinite(value):  # NaN compares false with everything: call it the worst
+            value = -math.inf
         improved = value > state.best_score
         if improved:
             state.best_score, state.best_step, state.bad_validations = value, state.step, 0
         else:
             state.bad_validations += 1
+        if state.best_step == 0:  # a first validation with no finite score is still the best so far
+            state.best_step, improved = state.step, True
         self.schedule.after_validation(value)
         stop = self.stop_reason()
         if self.metrics is None:

@@ -358,6 +358,20 @@ def translate_stream(
     return done
 
 
+def check_output(output: str | None) -> None:
+    """Refuse an output file that cannot be written, before any model loads or line decodes."""
+    if output is None:
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise InputError(f"output={output} is a directory; name a file")
+    if not path.parent.is_dir():
+        raise InputError(
+            f"output={output}: the directory {path.parent} does not exist; create it or choose "
+            "another output"
+        )
+
+
 def translate_file(
     translator: Translator,
     input: str | None,
@@ -368,6 +382,7 @@ def translate_file(
 ) -> int:
     """Translate a file (or stdin) to a file (or stdout). A file output appears whole, under its
     name, only when every line is translated."""
+    check_output(output)
     name = input or "<stdin>"
     try:
         source = open(input, "rb") if input else sys.stdin.buffer  # noqa: SIM115

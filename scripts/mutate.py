@@ -30,6 +30,8 @@ class Mutant:
     old: str  # exact text, found exactly once
     new: str
     what: str
+    # Test files or node ids (test_x.py::test_y) that must catch it; default: TESTS[module].
+    tests: tuple[str, ...] = ()
 
 
 # Which test files guard which module.
@@ -84,27 +86,32 @@ MUTANTS = [
     ),
     Mutant(
         "search.py",
-        "                score += coverage_penalty * float(covered)",
-        "                score += 0.0 * float(covered)",
+        "                    score=log_prob / lp + coverage_penalty * cov,",
+        "                    score=log_prob / lp,",
         "coverage penalty dropped",
     ),
-    Mutant("search.py", "clamp(max=1.0).log().sum()", "log().sum()", "coverage not capped at 1"),
     Mutant(
         "search.py",
-        "        done.append(ranked[options.n_best - 1] >= bound)",
-        "        done.append(True)",
+        "coverage[rows].clamp(max=1.0).log()",
+        "coverage[rows].log()",
+        "coverage not capped at 1",
+    ),
+    Mutant(
+        "search.py",
+        '        done = (best_live == float("-inf")) | (finished.nth[active] >= best_live / reach[active])',
+        '        done = (best_live == float("-inf")) | (finished.nth[active] > float("-inf"))',
         "beam stops at the first finished hypothesis",
     ),
     Mutant(
         "search.py",
-        "    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished]",
-        "    return [sorted(h, key=lambda h: h.score)[:n_best] for h in finished]",
+        "    return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished.hyps]",
+        "    return [sorted(h, key=lambda h: h.score)[:n_best] for h in finished.hyps]",
         "n-best worst first",
     ),
     Mutant(
         "search.py",
-        "            log_probs[row] += lp",
-        "            log_probs[row] = lp",
+        "        log_probs.index_add_(0, active, best)",
+        "        log_probs[active] = best",
         "greedy score not summed",
     ),
     Mutant(
@@ -244,8 +251,8 @@ MUTANTS = [
     ),
     Mutant(
         "cells.py",
-        "    n = torch.tanh(x_n + F.linear(r * h, w_hh[2 * size :], b_hh[2 * size :]))",
-        "    n = torch.tanh(x_n + r * F.linear(h, w_hh[2 * size :], b_hh[2 * size :]))",
+        "    n = torch.tanh(x_n + F.linear(r * hm, w_hh[2 * size :], b_hh[2 * size :]))",
+        "    n = torch.tanh(x_n + r * F.linear(hm, w_hh[2 * size :], b_hh[2 * size :]))",
         "Cho GRU resets after the product",
     ),
     Mutant(
@@ -262,8 +269,8 @@ MUTANTS = [
     ),
     Mutant(
         "cells.py",
-        "    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)",
-        "    return (torch.relu(gx + F.linear(h, w_hh, b_hh)),)",
+        "    return (torch.tanh(gx + F.linear(_masked(h, h_mask), w_hh, b_hh)),)",
+        "    return (torch.relu(gx + F.linear(_masked(h, h_mask), w_hh, b_hh)),)",
         "tanh RNN with relu",
     ),
     Mutant(
@@ -282,26 +289,26 @@ MUTANTS = [
     # attention.py
     Mutant(
         "attention.py",
-        '        scores = scores.masked_fill(~mask, float("-inf"))',
+        '        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, K, S]',
         "",
         "padding attended",
     ),
     Mutant(
         "attention.py",
-        "        energy.mul_(energy).neg_().add_(1.0).mul_(grad * v)",
-        "        energy.mul_(grad * v)",
+        "            energy.addcmul_(energy, energy, value=-1.0).mul_(four_v).mul_(g.unsqueeze(-1))",
+        "            energy.mul_(four_v).mul_(g.unsqueeze(-1))",
         "additive attention gradient without tanh'",
     ),
     Mutant(
         "attention.py",
-        "        grad_v = (grad * energy).sum(dim=(0, 1)) if ctx.needs_input_grad[2] else None",
-        "        grad_v = None",
+        "        return grad_keys, grad_query, grad_v - grad_sum if need_v else None",
+        "        return grad_keys, grad_query, None",
         "no gradient for v",
     ),
     Mutant(
         "attention.py",
-        "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]",
-        "            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * 0.5  # [B, S]",
+        "            scores = torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))",
+        "            scores = 0.5 * torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))",
         "Luong scores scaled",
     ),
     Mutant(
@@ -356,7 +363,7 @@ MUTANTS = [
     ),
     Mutant(
         "train.py",
-        "                if signals.caught is not None:",
+        "                if signals.caught is not None and not world.enabled:",
         "                if False:",
         "signals ignored",
     ),
@@ -367,6 +374,29 @@ MUTANTS = [
         "NaN losses never stop training",
     ),
 ]
+
+
+def snippet_problems(mutants: list[Mutant], tests: Path) -> list[str]:
+    """Every mutant whose snippet is not in its module exactly once, and every test it names
+    that does not exist: a stale mutant would measure nothing, so all of them are listed before
+    any mutant runs."""
+    problems = []
+    for m in mutants:
+        path = ROOT / "nmt" / m.module
+        count = path.read_text().count(m.old) if path.is_file() else 0
+        if count != 1:
+            problems.append(f"{m.module}: snippet for '{m.what}' found {count} times")
+        for test in m.tests or TESTS.get(m.module, ()):
+            file, _, name = test.partition("::")
+            if (
+                not (tests / file).is_file()
+                or name
+                and f"def {name}(" not in (tests / file).read_text()
+            ):
+                problems.append(f"{m.module}: '{m.what}' names {test}, which does not exist")
+        if m.module not in TESTS:
+            problems.append(f"{m.module}: no entry in TESTS")
+    return problems
 
 
 def run_tests(files: list[str], tests: Path, timeout: int) -> bool:
@@ -396,6 +426,9 @@ def main() -> None:
     parser.add_argument("--tests", type=Path, default=ROOT / "tests", help="the test directory")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument(
+        "--check", action="store_true", help="only check that every snippet matches; run nothing"
+    )
     args = parser.parse_args()
     # A TERM (timeout, CI) must still restore the tree: let the finally below run.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -403,28 +436,33 @@ def main() -> None:
     unknown = [m for m in chosen if m not in TESTS]
     if unknown:
         sys.exit(f"mutate: unknown module {unknown[0]}; choose from {', '.join(TESTS)}")
+    mutants = [m for m in MUTANTS if m.module in chosen]
+    problems = snippet_problems(mutants, args.tests)
+    if problems:
+        print("\n".join(f"mutate: {p}" for p in problems), file=sys.stderr)
+        sys.exit(f"mutate: {len(problems)} stale mutants; update scripts/mutate.py")
+    if args.check:
+        print(f"mutate: {len(mutants)} mutants of {len(chosen)} modules, every snippet found once")
+        return
 
     for module in chosen:
         if not run_tests(TESTS[module], args.tests, args.timeout):
             sys.exit(f"mutate: the tests of {module} fail without any mutant; fix them first")
     results = []
-    for mutant in (m for m in MUTANTS if m.module in chosen):
+    for mutant in mutants:
         path = ROOT / "nmt" / mutant.module
         original = path.read_text()
-        if original.count(mutant.old) != 1:
-            sys.exit(
-                f"mutate: {mutant.module}: snippet for '{mutant.what}' found "
-                f"{original.count(mutant.old)} times; update scripts/mutate.py"
-            )
         start = time.monotonic()
         try:
             path.write_text(original.replace(mutant.old, mutant.new))
-            survived = run_tests(TESTS[mutant.module], args.tests, args.timeout)
+            survived = run_tests(
+                list(mutant.tests or TESTS[mutant.module]), args.tests, args.timeout
+            )
         finally:
             path.write_text(original)
         status = "SURVIVED" if survived else "killed"
         print(
-            f"{mutant.module:13} {status:8} {time.monotonic() - start:5.1f}s  {mutant.what}",
+            f"{mutant.module:16} {status:8} {time.monotonic() - start:5.1f}s  {mutant.what}",
             flush=True,
         )
         results.append({"module": mutant.module, "what": mutant.what, "killed": not survived})
@@ -433,6 +471,8 @@ def main() -> None:
         mine = [r for r in results if r["module"] == module]
         killed = sum(r["killed"] for r in mine)
         print(f"score {module}: {killed}/{len(mine)} killed")
+    total = sum(r["killed"] for r in results)
+    print(f"score total: {total}/{len(results)} killed")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     if not all(r["killed"] for r in results):

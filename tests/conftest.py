@@ -104,18 +104,11 @@ def toy_pairs(n: int = 20, vocab: int = 40, seed: int = 0) -> tuple[list, list]:
     return src, tgt
 
 
-@pytest.fixture(scope="session")
-def tiny_run(corpus_dir, tmp_path_factory) -> Path:
-    """A run directory trained for a few steps on the Multi30k slice with a tiny model."""
-    import subprocess
-    import sys
-
-    tmp = tmp_path_factory.mktemp("tiny_run")
-    run_dir = tmp / "run"
-    args = [
-        f"run_dir={run_dir}",
+def tiny_args(corpus_dir: Path, cache: Path) -> list[str]:
+    """nmt-train settings of a tiny model on the Multi30k slice (30 steps, one validation)."""
+    return [
         f"data.root={corpus_dir}",
-        f"cache_dir={tmp / 'cache'}",
+        f"cache_dir={cache}",
         "data.test_splits=[test_2016_flickr]",
         "tokenizer.vocab_size=600",
         "model.emb_dim=32",
@@ -127,7 +120,22 @@ def tiny_run(corpus_dir, tmp_path_factory) -> Path:
         "batch.max_tokens=800",
         "train.valid_max_sentences=20",
     ]
+
+
+def train_tiny(run_dir: Path, corpus_dir: Path, cache: Path, *extra: str) -> Path:
+    """Train a tiny run with nmt-train (extra overrides last); fails the test if it fails."""
+    import subprocess
+    import sys
+
     exe = Path(sys.executable).parent / "nmt-train"
+    args = [f"run_dir={run_dir}", *tiny_args(corpus_dir, cache), *extra]
     result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(corpus_dir, tmp_path_factory) -> Path:
+    """A run directory trained for a few steps on the Multi30k slice with a tiny model."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    return train_tiny(tmp / "run", corpus_dir, tmp / "cache")

@@ -30,7 +30,7 @@ def test_data_then_spm_into_one_run_dir(corpus_dir, tmp_path):
     out = spm.stdout + spm.stderr
     assert "(cached)" in out  # the data stage is not redone
     assert "spm joint unigram vocabulary" in out and "<unk> 0/0" in out
-    for artifact in ("data/report.json", "spm.model", "encoded/report.json", ".hydra/config.yaml"):
+    for artifact in ("data/report.json", "spm.model", "encoded/report.json", "nmt.log"):
         assert (tmp_path / "run" / artifact).exists(), artifact
     again = run("nmt-spm", *common)
     assert again.returncode == 0 and (again.stdout + again.stderr).count("(cached)") == 2

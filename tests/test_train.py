@@ -460,3 +460,16 @@ def test_weights_of_another_model_are_refused(tmp_path):
     save_checkpoint(tmp_path / "c", tiny_model("gru", "bahdanau"), {"step": 1})
     with pytest.raises(CheckpointError, match="does not match the model"):
         load_weights(tiny_model("gru", "none"), tmp_path / "c")
+
+
+def test_a_first_validation_without_a_finite_score_still_leaves_a_best(tmp_path):
+    """NaN compares false with every score: the first validation must still give best/, and
+    a later finite score must still replace it."""
+    _, result = run_fit(tmp_path / "nan", max_steps=8, validate=lambda m: {"bleu": float("nan")})
+    assert find_checkpoint(tmp_path / "nan" / "best") is not None
+    assert result["best_step"] == 4 and result["steps"] == 8
+    scores = iter([float("nan"), 2.0, float("nan"), 1.0])
+    _, result = run_fit(tmp_path / "later", max_steps=16, validate=lambda m: {"bleu": next(scores)})
+    assert result["best_step"] == 8 and result["bleu"] == 2.0
+    meta = json.loads((tmp_path / "later" / "best" / "meta.json").read_text())
+    assert meta["step"] == 8
