@@ -17,7 +17,7 @@ from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["choose_split", "edge_gains", "grid", "on_edge", "tune_search"]
+__all__ = ["choose", "choose_split", "edge_gains", "grid", "on_edge", "tune_search"]
 
 
 def choose_split(run_dir: Path, split: str | None, *, allow_test: bool) -> str:
@@ -63,6 +63,12 @@ def on_edge(chosen: tuple[int, float], beam_sizes: list[int], alphas: list[float
     return edges
 
 
+def choose(rows: list[dict]) -> dict:
+    """The row of highest BLEU; of equals the first, which the grid orders smaller beam, then
+    smaller alpha."""
+    return max(rows, key=lambda r: r["bleu"])
+
+
 def edge_gains(rows: list[dict], chosen: tuple[int, float], edges: list[str]) -> dict[str, float]:
     """For each bound the chosen setting sits on, how much BLEU it gains over the best setting
     below that bound: any smaller beam, or the same beam with a smaller penalty. A gain near
@@ -106,7 +112,7 @@ def tune_search(
             "beam %d alpha %.2f: BLEU %.2f chrF %.2f", beam, alpha, scores["bleu"], scores["chrf"]
         )
     translator.search = base
-    best = max(rows, key=lambda r: r["bleu"])  # the first of equals: smaller beam, then alpha
+    best = choose(rows)
     chosen = (best["beam_size"], best["alpha"])
     edges = on_edge(chosen, beam_sizes, alphas)
     gains = edge_gains(rows, chosen, edges)

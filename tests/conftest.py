@@ -135,7 +135,29 @@ def train_tiny(run_dir: Path, corpus_dir: Path, cache: Path, *extra: str) -> Pat
 
 
 @pytest.fixture(scope="session")
-def tiny_run(corpus_dir, tmp_path_factory) -> Path:
+def tiny_cache(tmp_path_factory) -> Path:
+    """The stage cache of the tiny runs: their data and SentencePiece stages are built once."""
+    return tmp_path_factory.mktemp("tiny_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(corpus_dir, tiny_cache, tmp_path_factory) -> Path:
     """A run directory trained for a few steps on the Multi30k slice with a tiny model."""
-    tmp = tmp_path_factory.mktemp("tiny_run")
-    return train_tiny(tmp / "run", corpus_dir, tmp / "cache")
+    return train_tiny(tmp_path_factory.mktemp("tiny_run") / "run", corpus_dir, tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_b(corpus_dir, tiny_cache, tmp_path_factory) -> Path:
+    """A second tiny run of the same vocabulary and pair (another seed, 12 steps), which keeps
+    the weights of its three validations (steps 4, 8, 12) for averaging."""
+    place = tmp_path_factory.mktemp("tiny_run_b") / "run"
+    steps = ("train.max_steps=12", "train.valid_every=4", "train.keep_last=3", "seed=2")
+    return train_tiny(place, corpus_dir, tiny_cache, *steps)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_v500(corpus_dir, tiny_cache, tmp_path_factory) -> Path:
+    """A tiny run of another vocabulary (500 pieces), two steps."""
+    place = tmp_path_factory.mktemp("tiny_run_v500") / "run"
+    steps = ("train.max_steps=2", "train.valid_every=2", "tokenizer.vocab_size=500")
+    return train_tiny(place, corpus_dir, tiny_cache, *steps)

@@ -3,14 +3,23 @@ that agree change nothing, members that differ give the mean of their log-probab
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import multi30k_lines
+from omegaconf import OmegaConf
 from test_search import run_beam, run_greedy, sentences, trained
 
 from nmt.batching import collate
 from nmt.ensemble import Ensemble
 from nmt.specials import BOS_ID
 from nmt.translate import RunDirError, Translator
+
+BIN = Path(sys.executable).parent
 
 
 def same_hypotheses(a, b):
@@ -43,12 +52,16 @@ def test_members_of_different_cells_average_their_log_probabilities():
     with torch.no_grad():
         memory = both.encode(batch.src_ids, batch.src_lens, batch.src_mask)
         out = both.decoder.step(prev, both.decoder.init_state(memory), memory)
-        expected = []
+        expected, attns = [], []
         for model in (gru, lstm):
             mem = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
             step = model.decoder.step(prev, model.decoder.init_state(mem), mem)
             expected.append(torch.log_softmax(step.logits, dim=-1))
+            attns.append(step.attn)
     torch.testing.assert_close(out.logits, (expected[0] + expected[1]) / 2)
+    # Heatmaps and the coverage penalty see the members' mean attention, not one member's.
+    torch.testing.assert_close(out.attn, (attns[0] + attns[1]) / 2)
+    assert not torch.allclose(attns[0], attns[1])
     # A different model's vote moves the result: the pair is neither member alone.
     assert not torch.allclose(out.logits, expected[0])
     hyps = run_beam(both, src)
@@ -62,12 +75,46 @@ def test_members_must_share_the_target_vocabulary():
         Ensemble([tiny_model("gru", vocab=40), tiny_model("gru", vocab=41)])
 
 
-def test_translator_ensemble_of_a_run_with_itself(tiny_run, tmp_path):
-    texts = ["A dog runs in the park.", "Two men talk."]
-    options = {"beam_size": 3}
-    one = Translator.from_run_dir(tiny_run, search=options, device="cpu")
-    two = Translator.from_run_dir(tiny_run, search=options, device="cpu", ensemble=[tiny_run])
-    assert isinstance(two.model, Ensemble) and len(two.model.models) == 2
-    assert two.translate(texts) == one.translate(texts)
+def test_translator_ensemble_is_symmetric_and_both_members_count(tiny_run, tiny_run_b):
+    """run_dir=A ensemble=[B] decodes exactly as run_dir=B ensemble=[A], and neither member
+    alone: the scores of the hypotheses move when the other member votes."""
+    texts = multi30k_lines("test_2016_flickr", "en", 6)
+    options = {"beam_size": 3, "n_best": 3}
+
+    def hyps(run_dir, ensemble=()):
+        translator = Translator.from_run_dir(
+            run_dir, search=options, device="cpu", ensemble=list(ensemble)
+        )
+        return [[(h.tokens, h.score) for h in r.hyps] for r in translator.translate_full(texts)]
+
+    ab, ba = hyps(tiny_run, [tiny_run_b]), hyps(tiny_run_b, [tiny_run])
+    assert ab == ba
+    assert ab != hyps(tiny_run) and ab != hyps(tiny_run_b)
+
+
+def test_members_of_another_vocabulary_or_language_pair_are_refused(
+    tiny_run, tiny_run_b, tiny_run_v500, tmp_path
+):
+    with pytest.raises(RunDirError, match="its SentencePiece model is not") as refused:
+        Translator.from_run_dir(tiny_run, ensemble=[tiny_run_v500])
+    assert str(tiny_run_v500) in str(refused.value) and "\n" not in str(refused.value)
+    # The same weights and SentencePiece model, declared the other way round (de->en).
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tiny_run_b, swapped)
+    config = OmegaConf.load(swapped / "config.yaml")
+    config.data.src, config.data.tgt = config.data.tgt, config.data.src
+    OmegaConf.save(config, swapped / "config.yaml")
+    with pytest.raises(RunDirError, match="translates de->en,"):
+        Translator.from_run_dir(tiny_run, ensemble=[swapped])
     with pytest.raises(RunDirError, match="a training run directory"):
         Translator.from_run_dir(tiny_run, ensemble=[tmp_path])
+    result = subprocess.run(
+        [str(BIN / "nmt-translate"), f"run_dir={tiny_run}", f"ensemble=[{tiny_run_v500}]"],
+        input="A dog.\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert lines[-1].startswith("error: ") and "SentencePiece" in lines[-1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nmt.search_tuning import edge_gains, grid, on_edge
+from nmt.search_tuning import choose, edge_gains, grid, on_edge
 
 BIN = Path(sys.executable).parent
 
@@ -19,6 +19,18 @@ def test_grid_tries_greedy_once_and_smaller_beams_first():
     assert grid([5, 1], [0.6, 0.0]) == [(1, 0.0), (5, 0.0), (5, 0.6)]
     with pytest.raises(ValueError, match="at least one value"):
         grid([], [0.0])
+
+
+def test_the_choice_is_the_highest_bleu_and_of_equals_the_first():
+    rows = [
+        {"beam_size": 1, "alpha": 0.0, "bleu": 20.0},
+        {"beam_size": 5, "alpha": 0.0, "bleu": 21.5},
+        {"beam_size": 5, "alpha": 0.6, "bleu": 22.0},
+        {"beam_size": 12, "alpha": 0.6, "bleu": 22.0},
+        {"beam_size": 12, "alpha": 1.0, "bleu": 21.0},
+    ]
+    assert choose(rows) is rows[2]
+    assert choose(rows[3:]) is rows[3]
 
 
 def test_on_edge_names_the_bounds_a_larger_value_could_beat():
@@ -83,3 +95,33 @@ def test_tune_search_records_the_best_and_search_tuned_decodes_with_it(tiny_run,
     )
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     assert tuned.stdout == explicit.stdout and len(tuned.stdout.splitlines()) == 2
+
+
+def test_tuning_on_a_test_split_must_be_asked_for_and_is_recorded(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    grid_args = ("beam_sizes=[1,2]", "alphas=[0.0]", "progress=false")
+    refused = run("nmt-tune-search", f"run_dir={run_dir}", "split=test_2016_flickr", *grid_args)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "is a test split" in refused.stderr and "allow_test=true" in refused.stderr
+    assert not (run_dir / "search.json").exists()
+    asked = ("split=test_2016_flickr", "allow_test=true")
+    done = run("nmt-tune-search", f"run_dir={run_dir}", *asked, *grid_args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run_dir / "search.json").read_text())["split"] == "test_2016_flickr"
+    scored = run("nmt-eval", f"run_dir={run_dir}", "search=tuned", "split=val")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    scores = json.loads((run_dir / "eval" / "val-best-tuned" / "scores.json").read_text())
+    assert scores["search"]["tuned_on"] == "test_2016_flickr"
+    assert "tuned on" not in scored.stderr  # another split than the one it was tuned on
+    again = run("nmt-eval", f"run_dir={run_dir}", "search=tuned", "split=test_2016_flickr")
+    assert again.returncode == 0 and "tuned on test_2016_flickr itself" in again.stderr
+
+
+def test_tune_search_outside_a_run_is_one_line(tmp_path):
+    result = run("nmt-tune-search", f"run_dir={tmp_path}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'data'}: no prepared data; is {tmp_path} a training run directory?"
+    )
