@@ -221,3 +221,55 @@ def test_two_nodes_meet_at_the_master(corpus_dir, tmp_path):
         finish(node)
     done = json.loads((run_dir / "done.json").read_text())
     assert done["world_size"] == 2 and done["steps"] == 4
+
+
+def test_a_run_resumed_by_another_number_of_processes(corpus_dir, tmp_path):
+    """Two ranks to step 4, one process on to 8, two ranks again to 12: each resume continues
+    from last/ (the RNG states of another world size cannot continue, and say so)."""
+    run_dir = tmp_path / "run"
+    args = small(corpus_dir, tmp_path / "cache", dropout=0.3)
+    finish(torchrun(run_dir, [*args, "train.max_steps=4"]))
+    single = subprocess.run(
+        [str(BIN / "nmt-train"), f"run_dir={run_dir}", *args]
+        + ["train.max_steps=8", "train.resume=true"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "resumed from" in single.stdout + single.stderr
+    done = json.loads((run_dir / "done.json").read_text())
+    assert done["steps"] == 8 and "world_size" not in done
+    out = finish(torchrun(run_dir, [*args, "train.max_steps=12", "train.resume=true"]))
+    assert "written by one process; dropout masks will not continue" in out
+    done = json.loads((run_dir / "done.json").read_text())
+    assert done["steps"] == 12 and done["world_size"] == 2
+    assert json.loads((run_dir / "last" / "meta.json").read_text())["step"] == 12
+
+
+def test_two_ranks_stop_together_at_the_time_budget(corpus_dir, tmp_path):
+    """make train NPROC=2 with train.max_minutes: both ranks agree on the limit and the job ends
+    (a rank left waiting in a collective would hang it until the timeout below)."""
+    run_dir = tmp_path / "run"
+    args = small(corpus_dir, tmp_path / "cache", "train.max_steps=0", "train.max_minutes=0.1")
+    command = [
+        "make",
+        "-s",
+        "-C",
+        str(ROOT),
+        "train",
+        "NPROC=2",
+        f"ARGS={shlex.join(args)} run_dir={run_dir}",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    done = json.loads((run_dir / "done.json").read_text())
+    assert done["stop_reason"] == "max_minutes" and done["world_size"] == 2
+    assert done["steps"] > 0 and 6 <= done["minutes"] * 60 < 60
