@@ -42,8 +42,22 @@ TESTS = {
     "batching.py": ["test_batching.py", "test_model.py"],
     "cells.py": ["test_cells.py", "test_model.py"],
     "attention.py": ["test_attention.py", "test_model.py"],
-    "checkpoint.py": ["test_train.py"],
+    "checkpoint.py": ["test_train.py", "test_checkpoint.py"],
     "train.py": ["test_train.py"],
+    "decoder.py": ["test_dropout.py", "test_model.py"],
+    "rnn.py": ["test_dropout.py"],
+    "ensemble.py": ["test_ensemble.py"],
+    "distributed.py": ["test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"],
+    "search_tuning.py": ["test_search_tuning.py"],
+    "stats.py": ["test_stats.py"],
+    "sweep.py": [
+        "test_ablation.py::test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention"
+    ],
+    "report.py": ["test_ablation.py::test_table_marks_diverged_rows"],
+    "sources.py": ["test_data.py"],
+    "tokenizer.py": ["test_tokenizer.py"],
+    "translate.py": ["test_translate.py"],
+    "run.py": ["test_run.py"],
 }
 
 MUTANTS = [
@@ -372,6 +386,324 @@ MUTANTS = [
         "            if self.bad_in_row >= self.options.max_bad_steps:",
         "            if False:",
         "NaN losses never stop training",
+    ),
+    Mutant(
+        "train.py",
+        "        if not math.isfinite(value):  # NaN compares false with everything: call it the worst\n"
+        "            value = -math.inf\n",
+        "",
+        "a NaN validation blocks every later best",
+        ("test_train.py::test_a_first_validation_without_a_finite_score_still_leaves_a_best",),
+    ),
+    Mutant(
+        "train.py",
+        "        if state.best_step == 0:  # a first validation with no finite score is still the best so far",
+        "        if False:",
+        "a first NaN validation leaves no best/",
+        ("test_train.py::test_a_first_validation_without_a_finite_score_still_leaves_a_best",),
+    ),
+    Mutant(
+        "train.py",
+        "            loss = loss * self.world.size",
+        "            loss = loss",
+        "ranks' gradients averaged, not summed",
+        ("test_distributed.py::test_two_ranks_equal_one_process_on_the_same_global_batches",),
+    ),
+    # checkpoint.py: averaging and a failed write
+    Mutant(
+        "checkpoint.py",
+        "    tensors = [_read_weights(model, place) for place in places]",
+        "    tensors = [_read_weights(model, place) for place in places[:2]]",
+        "averaging two of N checkpoints",
+        ("test_checkpoint.py",),
+    ),
+    Mutant(
+        "checkpoint.py",
+        '    chosen = kept[-n:] if which == "last" else sorted(kept, key=lambda k: -k[1])[:n]',
+        '    chosen = kept[:n] if which == "last" else sorted(kept, key=lambda k: -k[1])[:n]',
+        "avg-last-N averages the first N",
+        ("test_checkpoint.py",),
+    ),
+    Mutant(
+        "checkpoint.py",
+        '    chosen = kept[-n:] if which == "last" else sorted(kept, key=lambda k: -k[1])[:n]',
+        '    chosen = kept[-n:] if which == "last" else sorted(kept, key=lambda k: k[1])[:n]',
+        "avg-best-N averages the worst",
+        ("test_train.py::test_kept_checkpoints_are_the_last_and_the_best",),
+    ),
+    Mutant(
+        "checkpoint.py",
+        "        shutil.rmtree(tmp, ignore_errors=True)\n        kept = ",
+        "        kept = ",
+        "a failed write leaves its temporary directory",
+        ("test_run.py::test_a_checkpoint_that_cannot_be_written_loses_nothing",),
+    ),
+    # decoder.py: the conditional decoder and the decoder's regularisers
+    Mutant(
+        "decoder.py",
+        "            rnn = tuple(torch.cat([t[:-1], n.unsqueeze(0)]) for t, n in zip(rnn, top, strict=True))\n",
+        "",
+        "the second transition's state not carried",
+        ("test_model.py::test_conditional_decoder_carries_the_second_transition",),
+    ),
+    Mutant(
+        "decoder.py",
+        "            query = top[0]\n",
+        "",
+        "the output reads the first transition's state",
+        ("test_model.py::test_conditional_decoder_carries_the_second_transition",),
+    ),
+    Mutant(
+        "decoder.py",
+        "        masks = self._sequence_masks(emb) if self.training else None",
+        "        masks = None",
+        "decoder masks of variational dropout dropped",
+        ("test_dropout.py::test_each_decoder_regulariser_acts_in_training_only",),
+    ),
+    Mutant(
+        "decoder.py",
+        "        context = self.ctx_dropout(context)",
+        "        context = context",
+        "context dropout dropped",
+        ("test_dropout.py::test_each_decoder_regulariser_acts_in_training_only",),
+    ),
+    Mutant(
+        "decoder.py",
+        "            keep = torch.rand(tgt_in.shape, device=emb.device) >= self.word_dropout",
+        "            keep = torch.rand(tgt_in.shape, device=emb.device) >= 0.0",
+        "word dropout drops nothing",
+        ("test_dropout.py::test_each_decoder_regulariser_acts_in_training_only",),
+    ),
+    # rnn.py: variational dropout of the stacked layers and the encoder
+    Mutant(
+        "rnn.py",
+        "                inputs = x if x_mask is None else x * x_mask[:, None, :]",
+        "                inputs = x",
+        "encoder inputs without their variational mask",
+        ("test_dropout.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
+    ),
+    Mutant(
+        "rnn.py",
+        "                    new = step(gxs[t], state, w_hh, b_hh, h_mask)",
+        "                    new = step(gxs[t], state, w_hh, b_hh)",
+        "encoder states without their variational mask",
+        ("test_dropout.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
+    ),
+    Mutant(
+        "rnn.py",
+        "        if p <= 0:\n            return None\n        return [",
+        "        if True:\n            return None\n        return [",
+        "no variational masks at all",
+        ("test_dropout.py",),
+    ),
+    # ensemble.py
+    Mutant(
+        "ensemble.py",
+        "            attn=torch.stack(attns).mean(dim=0) if attns else None,",
+        "            attn=attns[0] if attns else None,",
+        "the ensemble's attention taken from one member",
+    ),
+    Mutant(
+        "ensemble.py",
+        "        lprobs = torch.stack([torch.log_softmax(o.logits.float(), dim=-1) for o in outs])",
+        "        lprobs = torch.stack([o.logits.float() for o in outs])",
+        "members' logits averaged, not their log-probabilities",
+    ),
+    Mutant(
+        "ensemble.py",
+        "            state=EnsembleState(tuple(o.state for o in outs)),",
+        "            state=state,",
+        "members' states not advanced",
+    ),
+    Mutant(
+        "ensemble.py",
+        "        if len(sizes) != 1:",
+        "        if False:",
+        "members of other vocabulary sizes accepted",
+    ),
+    # distributed.py
+    Mutant(
+        "distributed.py",
+        "        return requested or max(1, usable_cores() // self.local_size)",
+        "        return requested or max(1, usable_cores())",
+        "ranks' thread share not divided",
+        ("test_distributed.py::test_each_rank_computes_on_its_share_of_the_cores",),
+    ),
+    Mutant(
+        "distributed.py",
+        "            yield group[-1][0], group[world.rank][1]",
+        "            yield group[-1][0], group[0][1]",
+        "every rank trains on the same batch",
+    ),
+    Mutant(
+        "distributed.py",
+        "            yield group[-1][0], group[world.rank][1]",
+        "            yield group[0][0], group[world.rank][1]",
+        "a checkpoint's position repeats batches",
+    ),
+    # search_tuning.py
+    Mutant(
+        "search_tuning.py",
+        '    return max(rows, key=lambda r: r["bleu"])',
+        "    return rows[0]",
+        "the tuned search chosen from the first row",
+    ),
+    Mutant(
+        "search_tuning.py",
+        '    if split in report.get("test_splits", []) and not allow_test:',
+        "    if False:",
+        "tuning on a test split accepted silently",
+    ),
+    Mutant(
+        "search_tuning.py",
+        "    if len(set(beam_sizes)) > 1 and beam == max(beam_sizes):",
+        "    if beam == max(beam_sizes):",
+        "a beam size the grid did not vary called an edge",
+    ),
+    Mutant(
+        "search_tuning.py",
+        "        pairs += [(1, 0.0)] if beam == 1 else [(beam, a) for a in sorted(set(alphas))]",
+        "        pairs += [(beam, a) for a in sorted(set(alphas))]",
+        "greedy tried once per alpha",
+    ),
+    # stats.py
+    Mutant(
+        "stats.py",
+        "        [[corpus_score(metric, r[idx].sum(0)) for idx in rows] for r in runs], dtype=np.float64",
+        "        [[corpus_score(metric, r[idx].sum(0)) for idx in rng.integers(0, sentences, size=(samples, sentences))] for r in runs], dtype=np.float64",
+        "unpaired bootstrap",
+    ),
+    Mutant(
+        "stats.py",
+        "    centred = np.abs(deltas - deltas.mean())",
+        "    centred = np.abs(deltas)",
+        "bootstrap p of an uncentred distribution",
+    ),
+    Mutant(
+        "stats.py",
+        "    half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)",
+        "    half = 1.96 * std / math.sqrt(n)",
+        "normal interval for a few seeds",
+    ),
+    Mutant(
+        "stats.py",
+        "    return float(scipy_stats.ttest_ind(other, base, equal_var=False).pvalue)",
+        "    return float(scipy_stats.ttest_ind(other, base, equal_var=True).pvalue)",
+        "Student's t-test instead of Welch's",
+    ),
+    # sweep.py
+    Mutant(
+        "sweep.py",
+        '                    scored.append((done["bleu"], -float(lr), float(lr)))',
+        '                    scored.append((done["bleu"], float(lr), float(lr)))',
+        "a tie of rates goes to the larger",
+    ),
+    Mutant(
+        "sweep.py",
+        '                ok = done.get("status") == "finished"',
+        "                ok = True",
+        "a failed tuning run counted",
+    ),
+    Mutant(
+        "sweep.py",
+        "            chosen[cell] = {plan.tune.attention: rate, **{a: rate for a in plan.seeds}}",
+        "            chosen[cell] = {plan.tune.attention: rate}",
+        "one tuned rate does not serve every attention",
+    ),
+    # report.py
+    Mutant(
+        "report.py",
+        '            "failed": len(group) - len(ok),',
+        '            "failed": 0,',
+        "failed runs not counted",
+    ),
+    Mutant(
+        "report.py",
+        '                steps=statistics.fmean(r.done["steps"] for r in ok),',
+        '                steps=max(r.done["steps"] for r in ok),',
+        "steps not the mean over seeds",
+    ),
+    Mutant(
+        "report.py",
+        "        ok = [r for r in group if r.finished]",
+        "        ok = list(group)",
+        "diverged runs averaged in",
+    ),
+    # sources.py
+    Mutant(
+        "sources.py",
+        "        if len(fields) != len(columns):",
+        "        if len(fields) < len(columns):",
+        "a TSV line with extra columns accepted",
+    ),
+    Mutant(
+        "sources.py",
+        "        pairs.append((fields[i], fields[j]))",
+        "        pairs.append((fields[j], fields[i]))",
+        "TSV columns swapped",
+    ),
+    Mutant(
+        "sources.py",
+        '            raise DataError(f"{path}: language {lang!r} is not among data.tsv_columns={columns}")',
+        "            pass",
+        "a language missing from the TSV columns accepted",
+    ),
+    # tokenizer.py
+    Mutant(
+        "tokenizer.py",
+        '    settings = {"data": data_report["key"], "joint": joint, **options}',
+        '    settings = {"data": data_report["key"], "joint": joint, **options, "vocab_size": 0}',
+        "the tokenizer cache key misses the vocabulary size",
+    ),
+    Mutant(
+        "tokenizer.py",
+        '    settings = {"data": data_report["key"], "joint": joint, **options}',
+        '    settings = {"joint": joint, **options}',
+        "the tokenizer cache key misses the data",
+    ),
+    # translate.py: the output file
+    Mutant(
+        "translate.py",
+        '    tmp = Path(output).with_name(Path(output).name + ".part") if output else None',
+        "    tmp = Path(output) if output else None",
+        "translate's output written in place",
+    ),
+    Mutant(
+        "translate.py",
+        "            tmp.unlink(missing_ok=True)\n            raise",
+        "            raise",
+        "a failed translation leaves its partial output",
+    ),
+    Mutant(
+        "translate.py",
+        "    if not path.parent.is_dir():",
+        "    if False:",
+        "an output without its directory fails after decoding",
+    ),
+    # run.py: refusals before the first write
+    Mutant(
+        "run.py",
+        "        if _holds_run(run_dir):",
+        "        if False:",
+        "a new run over a finished one",
+    ),
+    Mutant(
+        "run.py",
+        '        defining = [d for d in differ if d[0].split(".")[0] in DEFINING]',
+        "        defining = []",
+        "resume with another tokenizer or cell",
+    ),
+    Mutant(
+        "run.py",
+        "        if path.exists() and not path.is_dir():",
+        "        if False:",
+        "a run_dir that is a file",
+    ),
+    Mutant(
+        "run.py",
+        "        message = one_line(e) if isinstance(e, UserError) else os_error_line(e)\n",
+        "        raise\n",
+        "a sweep stops at a checkpoint it cannot write",
     ),
 ]
 

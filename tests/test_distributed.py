@@ -92,6 +92,15 @@ def test_shard_gives_each_rank_its_share_in_equal_counts():
     assert World.from_env({}) is SINGLE
 
 
+def test_each_rank_computes_on_its_share_of_the_cores(monkeypatch):
+    import nmt.distributed
+
+    monkeypatch.setattr(nmt.distributed, "usable_cores", lambda: 8)
+    assert World(rank=1, size=4, local_rank=1, local_size=2).threads(None) == 4
+    assert World(rank=0, size=2, local_rank=0, local_size=2).threads(3) == 3  # asked for
+    assert World(rank=0, size=16, local_rank=0, local_size=16).threads(None) == 1
+
+
 def test_two_ranks_equal_one_process_on_the_same_global_batches(corpus_dir, tmp_path):
     """After 6 updates of two ranks, the weights are those of one process whose every update
     takes both ranks' batches, the loss normalised by their tokens together. Plain SGD without

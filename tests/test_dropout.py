@@ -71,12 +71,12 @@ def test_encoder_masks_stay_the_same_over_time_and_are_off_in_eval(cell, monkeyp
 
 
 @pytest.mark.parametrize("conditional", [False, True])
-def test_decoder_regularisers_act_in_training_only(conditional):
-    """var/ctx/word dropout change a training forward, and nothing in eval: there the model
-    equals one built without them (the same weights)."""
-    on = dict(var_dropout=0.4, ctx_dropout=0.3, word_dropout=0.3, conditional=conditional)
+@pytest.mark.parametrize("regulariser", ["var_dropout", "ctx_dropout", "word_dropout"])
+def test_each_decoder_regulariser_acts_in_training_only(regulariser, conditional):
+    """Each of var/ctx/word dropout alone changes a training forward, and nothing in eval:
+    there the model equals one built without it (the same weights)."""
     torch.manual_seed(1)
-    model = tiny_model("lstm", dec_layers=2, **on)
+    model = tiny_model("lstm", dec_layers=2, conditional=conditional, **{regulariser: 0.4})
     torch.manual_seed(1)
     plain = tiny_model("lstm", dec_layers=2, conditional=conditional)
     plain.load_state_dict(model.state_dict())
@@ -93,6 +93,51 @@ def test_decoder_regularisers_act_in_training_only(conditional):
     assert not torch.allclose(a, b)
     a.backward()  # the masked paths are differentiable end to end
     assert all(p.grad is not None for p in model.decoder.rnn.parameters())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_encoder_variational_masks_hide_the_input_and_the_history(cell, monkeypatch):
+    """Masks of zeros on the input give the encoding of a zero input; on the state, the
+    recurrent products see no state (Gal's dropout masks what enters them): the encoding of an
+    RNN whose recurrent weights are zero."""
+    import copy
+
+    import nmt.rnn
+
+    rnn = Recurrent(
+        cell=cell,
+        input_size=8,
+        hidden_size=6,
+        layers=1,
+        bidirectional=True,
+        dropout=0.0,
+        var_dropout=0.5,
+    )
+    x, lens = torch.randn(3, 5, 8), torch.tensor([5, 3, 2])
+    real = (torch.arange(5)[None, :] < lens[:, None]).unsqueeze(-1)
+
+    def masks(x_value: float, h_value: float):
+        # The input is 8 wide and the state 6: the size tells the two masks apart.
+        def mask(batch, size, p, like):
+            value = x_value if size == 8 else h_value
+            return like.new_full((batch, size), value) if p > 0 else None
+
+        return mask
+
+    with torch.no_grad():
+        monkeypatch.setattr(nmt.rnn, "sequence_mask", masks(0.0, 1.0))
+        hidden_input, _ = rnn.train()(x, lens)
+        expected, _ = rnn.eval()(torch.zeros_like(x), lens)
+        torch.testing.assert_close(hidden_input, expected * real, atol=1e-5, rtol=1e-4)
+
+        monkeypatch.setattr(nmt.rnn, "sequence_mask", masks(1.0, 0.0))
+        no_history, _ = rnn.train()(x, lens)
+        blind = copy.deepcopy(rnn).eval()
+        for _, w_hh, _, _ in blind.layer_weights():
+            w_hh.zero_()
+        expected, _ = blind(x, lens)
+        torch.testing.assert_close(no_history, expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(no_history, rnn.eval()(x, lens)[0], atol=1e-3)
 
 
 def test_decoder_masks_are_drawn_once_per_batch(monkeypatch):

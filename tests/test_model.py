@@ -39,6 +39,33 @@ def test_shapes_for_every_cell_and_attention(cell, attention):
         assert torch.all(out.attn[~batch.src_mask] == 0)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_conditional_decoder_carries_the_second_transition(cell):
+    """One step of the conditional decoder by its equations: the first transition queries
+    attention, the second steps the top layer again on the context; the second's state is the
+    one carried to the next step, and it (not the first's) meets the context in the output."""
+    model = tiny_model(cell, dec_layers=2, conditional=True).eval()
+    decoder, batch = model.decoder, batch_of()
+    with torch.no_grad():
+        memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+        state = decoder.init_state(memory)
+        prev = batch.tgt_in[:, 0]
+        for _ in range(2):  # the second step starts from what the first carried
+            out = decoder.step(prev, state, memory)
+            x = torch.cat([decoder.embedding(prev), state.feed], dim=-1)
+            first = decoder.rnn.step(decoder.rnn.first.project(x), state.rnn)
+            context, _ = decoder.attention(
+                first[0][-1], memory.keys, memory.outputs, memory.mask, memory.summary
+            )
+            top = decoder.second.step(decoder.second.project(context), tuple(t[-1] for t in first))
+            for carried, below, second in zip(out.state.rnn, first, top, strict=True):
+                torch.testing.assert_close(carried[:-1], below[:-1])
+                torch.testing.assert_close(carried[-1], second)
+            feed = torch.tanh(decoder.combine(torch.cat([top[0], context], dim=-1)))
+            torch.testing.assert_close(out.state.feed, feed)
+            state, prev = out.state, out.logits.argmax(-1)
+
+
 @pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
 def test_teacher_forcing_equals_stepping(cell, conditional):

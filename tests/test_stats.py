@@ -73,6 +73,10 @@ def test_bootstrap_of_a_system_against_itself_finds_nothing():
     out = seed_bootstrap("bleu", runs, runs, samples=200)
     assert out["delta"] == 0.0 and out["p"] == 1.0
     assert out["ci"][0] <= 0.0 <= out["ci"][1]
+    # Paired: one seed a side, every sample draws the same sentences for both, so every sample's
+    # difference is exactly 0 (drawn apart, the same system would differ from itself).
+    one = seed_bootstrap("bleu", runs[:1], runs[:1], samples=200)
+    assert one["ci"] == [0.0, 0.0]
 
 
 def test_bootstrap_finds_a_clear_difference_and_its_size():
