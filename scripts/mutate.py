@@ -58,6 +58,10 @@ TESTS = {
     "tokenizer.py": ["test_tokenizer.py"],
     "translate.py": ["test_translate.py"],
     "run.py": ["test_run.py"],
+    "runtime.py": [
+        "test_model.py::test_training_step_under_bf16_autocast",
+        "test_model.py::test_decoding_under_bf16_autocast",
+    ],
 }
 
 MUTANTS = [
@@ -661,6 +665,12 @@ MUTANTS = [
         '    settings = {"joint": joint, **options}',
         "the tokenizer cache key misses the data",
     ),
+    Mutant(
+        "tokenizer.py",
+        "        byte_fallback=byte_fallback,\n        normalization_rule_name=normalization_rule_name,\n        remove_extra",
+        "        byte_fallback=False,\n        normalization_rule_name=normalization_rule_name,\n        remove_extra",
+        "unseen characters become <unk> (no byte fallback)",
+    ),
     # translate.py: the output file
     Mutant(
         "translate.py",
@@ -679,6 +689,19 @@ MUTANTS = [
         "    if not path.parent.is_dir():",
         "    if False:",
         "an output without its directory fails after decoding",
+    ),
+    # runtime.py
+    Mutant(
+        "runtime.py",
+        "    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == torch.bfloat16)",
+        "    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=False)",
+        "bf16 autocast never switched on",
+    ),
+    Mutant(
+        "runtime.py",
+        "    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == torch.bfloat16)",
+        "    return torch.autocast(device.type, dtype=torch.float16, enabled=precision == torch.bfloat16)",
+        "fp16 instead of bf16",
     ),
     # run.py: refusals before the first write
     Mutant(
@@ -731,7 +754,7 @@ def snippet_problems(mutants: list[Mutant], tests: Path) -> list[str]:
     return problems
 
 
-def run_tests(files: list[str], tests: Path, timeout: int) -> bool:
+def run_tests(files: list[str], tests: Path, timeout: int, workers: str = "0") -> bool:
     """True when the tests pass (the mutant survives)."""
     command = [
         sys.executable,
@@ -741,6 +764,8 @@ def run_tests(files: list[str], tests: Path, timeout: int) -> bool:
         "-q",
         "-p",
         "no:cacheprovider",
+        "-n",
+        workers,
         *(str(tests / f) for f in files),
     ]
     try:
@@ -777,9 +802,10 @@ def main() -> None:
         print(f"mutate: {len(mutants)} mutants of {len(chosen)} modules, every snippet found once")
         return
 
-    for module in chosen:
-        if not run_tests(TESTS[module], args.tests, args.timeout):
-            sys.exit(f"mutate: the tests of {module} fail without any mutant; fix them first")
+    # Every test a mutant will run passes on the unchanged tree (one run, on every core).
+    needed = sorted({t for m in mutants for t in (m.tests or TESTS[m.module])})
+    if not run_tests(needed, args.tests, args.timeout * 4, workers="auto"):
+        sys.exit(f"mutate: tests fail without any mutant ({' '.join(needed)}); fix them first")
     results = []
     for mutant in mutants:
         path = ROOT / "nmt" / mutant.module

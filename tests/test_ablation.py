@@ -515,7 +515,12 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
     rows = {r["cell"]: r for r in results["rows"]}
     assert rows["gru"]["test_bleu"]["n"] == 2 and rows["tanh"]["test_bleu"]["n"] == 2
     versus = rows["tanh"]["versus"]
-    assert versus["bleu"]["samples"] == 1000 and 0 < versus["bleu"]["p"] <= 1
+    assert versus["bleu"]["samples"] == 1000
+    # The difference of the seed means, and a bootstrap p of (1 + k) / (1 + samples).
+    delta = rows["tanh"]["test_bleu"]["mean"] - rows["gru"]["test_bleu"]["mean"]
+    assert versus["bleu"]["delta"] == pytest.approx(delta, abs=1e-9)
+    k = versus["bleu"]["p"] * 1001 - 1
+    assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
     assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
 
 

@@ -227,7 +227,10 @@ def test_parameter_matching_keeps_the_size_ratio_and_any_reference():
 
 
 def bf16():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    """The project's own switch (nmt.runtime.autocast), so that a switch left off fails here."""
+    from nmt.runtime import autocast
+
+    return autocast(torch.device("cpu"), torch.bfloat16)
 
 
 def test_fused_output_layer_under_bf16_autocast():
@@ -292,6 +295,7 @@ def test_training_step_under_bf16_autocast(cell):
     (out16.loss / out16.n_tokens).backward()
     assert out16.loss.dtype == torch.float32
     torch.testing.assert_close(out16.loss, out32.loss, rtol=2e-2, atol=0)
+    assert float(out16.loss) != float(out32.loss)  # the products did run in bf16
     for p in model.parameters():
         assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
     grad16 = torch.cat([p.grad.flatten() for p in model.parameters()])

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from nmt.evaluate import score, split_pairs
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 STARTS = ("make ", "echo ", "python ", ".venv/bin/")
@@ -178,7 +180,11 @@ def check_eval(
     def check(result, tmp):
         out = tmp / run / "eval" / f"{split}-{checkpoint}-{search}"
         scores = json.loads((out / "scores.json").read_text())
-        assert scores["split"] == split and scores["bleu_lt"] >= 0
+        assert scores["split"] == split
+        hyps = (out / "hyps.txt").read_text().split("\n")[:-1]
+        refs = split_pairs(tmp / run, split)[1]
+        assert scores["bleu_lt"] == pytest.approx(score(hyps, refs, lt_lang="de")["bleu_lt"])
+        assert scores["chrf"] == pytest.approx(score(hyps, refs)["chrf"])
         assert f"{split}: BLEU" in result.stdout
         assert f"{split}: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
         assert len(list((out / "attention").glob("*.png"))) == plots
@@ -217,7 +223,10 @@ def check_kept(result, tmp):
 def check_tuned(result, tmp):
     chosen = json.loads((tmp / "X" / "search.json").read_text())
     assert chosen["split"] == "val" and len(chosen["grid"]) == 3  # beam 1: alpha 0 only
-    assert chosen["chosen"]["beam_size"] in (1, 2) and chosen["chosen"]["alpha"] in (0.0, 1.0)
+    # The highest BLEU of the grid; of equals the first tried (smaller beam, then alpha).
+    top = max(row["bleu"] for row in chosen["grid"])
+    first = next(row for row in chosen["grid"] if row["bleu"] == top)
+    assert chosen["chosen"] == {"beam_size": first["beam_size"], "alpha": first["alpha"]}
     assert "best beam_size=" in result.stdout
 
 

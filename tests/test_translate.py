@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import multi30k_lines
+from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.translate import RunDirError, Translator
 
@@ -29,9 +30,15 @@ def test_api_one_output_per_input(tiny_run):
     translator = Translator.from_run_dir(tiny_run, search={"beam_size": 2})
     out = translator.translate(["A dog runs.", "", LONG, "Two men."])
     assert len(out) == 4 and out[1] == ""
-    assert all(isinstance(t, str) for t in out)
     full = translator.translate_full([LONG])
     assert full[0].truncated
+    # The command line, given the same search and precision, writes the same translations.
+    lines = ["A dog runs.", "", "Two men."]
+    cli = translate(
+        tiny_run, "".join(f"{t}\n" for t in lines).encode(), "search.beam_size=2", "precision=fp32"
+    )
+    assert cli.returncode == 0, cli.stderr.decode()[-2000:]
+    assert cli.stdout.decode().split("\n")[:-1] == [out[0], out[1], out[3]]
 
 
 def test_cli_three_lines_for_three_lines(tiny_run):
@@ -141,21 +148,18 @@ def test_eval_split_scores_and_plots(tiny_run):
     assert "test_2016_flickr: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
     out_dir = tiny_run / "eval" / "test_2016_flickr-best-greedy"
     scores = json.loads((out_dir / "scores.json").read_text())
-    for key in (
-        "bleu",
-        "chrf",
-        "ter",
-        "bleu_lc",
-        "bleu_signature",
-        "bleu_lt",
-        "bleu_lt_signature",
-        "seconds",
-        "sentences_per_s",
-        "checkpoint",
-        "search",
-        "split",
-    ):
-        assert key in scores
+    # The scores are sacreBLEU's of the written hypotheses against the split's references.
+    hyps = (out_dir / "hyps.txt").read_text().split("\n")[:-1]
+    refs = multi30k_lines("test_2016_flickr", "de", 40)
+    assert scores["bleu"] == pytest.approx(BLEU().corpus_score(hyps, [refs]).score)
+    assert scores["chrf"] == pytest.approx(CHRF().corpus_score(hyps, [refs]).score)
+    assert scores["ter"] == pytest.approx(TER().corpus_score(hyps, [refs]).score)
+    assert scores["bleu_lc"] == pytest.approx(BLEU(lowercase=True).corpus_score(hyps, [refs]).score)
+    assert scores["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert scores["bleu_lt_signature"].startswith("LT|lang:de|")
+    assert scores["split"] == "test_2016_flickr" and scores["checkpoint"] == "best"
+    assert scores["search"]["name"] == "greedy" and scores["search"]["beam_size"] == 1
+    assert scores["sentences_per_s"] == pytest.approx(40 / scores["seconds"], rel=0.1)
     assert scores["precision"] == "fp32" and scores["hardware"].startswith("CPU ")
     # Which weights: the run, the checkpoint and the training step they are of.
     step = json.loads((tiny_run / "best" / "meta.json").read_text())["step"]
