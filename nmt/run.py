@@ -129,7 +129,7 @@ def _resume(cfg: DictConfig, run_dir: Path) -> bool | None:
     if differ:
         key, was, now = differ[0]
         raise UserError(
-            f"{run_dir}: trained with other settings ({len(differ)} keys differ, e.g. {key}: "
+            f"{run_dir}: trained with other settings ({len(differ)} differ, e.g. {key}: "
             f"{was!r} there, {now!r} now); train.resume=auto will not reuse it. Choose "
             "another run_dir or hydra.sweep.dir"
         )

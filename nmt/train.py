@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -228,9 +227,7 @@ class _Loop:
         state.valid_seconds += time.monotonic() - began
         state.last_valid_step = state.step
         value = scores[self.options.early_stop_metric] * self.sign
-        if not math.isfinite(value):  # NaN compares false with everything: call it the worst
-            value = -math.inf
-        improved = value > state.best_score
+        improved = value > state.best_score  # never for NaN, which compares false
         if improved:
             state.best_score, state.best_step, state.bad_validations = value, state.step, 0
         else:

@@ -129,6 +129,17 @@ def test_table_marks_diverged_rows():
     table = markdown_table(rows, "gru")
     assert "| tanh | none | 10 | – | diverged |" in table
     assert "| gru | none | 10 | 8/16 | 100 | 3 | 1/1 |" in table and "(baseline)" in table
+    # A cell with a diverged seed beside a finished one: its row counts both, averages one.
+    seed2 = run("gru", "failed")
+    seed2.config["seed"] = 2
+    (row,) = build_rows([ok, seed2], {})
+    assert (row["runs"], row["failed"], row["steps"]) == (2, 1, 3)
+    assert "| 3 | 1/1 |" in markdown_table([row], "gru")
+    done = {k: v for k, v in ok.done.items() if k not in ("status", "parameters")}
+    seed3 = run("gru", "finished", **{**done, "steps": 5, "stop_reason": "max_epochs"})
+    seed3.config["seed"], seed3.test = 3, {"bleu": 4.0, "chrf": 22.0}
+    (row,) = build_rows([ok, seed2, seed3], {})
+    assert (row["runs"], row["failed"], row["steps"], row["test_bleu"]["mean"]) == (3, 1, 4, 3.0)
     # Both ways validation ends a run count as early stops; a limit does not.
     for reason, counted in [("lr_decayed", "1/1"), ("max_epochs", "0/1")]:
         ok.done["stop_reason"] = reason
@@ -572,19 +583,22 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
     from nmt.errors import UserError
     from nmt.sweep import choose_rates
 
-    for cell, scores in {"gru": (20.0, 25.0, 24.0), "tanh": (15.0, 9.0, None)}.items():
+    tuned = {"gru": (20.0, 25.0, 24.0), "tanh": (15.0, 9.0, None), "lstm": (21.0, 22.0, 22.0)}
+    for cell, scores in tuned.items():
         for lr, bleu in zip((0.0005, 0.001, 0.002), scores, strict=True):
             status = "finished" if bleu is not None else "failed"
             fake_tuning_run(tmp_path / "tune", cell, "bahdanau", lr, bleu, status)
     tune = {"lrs": [0.0005, 0.001, 0.002], "max_steps": 7, "seed": 1, "attention": "bahdanau"}
     plan = OmegaConf.create(
-        {"cells": ["gru", "tanh"], "seeds": {"bahdanau": [1, 2], "none": [1]}, "tune": tune}
+        {"cells": ["gru", "tanh", "lstm"], "seeds": {"bahdanau": [1, 2], "none": [1]}, "tune": tune}
     )
     tuning = choose_rates(tmp_path / "tune", plan)
-    # best validation BLEU per cell; the diverged rate never wins; one rate for both attentions
+    # best validation BLEU per cell; the diverged rate never wins; a tie goes to the smaller
+    # rate; one rate for both attentions
     assert tuning["chosen"] == {
         "gru": {"bahdanau": 0.001, "none": 0.001},
         "tanh": {"bahdanau": 0.0005, "none": 0.0005},
+        "lstm": {"bahdanau": 0.001, "none": 0.001},
     }
     assert [r["valid_bleu"] for r in tuning["runs"] if r["cell"] == "tanh"] == [15.0, 9.0, None]
     plan.tune.attention = None  # every attention tuned on its own: none was not

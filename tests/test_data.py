@@ -171,6 +171,17 @@ def test_tsv_bad_field_count(tmp_path):
     write_lines(tmp_path / "d" / "train.tsv", ["a\tb", "only-one"])
     with pytest.raises(DataError, match=r"train\.tsv:2: expected 2 tab-separated fields"):
         prepare(tmp_path / "d", tmp_path, test_splits=[])
+    # One field too many is as wrong as one too few (a stray tab shifts the target).
+    write_lines(tmp_path / "d" / "train.tsv", ["a\tb", "a\tb\tc"])
+    with pytest.raises(DataError, match=r"train\.tsv:2: expected 2 .*found 3"):
+        prepare(tmp_path / "d", tmp_path, test_splits=[])
+
+
+def test_tsv_columns_must_name_both_languages(tmp_path):
+    write_lines(tmp_path / "d" / "val.tsv", ["a\tb"])
+    write_lines(tmp_path / "d" / "train.tsv", ["a\tb"])
+    with pytest.raises(DataError, match=r"language 'de' is not among data.tsv_columns"):
+        prepare(tmp_path / "d", tmp_path, test_splits=[], tsv_columns=["en", "fr"])
 
 
 def test_jsonl_bad_line(tmp_path):

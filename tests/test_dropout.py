@@ -85,14 +85,32 @@ def test_each_decoder_regulariser_acts_in_training_only(regulariser, conditional
     torch.testing.assert_close(
         sequence_loss(model, batch, 0.0).loss, sequence_loss(plain, batch, 0.0).loss
     )
-    model.train(), plain.train()
+    # The decoder alone (the encoder takes var_dropout too): the same memory for both.
+    memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+    model.decoder.train(), plain.decoder.train()
     torch.manual_seed(2)
-    a = sequence_loss(model, batch, 0.0).loss
+    a, _ = model.decoder(batch.tgt_in, memory)
     torch.manual_seed(2)
-    b = sequence_loss(plain, batch, 0.0).loss
+    b, _ = plain.decoder(batch.tgt_in, memory)
     assert not torch.allclose(a, b)
-    a.backward()  # the masked paths are differentiable end to end
+    a.sum().backward()  # the masked paths are differentiable end to end
     assert all(p.grad is not None for p in model.decoder.rnn.parameters())
+
+
+def test_word_dropout_drops_whole_words():
+    """At a rate near 1 every target word is dropped: the decoder then reads zero embeddings."""
+    torch.manual_seed(0)
+    model = tiny_model("gru", word_dropout=0.9999).eval()
+    batch = batch_of()
+    memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
+    model.decoder.train()
+    torch.manual_seed(3)
+    dropped, _ = model.decoder(batch.tgt_in, memory)
+    model.decoder.eval()
+    with torch.no_grad():
+        model.decoder.embedding.weight.zero_()  # the memory above was encoded before this
+        expected, _ = model.decoder(batch.tgt_in, memory)
+    torch.testing.assert_close(dropped, expected)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -34,6 +34,9 @@ def test_welch_matches_the_published_example():
     b = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
     assert welch(b, a) == pytest.approx(0.021, abs=0.0005)
     assert welch(a, b) == welch(b, a)  # two-sided
+    # Unequal spread and sizes, by hand: s² = 1 and 27.7, t = -6.2 / sqrt(1/3 + 27.7/5) = -2.558,
+    # Welch-Satterthwaite df = 4.46, two-sided p = 0.0565 (Student's pooled test says 0.098).
+    assert welch([1.0, 2.0, 3.0], [2.0, 4.0, 9.0, 11.0, 15.0]) == pytest.approx(0.0565, abs=5e-4)
     assert welch([1.0], [2.0, 3.0]) is None  # no spread from one seed
     assert welch([1.0, 1.0], [1.0, 1.0]) is None
 

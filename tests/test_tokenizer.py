@@ -89,6 +89,16 @@ def test_report_counts_and_cache(run_dir, corpus_dir, tmp_path_factory):
     assert train["src_roundtrip_errors"] == 0 and train["tgt_roundtrip_errors"] == 0
     assert 0 < report["src_vocab_size"] <= 1000
     assert (tmp / "run2" / "spm.model").is_file()
+    # Another vocabulary size, or other data, is another cache entry, never the one above.
+    prepare(corpus_dir, tmp, out_dir=tmp / "run3")
+    smaller = {**OPTIONS, "vocab_size": 500}
+    other = prepare_tokenizer(joint=True, **smaller, cache_dir=tmp / "cache", run_dir=tmp / "run3")
+    assert not other["cached"] and other["src_vocab_size"] == 500
+    prepare(corpus_dir, tmp, out_dir=tmp / "run4", max_len=10)
+    shorter = prepare_tokenizer(
+        joint=True, **OPTIONS, cache_dir=tmp / "cache", run_dir=tmp / "run4"
+    )
+    assert not shorter["cached"]
 
 
 def model_type(path) -> str:

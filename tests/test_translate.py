@@ -87,6 +87,27 @@ def test_files_and_n_best(tiny_run, tmp_path):
     )
 
 
+def test_a_failed_translation_leaves_the_output_file_as_it_was(tiny_run, tmp_path):
+    """output=FILE appears whole or not at all: a run that stops at a bad line (strict=true)
+    leaves an earlier FILE untouched and nothing half-written beside it."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"A dog runs.\n" * 30 + b"\xff bad\n")
+    out = tmp_path / "out.txt"
+    out.write_text("an earlier translation\n")
+    result = translate(
+        tiny_run, b"", f"input={src}", f"output={out}", "strict=true", "buffer_lines=4"
+    )
+    assert result.returncode == 1 and f"{src}:31: invalid UTF-8" in result.stderr.decode()
+    assert out.read_text() == "an earlier translation\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt"]
+    missing = translate(tiny_run, b"A dog.\n", f"output={tmp_path / 'nowhere' / 'out.txt'}")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr.decode()
+    assert missing.stderr.decode().strip().splitlines()[-1] == (
+        f"error: output={tmp_path / 'nowhere' / 'out.txt'}: the directory "
+        f"{tmp_path / 'nowhere'} does not exist; create it or choose another output"
+    )
+
+
 def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_run, broken)
