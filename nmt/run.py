@@ -286,7 +286,11 @@ def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
     device = pick_device(world.device(cfg.device), threads)
     world.start(device)
     try:
-        return _train_run(cfg, run_dir, in_sweep, world, device)
+        best = _train_run(cfg, run_dir, in_sweep, world, device)
+        # The ranks leave together: a rank that tore its process group down while rank 0 still
+        # evaluated and wrote done.json was seen to abort (gloo, a loaded 2-core machine).
+        world.barrier()
+        return best
     finally:
         world.stop()
 

@@ -73,8 +73,6 @@ def test_refused_commands_leave_a_finished_run_as_it_was(tiny_run, corpus_dir, t
             ["train.resume=true", "tokenizer.vocab_size=500"],
             "tokenizer.vocab_size: 600 there, 500 now",
         ),
-        "resume with another cell": (["train.resume=true", "model=lstm"], "model.cell"),
-        "auto with another size": (["train.resume=auto", "model.dec_hidden=48"], "dec_hidden"),
     }
     for what, (extra, says) in refusals.items():
         line = one_error_line(run("nmt-train", *base, *extra))
