@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,14 +21,27 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
-from nmt import run, sweep
-from nmt.config import check_overrides, register_configs
+from nmt import __version__, run, sweep
+from nmt.config import cell_as_preset, check_overrides, register_configs
 from nmt.errors import UserError, one_line, os_error_line
 from nmt.evaluate import evaluate_split, score_files
 from nmt.search_tuning import choose_split, tune_search
 from nmt.translate import check_output, translate_file
 
-CONF_DIR = os.environ.get("NMT_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
+
+def _conf_dir() -> str:
+    """The configs: NMT_CONF_DIR when set; else nmt/conf of an installed package (a wheel ships
+    conf/ there), found through the package's resources; else conf/ beside the source tree of
+    this module (a clone, an editable install)."""
+    if "NMT_CONF_DIR" in os.environ:
+        return os.environ["NMT_CONF_DIR"]
+    shipped = resources.files("nmt") / "conf"
+    if shipped.is_dir():
+        return str(shipped)
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 def _run_dir() -> Path:
@@ -114,9 +128,14 @@ def _entry(
     config_name: str,
     preflight: Callable[[DictConfig], None] | None = None,
 ) -> None:
+    if "--version" in sys.argv[1:]:
+        print(f"nmt {__version__}")
+        return
     register_configs()
     # The stages here take seconds and the training loop has its own bar (read when datasets loads).
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if config_name == "train":
+        sys.argv[1:] = cell_as_preset(CONF_DIR, sys.argv[1:])
     cfg = check_overrides(CONF_DIR, config_name, sys.argv[1:])
     if cfg is not None and preflight is not None:
         try:
@@ -163,8 +182,11 @@ def tune_search_main() -> None:
 
 def ablate_main() -> None:
     """nmt-ablate: an ablation preset's phases (``nmt.sweep.ablate``), each a multirun of nmt-train."""
+    if "--version" in sys.argv[1:]:
+        print(f"nmt {__version__}")
+        return
     register_configs()
-    args = sys.argv[1:]
+    args = cell_as_preset(CONF_DIR, sys.argv[1:])
     if any(a in ("-h", "--help") for a in args):
         print(sweep.__doc__)
         return

@@ -225,7 +225,7 @@ class TrainConfig:
     max_bad_steps: int = MISSING
     threads: int | None = MISSING
     tensorboard: bool = MISSING
-    progress: bool = MISSING
+    progress: bool | None = None  # None: a bar when stderr is a terminal
     keep_last: int = MISSING
     keep_best: int = MISSING
     max_lr_decays: int = 0  # stop once the plateau schedule has cut the rate this often
@@ -318,7 +318,7 @@ class TuneSearchConfig(DecodeConfig):
     allow_test: bool = MISSING
     beam_sizes: list[int] = field(default_factory=list)
     alphas: list[float] = field(default_factory=list)
-    progress: bool = MISSING
+    progress: bool | None = None  # None: a bar when stderr is a terminal
 
 
 def register_configs() -> None:
@@ -370,6 +370,36 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
         for k in keys
         if now.get(k) != saved.get(k) and k not in new_and_off
     ]
+
+
+def cell_as_preset(conf_dir: str, args: list[str]) -> list[str]:
+    """``model.cell=X`` read as ``model=X``, so that the cell's optimizer preset (``optim:
+    ${model}``) follows it whichever way it is spelled; X must be a preset of conf/model/."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if key != "model.cell" or not eq:
+            out.append(arg)
+            continue
+        if any(a.lstrip("+~").startswith("model=") for a in args):
+            print(
+                f"error: {arg} beside model=...: choose the cell once, with model={value}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        unknown = [
+            v for v in value.split(",") if not (Path(conf_dir) / "model" / f"{v}.yaml").is_file()
+        ]
+        if unknown:
+            presets = sorted(p.stem for p in (Path(conf_dir) / "model").glob("*.yaml"))
+            presets.remove("base")
+            print(
+                f"error: model.cell={unknown[0]!r}: expected one of {', '.join(presets)}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        out.append(f"model={value}")
+    return out
 
 
 def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> DictConfig | None:

@@ -39,7 +39,7 @@ class TrainOptions:
     early_stop_metric: str  # bleu | chrf (higher is better) | loss | ppl (lower is better)
     max_bad_steps: int  # non-finite losses in a row that stop training
     tensorboard: bool
-    progress: bool
+    progress: bool | None  # None: a bar when stderr is a terminal
     clip_norm: float
     label_smoothing: float
     keep_last: int = 0  # weights of the last N validations kept in kept/, for averaging

@@ -313,6 +313,7 @@ def _train_run(
         )
         return float(result.get("bleu", float("nan")))
     if world.main:
+        log.info("run directory: %s", run_dir)  # every next command takes run_dir=<this>
         corpus_report = _prepare(cfg, run_dir)
     world.barrier()  # the others read what rank 0 prepared
     if not world.main:
@@ -379,4 +380,12 @@ def _train_run(
         done,
         {**parts["meta"], **best, "status": "finished", "process_peak_rss_gib": round(peak_gib, 3)},
     )
+    if not in_sweep:
+        log.info(
+            "next: nmt-translate run_dir=%s input=FILE; nmt-eval run_dir=%s split=%s "
+            '(or make translate / make eval with ARGS="...")',
+            run_dir,
+            run_dir,
+            (cfg.final_eval or [*corpus_report["sizes"]][-1:])[0],
+        )
     return float(best["bleu"])

@@ -93,7 +93,7 @@ def tune_search(
     alphas: list[float],
     *,
     checkpoint: str,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict:
     """Decode ``split`` with each pair of the grid; write and return ``search.json``: every
     pair's BLEU and chrF, and the chosen one (highest BLEU; on a tie, the smaller beam and
@@ -102,7 +102,9 @@ def tune_search(
     base = translator.search
     rows = []
     pairs = grid(beam_sizes, alphas)
-    for beam, alpha in tqdm(pairs, desc=f"search on {split}", disable=not progress):
+    for beam, alpha in tqdm(
+        pairs, desc=f"search on {split}", disable=None if progress is None else not progress
+    ):
         translator.search = base.replace(beam_size=beam, alpha=alpha, n_best=1)
         scores = score(translator.translate(sources), refs)
         rows.append(

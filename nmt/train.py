@@ -377,7 +377,8 @@ def fit(
     bar = tqdm(
         total=options.max_steps or None,
         initial=state.step,
-        disable=not options.progress or not world.main,
+        # tqdm's None: a bar only on a terminal (a log file or a pipe gets none).
+        disable=not world.main or (None if options.progress is None else not options.progress),
         **_BAR,
     )
     # A run resumed after it had stopped (killed before its end was recorded) does not train on.

@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(tool: str, *args: str) -> subprocess.CompletedProcess:
@@ -147,3 +150,36 @@ def test_final_eval_of_a_split_the_data_lacks_fails_before_training(corpus_dir, 
     assert (
         not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "config.yaml").exists()
     )
+
+
+def test_either_spelling_of_the_cell_takes_its_optimizer_preset(corpus_dir, tmp_path):
+    """model=tanh and model.cell=tanh train the same model with tanh's own learning rate; the
+    output starts with the run directory and ends with the next commands, and a pipe gets no
+    progress bar."""
+    from conftest import tiny_args
+
+    rates = {}
+    for spelling in ("model=tanh", "model.cell=tanh"):
+        run_dir = tmp_path / spelling.replace("=", "-")
+        args = [a for a in tiny_args(corpus_dir, tmp_path / "c") if a != "train.progress=false"]
+        result = run("nmt-train", f"run_dir={run_dir}", *args, spelling, "train.max_steps=2")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "run directory: " + str(run_dir) in result.stdout.splitlines()[0]
+        assert f"next: nmt-translate run_dir={run_dir} input=FILE" in result.stdout
+        assert "step/s" not in result.stderr and "s/step" not in result.stderr  # no bar
+        config = OmegaConf.load(run_dir / "config.yaml")
+        assert config.model.cell == "tanh"
+        rates[spelling] = config.optim.lr
+    tanh = OmegaConf.load(ROOT / "conf" / "optim" / "tanh.yaml").lr
+    assert rates == {"model=tanh": tanh, "model.cell=tanh": tanh}
+    both = run("nmt-train", "model=gru", "model.cell=tanh")
+    assert both.returncode == 2 and "choose the cell once, with model=tanh" in both.stderr
+    unknown = run("nmt-train", "model.cell=gruu")
+    assert unknown.returncode == 2 and "model.cell='gruu': expected one of gru" in unknown.stderr
+
+
+def test_version():
+    from nmt import __version__
+
+    result = run("nmt-train", "--version")
+    assert result.returncode == 0 and result.stdout == f"nmt {__version__}\n"
