@@ -34,8 +34,10 @@ def nmt_imports(path: Path) -> set[str]:
                 visit(child)
             return
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "nmt":
-                found.update(alias.name for alias in node.names)
+            if node.module == "nmt":  # modules; a name of the package itself (__version__) is none
+                found.update(
+                    a.name for a in node.names if (ROOT / "nmt" / f"{a.name}.py").is_file()
+                )
             elif node.module.startswith("nmt."):
                 found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
