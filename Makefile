@@ -1,5 +1,6 @@
-# nmt — the Makefile is the user interface. `make help` lists the targets.
-# Hydra overrides go through ARGS, e.g. make train ARGS="model.cell=lstm data.src=de data.tgt=en"
+# nmt — shortcuts for the nmt-* commands (plain Hydra apps). `make help` lists the targets.
+# Hydra overrides are make's command-line variables, e.g. make train model=lstm data.src=de
+# data.tgt=en; ARGS="..." carries what make cannot parse (~key, +key=value, --cfg job).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,15 +13,26 @@ NNODES ?= 1
 MASTER ?=
 # make test: pytest workers (pytest-xdist); auto = one per core, 0 = in-process.
 TEST_JOBS ?= auto
+# make results: the finished run directories whose figures go into docs/results.md.
+RUNS ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Every variable set on make's command line that is not one of the Makefile's own becomes a Hydra
+# override, single-quoted for the shell and unexpanded (so ${...} interpolations reach Hydra as
+# written); sorted, so the command is the same however the line was ordered. ARGS come last.
+OWN_VARS  := PYTHON VENV TORCH ARGS NPROC NNODES MASTER TEST_JOBS RUNS
+quote      = '$(subst ','\'',$(1))'
+CLI_VARS   = $(sort $(filter-out $(OWN_VARS),$(foreach v,$(.VARIABLES),$(if $(filter command \
+	line,$(origin $(v))),$(v)))))
+OVERRIDES  = $(strip $(foreach v,$(CLI_VARS),$(call quote,$(v)=$(value $(v)))) $(ARGS))
+
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train translate eval tune-search bench ablate test lint format clean
+.PHONY: help install data spm train translate eval tune-search bench ablate results test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  overrides: make <target> ARGS=\"data.src=de data.tgt=en ...\"; another torch: make install TORCH=torch==2.15.0"
+	@echo "  overrides: make <target> data.src=de data.tgt=en ... (or ARGS=\"...\"); another torch: make install TORCH=torch==2.15.0"
 
 # torch goes first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # Install output goes to stderr so `make translate` keeps stdout for translations.
@@ -28,32 +40,35 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >&2
 	@echo "installing $(TORCH) and nmt into $(VENV)" >&2
 	@$(BIN)/pip install --quiet "$(TORCH)" >&2
-	@$(BIN)/pip install --quiet -e ".[dev,joblib,slurm]" >&2
+	@$(BIN)/pip install --quiet -e ".[dev,report,tb,launchers]" >&2
 	@touch $@
 
-install: $(STAMP) ## create .venv and install nmt (editable, with dev extras)
+install: $(STAMP) ## create .venv and install nmt (editable, with every extra)
 
 data: $(STAMP) ## prepare the parallel corpus (datasets format, cleaned train split)
-	$(BIN)/nmt-data $(ARGS)
+	$(BIN)/nmt-data $(OVERRIDES)
 
 spm: $(STAMP) ## train SentencePiece on the training split and encode every split
-	$(BIN)/nmt-spm $(ARGS)
+	$(BIN)/nmt-spm $(OVERRIDES)
 
-translate: $(STAMP) ## translate stdin to stdout: ARGS="run_dir=runs/X" (input=FILE output=FILE)
-	@$(BIN)/nmt-translate $(ARGS)
+translate: $(STAMP) ## translate stdin to stdout: run_dir=runs/X (input=FILE output=FILE)
+	@$(BIN)/nmt-translate $(OVERRIDES)
 
-eval: $(STAMP) ## BLEU/chrF/TER of a split: ARGS="run_dir=runs/X split=test_2016_flickr" (or hyps=[A,B])
-	@$(BIN)/nmt-eval $(ARGS)
+eval: $(STAMP) ## BLEU/chrF/TER of a split: run_dir=runs/X split=test_2016_flickr (or hyps=[A,B])
+	@$(BIN)/nmt-eval $(OVERRIDES)
 
-tune-search: $(STAMP) ## beam size and length penalty chosen on validation: ARGS="run_dir=runs/X"
-	$(BIN)/nmt-tune-search $(ARGS)
+tune-search: $(STAMP) ## beam size and length penalty chosen on validation: run_dir=runs/X
+	$(BIN)/nmt-tune-search $(OVERRIDES)
 
 bench: $(STAMP) ## training and decoding speed per cell on the reference model (name: value + JSON)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
-# The quick preset unless ARGS names another experiment.
-ablate: $(STAMP) ## cell ablation sweep + report in runs/<preset> (ARGS="experiment=ablation_converged")
-	$(BIN)/nmt-ablate $(if $(findstring experiment=,$(ARGS)),,experiment=ablation_quick) $(ARGS)
+# The quick preset unless the overrides name another experiment.
+ablate: $(STAMP) ## cell ablation sweep + report in runs/<preset> (experiment=ablation_converged)
+	$(BIN)/nmt-ablate $(if $(findstring experiment=,$(OVERRIDES)),,experiment=ablation_quick) $(OVERRIDES)
+
+results: $(STAMP) ## docs/results.md and the README's table from artifacts: RUNS="runs/X runs/Y"
+	$(BIN)/python scripts/results.py $(RUNS) $(ARGS)
 
 test: $(STAMP) ## run the test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup --durations=10 $(ARGS)
@@ -77,8 +92,8 @@ RENDEZVOUS = $(if $(MASTER),--nnodes=$(NNODES) --rdzv-backend=c10d --rdzv-endpoi
 	--rdzv-id=nmt,--standalone)
 train: $(STAMP) ## train a model (data + spm stages first, cached); NPROC=2: data-parallel ranks
 ifeq ($(strip $(NPROC)),)
-	$(BIN)/nmt-train $(ARGS)
+	@$(BIN)/nmt-train $(OVERRIDES)
 else
 	NMT_RUN_STAMP=$$(date +%Y-%m-%d_%H-%M-%S) $(BIN)/torchrun $(RENDEZVOUS) \
-		--nproc-per-node=$(NPROC) $(BIN)/nmt-train $(ARGS)
+		--nproc-per-node=$(NPROC) $(BIN)/nmt-train $(OVERRIDES)
 endif

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,26 +21,14 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
 from nmt import __version__, run, sweep
-from nmt.config import cell_as_preset, check_overrides, register_configs
-from nmt.errors import UserError, one_line, os_error_line
+from nmt.config import cell_as_preset, check_overrides, conf_dir, register_configs
+from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
+from nmt.runtime import record_command
 from nmt.search_tuning import choose_split, tune_search
-from nmt.translate import check_output, translate_file
+from nmt.translate import Translator, check_output, translate_file
 
-
-def _conf_dir() -> str:
-    """The configs: NMT_CONF_DIR when set; else nmt/conf of an installed package (a wheel ships
-    conf/ there), found through the package's resources; else conf/ beside the source tree of
-    this module (a clone, an editable install)."""
-    if "NMT_CONF_DIR" in os.environ:
-        return os.environ["NMT_CONF_DIR"]
-    shipped = resources.files("nmt") / "conf"
-    if shipped.is_dir():
-        return str(shipped)
-    return str(Path(__file__).resolve().parent.parent / "conf")
-
-
-CONF_DIR = _conf_dir()
+CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.config.conf_dir)
 
 
 def _run_dir() -> Path:
@@ -70,7 +57,7 @@ def translate_task(cfg: DictConfig) -> None:
     """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line."""
     check_output(cfg.output)  # before the model loads
     translate_file(
-        run.translator_for(cfg),
+        Translator.from_config(cfg),
         cfg.input,
         cfg.output,
         strict=cfg.strict,
@@ -84,7 +71,7 @@ def eval_task(cfg: DictConfig) -> dict:
     if cfg.hyps:
         return score_files(run_dir, cfg.split, list(cfg.hyps), samples=cfg.bootstrap_samples)
     return evaluate_split(
-        run.translator_for(cfg),
+        Translator.from_config(cfg),
         run_dir,
         cfg.split,
         # An ensemble's translations and scores go beside the single model's, not over them.
@@ -99,7 +86,7 @@ def tune_search_task(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     split = choose_split(run_dir, cfg.split, allow_test=cfg.allow_test)
     return tune_search(
-        run.translator_for(cfg),
+        Translator.from_config(cfg),
         run_dir,
         split,
         list(cfg.beam_sizes),
@@ -123,6 +110,34 @@ def _check_run_dir(cfg: DictConfig) -> None:
     run.check_run_dir(run_dir)
 
 
+def _check_eval(cfg: DictConfig) -> None:
+    if cfg.attention_plots:
+        require_extra("report", f"attention_plots={cfg.attention_plots}")
+
+
+# Hydra's launcher plugins, by the name a hydra/launcher= override gives them.
+LAUNCHERS = {
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def _check_launcher(args: list[str]) -> None:
+    """A launcher named on the command line whose plugin (the [launchers] extra) is missing."""
+    for arg in args:
+        key, _, name = arg.partition("=")
+        if key == "hydra/launcher" and name in LAUNCHERS:
+            require_extra("launchers", arg, (LAUNCHERS[name],))
+
+
+def _check_train(cfg: DictConfig) -> None:
+    """Before anything is written: the run directory, and the extras the run asks for."""
+    _check_run_dir(cfg)
+    if cfg.train.tensorboard:
+        require_extra("tb", "train.tensorboard=true")
+
+
 def _entry(
     task: Callable[[DictConfig], object],
     config_name: str,
@@ -131,12 +146,17 @@ def _entry(
     if "--version" in sys.argv[1:]:
         print(f"nmt {__version__}")
         return
+    record_command(sys.argv)  # for the results' provenance, before model.cell=X is rewritten
     register_configs()
     # The stages here take seconds and the training loop has its own bar (read when datasets loads).
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if config_name == "train":
-        sys.argv[1:] = cell_as_preset(CONF_DIR, sys.argv[1:])
-    cfg = check_overrides(CONF_DIR, config_name, sys.argv[1:])
+        sys.argv[1:] = cell_as_preset(sys.argv[1:])
+    try:
+        _check_launcher(sys.argv[1:])
+    except UserError as e:
+        _fail(one_line(e))
+    cfg = check_overrides(config_name, sys.argv[1:])
     if cfg is not None and preflight is not None:
         try:
             preflight(cfg)
@@ -165,7 +185,7 @@ def spm_main() -> None:
 
 
 def train_main() -> None:
-    _entry(train_task, "train", preflight=_check_run_dir)
+    _entry(train_task, "train", preflight=_check_train)
 
 
 def translate_main() -> None:
@@ -173,7 +193,7 @@ def translate_main() -> None:
 
 
 def eval_main() -> None:
-    _entry(eval_task, "eval")
+    _entry(eval_task, "eval", preflight=_check_eval)
 
 
 def tune_search_main() -> None:
@@ -186,12 +206,14 @@ def ablate_main() -> None:
         print(f"nmt {__version__}")
         return
     register_configs()
-    args = cell_as_preset(CONF_DIR, sys.argv[1:])
+    args = cell_as_preset(sys.argv[1:])
     if any(a in ("-h", "--help") for a in args):
         print(sweep.__doc__)
         return
-    check_overrides(CONF_DIR, "train", args)
+    check_overrides("train", args)
     try:
-        sys.exit(sweep.ablate(args, CONF_DIR))
+        _check_launcher(args)
+        require_extra("report", "nmt-ablate (its report's plots and statistics)")
+        sys.exit(sweep.ablate(args))
     except UserError as e:
         _fail(one_line(e))

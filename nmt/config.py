@@ -13,6 +13,7 @@ import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -224,7 +225,7 @@ class TrainConfig:
     resume: str = MISSING
     max_bad_steps: int = MISSING
     threads: int | None = MISSING
-    tensorboard: bool = MISSING
+    tensorboard: bool | None = MISSING  # None: when the [tb] extra is installed
     progress: bool | None = None  # None: a bar when stderr is a terminal
     keep_last: int = MISSING
     keep_best: int = MISSING
@@ -330,6 +331,42 @@ def register_configs() -> None:
     cs.store(name="tune_search_schema", node=TuneSearchConfig)
 
 
+def conf_dir() -> str:
+    """The configs: NMT_CONF_DIR when set; else nmt/conf of an installed package (a wheel ships
+    conf/ there), found through the package's resources; else conf/ beside the source tree of
+    this module (a clone, an editable install)."""
+    if "NMT_CONF_DIR" in os.environ:
+        return os.environ["NMT_CONF_DIR"]
+    shipped = resources.files("nmt") / "conf"
+    if shipped.is_dir():
+        return str(shipped)
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose(
+    config_name: str, overrides: list[str] = (), *, hydra_config: bool = False
+) -> DictConfig:
+    """A config composed as its command composes it (``compose("translate")`` is what
+    ``nmt-translate`` starts from), from inside a Hydra app or outside one: Python callers get
+    the commands' defaults from the same YAML files, never a copy of them."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    outer = GlobalHydra.instance()
+    running = outer.hydra if outer.is_initialized() else None  # the app that calls us: put back
+    outer.clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            return hydra_compose(
+                config_name, overrides=list(overrides), return_hydra_config=hydra_config
+            )
+    finally:
+        if running is not None:
+            GlobalHydra.instance().initialize(running)
+
+
 def group_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
     """A config group as plain keyword arguments (validated by its dataclass schema)."""
     values = asdict(OmegaConf.to_object(node))
@@ -372,9 +409,10 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
     ]
 
 
-def cell_as_preset(conf_dir: str, args: list[str]) -> list[str]:
+def cell_as_preset(args: list[str]) -> list[str]:
     """``model.cell=X`` read as ``model=X``, so that the cell's optimizer preset (``optim:
     ${model}``) follows it whichever way it is spelled; X must be a preset of conf/model/."""
+    models = Path(conf_dir()) / "model"
     out = []
     for arg in args:
         key, eq, value = arg.lstrip("+~").partition("=")
@@ -387,11 +425,9 @@ def cell_as_preset(conf_dir: str, args: list[str]) -> list[str]:
                 file=sys.stderr,
             )
             sys.exit(2)
-        unknown = [
-            v for v in value.split(",") if not (Path(conf_dir) / "model" / f"{v}.yaml").is_file()
-        ]
+        unknown = [v for v in value.split(",") if not (models / f"{v}.yaml").is_file()]
         if unknown:
-            presets = sorted(p.stem for p in (Path(conf_dir) / "model").glob("*.yaml"))
+            presets = sorted(p.stem for p in models.glob("*.yaml"))
             presets.remove("base")
             print(
                 f"error: model.cell={unknown[0]!r}: expected one of {', '.join(presets)}",
@@ -402,21 +438,19 @@ def cell_as_preset(conf_dir: str, args: list[str]) -> list[str]:
     return out
 
 
-def check_overrides(conf_dir: str, config_name: str, args: list[str]) -> DictConfig | None:
+def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
     """Compose once up front so a bad override fails with one line instead of Hydra's page;
     the composed config (None for Hydra's own flags and for sweeps)."""
     if any(a.startswith("-") for a in args) or any("MULTIRUN" in a for a in args):
         return None  # --help, --cfg, -m ...: Hydra's own handling
     overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         # Sweeps (model=gru,lstm) are checked by Hydra itself, against the presets' hydra.mode.
         parsed = OverridesParser.create().parse_overrides(overrides)
         overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides)
+        cfg = compose(config_name, overrides)
     except Exception as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)

@@ -7,6 +7,7 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import importlib
 
 
 class UserError(ValueError):
@@ -44,3 +45,34 @@ def os_error_line(error: OSError) -> str:
     what = error.strerror or first_line(error)
     remedy = _REMEDY.get(error.errno)
     return f"{where}{what}" + (f"; {remedy}" if remedy else "")
+
+
+# The optional parts of the package (pyproject's extras) and a module each one brings.
+EXTRAS = {
+    "report": ("matplotlib", "scipy"),
+    "tb": ("tensorboard",),
+    "launchers": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"),
+}
+
+
+class MissingExtra(UserError):
+    """An optional part of the package that a command needs is not installed."""
+
+
+def has_extra(extra: str, modules: tuple[str, ...] | None = None) -> bool:
+    """Whether the modules of ``extra`` (or the given ones of it) can be imported."""
+    for module in modules or EXTRAS[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+    return True
+
+
+def require_extra(extra: str, needed_by: str, modules: tuple[str, ...] | None = None) -> None:
+    """Refuse, in one line that says what to install, when ``extra`` is missing."""
+    if not has_extra(extra, modules):
+        raise MissingExtra(
+            f"{needed_by} needs the [{extra}] extra, which is not installed: "
+            f"pip install 'nmt-cells[{extra}]' (make install installs every extra)"
+        )

@@ -24,7 +24,7 @@ from sacrebleu.significance import PairedTest
 from nmt import data
 from nmt.errors import UserError
 from nmt.rundir import SEARCH_FILE, write_json, write_text
-from nmt.runtime import describe_device, precision_name
+from nmt.runtime import describe_device, precision_name, provenance
 
 if TYPE_CHECKING:
     from nmt.translate import Translator
@@ -229,6 +229,7 @@ def evaluate_split(
         # Decoded in bf16 or fp32, and where: the speed and (slightly) the scores depend on both.
         precision=precision_name(translator.precision),
         hardware=describe_device(translator.device),
+        provenance=provenance(),
     )
     write_json(out_dir / "scores.json", scores)
     if scores["search"].get("tuned_on") == split:

@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.errors import UserError
+from nmt.errors import UserError, has_extra, require_extra
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class TrainOptions:
     patience: int  # validations without improvement before early stopping
     early_stop_metric: str  # bleu | chrf (higher is better) | loss | ppl (lower is better)
     max_bad_steps: int  # non-finite losses in a row that stop training
-    tensorboard: bool
+    tensorboard: bool | None  # None: when the [tb] extra is installed
     progress: bool | None  # None: a bar when stderr is a terminal
     clip_norm: float
     label_smoothing: float
@@ -98,9 +98,9 @@ class MetricsLog:
     """Rows of numbers per step: ``valid`` rows to metrics.csv, ``train`` rows to
     train_metrics.csv, both to TensorBoard (``run_dir/tb``) when asked."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
+    def __init__(self, run_dir: Path, tensorboard: bool | None):
         self.run_dir = run_dir
-        self.writer = _tensorboard(run_dir) if tensorboard else None
+        self.writer = _tensorboard(run_dir) if _wants_tensorboard(tensorboard) else None
 
     def train(self, **row: float) -> None:
         _append_csv(self.run_dir / "train_metrics.csv", row)
@@ -129,10 +129,15 @@ def _append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def _wants_tensorboard(tensorboard: bool | None) -> bool:
+    """true: TensorBoard logs, refused in one line without the [tb] extra; null: when it is
+    installed; false: CSV only."""
+    if tensorboard:
+        require_extra("tb", "train.tensorboard=true")
+    return tensorboard is not False and has_extra("tb")
+
+
 def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but keep training if it is broken
-        log.warning("tensorboard unavailable; metrics go to CSV only")
-        return None
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(run_dir / "tb"))

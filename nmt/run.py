@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
+import shlex
 import sys
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from nmt.runtime import (
     pick_device,
     pick_precision,
     precision_name,
+    provenance,
     seed_everything,
 )
 from nmt.search_options import SearchOptions
@@ -246,6 +249,7 @@ def _trainee(
         "torch": torch.__version__,
         "hardware": describe_device(device),
         "precision": precision_name(precision),
+        "provenance": provenance(),
     }
     parts["options"] = TrainOptions(
         **group_kwargs(cfg.train, drop=("threads", "valid_max_sentences", "resume")),
@@ -255,23 +259,27 @@ def _trainee(
     return parts
 
 
-def translator_for(
-    cfg: DictConfig,
-    run_dir: Path | None = None,
-    checkpoint: str | None = None,
-) -> Translator:
-    """The run's model with cfg.search; the translate/eval keys or, after training, defaults."""
+def translator_for(cfg: DictConfig, run_dir: Path, checkpoint: str) -> Translator:
+    """After training: the run's model with the training config's search, device and precision,
+    and everything else as ``nmt-translate`` has it."""
     return Translator.from_run_dir(
-        run_dir or cfg.run_dir,
-        checkpoint=checkpoint or cfg.checkpoint,
+        run_dir,
+        checkpoint=checkpoint,
         device=cfg.device,
         precision=cfg.precision,
         search=SearchOptions.from_config(cfg.search),
-        max_sentences=cfg.search.max_sentences,
-        max_tokens=cfg.get("max_tokens", 4000),
-        max_src_len=cfg.get("max_src_len", 250),
-        ensemble=list(cfg.get("ensemble", [])),
     )
+
+
+def next_commands(run_dir: Path, split: str) -> list[str]:
+    """What to run after training, as the user ran it: ``make ...`` under make (which sets
+    MAKELEVEL for its recipes), else the nmt-* commands."""
+    where = shlex.quote(f"run_dir={run_dir}")
+    under_make = "MAKELEVEL" in os.environ
+    translate, evaluate = (
+        ("make translate", "make eval") if under_make else ("nmt-translate", "nmt-eval")
+    )
+    return [f"{translate} {where} input=FILE", f"{evaluate} {where} split={split}"]
 
 
 def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
@@ -381,11 +389,7 @@ def _train_run(
         {**parts["meta"], **best, "status": "finished", "process_peak_rss_gib": round(peak_gib, 3)},
     )
     if not in_sweep:
-        log.info(
-            "next: nmt-translate run_dir=%s input=FILE; nmt-eval run_dir=%s split=%s "
-            '(or make translate / make eval with ARGS="...")',
-            run_dir,
-            run_dir,
-            (cfg.final_eval or [*corpus_report["sizes"]][-1:])[0],
-        )
+        split = (cfg.final_eval or [*corpus_report["sizes"]][-1:])[0]
+        for command in next_commands(run_dir, split):
+            log.info("next: %s", command)
     return float(best["bleu"])

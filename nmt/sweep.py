@@ -30,10 +30,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.errors import UserError
+from nmt.config import compose
+from nmt.errors import UserError, require_extra
 from nmt.rundir import DONE_FILE, TUNING_FILE, write_json
 
 log = logging.getLogger("nmt")
+JOBLIB = "hydra_plugins.hydra_joblib_launcher"  # ablation.jobs > 1 runs its jobs through it
 
 TUNE_DIR = "tune"
 PLANNED = ("model", "model.cell", "model.attention", "seed", "optim.lr")  # set by the plan
@@ -129,9 +131,8 @@ def _nmt_train(args: list[str]) -> int:
     return subprocess.run(command, check=False).returncode
 
 
-def ablate(args: list[str], conf_dir: str) -> int:
+def ablate(args: list[str]) -> int:
     """``nmt-ablate ARGS``: the sweep of the preset ARGS names (see the module docstring)."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if any(a.startswith("-") for a in args):  # Hydra's flags (--cfg hydra, ...): its own handling
@@ -139,8 +140,7 @@ def ablate(args: list[str], conf_dir: str) -> int:
     # The plan is read from the preset with the grid values (model=gru,lstm) left out.
     parsed = OverridesParser.create().parse_overrides(args)
     single = [o.input_line for o in parsed if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose("train", overrides=single, return_hydra_config=True)
+    cfg = compose("train", single, hydra_config=True)
     plan = cfg.ablation
     if plan is None:  # the preset's own grid (hydra.mode: MULTIRUN) and report callback
         return _nmt_train(args)
@@ -154,6 +154,7 @@ def ablate(args: list[str], conf_dir: str) -> int:
     args = [a for a in args if not a.startswith("hydra.sweep.dir=")]  # set per phase below
     common = ["-m", *args, "~hydra.callbacks.report"]
     if plan.jobs > 1:
+        require_extra("launchers", f"ablation.jobs={plan.jobs}", (JOBLIB,))
         common += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={plan.jobs}"]
     cells = f"model={','.join(plan.cells)}"
     if plan.tune.lrs:

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, TextIO, overload
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nmt.checkpoint import (
@@ -30,13 +30,14 @@ from nmt.checkpoint import (
     load_average,
     load_weights,
 )
+from nmt.config import compose
 from nmt.ensemble import Ensemble
 from nmt.errors import UserError
 from nmt.model import Seq2Seq, build_model
 from nmt.rundir import CONFIG_FILE
 from nmt.runtime import autocast, pick_device, pick_precision
 from nmt.search import Hypothesis, decode_corpus
-from nmt.search_options import SearchError, SearchOptions
+from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ class LoadedRun:
     tokenizer: Tokenizer
     src: str
     tgt: str
-    search: SearchOptions
     source: dict  # where the weights came from: {"run_dir", "checkpoint", "steps"}
 
 
@@ -90,9 +90,6 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
     try:
         model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
         src, tgt = cfg.data.src, cfg.data.tgt
-        run_search = SearchOptions.from_config(cfg.search)
-    except SearchError:
-        raise
     except Exception as e:
         raise RunDirError(f"{config_path}: not an nmt run config ({e})") from None
     try:
@@ -140,7 +137,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
         log.info("loaded the mean of %s in %s (%s)", names, places[0].parent, model_of)
     steps = [json.loads((p / META_FILE).read_text()).get("step") for p in places]
     source = {"run_dir": str(run_dir), "checkpoint": checkpoint, "steps": steps}
-    return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, search=run_search, source=source)
+    return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, source=source)
 
 
 class Translator:
@@ -180,29 +177,64 @@ class Translator:
         cls,
         run_dir: str | os.PathLike,
         *,
-        checkpoint: str = "best",
-        device: str = "auto",
-        precision: str = "fp32",
-        search: SearchOptions | dict | None = None,
-        max_sentences: int = 64,
-        max_tokens: int = 4000,
-        max_src_len: int = 250,
-        ensemble: list[str | os.PathLike] | tuple = (),
+        search: str | dict | SearchOptions | None = None,
+        checkpoint: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        ensemble: list[str | os.PathLike] | tuple | None = None,
+        max_tokens: int | None = None,
+        max_src_len: int | None = None,
     ) -> Translator:
-        """Load config, tokenizer and weights from a run directory (``checkpoint``: best, last,
-        or avg-last-N / avg-best-N: the mean of the N most recent or best kept checkpoints).
+        """A run directory's model, decoding exactly as ``nmt-translate run_dir=...`` does: every
+        argument left out takes its value from conf/translate.yaml, the command's own config
+        (checkpoint best, precision auto, search beam5, ...).
 
-        ``search``: the settings to use, or a dict of keys of the ``search`` group that override
-        the run's own settings (``{"beam_size": 5}``). ``ensemble``: more run directories whose
+        ``search``: a preset of conf/search/ (``"greedy"``, ``"beam5"``, ``"tuned"``), a dict of
+        keys of the ``search`` group over the default preset (``{"beam_size": 12}``), or
+        :class:`SearchOptions`. ``checkpoint``: best, last, or avg-last-N / avg-best-N (the mean
+        of the N most recent or best kept checkpoints). ``ensemble``: more run directories whose
         models decode together with this one's (``nmt.ensemble``); they must have its
         SentencePiece model and language pair.
         """
+        cfg = compose("translate", [f"search={search}"] if isinstance(search, str) else [])
+        given = {
+            "checkpoint": checkpoint,
+            "device": device,
+            "precision": precision,
+            "ensemble": None if ensemble is None else [str(e) for e in ensemble],
+            "max_tokens": max_tokens,
+            "max_src_len": max_src_len,
+        }
+        cfg.run_dir = str(run_dir)
+        for key, value in given.items():
+            if value is not None:
+                cfg[key] = value  # checked against the schema's type
+        if isinstance(search, dict):
+            options = SearchOptions.from_config(cfg.search).replace(**search)
+        else:
+            options = search if isinstance(search, SearchOptions) else None
+        return cls.from_config(cfg, search=options)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: DictConfig,
+        *,
+        run_dir: str | os.PathLike | None = None,
+        checkpoint: str | None = None,
+        search: SearchOptions | None = None,
+    ) -> Translator:
+        """The translator a composed ``translate``/``eval``/``tune_search`` config describes (the
+        commands build theirs here, and so does :meth:`from_run_dir`)."""
+        run_dir = run_dir or cfg.run_dir
+        checkpoint = checkpoint or cfg.checkpoint
+        search = search or SearchOptions.from_config(cfg.search)  # checked before the model loads
         loaded = load_run(run_dir, checkpoint)
         model: nn.Module = loaded.model
         sources = [loaded.source]
-        if ensemble:
+        if cfg.ensemble:
             members = [loaded.model]
-            for other in ensemble:
+            for other in cfg.ensemble:
                 more = load_run(other, checkpoint)
                 if more.tokenizer.sha256() != loaded.tokenizer.sha256():
                     raise RunDirError(
@@ -217,25 +249,31 @@ class Translator:
                 members.append(more.model)
                 sources.append(more.source)
             model = Ensemble(members)
-        if not isinstance(search, SearchOptions):
-            search = loaded.search.replace(**(search or {}))
-        chosen = pick_device(device)
+        chosen = pick_device(cfg.device)
         return cls(
             model=model,
             tokenizer=loaded.tokenizer,
             device=chosen,
-            precision=pick_precision(precision, chosen),
+            precision=pick_precision(cfg.precision, chosen),
             search=search,
-            max_sentences=max_sentences,
-            max_tokens=max_tokens,
-            max_src_len=max_src_len,
+            max_sentences=cfg.search.max_sentences,
+            max_tokens=cfg.max_tokens,
+            max_src_len=cfg.max_src_len,
             src_lang=loaded.src,
             tgt_lang=loaded.tgt,
             sources=sources,
         )
 
-    def translate_full(self, texts: list[str]) -> list[Translation]:
-        """Translate with everything kept: n-best, scores, attention, pieces. Empty in, empty out."""
+    @overload
+    def translate_full(self, texts: str) -> Translation: ...
+    @overload
+    def translate_full(self, texts: list[str]) -> list[Translation]: ...
+
+    def translate_full(self, texts: str | list[str]) -> Translation | list[Translation]:
+        """Translate with everything kept: n-best, scores, attention, pieces. Empty in, empty out;
+        one text in, one :class:`Translation` out."""
+        if isinstance(texts, str):
+            return self.translate_full([texts])[0]
         ids = self.tokenizer.encode_src(texts)
         truncated = [len(x) > self.max_src_len for x in ids]
         ids = [x[: self.max_src_len] for x in ids]
@@ -262,8 +300,16 @@ class Translator:
             )
         return out
 
-    def translate(self, texts: list[str]) -> list[str]:
-        """The best translation of each text, one output per input, in order."""
+    @overload
+    def translate(self, texts: str) -> str: ...
+    @overload
+    def translate(self, texts: list[str]) -> list[str]: ...
+
+    def translate(self, texts: str | list[str]) -> str | list[str]:
+        """The best translation of each text, one output per input, in order (one string in,
+        one string out)."""
+        if isinstance(texts, str):
+            return self.translate([texts])[0]
         return [t.texts[0] if t.texts else "" for t in self.translate_full(texts)]
 
     def target_pieces(self, hyp: Hypothesis) -> list[str]:

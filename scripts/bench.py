@@ -107,15 +107,9 @@ def print_profile(name: str, result: dict) -> None:
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from nmt.config import compose as compose_config
 
-    from nmt.cli import CONF_DIR
-    from nmt.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def prepared_run(cfg, run_dir: Path) -> Path:

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from nmt.report import PLOTS, ReportError, write_report
+from nmt.errors import MissingExtra, require_extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         edges = tuple(int(e) for e in args.buckets.split(","))
     except ValueError:
         parser.error(f"--buckets {args.buckets!r}: expected integers separated by commas")
+    try:
+        require_extra("report", "the report (plots and statistics)")
+    except MissingExtra as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    from nmt.report import PLOTS, ReportError, write_report
+
     sweep = args.paths[0]
     try:
         path = write_report(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -153,23 +155,43 @@ def test_final_eval_of_a_split_the_data_lacks_fails_before_training(corpus_dir, 
 
 
 def test_either_spelling_of_the_cell_takes_its_optimizer_preset(corpus_dir, tmp_path):
-    """model=tanh and model.cell=tanh train the same model with tanh's own learning rate; the
-    output starts with the run directory and ends with the next commands, and a pipe gets no
-    progress bar."""
+    """`make train model=tanh` (make's own variables) and `make train ARGS="model.cell=tanh"`
+    train the same model with tanh's own learning rate; the output starts with the run
+    directory and ends with the next commands, and a pipe gets no progress bar."""
     from conftest import tiny_args
 
+    args = [a for a in tiny_args(corpus_dir, tmp_path / "c") if a != "train.progress=false"]
+    env = {**os.environ, "VENV": str(BIN.parent)}
     rates = {}
     for spelling in ("model=tanh", "model.cell=tanh"):
         run_dir = tmp_path / spelling.replace("=", "-")
-        args = [a for a in tiny_args(corpus_dir, tmp_path / "c") if a != "train.progress=false"]
-        result = run("nmt-train", f"run_dir={run_dir}", *args, spelling, "train.max_steps=2")
+        overrides = [f"run_dir={run_dir}", *args, spelling, "train.max_steps=2"]
+        if spelling == "model=tanh":  # as make's command-line variables
+            command = ["make", "--no-print-directory", "train", *overrides]
+        else:
+            command = ["make", "--no-print-directory", "train", f"ARGS={shlex.join(overrides)}"]
+        result = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert "run directory: " + str(run_dir) in result.stdout.splitlines()[0]
-        assert f"next: nmt-translate run_dir={run_dir} input=FILE" in result.stdout
+        last = result.stdout.splitlines()[-2:]
+        assert f"next: make translate run_dir={run_dir} input=FILE" in last[0]
+        assert f"next: make eval run_dir={run_dir} split=test_2016_flickr" in last[1]
         assert "step/s" not in result.stderr and "s/step" not in result.stderr  # no bar
         config = OmegaConf.load(run_dir / "config.yaml")
         assert config.model.cell == "tanh"
         rates[spelling] = config.optim.lr
+        # Where the result came from: the command as make ran it and this tree's commit.
+        made = json.loads((run_dir / "done.json").read_text())["provenance"]
+        assert made["command"].startswith("nmt-train ") and spelling in made["command"]
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert made["commit"].removesuffix("+dirty") == head
     tanh = OmegaConf.load(ROOT / "conf" / "optim" / "tanh.yaml").lr
     assert rates == {"model=tanh": tanh, "model.cell=tanh": tanh}
     both = run("nmt-train", "model=gru", "model.cell=tanh")
@@ -178,8 +200,86 @@ def test_either_spelling_of_the_cell_takes_its_optimizer_preset(corpus_dir, tmp_
     assert unknown.returncode == 2 and "model.cell='gruu': expected one of gru" in unknown.stderr
 
 
+def test_make_passes_overrides_as_written(tmp_path):
+    """A value with spaces, a quote or a ${...} interpolation reaches Hydra as it was typed."""
+    env = {**os.environ, "VENV": str(BIN.parent)}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "translate", "run_dir=runs/X", "a.b=it's ${x} y"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert shlex.split(line)[1:] == ["a.b=it's ${x} y", "run_dir=runs/X"]
+
+
 def test_version():
     from nmt import __version__
 
     result = run("nmt-train", "--version")
     assert result.returncode == 0 and result.stdout == f"nmt {__version__}\n"
+
+
+def without(module: str, main: str, *args: str) -> subprocess.CompletedProcess:
+    """An nmt-* command (``main``: its function in nmt.cli) run as if ``module`` were not
+    installed: an import of it fails as it does where the extra is missing."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['nmt', *sys.argv[1:]]; "
+        f"from nmt.cli import {main}; {main}()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_missing_extra_is_one_line_that_names_it(tiny_run, corpus_dir, tmp_path):
+    from conftest import tiny_args
+
+    def refused(result, needed_by: str, extra: str) -> None:
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines() == [
+            f"error: {needed_by} needs the [{extra}] extra, which is not installed: "
+            f"pip install 'nmt-cells[{extra}]' (make install installs every extra)"
+        ]
+
+    heatmaps = without(
+        "matplotlib", "eval_main", f"run_dir={tiny_run}", "split=val", "attention_plots=2"
+    )
+    refused(heatmaps, "attention_plots=2", "report")
+    assert not (tiny_run / "eval" / "val-best-beam5").exists()
+    sweep = without("scipy", "ablate_main", "experiment=ablation_quick")
+    refused(sweep, "nmt-ablate (its report's plots and statistics)", "report")
+    launcher = without(
+        "hydra_plugins.hydra_joblib_launcher", "train_main", "-m", "hydra/launcher=joblib"
+    )
+    refused(launcher, "hydra/launcher=joblib", "launchers")
+    # TensorBoard asked for: refused before anything is written; by default: CSV only.
+    run_dir = tmp_path / "run"
+    args = [f"run_dir={run_dir}", *tiny_args(corpus_dir, tmp_path / "c"), "train.max_steps=2"]
+    refused(
+        without("tensorboard", "train_main", *args, "train.tensorboard=true"),
+        "train.tensorboard=true",
+        "tb",
+    )
+    assert not run_dir.exists()
+    quiet = without("tensorboard", "train_main", *args)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert (run_dir / "metrics.csv").is_file() and not (run_dir / "tb").exists()
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['matplotlib'] = None; "
+            "sys.argv = ['report.py', *sys.argv[1:]]; import runpy; "
+            f"runpy.run_path({str(ROOT / 'scripts' / 'report.py')!r}, run_name='__main__')",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    refused(report, "the report (plots and statistics)", "report")

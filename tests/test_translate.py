@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import multi30k_lines
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.translate import RunDirError, Translator
@@ -32,13 +34,29 @@ def test_api_one_output_per_input(tiny_run):
     assert len(out) == 4 and out[1] == ""
     full = translator.translate_full([LONG])
     assert full[0].truncated
-    # The command line, given the same search and precision, writes the same translations.
-    lines = ["A dog runs.", "", "Two men."]
-    cli = translate(
-        tiny_run, "".join(f"{t}\n" for t in lines).encode(), "search.beam_size=2", "precision=fp32"
-    )
+    assert translator.translate("Two men.") == out[3]  # one string in, one string out
+    assert translator.translate_full("Two men.").texts == [out[3]]
+
+
+def test_api_and_command_line_translate_alike(tiny_run):
+    """With nothing chosen, the API decodes as nmt-translate does (conf/translate.yaml: beam 5,
+    precision auto), not with the search the run was trained with (greedy)."""
+    from nmt.runtime import pick_device, pick_precision
+
+    lines = ["A dog runs in the park.", "", "Two men talk.", "A woman reads a book."]
+    api = Translator.from_run_dir(tiny_run)
+    assert OmegaConf.load(tiny_run / "config.yaml").search.beam_size == 1
+    assert (api.search.beam_size, api.search.alpha) == (5, 0.6)
+    assert api.precision == pick_precision("auto", pick_device("auto"))
+    cli = translate(tiny_run, "".join(f"{t}\n" for t in lines).encode())
     assert cli.returncode == 0, cli.stderr.decode()[-2000:]
-    assert cli.stdout.decode().split("\n")[:-1] == [out[0], out[1], out[3]]
+    assert cli.stdout.decode().split("\n")[:-1] == api.translate(lines)
+    # A setting chosen on both sides: the same translations again.
+    greedy = translate(tiny_run, "".join(f"{t}\n" for t in lines).encode(), "search=greedy")
+    api_greedy = Translator.from_run_dir(tiny_run, search="greedy").translate(lines)
+    assert greedy.stdout.decode().split("\n")[:-1] == api_greedy
+    with pytest.raises(ValidationError):
+        Translator.from_run_dir(tiny_run, max_tokens="many")
 
 
 def test_cli_three_lines_for_three_lines(tiny_run):
