@@ -72,3 +72,25 @@ def test_a_wheel_installed_elsewhere_trains(corpus_dir, tmp_path):
         env=CLEAN,
     ).stdout.strip()
     assert Path(where) == Path(purelib) / "nmt" / "conf"  # the package's own, not the clone's
+    # The README's two commands, as written but offline: torch first (here: already there), then
+    # the package from the source tree, not editable.
+    for command in (["torch==2.13.0"], [str(ROOT), "--no-deps", "--no-build-isolation"]):
+        installed = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-index", *command],
+            capture_output=True,
+            text=True,
+            cwd=elsewhere,
+            env=CLEAN,
+            timeout=300,
+        )
+        assert installed.returncode == 0, installed.stderr[-2000:]
+    again = subprocess.run(
+        [str(venv / "bin" / "nmt-translate"), "run_dir=run"],
+        input="A dog runs.\n",
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=CLEAN,
+        timeout=300,
+    )
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 1, again.stderr[-2000:]

@@ -25,13 +25,19 @@ from nmt.evaluate import score, split_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-STARTS = ("make ", "echo ", "python ", ".venv/bin/")
+# The pages whose commands are instructions: the README and docs/, but for the dated record of
+# past runs (docs/history.md quotes commands as they were run then) and the generated results.
+PAGES = [
+    README,
+    *(p for p in sorted((ROOT / "docs").glob("*.md")) if p.stem not in ("history", "results")),
+]
+STARTS = ("make ", "echo ", "python ", ".venv/bin/", "pip ")
 
 
 def readme_commands() -> list[str]:
-    """Shell commands of the README's indented code blocks (continuations joined)."""
+    """Shell commands of the pages' indented code blocks (continuations joined)."""
     commands, pending = [], ""
-    for line in README.read_text().splitlines():
+    for line in "\n".join(page.read_text() for page in PAGES).splitlines():
         if not line.startswith("    "):
             continue
         text = pending + line.strip()
@@ -117,6 +123,14 @@ def check_ranks(result, tmp):
     finished()(result, tmp)
     done = json.loads((tmp / "run" / "done.json").read_text())
     assert done["world_size"] == 2 and len(done["rank_peak_rss_gib"]) == 2
+
+
+def check_cfg_job(result, tmp):
+    assert "cell: gru" in result.stdout and "max_steps: 2" in result.stdout
+    assert not (tmp / "run").exists()  # printed, not run
+
+
+WHEEL = "test_package.py::test_a_wheel_installed_elsewhere_trains"
 
 
 def check_cs(result, tmp):
@@ -320,6 +334,12 @@ def check_bench_help(result, tmp):
         assert flag in result.stdout
 
 
+def check_results(result, tmp):
+    page = (tmp / "results.md").read_text()
+    assert "| X | gru + bahdanau |" in page and "| Y | gru + bahdanau |" in page
+    assert set(json.loads((tmp / "results.json").read_text())["runs"]) == {"X", "Y"}
+
+
 def check_lint(result, tmp):
     assert "All checks passed!" in result.stdout
 
@@ -358,100 +378,97 @@ BENCH = [
 CASES: dict[str, Case] = {
     "make train": Case(TINY, finished()),
     "make train NPROC=2": Case(TINY, check_ranks),
-    'make train NPROC=4 NNODES=2 MASTER=node1:29500 ARGS="run_dir=/shared/runs/ende"': Case(
+    "make train NPROC=4 NNODES=2 MASTER=node1:29500 run_dir=/shared/runs/ende": Case(
         # Two machines: two torchrun agents on this one, meeting at localhost.
         elsewhere="test_distributed.py::test_two_nodes_meet_at_the_master"
     ),
     "make test": Case(skip="CI runs it: .ci/run is `make test`"),
-    'make data ARGS="data.src=en data.tgt=fr"': Case([], check_data("en-fr")),
-    'make spm ARGS="run_dir=runs/my-run tokenizer=bpe8k"': Case(TINY[:1], check_bpe_spm),
-    'make data ARGS="data.src=de data.tgt=en"': Case([], check_data("de-en")),
-    'make data ARGS="data.src=en data.tgt=cs"': Case([], check_cs),
-    'make train ARGS="model=lstm"': Case(TINY, check_lstm),
-    'make train ARGS="experiment=deen"': Case(TINY, finished(pair="de-en")),
-    'make train ARGS="train.resume=true run_dir=runs/X"': Case(
+    "pip install torch==2.13.0": Case(elsewhere=WHEEL),
+    "pip install .": Case(elsewhere=WHEEL),
+    'make train ARGS="--cfg job"': Case([], check_cfg_job),
+    "make train model=lstm train.max_steps=100": Case(TINY, check_lstm),
+    "make spm run_dir=runs/my-run tokenizer=bpe8k": Case(TINY[:1], check_bpe_spm),
+    "make data data.src=de data.tgt=en": Case([], check_data("de-en")),
+    "make data data.src=en data.tgt=cs": Case([], check_cs),
+    "make train model=lstm": Case(TINY, check_lstm),
+    "make train experiment=deen": Case(TINY, finished(pair="de-en")),
+    "make train train.resume=true run_dir=runs/X": Case(
         [*TINY, "train.max_steps=4"], check_resumed, needs_run=True
     ),
-    'make train ARGS="final_eval=[test_2016_flickr] search=beam5"': Case(TINY, check_final_eval),
-    'make train ARGS="tokenizer=separate8k"': Case(TINY, check_separate),
-    'make train ARGS="train.keep_last=5 run_dir=runs/Y"': Case(
-        [*TINY, "train.max_steps=10"], check_kept
-    ),
-    'echo "A dog runs in the park." | make translate ARGS="run_dir=runs/X"': Case(
+    "make train final_eval=[test_2016_flickr] search=beam5": Case(TINY, check_final_eval),
+    "make train tokenizer=separate8k": Case(TINY, check_separate),
+    "make train train.keep_last=5 run_dir=runs/Y": Case([*TINY, "train.max_steps=10"], check_kept),
+    'echo "A dog runs in the park." | make translate run_dir=runs/X': Case(
         [], check_one_line, needs_run=True
     ),
-    'make translate ARGS="run_dir=runs/X input=in.en output=out.de search=greedy"': Case(
+    "make translate run_dir=runs/X input=in.en output=out.de search=greedy": Case(
         [], check_out_file, needs_run=True
     ),
-    'make translate ARGS="run_dir=runs/X search.n_best=5"': Case(
+    "make translate run_dir=runs/X search.n_best=5": Case(
         [], check_n_best, needs_run=True, stdin="A dog runs.\n"
     ),
-    'make eval ARGS="run_dir=runs/X split=test_2016_flickr"': Case(
+    "make eval run_dir=runs/X split=test_2016_flickr": Case(
         [], check_eval("test_2016_flickr", "beam5"), needs_run=True
     ),
-    'make eval ARGS="run_dir=runs/X split=test_2017_flickr search=greedy attention_plots=5"': Case(
+    "make eval run_dir=runs/X split=test_2017_flickr search=greedy attention_plots=5": Case(
         [], check_eval("test_2017_flickr", "greedy", plots=5), needs_run=True
     ),
-    'make eval ARGS="run_dir=runs/X split=test_2016_flickr hyps=[a.txt,b.txt]"': Case(
+    "make eval run_dir=runs/X split=test_2016_flickr hyps=[a.txt,b.txt]": Case(
         ["bootstrap_samples=100"], check_bootstrap, needs_run=True
     ),
-    'make eval ARGS="run_dir=runs/Y split=test_2016_flickr checkpoint=avg-last-5"': Case(
+    "make eval run_dir=runs/Y split=test_2016_flickr checkpoint=avg-last-5": Case(
         [],
         check_eval("test_2016_flickr", "beam5", run="Y", checkpoint="avg-last-5"),
-        before='make train ARGS="train.keep_last=5 run_dir=runs/Y"',
+        before="make train train.keep_last=5 run_dir=runs/Y",
     ),
-    'make eval ARGS="run_dir=runs/X split=test_2016_flickr ensemble=[runs/Y]"': Case(
+    "make eval run_dir=runs/X split=test_2016_flickr ensemble=[runs/Y]": Case(
         [],
         check_eval("test_2016_flickr", "beam5", checkpoint="best-ensemble2"),
         needs_run=True,
         also=("Y",),
     ),
-    'make tune-search ARGS="run_dir=runs/X"': Case(
+    "make tune-search run_dir=runs/X": Case(
         ["beam_sizes=[1,2]", "alphas=[0.0,1.0]", "progress=false"], check_tuned, needs_run=True
     ),
-    'make eval ARGS="run_dir=runs/X split=test_2017_flickr search=tuned"': Case(
+    "make eval run_dir=runs/X split=test_2017_flickr search=tuned": Case(
         [],
         check_eval("test_2017_flickr", "tuned"),
         needs_run=True,
-        before='make tune-search ARGS="run_dir=runs/X"',
+        before="make tune-search run_dir=runs/X",
     ),
-    'make train ARGS="experiment=cgru_ende run_dir=runs/cgru-ende"': Case(
-        RECIPE, check_recipe("en-de")
-    ),
-    'make train ARGS="experiment=cgru_enfr run_dir=runs/cgru-enfr"': Case(
-        RECIPE, check_recipe("en-fr")
-    ),
-    'make tune-search ARGS="run_dir=runs/cgru-ende"': Case(
+    "make train experiment=cgru_ende run_dir=runs/cgru-ende": Case(RECIPE, check_recipe("en-de")),
+    "make train experiment=cgru_enfr run_dir=runs/cgru-enfr": Case(RECIPE, check_recipe("en-fr")),
+    "make tune-search run_dir=runs/cgru-ende": Case(
         ["beam_sizes=[1,2]", "alphas=[0.0,1.0]", "progress=false"],
         check_tuned_recipe,
-        before='make train ARGS="experiment=cgru_ende run_dir=runs/cgru-ende"',
+        before="make train experiment=cgru_ende run_dir=runs/cgru-ende",
     ),
-    'make eval ARGS="run_dir=runs/cgru-ende split=test_2016_flickr search=tuned '
-    'checkpoint=avg-best-5"': Case(
+    "make eval run_dir=runs/cgru-ende split=test_2016_flickr search=tuned "
+    "checkpoint=avg-best-5": Case(
         [],
         check_eval("test_2016_flickr", "tuned", run="cgru-ende", checkpoint="avg-best-5"),
-        before='make tune-search ARGS="run_dir=runs/cgru-ende"',
+        before="make tune-search run_dir=runs/cgru-ende",
     ),
     "make ablate": Case(SWEEP, check_sweep(2), sweep=True, run_dir=False),
-    'make ablate ARGS="experiment=ablation_converged"': Case(
+    "make ablate experiment=ablation_converged": Case(
         CONVERGED, check_converged, sweep=True, run_dir=False
     ),
-    'make ablate ARGS="experiment=ablation_full"': Case(
+    "make ablate experiment=ablation_full": Case(
         SWEEP_ONE, check_sweep(1), sweep=True, run_dir=False
     ),
     "python scripts/report.py runs/ablation_quick": Case(
         ["--bootstrap-samples", "100"], check_report
     ),
-    'make ablate ARGS="experiment=ablation_full hydra/launcher=submitit_slurm '
+    "make ablate experiment=ablation_full hydra/launcher=submitit_slurm "
     "hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 "
-    'hydra.launcher.timeout_min=240"': Case(
+    "hydra.launcher.timeout_min=240": Case(
         # No SLURM cluster here: the command is composed to its launcher config, not submitted.
         ["--cfg", "hydra"],
         check_slurm,
         run_dir=False,
         sweep=True,
     ),
-    'make ablate ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=2 train.threads=1"': Case(
+    "make ablate hydra/launcher=joblib hydra.launcher.n_jobs=2 train.threads=1": Case(
         SWEEP, check_sweep(2), sweep=True, run_dir=False
     ),
     "make bench": Case(BENCH, check_bench(["gru", "lstm", "tanh", "gru_cho"], True), run_dir=False),
@@ -462,6 +479,9 @@ CASES: dict[str, Case] = {
         run_dir=False,
     ),
     "make lint": Case([], check_lint, run_dir=False),
+    'make results RUNS="runs/X runs/Y"': Case(
+        [], check_results, needs_run=True, also=("Y",), run_dir=False
+    ),
     "make format": Case(run_dir=False),
 }
 
@@ -522,6 +542,10 @@ def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) 
             extra.append(f"run_dir={tmp / 'run'}")
         if case.sweep:
             extra.append(f"hydra.sweep.dir={tmp / 'sweep'}")
+    elif target == "results":  # the pages it writes: copies, never the repository's own
+        shutil.copy(README, tmp / "README.md")
+        extra += ["--json", str(tmp / "results.json"), "--page", str(tmp / "results.md")]
+        extra += ["--readme", str(tmp / "README.md")]
     elif target == "bench" and case.extra:
         extra += [
             "--set",
