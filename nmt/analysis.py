@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 
 from nmt.batching import Batch
-from nmt.evaluate import score
+from nmt.metrics import score
 from nmt.model import Seq2Seq
 
 

@@ -153,3 +153,27 @@ class BatchSampler:
         for position, batch in enumerate(self.batches(epoch)):
             if position >= start:
                 yield position, batch
+
+
+def ordered_batches(
+    src: Sequence[Sequence[int]],
+    tgt: Sequence[Sequence[int]] | None,
+    *,
+    max_tokens: int | None,
+    batch_size: int | None,
+) -> Iterator[Batch]:
+    """Every example once, in length-sorted batches and never shuffled: what decoding, the
+    validation loss and the report's statistics read (``Batch.indices`` maps each row back to
+    its example). Without ``tgt`` the batches hold sources only."""
+    sampler = BatchSampler(
+        src_lens=[len(s) for s in src],
+        tgt_lens=[0] * len(src) if tgt is None else [len(t) for t in tgt],
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        pool_size=1,
+        seed=0,
+        shuffle=False,
+    )
+    for chunk in sampler.batches(0):
+        pairs = None if tgt is None else [tgt[i] for i in chunk]
+        yield collate([src[i] for i in chunk], pairs, chunk)

@@ -123,7 +123,17 @@ class CellSpec:
     bias_one: str | None = None  # the block whose input bias starts at 1 (LSTM forget gate)
 
 
+# In the order a report lists them (nmt.runs, nmt.plots): the plain RNN, then the gated cells that
+# replaced it.
 SPECS = {
+    "tanh": CellSpec(
+        blocks=("hidden",),
+        states=1,
+        step=_tanh_step,
+        gates=None,
+        fused=nn.RNN,
+        fused_kwargs={"nonlinearity": "tanh"},
+    ),
     "gru": CellSpec(
         blocks=("reset", "update", "new"), states=1, step=_gru_step, gates=_gru_gates, fused=nn.GRU
     ),
@@ -137,14 +147,6 @@ SPECS = {
         gates=_lstm_gates,
         fused=nn.LSTM,
         bias_one="forget",
-    ),
-    "tanh": CellSpec(
-        blocks=("hidden",),
-        states=1,
-        step=_tanh_step,
-        gates=None,
-        fused=nn.RNN,
-        fused_kwargs={"nonlinearity": "tanh"},
     ),
 }
 CELLS = tuple(SPECS)

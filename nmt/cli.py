@@ -20,13 +20,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
-from nmt import __version__, run, sweep
-from nmt.config import cell_as_preset, check_overrides, conf_dir, register_configs
+from nmt import __version__, pipeline, resume, sweep
+from nmt.config import conf_dir, register_configs
 from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
+from nmt.overrides import cell_as_preset, check_overrides
 from nmt.runtime import record_command
 from nmt.search_tuning import choose_split, tune_search
-from nmt.translate import Translator, check_output, translate_file
+from nmt.stream import check_output, translate_file
+from nmt.translate import Translator
 
 CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.config.conf_dir)
 
@@ -39,18 +41,18 @@ def _run_dir() -> Path:
 
 def data_task(cfg: DictConfig) -> None:
     """Data stage: write run_dir/data (the cleaned corpus in datasets format)."""
-    run.stage_data(cfg, _run_dir())
+    pipeline.stage_data(cfg, _run_dir())
 
 
 def spm_task(cfg: DictConfig) -> None:
     """Tokenizer stage: write run_dir/spm.model and run_dir/encoded."""
-    run.stage_spm(cfg, _run_dir())
+    pipeline.stage_spm(cfg, _run_dir())
 
 
 def train_task(cfg: DictConfig) -> float:
-    """Train a model (``nmt.run.train_run``); returns the best validation BLEU."""
+    """Train a model (``nmt.pipeline.train_run``); returns the best validation BLEU."""
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    return run.train_run(cfg, _run_dir(), in_sweep=in_sweep)
+    return pipeline.train_run(cfg, _run_dir(), in_sweep=in_sweep)
 
 
 def translate_task(cfg: DictConfig) -> None:
@@ -70,15 +72,23 @@ def eval_task(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     if cfg.hyps:
         return score_files(run_dir, cfg.split, list(cfg.hyps), samples=cfg.bootstrap_samples)
-    return evaluate_split(
-        Translator.from_config(cfg),
+    translator = Translator.from_config(cfg)
+    evaluation = evaluate_split(
+        translator,
         run_dir,
         cfg.split,
         # An ensemble's translations and scores go beside the single model's, not over them.
         checkpoint=cfg.checkpoint + (f"-ensemble{1 + len(cfg.ensemble)}" if cfg.ensemble else ""),
         search_name=cfg.search.name,
-        attention_plots=cfg.attention_plots,
     )
+    if cfg.attention_plots:
+        # Imported here: matplotlib (and scipy through nmt.stats) cost every nmt-* command about a
+        # second at start-up, and only this step draws.
+        from nmt.plots import attention_heatmaps
+
+        first = evaluation.translations[: cfg.attention_plots]
+        attention_heatmaps(first, translator.target_pieces, evaluation.out_dir / "attention")
+    return evaluation.scores
 
 
 def tune_search_task(cfg: DictConfig) -> dict:
@@ -107,7 +117,7 @@ def _check_run_dir(cfg: DictConfig) -> None:
         run_dir = Path(cfg.run_dir)
     except Exception:  # noqa: BLE001 - an interpolation only Hydra's run resolves: it checks later
         return
-    run.check_run_dir(run_dir)
+    resume.check_run_dir(run_dir)
 
 
 def _check_eval(cfg: DictConfig) -> None:

@@ -6,13 +6,9 @@ exist and their types, so a typo in an override (``data.srcc=en``) is rejected w
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
@@ -20,82 +16,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nmt.errors import one_line
-from nmt.rundir import SEARCH_FILE, TUNING_FILE
+from nmt.naming import run_dirname  # noqa: F401  (registers the resolvers conf/ names)
 from nmt.search_options import SearchOptions
-
-MAX_DIRNAME = 200  # file systems stop at 255 bytes per name
-
-
-def short_dirname(name: str) -> str:
-    """A run directory name from a sweep's overrides, cut with a hash when it would be too long
-    for the file system (distinct override lists keep distinct names)."""
-    if len(name.encode()) <= MAX_DIRNAME:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return name.encode()[: MAX_DIRNAME - 17].decode(errors="ignore") + "~" + digest
-
-
-# Keys that never change a run's results; everything else a job overrides is in its name.
-# (cache_dir holds stage results keyed by their own settings, so any cache gives the same run.)
-NAME_EXCLUDE = ("run_dir", "cache_dir", "train.resume", "train.progress", "device", "experiment")
-
-
-def run_dirname(overrides: list[str]) -> str:
-    """A sweep job's directory name from its overrides (``hydra.overrides.task``): sorted
-    ``key=value`` pairs joined by commas, a path value replaced by a hash of it (so
-    ``data.root=/a/b`` neither nests directories nor collides with another root)."""
-    items = []
-    for override in overrides:
-        key, _, value = str(override).partition("=")
-        key = key.lstrip("+~")
-        if key in NAME_EXCLUDE or key.startswith(("hydra", "ablation")):  # the plan: not a result
-            continue
-        if "/" in value or "\\" in value:
-            value = "#" + hashlib.sha256(value.encode()).hexdigest()[:10]
-        items.append(f"{key}={value}")
-    return short_dirname(",".join(sorted(items)))
-
-
-def tuned_lr(sweep_dir: str, cell: str, attention: str) -> float:
-    """The learning rate nmt-ablate's tuning chose for this cell and attention (presets with an
-    ``ablation.tune`` block set ``optim.lr`` to this)."""
-    path = Path(sweep_dir) / TUNING_FILE
-    if not path.is_file():
-        raise ValueError(
-            f"{path}: no tuned learning rates; this preset's runs start with `make ablate` "
-            "(nmt-ablate), which tunes them first"
-        )
-    chosen = json.loads(path.read_text())["chosen"]
-    if attention not in chosen.get(cell, {}):
-        raise ValueError(f"{path}: no learning rate tuned for {cell} with attention={attention}")
-    return float(chosen[cell][attention])
-
-
-def tuned_search(run_dir: str, key: str) -> float:
-    """A search setting nmt-tune-search chose for a run (``search=tuned`` reads its beam size
-    and length penalty from here)."""
-    path = Path(run_dir) / SEARCH_FILE
-    if not path.is_file():
-        raise ValueError(
-            f"{path}: no search settings chosen for this run; run `make tune-search "
-            f'ARGS="run_dir={run_dir}"` first, or pick another search'
-        )
-    return json.loads(path.read_text())["chosen"][key]
-
-
-def run_stamp(pattern: str) -> str:
-    """The timestamp in a default run_dir: ``NMT_RUN_STAMP`` when set, else now. The ranks of a
-    torchrun job start apart and would each read their own now; ``make train NPROC=...`` sets
-    one stamp for them all."""
-    return os.environ.get("NMT_RUN_STAMP") or datetime.now().strftime(pattern)
-
-
-# Used by hydra.sweep.subdir and the ablation presets; registered on import so a launcher's job
-# process has them too.
-OmegaConf.register_new_resolver("nmt_dirname", run_dirname, replace=True)
-OmegaConf.register_new_resolver("nmt_tuned_lr", tuned_lr, replace=True)
-OmegaConf.register_new_resolver("nmt_stamp", run_stamp, replace=True, use_cache=True)
-OmegaConf.register_new_resolver("nmt_tuned_search", tuned_search, replace=True)
 
 
 @dataclass
@@ -167,10 +89,10 @@ class ModelConfig:
     tie_output: bool = MISSING
     tie_src_tgt: bool = MISSING
     match_params: str | None = None  # a cell: resize enc/dec_hidden to its parameter count
-    conditional: bool = False  # the decoder's second transition after attention (cGRU)
-    var_dropout: float = 0.0  # recurrent inputs and states, one mask per sequence (Gal)
-    ctx_dropout: float = 0.0  # the attention context
-    word_dropout: float = 0.0  # whole target words under teacher forcing
+    conditional: bool = MISSING  # the decoder's second transition after attention (cGRU)
+    var_dropout: float = MISSING  # recurrent inputs and states, one mask per sequence (Gal)
+    ctx_dropout: float = MISSING  # the attention context
+    word_dropout: float = MISSING  # whole target words under teacher forcing
 
 
 @dataclass
@@ -229,7 +151,7 @@ class TrainConfig:
     progress: bool | None = None  # None: a bar when stderr is a terminal
     keep_last: int = MISSING
     keep_best: int = MISSING
-    max_lr_decays: int = 0  # stop once the plateau schedule has cut the rate this often
+    max_lr_decays: int = MISSING  # stop once the plateau schedule has cut the rate this often
 
 
 @dataclass
@@ -238,8 +160,8 @@ class TuneConfig:
     ``max_steps`` updates with ``seed`` and the best validation BLEU picks it."""
 
     lrs: list[float] = field(default_factory=list)  # empty: no tuning, optim.lr as configured
-    max_steps: int = 0
-    seed: int = 1
+    max_steps: int = MISSING
+    seed: int = MISSING
     # Tune each cell with this attention only and give its rate to every attention of the cell;
     # null: every cell x attention is tuned on its own.
     attention: str | None = None
@@ -252,7 +174,7 @@ class AblationConfig:
     cells: list[str] = MISSING
     seeds: dict[str, list[int]] = MISSING  # attention -> seeds: one multirun over the cells each
     tune: TuneConfig = field(default_factory=TuneConfig)
-    jobs: int = 1  # training runs at once (hydra/launcher=joblib when more than one)
+    jobs: int = MISSING  # training runs at once (hydra/launcher=joblib when more than one)
 
 
 @dataclass
@@ -367,91 +289,26 @@ def compose(
             GlobalHydra.instance().initialize(running)
 
 
+def read_run_config(path: str | os.PathLike) -> DictConfig:
+    """A run's saved config.yaml over today's defaults: the train config as ``nmt-train`` composes
+    it now, with the run's own cell preset, and the saved values over it. A run saved before a
+    key existed so reads that key's default from conf/, as a new run would, and never from a
+    default written in code. A key conf/ no longer knows, or a value of the wrong type, is a
+    ``ValueError`` naming it."""
+    saved = OmegaConf.load(path)
+    if not isinstance(saved, DictConfig) or not isinstance(saved.get("model"), DictConfig):
+        raise ValueError("no model group")
+    cell = saved.model.get("name")
+    today = compose("train", [f"model={cell}"] if isinstance(cell, str) else [])
+    try:
+        merged = OmegaConf.merge(today, saved)
+    except Exception as e:  # omegaconf's ConfigKeyError, ValidationError: their first line
+        raise ValueError(one_line(e).split(" full_key:")[0]) from None
+    merged.run_dir = str(Path(path).parent)  # where it is now, wherever it was trained
+    return merged
+
+
 def group_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
     """A config group as plain keyword arguments (validated by its dataclass schema)."""
     values = asdict(OmegaConf.to_object(node))
     return {k: v for k, v in values.items() if k not in drop}
-
-
-def _flat(node: object, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.removesuffix("."): node}
-
-
-def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, object, object]]:
-    """(key, saved value, value now) for each setting that differs from a saved config.yaml,
-    keys that cannot change results (NAME_EXCLUDE, train.threads) aside, and ``precision``: like
-    the device, a run may continue on other hardware (and a run from before the key had none);
-    and the sweep plan (``ablation``): a seed added to a sweep does not change its finished runs."""
-    neutral = (
-        *NAME_EXCLUDE,
-        "train.threads",
-        "train.keep_last",  # what is kept for averaging, not what is trained
-        "train.keep_best",
-        "precision",
-        "ablation",
-    )
-    now = _flat(OmegaConf.to_container(cfg, resolve=True))
-    saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))
-    keys = sorted(
-        k for k in now.keys() | saved.keys() if k.split(".")[0] not in neutral and k not in neutral
-    )
-    # An option added after the run was made, left off (false, 0, null), trains as before.
-    new_and_off = {k for k in now.keys() - saved.keys() if now[k] in (False, 0, None, [], "")}
-    return [
-        (k, saved.get(k), now.get(k))
-        for k in keys
-        if now.get(k) != saved.get(k) and k not in new_and_off
-    ]
-
-
-def cell_as_preset(args: list[str]) -> list[str]:
-    """``model.cell=X`` read as ``model=X``, so that the cell's optimizer preset (``optim:
-    ${model}``) follows it whichever way it is spelled; X must be a preset of conf/model/."""
-    models = Path(conf_dir()) / "model"
-    out = []
-    for arg in args:
-        key, eq, value = arg.lstrip("+~").partition("=")
-        if key != "model.cell" or not eq:
-            out.append(arg)
-            continue
-        if any(a.lstrip("+~").startswith("model=") for a in args):
-            print(
-                f"error: {arg} beside model=...: choose the cell once, with model={value}",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-        unknown = [v for v in value.split(",") if not (models / f"{v}.yaml").is_file()]
-        if unknown:
-            presets = sorted(p.stem for p in models.glob("*.yaml"))
-            presets.remove("base")
-            print(
-                f"error: model.cell={unknown[0]!r}: expected one of {', '.join(presets)}",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-        out.append(f"model={value}")
-    return out
-
-
-def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
-    """Compose once up front so a bad override fails with one line instead of Hydra's page;
-    the composed config (None for Hydra's own flags and for sweeps)."""
-    if any(a.startswith("-") for a in args) or any("MULTIRUN" in a for a in args):
-        return None  # --help, --cfg, -m ...: Hydra's own handling
-    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        # Sweeps (model=gru,lstm) are checked by Hydra itself, against the presets' hydra.mode.
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
-        cfg = compose(config_name, overrides)
-    except Exception as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    return None if any(o.is_sweep_override() for o in parsed) else cfg

@@ -56,10 +56,10 @@ class Decoder(nn.Module):
         dropout: float,
         emb_dropout: float,
         tie_output: bool,
-        conditional: bool = False,
-        var_dropout: float = 0.0,
-        ctx_dropout: float = 0.0,
-        word_dropout: float = 0.0,
+        conditional: bool,
+        var_dropout: float,
+        ctx_dropout: float,
+        word_dropout: float,
     ):
         super().__init__()
         # Training-only regularisers, each off at 0: per-sequence masks on the recurrent inputs

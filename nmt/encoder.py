@@ -52,7 +52,7 @@ class Encoder(nn.Module):
         bidirectional: bool,
         dropout: float,
         emb_dropout: float,
-        var_dropout: float = 0.0,
+        var_dropout: float,
     ):
         super().__init__()
         self.embedding = embedding

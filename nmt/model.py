@@ -49,11 +49,11 @@ def build_model(
     src_vocab_size: int,
     tgt_vocab_size: int,
     joint_vocab: bool,
-    match_params: str | None = None,
-    conditional: bool = False,
-    var_dropout: float = 0.0,
-    ctx_dropout: float = 0.0,
-    word_dropout: float = 0.0,
+    match_params: str | None,
+    conditional: bool,
+    var_dropout: float,
+    ctx_dropout: float,
+    word_dropout: float,
 ) -> Seq2Seq:
     """The encoder-decoder described by the ``model`` config group and the vocabulary.
 
@@ -126,6 +126,9 @@ _ARCH = [
     "tgt_vocab_size",
     "joint_vocab",
     "conditional",
+    "var_dropout",
+    "ctx_dropout",
+    "word_dropout",
 ]
 
 
@@ -174,7 +177,7 @@ def matched_hidden(arch: dict, reference_cell: str) -> tuple[int, int]:
 
 def _parameters_of(arch: dict) -> int:
     with torch.device("meta"):
-        return count_parameters(build_model(**arch))
+        return count_parameters(build_model(**arch, match_params=None))
 
 
 def count_parameters(model: nn.Module) -> int:

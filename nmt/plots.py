@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from nmt.cells import CELLS  # noqa: E402
 from nmt.stats import summarize  # noqa: E402
 
 if TYPE_CHECKING:
     from nmt.runs import Run
 
 PLOTS = ("curves_updates.png", "curves_seconds.png", "bleu_by_length.png", "gates.png")
-COLORS = {"tanh": "tab:red", "gru": "tab:blue", "gru_cho": "tab:cyan", "lstm": "tab:green"}
+# A colour per cell of the cell table, in its order (a cell added to it gets the next one).
+PALETTE = ("tab:red", "tab:blue", "tab:cyan", "tab:green", "tab:purple", "tab:brown", "tab:olive")
+COLORS = dict(zip(CELLS, PALETTE, strict=False))
 STYLES = {"none": ":", "bahdanau": "-", "luong_dot": "--", "luong_general": "-."}
 GATE_ORDER = ("update", "reset", "forget", "input", "output")
 
@@ -34,6 +37,25 @@ def gates_by_layer(gates: dict[str, float]) -> dict[str, dict[str, float]]:
         layer, gate = key.rsplit(".", 1)
         out.setdefault(layer, {})[gate] = value
     return out
+
+
+def attention_heatmaps(translations: list, target_pieces, out_dir: Path) -> list[Path]:
+    """A heatmap per translation (``nmt.translate.Translation``, its best hypothesis) that has
+    attention: ``out_dir/0000.png``, ... ``target_pieces(hyp)``: the pieces of its rows."""
+    drawn = []
+    for i, result in enumerate(translations):
+        hyp = result.hyps[0]
+        if hyp.attn is not None:
+            drawn.append(
+                plot_attention(
+                    hyp.attn,
+                    result.src_pieces,
+                    target_pieces(hyp),
+                    out_dir / f"{i:04d}.png",
+                    title=result.texts[0][:80],
+                )
+            )
+    return drawn
 
 
 def plot_attention(

@@ -42,9 +42,9 @@ class TrainOptions:
     progress: bool | None  # None: a bar when stderr is a terminal
     clip_norm: float
     label_smoothing: float
-    keep_last: int = 0  # weights of the last N validations kept in kept/, for averaging
-    keep_best: int = 0  # and of the N best
-    max_lr_decays: int = 0  # stop once the plateau schedule has cut the rate this often; 0: never
+    keep_last: int  # weights of the last N validations kept in kept/, for averaging
+    keep_best: int  # and of the N best
+    max_lr_decays: int  # stop once the plateau schedule has cut the rate this often; 0: never
 
 
 @dataclass

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import statistics
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from nmt import evaluate, stats
-from nmt.plots import GATE_ORDER, PLOTS, bleu_by_length_rows, gates_by_layer, plot_report
+from nmt.plots import PLOTS, plot_report
 from nmt.progress import VALIDATION_STOPS
 from nmt.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.runs import (
@@ -32,6 +30,7 @@ from nmt.runs import (
 from nmt.runs import (
     context as run_context,
 )
+from nmt.tables import markdown_table, report_markdown
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +69,6 @@ def plot_groups(runs: list[Run]) -> list[tuple[str, list[Run]]]:
         label = f"{group[0].label} ({variant})" if variant else group[0].label
         out.append((label, [r for r in group if r.finished]))
     return out
-
-
-def length_table(groups: list[tuple[str, list[Run]]]) -> str:
-    """Test BLEU per source-length bucket and row: mean over seeds [95 % t-interval]."""
-    rows = bleu_by_length_rows(groups)
-    if not rows:
-        return ""
-    head = [f"{b['bucket']} ({b['sentences']})" for b in rows[0]["buckets"]]
-    lines = ["| row | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    for row in rows:
-        texts = []
-        for b in row["buckets"]:
-            s = b["bleu"]
-            if s is None:
-                texts.append("–")
-            elif s["ci"][0] is None:
-                texts.append(f"{s['mean']:.2f}")
-            else:
-                texts.append(f"{s['mean']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]")
-        lines.append(f"| {row['label']} | " + " | ".join(texts) + " |")
-    return "\n".join(lines)
 
 
 def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
@@ -162,117 +140,6 @@ def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
     return out
 
 
-def _pm(value: dict) -> str:
-    return (
-        f"{value['mean']:.2f}"
-        if value["std"] is None
-        else f"{value['mean']:.2f} ± {value['std']:.2f}"
-    )
-
-
-def _ci(value: dict) -> str:
-    low, high = value["ci"]
-    return "–" if low is None else f"[{low:.2f}, {high:.2f}]"
-
-
-def _delta(versus: dict | None, baseline: bool) -> str:
-    if baseline:
-        return "(baseline)"
-    if not versus:
-        return "–"
-    d = versus["bleu"]
-    return f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
-
-
-def _hidden(sizes: dict) -> str:
-    return f"{sizes['enc_hidden']}/{sizes['dec_hidden']}" if sizes else "–"
-
-
-def _p(value: float | None, baseline: bool) -> str:
-    if baseline:
-        return "(baseline)"
-    return "–" if value is None else f"{value:.4f}"
-
-
-def markdown_table(rows: list[dict], baseline: str) -> str:
-    head = (
-        "| cell | attention | parameters | enc/dec | train tok/s | steps | early stop "
-        "| minutes to best | best valid ppl "
-        "| valid BLEU | test BLEU | 95 % CI | test chrF | Δ BLEU vs "
-        + baseline
-        + " [95 % CI] | p BLEU | p chrF | p Welch |"
-    )
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for r in rows:
-        attention = f"{r['attention']} ({r['variant']})" if r["variant"] else r["attention"]
-        if "test_bleu" not in r:
-            lines.append(
-                f"| {r['cell']} | {attention} | {r['parameters'] or 0:,} | {_hidden(r['hidden'])} | "
-                + " | ".join(["diverged"] + ["–"] * 13)
-                + " |"
-            )
-            continue
-        base, versus = r["cell"] == baseline, r["versus"] or {}
-        fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-        lines.append(
-            f"| {r['cell']} | {attention} | {r['parameters']:,} | {_hidden(r['hidden'])} | "
-            f"{r['train_tokens_per_s']:,.0f} | {r['steps']:.0f} | "
-            f"{r['early_stopped']}/{r['runs'] - r['failed']} | {fmt(r['minutes_to_best'], '.1f')} | "
-            f"{fmt(r['best_valid_ppl'], '.2f')} | {_pm(r['valid_bleu'])} | {_pm(r['test_bleu'])} | "
-            f"{_ci(r['test_bleu'])} | {_pm(r['test_chrf'])} | {_delta(r['versus'], base)} | "
-            f"{_p(versus.get('bleu', {}).get('p'), base)} | {_p(versus.get('chrf', {}).get('p'), base)} | "
-            f"{_p(versus.get('welch_bleu_p'), base)} |"
-        )
-    return "\n".join(lines)
-
-
-def gates_table(runs: list[Run]) -> str:
-    """Mean gate activations per run (first seed of each row) and layer."""
-    lines = [
-        "| cell | attention | layer | " + " | ".join(GATE_ORDER) + " |",
-        "|---|---|---|" + "---|" * len(GATE_ORDER),
-    ]
-    seen = set()
-    for run in sorted(runs, key=run_order):
-        if not run.analysis or (run.cell, run.attention) in seen or not run.analysis["gates"]:
-            continue
-        seen.add((run.cell, run.attention))
-        for layer, gates in gates_by_layer(run.analysis["gates"]).items():
-            cells = [f"{gates[g]:.3f}" if g in gates else "" for g in GATE_ORDER]
-            lines.append(f"| {run.cell} | {run.attention} | {layer} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
-
-
-def tuning_table(tuning: dict) -> str:
-    """The learning-rate search of nmt-ablate: each rate's best validation BLEU, chosen in bold."""
-    rates = tuning["lrs"]
-    lines = [
-        f"Learning rates tuned on validation with the same budget for every cell: {len(rates)} "
-        f"rates, {tuning['max_steps']} updates each, seed {tuning['seed']}, picked by "
-        f"{tuning['metric']} (bold)"
-        + (
-            f"; tuned with attention {tuning['attention']}, the rate serves every attention:"
-            if tuning.get("attention")
-            else ":"
-        ),
-        "",
-        "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
-        "|---|---|" + "---|" * len(rates),
-    ]
-    scores: dict[tuple[str, str], dict[float, str]] = {}
-    for run in tuning["runs"]:
-        key, bleu = (run["cell"], run["attention"]), run["valid_bleu"]
-        text = "diverged" if bleu is None else f"{bleu:.2f}"
-        if run["lr"] == tuning["chosen"][run["cell"]][run["attention"]]:
-            text = f"**{text}**"
-        scores.setdefault(key, {})[run["lr"]] = text
-    for (cell, attention), by_rate in scores.items():
-        lines.append(
-            f"| {cell} | {attention} | " + " | ".join(by_rate.get(r, "–") for r in rates) + " |"
-        )
-    return "\n".join(lines)
-
-
 def _runs_setting(paths: list[Path], what: str) -> str:
     """The test split (first of ``final_eval``) or search name the runs were trained with; one
     value for all of them, or a ReportError naming the choices."""
@@ -294,70 +161,6 @@ def _runs_setting(paths: list[Path], what: str) -> str:
     return values.pop()
 
 
-def _hardware(runs: list[Run]) -> str:
-    described = {r.done.get("hardware") for r in runs if r.done.get("hardware")}
-    if described:
-        return "; ".join(sorted(described))
-    return f"{platform.machine()}, {torch.get_num_threads()} threads (where the report ran)"
-
-
-def _markdown(
-    name: str,
-    loaded: list[Run],
-    rows: list[dict],
-    pvalues: dict,
-    split: str,
-    search: str,
-    baseline: str,
-    samples: int,
-    tuning: dict | None,
-) -> str:
-    finished = [r for r in loaded if r.finished]
-    signature = finished[0].test["bleu_signature"] if finished else ""
-    p_signature = next(iter(pvalues.values()))["signature"] if pvalues else ""
-    lang = f"{finished[0].test['src']}→{finished[0].test['tgt']}" if finished else ""
-    intro = (
-        f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
-        f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
-        f"BLEU). BLEU/chrF: sacreBLEU `{signature}`, mean ± standard deviation over seeds; "
-        "95 % CI: Student-t interval of the test BLEU mean. "
-        f"Δ BLEU: difference of seed means against `{baseline}` in the same setting, with the "
-        f"95 % interval of a two-level paired bootstrap ({samples} samples; test sentences and "
-        "seeds both resampled, Clark et al. 2011); p BLEU, p chrF: its two-sided p; p Welch: "
-        "Welch's t-test on the per-seed test BLEU (two seeds a side or more). "
-        "Per seed, sacreBLEU's own paired bootstrap against the same seed of the baseline is in "
-        "results.json" + (f" (`{p_signature}`)" if p_signature else "") + ". "
-        "enc/dec: recurrent sizes (model.match_params resizes them). "
-        "Train tok/s: target tokens per second of training, validation excluded. "
-        "Steps: updates, mean over seeds; early stop: the runs that validation stopped (no new "
-        "best BLEU in `train.patience` validations, or the rate cut `train.max_lr_decays` times "
-        "by the schedule); the others reached their step, epoch or time limit."
-    )
-    return "\n".join(
-        [
-            f"# Cell ablation: {name}",
-            "",
-            intro,
-            f"Hardware: {_hardware(loaded)}.",
-            "",
-            markdown_table(rows, baseline),
-            "",
-            *([tuning_table(tuning), ""] if tuning else []),
-            "Test BLEU by source length in words (sentences per bucket), mean over seeds "
-            "[95 % t-interval]:",
-            "",
-            length_table(plot_groups(loaded)),
-            "",
-            "Mean gate activations on the validation set (teacher forcing), per layer:",
-            "",
-            gates_table(loaded),
-            "",
-            *[f"![{p}]({p})" for p in PLOTS],
-            "",
-        ]
-    )
-
-
 def write_report(
     sweep_dir: Path,
     out: Path | None = None,
@@ -368,7 +171,7 @@ def write_report(
     baseline: str = "gru",
     edges: tuple[int, ...] = (10, 15, 20),
     samples: int = 1000,
-    device: str = "auto",
+    device: str,
 ) -> Path:
     """Write report.md, results.json and the four plots for the runs in ``sweep_dir`` (or the
     run directories ``runs``) into ``out`` (default ``sweep_dir/report``); return report.md.
@@ -396,8 +199,17 @@ def write_report(
     tuning = json.loads(tuning_path.read_text()) if tuning_path.is_file() else None
     write_text(
         out / "report.md",
-        _markdown(
-            Path(sweep_dir).name, loaded, rows, pvalues, split, search, baseline, samples, tuning
+        report_markdown(
+            Path(sweep_dir).name,
+            loaded,
+            rows,
+            pvalues,
+            split,
+            search,
+            baseline,
+            samples,
+            tuning,
+            groups,
         ),
     )
     runs_json = [

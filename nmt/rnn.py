@@ -90,7 +90,7 @@ class Recurrent(nn.Module):
         layers: int,
         bidirectional: bool,
         dropout: float,
-        var_dropout: float = 0.0,
+        var_dropout: float,
     ):
         super().__init__()
         fused = spec(cell).fused

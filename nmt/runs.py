@@ -16,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nmt import analysis, data, evaluate, tokenizer
-from nmt.batching import BatchSampler, collate
+from nmt import analysis, data, metrics, tokenizer
+from nmt.batching import ordered_batches
 from nmt.cells import CELLS
 from nmt.errors import UserError
 from nmt.evaluate import split_pairs
@@ -27,8 +27,9 @@ from nmt.translate import Translator
 log = logging.getLogger(__name__)
 
 ANALYSIS_FILE = "analysis.json"
+# The report's gate statistics teacher-force the validation split in batches of this many tokens.
+GATE_BATCH_TOKENS = 4000
 ATTENTION_ORDER = ("none", "bahdanau", "luong_dot", "luong_general")
-CELL_ORDER = ("tanh", "gru", "gru_cho", "lstm")
 
 
 class ReportError(UserError):
@@ -139,18 +140,7 @@ def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], devic
     encoded = tokenizer.load_encoded(run.path)
     valid = encoded[data.read_report(run.path / data.ARTIFACT)["valid_split"]]
     src_ids, tgt_ids = list(valid["src_ids"]), list(valid["tgt_ids"])
-    sampler = BatchSampler(
-        src_lens=[len(s) for s in src_ids],
-        tgt_lens=[len(t) for t in tgt_ids],
-        max_tokens=4000,
-        batch_size=None,
-        pool_size=1,
-        seed=0,
-        shuffle=False,
-    )
-    batches = (
-        collate([src_ids[i] for i in b], [tgt_ids[i] for i in b], b) for b in sampler.batches(0)
-    )
+    batches = ordered_batches(src_ids, tgt_ids, max_tokens=GATE_BATCH_TOKENS, batch_size=None)
     gates = analysis.gate_statistics(translator.model, batches, translator.device)
     result = {"key": key, "bleu_by_length": by_length, "gates": gates}
     write_json(place, result)
@@ -159,7 +149,7 @@ def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], devic
 
 def run_order(run: Run) -> tuple:
     att = ATTENTION_ORDER.index(run.attention) if run.attention in ATTENTION_ORDER else 99
-    cell = CELL_ORDER.index(run.cell) if run.cell in CELL_ORDER else len(CELLS)
+    cell = CELLS.index(run.cell) if run.cell in CELLS else len(CELLS)  # the cell table's order
     return att, cell, run.seed
 
 
@@ -213,7 +203,7 @@ def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int
         if not base or not others:
             continue
         systems = {str(base[0].path): base[0].hyps, **{str(r.path): r.hyps for r in others}}
-        paired = evaluate.paired_bootstrap(systems, refs, samples=samples)
+        paired = metrics.paired_bootstrap(systems, refs, samples=samples)
         for r in others:
             out[str(r.path)] = {
                 "bleu_p": paired[str(r.path)]["bleu_p"],

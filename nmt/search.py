@@ -10,14 +10,38 @@ by the GNMT length penalty ((5 + length) / 6) ** alpha, plus the optional covera
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from nmt.batching import BatchSampler, collate
-from nmt.model import Seq2Seq
+from nmt.decoder import StepOutput
 from nmt.search_options import SearchOptions
 from nmt.specials import BOS_ID, EOS_ID
+
+
+class StepDecoder(Protocol):
+    """A decoder's one-step interface: a state from the encoder's memory, then one step."""
+
+    def init_state(self, memory: Any) -> Any: ...
+
+    def step(self, prev_ids: Tensor, state: Any, memory: Any) -> StepOutput: ...
+
+
+@runtime_checkable
+class Decodable(Protocol):
+    """What search needs of a model: ``encode`` the source, a ``decoder`` to step, and the
+    module's train/eval mode. ``nmt.model.Seq2Seq`` and ``nmt.ensemble.Ensemble`` both are one;
+    the states and memories they pass around have ``select(index)`` (rows kept or reordered)."""
+
+    decoder: StepDecoder
+    training: bool
+
+    def encode(self, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
 
 
 @dataclass
@@ -50,7 +74,7 @@ def _force_end(lprobs: Tensor, eos: Tensor, last: Tensor) -> None:
 
 @torch.no_grad()
 def greedy(
-    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+    model: Decodable, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
 ) -> list[Hypothesis]:
     """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence (the length
     options apply; beam ones do not).
@@ -147,7 +171,7 @@ class _Finished:
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+    model: Decodable, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
 ) -> list[list[Hypothesis]]:
     """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first.
 
@@ -261,43 +285,9 @@ def beam_search(
 
 
 def search_batch(
-    model: Seq2Seq, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+    model: Decodable, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
 ) -> list[list[Hypothesis]]:
     """Greedy when nothing needs a beam, else beam search; n_best hypotheses per sentence."""
     if options.is_greedy:
         return [[h] for h in greedy(model, src_ids, src_lens, src_mask, options)]
     return beam_search(model, src_ids, src_lens, src_mask, options)
-
-
-def decode_corpus(
-    model: Seq2Seq,
-    src: list[list[int]],
-    options: SearchOptions,
-    *,
-    device: torch.device,
-    max_sentences: int,
-    max_tokens: int | None = None,
-) -> list[list[Hypothesis]]:
-    """Decode many sentences (pieces without specials) in length-sorted batches, in input order.
-
-    A batch holds at most ``max_sentences`` sentences and ``max_tokens`` padded source tokens.
-    """
-    was_training = model.training
-    model.eval()
-    sampler = BatchSampler(
-        src_lens=[len(s) for s in src],
-        tgt_lens=[0] * len(src),
-        max_tokens=max_tokens,
-        batch_size=max_sentences,
-        pool_size=1,
-        seed=0,
-        shuffle=False,
-    )
-    results: list[list[Hypothesis]] = [[] for _ in src]
-    for chunk in sampler.batches(0):
-        batch = collate([src[i] for i in chunk], None, chunk).to(device)
-        hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, options)
-        for i, h in zip(chunk, hyps, strict=True):
-            results[i] = h
-    model.train(was_training)
-    return results

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from nmt import data
 from nmt.errors import UserError
-from nmt.evaluate import score, split_pairs
+from nmt.evaluate import split_pairs
+from nmt.metrics import score
 from nmt.rundir import SEARCH_FILE, write_json
 from nmt.translate import Translator
 

@@ -82,7 +82,7 @@ def seed_bootstrap(
     other: list[np.ndarray],
     *,
     samples: int = 1000,
-    seed: int = 12345,
+    rng_seed: int = 12345,  # the resampling's own generator, not a training seed
 ) -> dict:
     """Two-level paired bootstrap of ``other`` against ``base`` (lists of per-seed sentence
     statistics from ``sentence_statistics``, all over the same test sentences).
@@ -95,7 +95,7 @@ def seed_bootstrap(
     sentences = runs[0].shape[0]
     if any(r.shape[0] != sentences for r in runs):
         raise ValueError("seed_bootstrap: every run must be scored on the same sentences")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(rng_seed)
     rows = rng.integers(0, sentences, size=(samples, sentences))
     # [run, sample]: each run's corpus score on each sample of sentences (one draw for all).
     scores = np.array(

@@ -49,17 +49,18 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if write_report_or_say_why(sweep_dir, Path(self.out) if self.out else None):
+        out = Path(self.out) if self.out else None
+        if write_report_or_say_why(sweep_dir, out, device=config.device):
             sys.exit(1)  # the sweep's exit status says that it did not finish
 
 
-def write_report_or_say_why(sweep_dir: Path, out: Path | None = None) -> int:
+def write_report_or_say_why(sweep_dir: Path, out: Path | None = None, *, device: str) -> int:
     """The report of a finished sweep; on failure one line that says how to rebuild it, and 1
     (every run is saved; only the report is missing)."""
     from nmt import report  # imported late: the jobs never need matplotlib
 
     try:
-        written = report.write_report(sweep_dir, out)
+        written = report.write_report(sweep_dir, out, device=device)
     except report.ReportError as e:
         print(
             f"error: report: {e}; the runs are complete, rebuild the report with: "
@@ -189,4 +190,4 @@ def ablate(args: list[str]) -> int:
         )
         if code:
             return code
-    return write_report_or_say_why(sweep_dir)
+    return write_report_or_say_why(sweep_dir, device=cfg.device)

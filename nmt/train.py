@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,19 +19,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from nmt.batching import Batch, BatchSampler, collate
-from nmt.checkpoint import (
-    KEPT_DIR,
-    KEPT_SCORE,
-    STATE_FILE,
-    CheckpointError,
-    find_checkpoint,
-    kept_checkpoints,
-    load_train_state,
-    load_weights,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from nmt.distributed import SINGLE, World, shard
 from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
@@ -48,6 +33,7 @@ from nmt.progress import (
     limit_reached,
 )
 from nmt.runtime import autocast
+from nmt.saver import Saver
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +73,16 @@ class _Loop:
         self.options, self.meta = options, meta
         # Higher is better for BLEU and chrF; loss and perplexity are negated.
         self.sign = -1.0 if options.early_stop_metric in ("loss", "ppl") else 1.0
-        self.last_dir, self.best_dir = run_dir / "last", run_dir / "best"
+        self.saver = Saver(
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            run_dir=run_dir,
+            options=options,
+            meta=meta,
+            world=world,
+        )
+        self.last_dir, self.best_dir = self.saver.last_dir, self.saver.best_dir
         self.state = Progress()
         # Rank 0 writes the logs and checkpoints; the other ranks only train.
         self.metrics = MetricsLog(run_dir, options.tensorboard) if world.main else None
@@ -98,43 +93,13 @@ class _Loop:
 
     def restore(self, resume: bool) -> None:
         """Continue from ``last/`` (train.resume), or refuse to overwrite a run that has one."""
-        found = find_checkpoint(self.last_dir)
-        if not resume:
-            if found is not None:
-                raise TrainingError(
-                    f"{found}: this run directory already has a checkpoint; resume with "
-                    "train.resume=true or choose another run_dir"
-                )
-            return
-        if found is None:
-            raise TrainingError(f"{self.last_dir}: nothing to resume (train.resume=true)")
-        try:
-            load_weights(self.model, found)
-            saved = load_train_state(found / STATE_FILE)
-        except CheckpointError as e:
-            raise TrainingError(str(e)) from None
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.schedule.load_state_dict(saved["schedule"])
-        self.state = Progress(**saved["progress"])
-        ranks = saved.get("rng_ranks")
-        if self.world.enabled and ranks and len(ranks) == self.world.size:
-            set_rng_state(ranks[self.world.rank])
-        else:
-            if self.world.enabled:
-                log.warning(
-                    "%s was written by %s; dropout masks will not continue as they would have",
-                    found,
-                    f"{len(ranks)} ranks" if ranks else "one process",
-                )
-            set_rng_state(saved["rng"])
-        self.start = time.monotonic() - self.state.train_seconds
-        log.info(
-            "resumed from %s at step %d (epoch %d, batch %d)",
-            found,
-            self.state.step,
-            self.state.epoch,
-            self.state.position,
-        )
+        state = self.saver.restore(resume)
+        if state is not None:
+            self.state = state
+            self.start = time.monotonic() - state.train_seconds
+
+    def save(self, place: Path, with_state: bool, extra: dict | None = None) -> None:
+        self.saver.save(place, self.state, with_state, extra)
 
     def update(self, batch: Batch, tokens: int | None = None) -> bool:
         """One optimizer step on a batch; False when it was skipped for a non-finite loss or
@@ -260,49 +225,8 @@ class _Loop:
             self.save(self.best_dir, with_state=False, extra={"scores.json": scores})
         self.save(self.last_dir, with_state=True)
         if self.options.keep_last or self.options.keep_best:
-            self.keep(value)
+            self.saver.keep(self.state, value)
         return stop
-
-    def keep(self, value: float) -> None:
-        """This validation's weights into kept/step-NNNNNNN/; then only the ``keep_last`` most
-        recent and the ``keep_best`` best (by the early-stopping metric) stay."""
-        place = self.run_dir / KEPT_DIR / f"step-{self.state.step:07d}"
-        self.save(place, with_state=False, meta={KEPT_SCORE: value})
-        kept = kept_checkpoints(self.run_dir)
-        last = self.options.keep_last
-        stay = {p for _, _, p in kept[-last:]} if last else set()
-        stay |= {p for _, _, p in sorted(kept, key=lambda k: -k[1])[: self.options.keep_best]}
-        for _, _, p in kept:
-            if p not in stay:
-                shutil.rmtree(p)
-
-    def save(
-        self, place: Path, with_state: bool, extra: dict | None = None, meta: dict | None = None
-    ) -> None:
-        """Rank 0 writes; with the training state, every rank must call (each one's RNG state
-        goes into the checkpoint, so a resumed run draws the same dropout masks)."""
-        state = self.state
-        train_state = None
-        if with_state:
-            rngs = self.world.gather(rng_state())
-            train_state = {
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "progress": asdict(state),
-                "rng": rngs[0],
-            }
-            if self.world.enabled:
-                train_state["rng_ranks"] = rngs
-        if not self.world.main:
-            return
-        meta = {
-            **self.meta,
-            "step": state.step,
-            "epoch": state.epoch,
-            "best_score": state.best_score,
-            **(meta or {}),
-        }
-        save_checkpoint(place, self.model, meta, train_state, extra)
 
     def interrupted(self) -> Interrupted:
         self.save(self.last_dir, with_state=True)
@@ -344,7 +268,7 @@ def fit(
     options: TrainOptions,
     resume: bool,
     meta: dict,
-    precision: torch.dtype = torch.float32,
+    precision: torch.dtype,
     world: World = SINGLE,
 ) -> dict:
     """Train until max_steps / max_epochs / max_minutes / early stopping (``patience``,

@@ -11,15 +11,12 @@ import json
 import logging
 import os
 import re
-import select
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO, overload
+from typing import overload
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from nmt.checkpoint import (
@@ -30,13 +27,14 @@ from nmt.checkpoint import (
     load_average,
     load_weights,
 )
-from nmt.config import compose
+from nmt.config import compose, group_kwargs, read_run_config
+from nmt.decode import decode_corpus
 from nmt.ensemble import Ensemble
-from nmt.errors import UserError
+from nmt.errors import UserError, first_line
 from nmt.model import Seq2Seq, build_model
 from nmt.rundir import CONFIG_FILE
 from nmt.runtime import autocast, pick_device, pick_precision
-from nmt.search import Hypothesis, decode_corpus
+from nmt.search import Hypothesis
 from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
 
@@ -45,11 +43,6 @@ log = logging.getLogger(__name__)
 
 class RunDirError(UserError):
     """The run directory lacks a piece, or its pieces do not belong together."""
-
-
-class InputError(UserError):
-    """An input line that cannot be translated (invalid UTF-8 with ``strict``), or a file that
-    cannot be read."""
 
 
 @dataclass
@@ -79,19 +72,19 @@ class LoadedRun:
     source: dict  # where the weights came from: {"run_dir", "checkpoint", "steps"}
 
 
-def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
+def load_run(run_dir: str | os.PathLike, checkpoint: str) -> LoadedRun:
     """The model of a run directory's ``checkpoint`` (best | last), checked against its
     config and SentencePiece model."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise RunDirError(f"{config_path}: missing; is {run_dir} a training run directory?")
-    cfg = OmegaConf.load(config_path)
     try:
-        model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+        cfg = read_run_config(config_path)  # keys added since the run was saved: conf/'s values
+        model_args = group_kwargs(cfg.model)
         src, tgt = cfg.data.src, cfg.data.tgt
     except Exception as e:
-        raise RunDirError(f"{config_path}: not an nmt run config ({e})") from None
+        raise RunDirError(f"{config_path}: not an nmt run config ({first_line(e)})") from None
     try:
         tok = Tokenizer.from_dir(run_dir, src, tgt)
     except ValueError as e:
@@ -155,7 +148,7 @@ class Translator:
         max_src_len: int,
         src_lang: str = "",
         tgt_lang: str = "",
-        precision: torch.dtype = torch.float32,
+        precision: torch.dtype,
         sources: list[dict] | None = None,
     ):
         self.model = model.to(device).eval()
@@ -314,143 +307,3 @@ class Translator:
 
     def target_pieces(self, hyp: Hypothesis) -> list[str]:
         return self.tokenizer.tgt.id_to_piece(hyp.tokens) + ["</s>"]
-
-
-# --------------------------------------------------------------------------------------------
-# Streams: one output line per input line, as soon as the input arrives.
-
-
-def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[bytes]]:
-    """Lines (without newline) in chunks: as many as are already readable, up to max_lines.
-
-    A line typed on a terminal is yielded at once; a large file streams in bounded chunks.
-    """
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = None
-    if fd is None:  # no descriptor to poll: plain chunks
-        chunk = []
-        for line in stream:
-            chunk.append(line.removesuffix(b"\n"))
-            if len(chunk) >= max_lines:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-        return
-    pending, lines = b"", []
-    while True:
-        if lines and (len(lines) >= max_lines or not select.select([fd], [], [], 0)[0]):
-            yield lines[:max_lines]
-            lines = lines[max_lines:]
-            continue
-        data = os.read(fd, 1 << 16)
-        if not data:
-            if pending:
-                lines.append(pending)
-            while lines:
-                yield lines[:max_lines]
-                lines = lines[max_lines:]
-            return
-        pending += data
-        *complete, pending = pending.split(b"\n")
-        lines.extend(complete)
-
-
-def _decode_lines(chunk: list[bytes], name: str, first: int, strict: bool) -> list[str]:
-    """UTF-8 text of each line; an invalid line is an error (strict) or an empty line."""
-    texts = []
-    for line_no, raw in enumerate(chunk, start=first):
-        try:
-            texts.append(raw.removesuffix(b"\r").decode("utf-8"))
-        except UnicodeDecodeError as e:
-            message = f"{name}:{line_no}: invalid UTF-8 at byte {e.start} of the line"
-            if strict:
-                raise InputError(message) from None
-            print(f"warning: {message}; writing an empty line", file=sys.stderr)
-            texts.append("")
-    return texts
-
-
-def translate_stream(
-    translator: Translator,
-    source: BinaryIO,
-    sink: TextIO,
-    *,
-    name: str,
-    strict: bool,
-    buffer_lines: int,
-) -> int:
-    """Translate source to sink, exactly one line per input line (n-best: ``n_best`` lines of
-    ``text<TAB>score``), flushed per chunk; returns the number of lines."""
-    n_best, done = translator.search.n_best, 0
-    for chunk in read_chunks(source, buffer_lines):
-        texts = _decode_lines(chunk, name, done + 1, strict)
-        for offset, result in enumerate(translator.translate_full(texts)):
-            if result.truncated:
-                print(
-                    f"warning: {name}:{done + offset + 1}: longer than "
-                    f"{translator.max_src_len} pieces; translated its beginning only",
-                    file=sys.stderr,
-                )
-            if n_best == 1:
-                sink.write(result.texts[0] + "\n")
-            else:
-                for text, hyp in zip(result.texts, result.hyps, strict=True):
-                    sink.write(f"{text}\t{hyp.score:.4f}\n")
-        done += len(chunk)
-        sink.flush()
-    return done
-
-
-def check_output(output: str | None) -> None:
-    """Refuse an output file that cannot be written, before any model loads or line decodes."""
-    if output is None:
-        return
-    path = Path(output)
-    if path.is_dir():
-        raise InputError(f"output={output} is a directory; name a file")
-    if not path.parent.is_dir():
-        raise InputError(
-            f"output={output}: the directory {path.parent} does not exist; create it or choose "
-            "another output"
-        )
-
-
-def translate_file(
-    translator: Translator,
-    input: str | None,
-    output: str | None,
-    *,
-    strict: bool,
-    buffer_lines: int,
-) -> int:
-    """Translate a file (or stdin) to a file (or stdout). A file output appears whole, under its
-    name, only when every line is translated."""
-    check_output(output)
-    name = input or "<stdin>"
-    try:
-        source = open(input, "rb") if input else sys.stdin.buffer  # noqa: SIM115
-    except OSError as e:
-        raise InputError(f"{input}: cannot read ({e.strerror})") from None
-    tmp = Path(output).with_name(Path(output).name + ".part") if output else None
-    try:
-        if tmp is None:
-            return translate_stream(
-                translator, source, sys.stdout, name=name, strict=strict, buffer_lines=buffer_lines
-            )
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as sink:
-                lines = translate_stream(
-                    translator, source, sink, name=name, strict=strict, buffer_lines=buffer_lines
-                )
-            os.replace(tmp, output)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        log.info("wrote %d lines to %s", lines, output)
-        return lines
-    finally:
-        if input:
-            source.close()

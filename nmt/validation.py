@@ -10,12 +10,13 @@ import math
 
 import torch
 
-from nmt import evaluate
-from nmt.batching import Batch, BatchSampler, collate
+from nmt import metrics
+from nmt.batching import Batch, ordered_batches
+from nmt.decode import decode_corpus
 from nmt.loss import sequence_loss
 from nmt.model import Seq2Seq
 from nmt.runtime import autocast
-from nmt.search import SearchOptions, decode_corpus
+from nmt.search import SearchOptions
 from nmt.tokenizer import Tokenizer
 
 
@@ -24,7 +25,7 @@ def validation_loss(
     model: Seq2Seq,
     batches: list[Batch],
     device: torch.device,
-    precision: torch.dtype = torch.float32,
+    precision: torch.dtype,
 ) -> dict:
     """Mean per-token cross-entropy (no smoothing) and perplexity over pre-built batches."""
     was_training = model.training
@@ -55,7 +56,7 @@ class Validator:
         max_tokens: int | None,
         batch_size: int | None,
         max_sentences: int | None = None,
-        precision: torch.dtype = torch.float32,
+        precision: torch.dtype,
     ):
         if max_sentences:
             valid = valid.select(range(min(len(valid), max_sentences)))
@@ -63,19 +64,9 @@ class Validator:
         self.src_ids, tgt_ids = list(valid["src_ids"]), list(valid["tgt_ids"])
         self.tokenizer, self.device, self.precision = tokenizer, device, precision
         self.search, self.decode_sentences = search.greedy(), decode_sentences
-        sampler = BatchSampler(
-            src_lens=[len(s) for s in self.src_ids],
-            tgt_lens=[len(t) for t in tgt_ids],
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            pool_size=1,
-            seed=0,
-            shuffle=False,
+        self.loss_batches = list(
+            ordered_batches(self.src_ids, tgt_ids, max_tokens=max_tokens, batch_size=batch_size)
         )
-        self.loss_batches = [
-            collate([self.src_ids[i] for i in b], [tgt_ids[i] for i in b], b)
-            for b in sampler.batches(0)
-        ]
 
     def __call__(self, model: Seq2Seq) -> dict:
         with autocast(self.device, self.precision):
@@ -85,8 +76,9 @@ class Validator:
                 self.search,
                 device=self.device,
                 max_sentences=self.decode_sentences,
+                max_tokens=None,  # validation decodes by sentence count (search.max_sentences)
             )
         hyps = self.tokenizer.decode_tgt([h[0].tokens for h in found])
-        scores = evaluate.score(hyps, self.refs)
+        scores = metrics.score(hyps, self.refs)
         scores.update(validation_loss(model, self.loss_batches, self.device, self.precision))
         return scores

@@ -229,8 +229,9 @@ def bench_decode(
     import torch
 
     from nmt.data import load_corpus
+    from nmt.decode import decode_corpus
     from nmt.runtime import autocast, pick_device
-    from nmt.search import SearchOptions, decode_corpus
+    from nmt.search import SearchOptions
     from nmt.translate import Translator
 
     pick_device("cpu", threads)
@@ -253,7 +254,12 @@ def bench_decode(
     def decode(texts, options):
         with autocast(translator.device, translator.precision):
             return decode_corpus(
-                translator.model, texts, options, device=translator.device, max_sentences=64
+                translator.model,
+                texts,
+                options,
+                device=translator.device,
+                max_sentences=64,
+                max_tokens=None,
             )
 
     for name in ("greedy", "beam5"):  # the presets of conf/search/

@@ -38,26 +38,29 @@ class Mutant:
 TESTS = {
     "search.py": ["test_search.py"],
     "search_options.py": ["test_search.py"],
-    "evaluate.py": ["test_evaluate.py"],
+    "metrics.py": ["test_metrics.py"],
     "batching.py": ["test_batching.py", "test_model.py"],
     "cells.py": ["test_cells.py", "test_model.py"],
     "attention.py": ["test_attention.py", "test_model.py"],
     "checkpoint.py": ["test_train.py", "test_checkpoint.py"],
     "train.py": ["test_train.py"],
+    "saver.py": ["test_train.py"],
     "decoder.py": ["test_dropout.py", "test_model.py"],
-    "rnn.py": ["test_dropout.py"],
+    "rnn.py": ["test_dropout.py", "test_rnn.py"],
     "ensemble.py": ["test_ensemble.py"],
     "distributed.py": ["test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"],
     "search_tuning.py": ["test_search_tuning.py"],
     "stats.py": ["test_stats.py"],
     "sweep.py": [
-        "test_ablation.py::test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention"
+        "test_ablate.py::test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention"
     ],
-    "report.py": ["test_ablation.py::test_table_marks_diverged_rows"],
+    "report.py": ["test_report.py"],
     "sources.py": ["test_data.py"],
     "tokenizer.py": ["test_tokenizer.py"],
     "translate.py": ["test_translate.py"],
-    "run.py": ["test_run.py"],
+    "stream.py": ["test_translate.py"],
+    "resume.py": ["test_resume.py", "test_pipeline.py"],
+    "pipeline.py": ["test_pipeline.py"],
     "runtime.py": [
         "test_model.py::test_training_step_under_bf16_autocast",
         "test_model.py::test_decoding_under_bf16_autocast",
@@ -164,37 +167,37 @@ MUTANTS = [
     ),
     # evaluate.py
     Mutant(
-        "evaluate.py",
+        "metrics.py",
         "    streams = [refs]",
         "    streams = [hyps]",
         "scored against the hypotheses",
     ),
     Mutant(
-        "evaluate.py",
+        "metrics.py",
         "        metric = BLEU(lowercase=True)",
         "        metric = BLEU()",
         "lowercased BLEU is cased",
     ),
     Mutant(
-        "evaluate.py",
+        "metrics.py",
         "    bleu, chrf = BLEU(), CHRF()",
         "    bleu, chrf = BLEU(), CHRF(word_order=2)",
         "chrF++ instead of chrF",
     ),
     Mutant(
-        "evaluate.py",
+        "metrics.py",
         "    if len(hyps) != len(refs):\n        raise ValueError",
         "    if False:\n        raise ValueError",
         "length mismatch accepted",
     ),
     Mutant(
-        "evaluate.py",
+        "metrics.py",
         'zip(("bleu", "chrf"), [k for',
         'zip(("chrf", "bleu"), [k for',
         "bootstrap columns swapped",
     ),
     Mutant(
-        "evaluate.py",
+        "metrics.py",
         "        metric = TER()",
         "        metric = TER(case_sensitive=True)",
         "TER case-sensitive",
@@ -362,13 +365,13 @@ MUTANTS = [
     ),
     # train.py
     Mutant(
-        "train.py",
+        "saver.py",
         '        set_rng_state(saved["rng"])',
         "        pass",
         "resume without RNG state",
     ),
     Mutant(
-        "train.py",
+        "saver.py",
         '        self.optimizer.load_state_dict(saved["optimizer"])',
         "        pass",
         "resume without optimizer state",
@@ -432,7 +435,7 @@ MUTANTS = [
         "        shutil.rmtree(tmp, ignore_errors=True)\n        kept = ",
         "        kept = ",
         "a failed write leaves its temporary directory",
-        ("test_run.py::test_a_checkpoint_that_cannot_be_written_loses_nothing",),
+        ("test_pipeline.py::test_a_checkpoint_that_cannot_be_written_loses_nothing",),
     ),
     # decoder.py: the conditional decoder and the decoder's regularisers
     Mutant(
@@ -665,19 +668,19 @@ MUTANTS = [
     ),
     # translate.py: the output file
     Mutant(
-        "translate.py",
+        "stream.py",
         '    tmp = Path(output).with_name(Path(output).name + ".part") if output else None',
         "    tmp = Path(output) if output else None",
         "translate's output written in place",
     ),
     Mutant(
-        "translate.py",
+        "stream.py",
         "            tmp.unlink(missing_ok=True)\n            raise",
         "            raise",
         "a failed translation leaves its partial output",
     ),
     Mutant(
-        "translate.py",
+        "stream.py",
         "    if not path.parent.is_dir():",
         "    if False:",
         "an output without its directory fails after decoding",
@@ -695,27 +698,27 @@ MUTANTS = [
         "    return torch.autocast(device.type, dtype=torch.float16, enabled=precision == torch.bfloat16)",
         "fp16 instead of bf16",
     ),
-    # run.py: refusals before the first write
+    # resume.py and pipeline.py: refusals before the first write, failures recorded
     Mutant(
-        "run.py",
-        "        if _holds_run(run_dir):",
+        "resume.py",
+        "        if holds_run(run_dir):",
         "        if False:",
         "a new run over a finished one",
     ),
     Mutant(
-        "run.py",
+        "resume.py",
         '        defining = [d for d in differ if d[0].split(".")[0] in DEFINING]',
         "        defining = []",
         "resume with another tokenizer or cell",
     ),
     Mutant(
-        "run.py",
+        "resume.py",
         "        if path.exists() and not path.is_dir():",
         "        if False:",
         "a run_dir that is a file",
     ),
     Mutant(
-        "run.py",
+        "pipeline.py",
         "        message = one_line(e) if isinstance(e, UserError) else os_error_line(e)\n",
         "        raise\n",
         "a sweep stops at a checkpoint it cannot write",

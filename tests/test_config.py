@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from nmt.cli import CONF_DIR
 from nmt.config import Config, register_configs
 
+ROOT = Path(__file__).resolve().parents[1]
 GROUPS = sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "hydra")
 # Every option file of every group, found recursively so none is forgotten.
 OPTIONS = [
@@ -51,7 +52,7 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
     if option == "tuned":  # its beam size and alpha come from the run's search.json
         overrides.append(f"run_dir={tuned_run(tmp_path)}")
     if option == "ablation_converged":  # its rate comes from nmt-ablate's tuning.json in the sweep
-        overrides.append("optim.lr=0.001")  # directory (tests/test_ablation.py), as in the tuning
+        overrides.append("optim.lr=0.001")  # directory (tests/test_ablate.py), as in the tuning
     cfg = compose_train(*overrides)
     obj = OmegaConf.to_object(cfg)  # resolves every value and checks it against the schema
     assert isinstance(obj, Config)
@@ -98,7 +99,7 @@ def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path
     """precision, like the device, may change between a run and its continuation (another
     machine), and a run saved before the key existed is not 'trained with other settings'; a
     key that changes results still is."""
-    from nmt.config import changed_settings
+    from nmt.overrides import changed_settings
 
     saved = tmp_path / "config.yaml"
     cfg = compose_train("precision=bf16")
@@ -113,7 +114,7 @@ def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path
 def test_an_option_added_since_a_run_was_made_counts_only_when_on(tmp_path):
     """A run saved before model.conditional and train.keep_last existed continues under
     today's defaults (off); turning the new option on is another run."""
-    from nmt.config import changed_settings
+    from nmt.overrides import changed_settings
 
     saved = tmp_path / "config.yaml"
     old = OmegaConf.to_container(compose_train(), resolve=True)
@@ -123,3 +124,87 @@ def test_an_option_added_since_a_run_was_made_counts_only_when_on(tmp_path):
     assert changed_settings(compose_train("train.keep_last=3"), saved) == []  # kept, not trained
     changed = changed_settings(compose_train("model.conditional=true"), saved)
     assert changed == [("model.conditional", None, True)]
+
+
+def schema_keys() -> set[str]:
+    """Every key of every config: the fields of the schema's dataclasses, nested ones included."""
+    import dataclasses
+    import typing
+
+    from nmt import config
+
+    keys, todo = set(), [config.Config, config.TranslateConfig, config.EvalConfig]
+    todo.append(config.TuneSearchConfig)
+    while todo:
+        cls = todo.pop()
+        hints = typing.get_type_hints(cls, vars(config))
+        for f in dataclasses.fields(cls):
+            keys.add(f.name)
+            todo += [t for t in (hints[f.name], *typing.get_args(hints[f.name]))]
+            todo = [t for t in todo if dataclasses.is_dataclass(t)]
+    return keys
+
+
+def defaults_in_code(keys: set[str]) -> list[str]:
+    """Parameters and class fields of nmt/ named as a config key whose default is a value: the
+    YAML under conf/ is that key's one home. None (the key's absence, or "as conf/ says") is no
+    value; in the schema (config.py) MISSING and field(default_factory=...) are none either."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "nmt").glob("*.py")):
+        schema = path.name == "config.py"
+
+        def is_value(node: ast.expr, schema: bool = schema) -> bool:
+            if isinstance(node, ast.Constant) and node.value is None:
+                return False
+            if schema and isinstance(node, ast.Name) and node.id == "MISSING":
+                return False
+            return not (schema and isinstance(node, ast.Call) and ast.unparse(node.func) == "field")
+
+        for node in ast.walk(ast.parse(path.read_text())):
+            pairs = []
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                positional = [*a.posonlyargs, *a.args]
+                with_default = positional[len(positional) - len(a.defaults) :]
+                pairs += zip(with_default, a.defaults, strict=True)
+                pairs += [
+                    (p, d)
+                    for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)
+                    if d is not None
+                ]
+                pairs = [(p.arg, d) for p, d in pairs]
+            elif isinstance(node, ast.ClassDef):
+                pairs = [
+                    (s.target.id, s.value)
+                    for s in node.body
+                    if isinstance(s, ast.AnnAssign) and s.value and isinstance(s.target, ast.Name)
+                ]
+            found += [
+                f"{path.name}:{d.lineno} {name}={ast.unparse(d)}"
+                for name, d in pairs
+                if name in keys and is_value(d)
+            ]
+    return found
+
+
+def test_no_default_in_code_for_a_key_of_conf():
+    keys = schema_keys()
+    assert {"var_dropout", "max_tokens", "max_lr_decays", "checkpoint", "beam_size"} <= keys
+    assert defaults_in_code(keys) == []
+
+
+def test_the_check_finds_a_default_added_back(tmp_path, monkeypatch):
+    """The scan above, on a copy of nmt/ where build_model gets var_dropout=0.0 back."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT / "nmt", copy / "nmt")
+    model = copy / "nmt" / "model.py"
+    model.write_text(
+        model.read_text().replace("var_dropout: float,", "var_dropout: float = 0.0,", 1)
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", copy)
+    (found,) = defaults_in_code(schema_keys())
+    assert found.startswith("model.py:") and found.endswith(" var_dropout=0.0")

@@ -22,7 +22,7 @@ from nmt.batching import collate
 from nmt.config import Config
 from nmt.distributed import SINGLE, World, shard
 from nmt.loss import sequence_loss
-from nmt.run import _build
+from nmt.pipeline import _build
 from nmt.runtime import seed_everything
 
 BIN = Path(sys.executable).parent

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nmt.evaluate import score, split_pairs
+from nmt.evaluate import split_pairs
+from nmt.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -84,7 +85,7 @@ RECIPE = [*TINY, "train.max_steps=10", "final_eval=[]"]
 SWEEP = [*TINY, "model=gru,lstm", "model.attention=none", "seed=1"]
 SWEEP_ONE = [*TINY, "model=gru", "model.attention=none", "seed=1"]
 # ablation_converged's grid comes from its ablation block, cut to one cell, one seed, two rates:
-# tuning, the arm and the report all run (tests/test_ablation.py checks a fuller grid in depth).
+# tuning, the arm and the report all run (tests/test_ablate.py checks a fuller grid in depth).
 CONVERGED = [
     *TINY,
     "ablation.cells=[gru]",

@@ -8,8 +8,9 @@ from conftest import tiny_model, toy_pairs
 
 from nmt.batching import collate
 from nmt.cells import CELLS
+from nmt.decode import decode_corpus
 from nmt.loss import sequence_loss
-from nmt.search import SearchOptions, beam_search, decode_corpus, greedy, length_penalty
+from nmt.search import SearchOptions, beam_search, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 LIMITS = dict(max_len_a=1.5, max_len_b=4)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 from sacrebleu.metrics import BLEU, CHRF, TER
 
-from nmt.translate import RunDirError, Translator
+from nmt.translate import RunDirError, Translator, single_line
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +249,27 @@ def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
     )
     assert twice.returncode == 1
     assert twice.stderr.strip() == f"error: hyps names {a} more than once; compare different files"
+
+
+def test_a_run_saved_before_newer_keys_translates(tiny_run, tmp_path):
+    """config.yaml of an older run lacks keys added since: they read conf/'s defaults, and the
+    run translates as it did."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    saved = OmegaConf.load(old / "config.yaml")
+    for key in ("conditional", "var_dropout", "ctx_dropout", "word_dropout", "match_params"):
+        del saved.model[key]
+    del saved.train["max_lr_decays"]
+    OmegaConf.save(saved, old / "config.yaml")
+    lines = ["A dog runs in the park.", "Two men talk."]
+    assert Translator.from_run_dir(old).translate(lines) == (
+        Translator.from_run_dir(tiny_run).translate(lines)
+    )
+    saved.model["flux"] = 3  # a key conf/ does not know: one line naming it
+    OmegaConf.save(saved, old / "config.yaml")
+    with pytest.raises(RunDirError, match="not an nmt run config .Key 'flux' not in 'ModelConfig'"):
+        Translator.from_run_dir(old)
+
+
+def test_translations_stay_on_one_line():
+    assert single_line("ein\nHund\r\nläuft\r") == "ein Hund läuft "

@@ -1,4 +1,4 @@
-"""A training run's policy (nmt.run): what a command may do to a run directory that already
+"""A training run's policy (nmt.resume, nmt.pipeline): what a command may do to a run directory that already
 holds a run, and what a failure leaves behind. Real nmt-train processes, real files."""
 
 from __future__ import annotations

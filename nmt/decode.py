@@ -1,0 +1,37 @@
+"""Corpus decoding: many sentences in length-sorted batches, their hypotheses back in input order.
+
+What translation, validation and the benchmarks decode through; ``nmt.search`` decides one batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nmt.batching import ordered_batches
+from nmt.search import Decodable, Hypothesis, search_batch
+from nmt.search_options import SearchOptions
+
+
+def decode_corpus(
+    model: Decodable,
+    src: list[list[int]],
+    options: SearchOptions,
+    *,
+    device: torch.device,
+    max_sentences: int,
+    max_tokens: int | None,
+) -> list[list[Hypothesis]]:
+    """Decode sentences (pieces without specials) in batches of at most ``max_sentences``
+    sentences and ``max_tokens`` padded source tokens (None: no token limit); the n-best
+    hypotheses of each, in input order."""
+    was_training = model.training
+    model.eval()
+    results: list[list[Hypothesis]] = [[] for _ in src]
+    for batch in ordered_batches(src, None, max_tokens=max_tokens, batch_size=max_sentences):
+        rows = batch.indices.tolist()
+        batch = batch.to(device)
+        hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, options)
+        for i, h in zip(rows, hyps, strict=True):
+            results[i] = h
+    model.train(was_training)
+    return results

@@ -1,0 +1,191 @@
+"""nmt-ablate: a preset with an ablation block (tuning, the arms at matched size, the report)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        "experiment=ablation_converged",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        f"data.root={corpus_dir}",
+        f"cache_dir={tmp / 'cache'}",
+        "data.test_splits=[test_2016_flickr]",
+        "final_eval=[test_2016_flickr]",
+        "tokenizer.vocab_size=600",
+        "model.emb_dim=16",
+        "model.enc_hidden=16",
+        "model.dec_hidden=32",
+        "batch.max_tokens=800",
+        "train.valid_every=2",
+        "train.max_epochs=1",
+        "ablation.cells=[gru,tanh]",
+        "~ablation.seeds.bahdanau",
+        "ablation.seeds.none=[1,2]",
+        "ablation.tune.lrs=[0.001,0.003]",
+        "ablation.tune.max_steps=2",
+        "ablation.jobs=1",
+        *extra,
+    ]
+    return subprocess.run(
+        [str(BIN / "nmt-ablate"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_ablation(corpus_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablate")
+    result = ablate(tmp, corpus_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "sweep", result
+
+
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
+def test_ablation_tunes_every_cell_with_the_same_budget(tiny_ablation):
+    sweep_dir, _ = tiny_ablation
+    tuning = json.loads((sweep_dir / "tuning.json").read_text())
+    assert tuning["lrs"] == [0.001, 0.003] and tuning["max_steps"] == 2
+    budget = {}
+    for run in sorted((sweep_dir / "tune").iterdir()):
+        if not (run / "done.json").is_file():
+            continue
+        done = json.loads((run / "done.json").read_text())
+        config = _yaml(run / "config.yaml")
+        assert done["steps"] == 2 and config["seed"] == 1 and config["final_eval"] == []
+        budget.setdefault(done["cell"], []).append((config["optim"]["lr"], done["steps"]))
+    assert {cell: sorted(runs) for cell, runs in budget.items()} == {
+        cell: [(0.001, 2), (0.003, 2)] for cell in ("gru", "tanh")
+    }
+    # the chosen rate is the one with the best validation BLEU of its cell
+    for cell in ("gru", "tanh"):
+        scored = {r["lr"]: r["valid_bleu"] for r in tuning["runs"] if r["cell"] == cell}
+        best = max(scored.values())
+        assert scored[tuning["chosen"][cell]["none"]] == best
+
+
+def _yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
+def test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size(tiny_ablation):
+    sweep_dir, _ = tiny_ablation
+    tuning = json.loads((sweep_dir / "tuning.json").read_text())
+    runs = sorted(p for p in sweep_dir.iterdir() if (p / "done.json").is_file())
+    seen = set()
+    parameters = {}
+    for run in runs:
+        done, config = json.loads((run / "done.json").read_text()), _yaml(run / "config.yaml")
+        assert done["status"] == "finished"
+        assert config["optim"]["lr"] == tuning["chosen"][done["cell"]]["none"]
+        seen.add((done["cell"], config["seed"]))
+        parameters[done["cell"]] = done["parameters"]
+        if done["cell"] == "tanh":  # resized to the GRU's count
+            assert (done["enc_hidden"], done["dec_hidden"]) != (16, 32)
+    assert seen == {("gru", 1), ("gru", 2), ("tanh", 1), ("tanh", 2)}
+    assert abs(parameters["tanh"] - parameters["gru"]) <= 0.02 * parameters["gru"]
+
+
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
+def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
+    sweep_dir, _ = tiny_ablation
+    text = (sweep_dir / "report" / "report.md").read_text()
+    assert "Learning rates tuned on validation" in text and "| tanh | none |" in text
+    results = json.loads((sweep_dir / "report" / "results.json").read_text())
+    rows = {r["cell"]: r for r in results["rows"]}
+    assert rows["gru"]["test_bleu"]["n"] == 2 and rows["tanh"]["test_bleu"]["n"] == 2
+    versus = rows["tanh"]["versus"]
+    assert versus["bleu"]["samples"] == 1000
+    # The difference of the seed means, and a bootstrap p of (1 + k) / (1 + samples).
+    delta = rows["tanh"]["test_bleu"]["mean"] - rows["gru"]["test_bleu"]["mean"]
+    assert versus["bleu"]["delta"] == pytest.approx(delta, abs=1e-9)
+    k = versus["bleu"]["p"] * 1001 - 1
+    assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
+    assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
+
+
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
+def test_ablation_rerun_trains_nothing_and_refuses_grid_overrides(tiny_ablation, corpus_dir):
+    sweep_dir, _ = tiny_ablation
+    before = {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")}
+    again = ablate(sweep_dir.parent, corpus_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")} == before
+    refused = ablate(sweep_dir.parent, corpus_dir, "seed=5")
+    assert refused.returncode == 1 and "ablation block" in refused.stderr
+
+
+def test_ablate_help_and_a_bad_override_say_one_thing():
+    helped = subprocess.run(
+        [str(BIN / "nmt-ablate"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert helped.returncode == 0 and "nmt-ablate" in helped.stdout and "tuning" in helped.stdout
+    bad = subprocess.run(
+        [str(BIN / "nmt-ablate"), "experiment=ablation_converged", "model.nope=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "nope" in bad.stderr
+
+
+def fake_tuning_run(tune_dir: Path, cell: str, attention: str, lr: float, bleu, status="finished"):
+    from omegaconf import OmegaConf
+
+    run = tune_dir / f"{cell}-{attention}-{lr}"
+    run.mkdir(parents=True)
+    config = {"model": {"cell": cell, "attention": attention}, "optim": {"lr": lr}}
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    (run / "done.json").write_text(json.dumps({"status": status, "steps": 7, "bleu": bleu}))
+
+
+def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_path):
+    from omegaconf import OmegaConf
+
+    from nmt.errors import UserError
+    from nmt.sweep import choose_rates
+
+    tuned = {"gru": (20.0, 25.0, 24.0), "tanh": (15.0, 9.0, None), "lstm": (21.0, 22.0, 22.0)}
+    for cell, scores in tuned.items():
+        for lr, bleu in zip((0.0005, 0.001, 0.002), scores, strict=True):
+            status = "finished" if bleu is not None else "failed"
+            fake_tuning_run(tmp_path / "tune", cell, "bahdanau", lr, bleu, status)
+    tune = {"lrs": [0.0005, 0.001, 0.002], "max_steps": 7, "seed": 1, "attention": "bahdanau"}
+    plan = OmegaConf.create(
+        {"cells": ["gru", "tanh", "lstm"], "seeds": {"bahdanau": [1, 2], "none": [1]}, "tune": tune}
+    )
+    tuning = choose_rates(tmp_path / "tune", plan)
+    # best validation BLEU per cell; the diverged rate never wins; a tie goes to the smaller
+    # rate; one rate for both attentions
+    assert tuning["chosen"] == {
+        "gru": {"bahdanau": 0.001, "none": 0.001},
+        "tanh": {"bahdanau": 0.0005, "none": 0.0005},
+        "lstm": {"bahdanau": 0.001, "none": 0.001},
+    }
+    assert [r["valid_bleu"] for r in tuning["runs"] if r["cell"] == "tanh"] == [15.0, 9.0, None]
+    plan.tune.attention = None  # every attention tuned on its own: none was not
+    with pytest.raises(UserError, match="no tuning run of gru, none"):
+        choose_rates(tmp_path / "tune", plan)
