@@ -381,7 +381,7 @@ def fallback_run(
     return run_dir
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -458,117 +458,129 @@ def main() -> None:
         "e.g. --set data.root=DIR --set model.dec_hidden=1024",
     )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads is None:
         from nmt.runtime import cpu_threads
 
         args.threads = cpu_threads()
+    return args
 
-    if args.one_train:  # child process: one cell, JSON on stdout
-        print(
-            json.dumps(
-                bench_train_one(
-                    args.one_train,
-                    args.precision,
-                    args.batches,
-                    args.warmup,
-                    args.repeats,
-                    args.threads,
-                    args.set,
-                    args.work_dir,
-                )
-            )
+
+def train_section(args: argparse.Namespace, peak_flops: float, profile: bool) -> dict:
+    """Each cell trained in a process of its own (its peak RSS is its own), as a fraction of
+    the machine's fp32 matmul rate too."""
+    section = {}
+    for cell in args.cells.split(","):
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one-train",
+                cell,
+                "--batches",
+                str(args.batches),
+                "--warmup",
+                str(args.warmup),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+                "--work-dir",
+                str(args.work_dir),
+                "--precision",
+                args.precision,
+                *(f"--set={o}" for o in args.set),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        return
+        if child.returncode != 0:
+            sys.exit(f"bench for {cell} failed:\n{child.stderr[-3000:]}")
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        section[cell] = result
+        fraction = result["train_tgt_tokens_per_s"] * result["flop_per_tgt_token"] / peak_flops
+        result["fraction_of_fp32_matmul_peak"] = float(f"{fraction:.3g}")
+        for key in (
+            "parameters",
+            "precision",
+            "train_tgt_tokens_per_s",
+            "peak_rss_mib",
+            "flop_per_tgt_token",
+            "fraction_of_fp32_matmul_peak",
+        ):
+            print(f"train.{cell}.{key}: {result[key]}", flush=True)
+        if profile:
+            print_profile(f"train.{cell}", result["profile"])
+    return section
 
+
+def decode_sections(args: argparse.Namespace, profile: bool) -> dict:
+    """Decoding speed of the newest trained run (or one trained here) and of the reference
+    architecture."""
+    run_dir = args.run_dir or latest_run(args.runs_dir)
+    if run_dir is None:
+        run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
+    models = {"decode": run_dir}
+    if args.reference_steps > 0:
+        models["decode_reference"] = fallback_run(
+            args.work_dir, args.reference_steps, [*REFERENCE, *args.set], "decode_reference"
+        )
+    sections = {}
+    for section, model_dir in models.items():
+        result = bench_decode(
+            model_dir,
+            args.split,
+            args.repeats,
+            args.threads,
+            args.precision,
+            args.sentences,
+            profile=profile,
+        )
+        sections[section] = result
+        for key, value in result.items():
+            if not key.endswith("_profile"):
+                print(f"{section}.{key}: {value}", flush=True)
+            elif profile:
+                print_profile(f"{section}.{key.removesuffix('_profile')}", value)
+    return sections
+
+
+def ddp_section(args: argparse.Namespace) -> dict:
+    result = bench_ddp(args.ddp_steps, args.threads, args.work_dir, args.set)
+    for name in ("one_process", "ranks"):
+        for key, value in result[name].items():
+            print(f"ddp.{name}.{key}: {value}", flush=True)
+    print(f"ddp.speedup: {result['speedup']}", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.one_train:  # child process: one cell, JSON on stdout
+        settings = (args.batches, args.warmup, args.repeats, args.threads, args.set)
+        print(json.dumps(bench_train_one(args.one_train, args.precision, *settings, args.work_dir)))
+        return
     import torch
 
+    what = set(args.what.split(","))
+    profile = "profile" in what
     report = {
         "torch": torch.__version__,
         "cpu_threads": args.threads,
         "machine": os.uname().machine,
         "cpu": cpu_name(),
+        "probe": matmul_probe(args.threads),
     }
-    what = set(args.what.split(","))
-    report["probe"] = matmul_probe(args.threads)
     for key, value in report["probe"].items():
         print(f"probe.{key}: {value}", flush=True)
-    peak = report["probe"]["matmul_fp32_1024_gflops"] * 1e9
-    if "train" in what or "profile" in what:
-        report["train"] = {}
-        for cell in args.cells.split(","):
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one-train",
-                    cell,
-                    "--batches",
-                    str(args.batches),
-                    "--warmup",
-                    str(args.warmup),
-                    "--repeats",
-                    str(args.repeats),
-                    "--threads",
-                    str(args.threads),
-                    "--work-dir",
-                    str(args.work_dir),
-                    "--precision",
-                    args.precision,
-                    *(f"--set={o}" for o in args.set),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if child.returncode != 0:
-                sys.exit(f"bench for {cell} failed:\n{child.stderr[-3000:]}")
-            result = json.loads(child.stdout.strip().splitlines()[-1])
-            report["train"][cell] = result
-            fraction = result["train_tgt_tokens_per_s"] * result["flop_per_tgt_token"] / peak
-            result["fraction_of_fp32_matmul_peak"] = float(f"{fraction:.3g}")
-            for key in (
-                "parameters",
-                "precision",
-                "train_tgt_tokens_per_s",
-                "peak_rss_mib",
-                "flop_per_tgt_token",
-                "fraction_of_fp32_matmul_peak",
-            ):
-                print(f"train.{cell}.{key}: {result[key]}", flush=True)
-            if "profile" in what:
-                print_profile(f"train.{cell}", result["profile"])
-    if "decode" in what or "profile" in what:
-        run_dir = args.run_dir or latest_run(args.runs_dir)
-        if run_dir is None:
-            run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
-        models = {"decode": run_dir}
-        if args.reference_steps > 0:
-            models["decode_reference"] = fallback_run(
-                args.work_dir, args.reference_steps, [*REFERENCE, *args.set], "decode_reference"
-            )
-        for section, model_dir in models.items():
-            result = bench_decode(
-                model_dir,
-                args.split,
-                args.repeats,
-                args.threads,
-                args.precision,
-                args.sentences,
-                profile="profile" in what,
-            )
-            report[section] = result
-            for key, value in result.items():
-                if not key.endswith("_profile"):
-                    print(f"{section}.{key}: {value}", flush=True)
-                elif "profile" in what:
-                    print_profile(f"{section}.{key.removesuffix('_profile')}", value)
+    if "train" in what or profile:
+        peak = report["probe"]["matmul_fp32_1024_gflops"] * 1e9
+        report["train"] = train_section(args, peak, profile)
+    if "decode" in what or profile:
+        report.update(decode_sections(args, profile))
     if "ddp" in what:
-        report["ddp"] = bench_ddp(args.ddp_steps, args.threads, args.work_dir, args.set)
-        for name in ("one_process", "ranks"):
-            for key, value in report["ddp"][name].items():
-                print(f"ddp.{name}.{key}: {value}", flush=True)
-        print(f"ddp.speedup: {report['ddp']['speedup']}", flush=True)
+        report["ddp"] = ddp_section(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"json: {args.out}")

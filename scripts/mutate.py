@@ -58,7 +58,7 @@ TESTS = {
     "sources.py": ["test_data.py"],
     "tokenizer.py": ["test_tokenizer.py"],
     "translate.py": ["test_translate.py"],
-    "stream.py": ["test_translate.py"],
+    "stream.py": ["test_stream.py"],
     "resume.py": ["test_resume.py", "test_pipeline.py"],
     "pipeline.py": ["test_pipeline.py"],
     "runtime.py": [

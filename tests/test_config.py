@@ -95,37 +95,6 @@ def test_translate_and_eval_configs_compose(name, search, tmp_path):
         assert (obj.search.beam_size, obj.search.alpha) == (3, 0.6)
 
 
-def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path):
-    """precision, like the device, may change between a run and its continuation (another
-    machine), and a run saved before the key existed is not 'trained with other settings'; a
-    key that changes results still is."""
-    from nmt.overrides import changed_settings
-
-    saved = tmp_path / "config.yaml"
-    cfg = compose_train("precision=bf16")
-    old = OmegaConf.to_container(cfg, resolve=True)
-    del old["precision"]
-    OmegaConf.save(OmegaConf.create(old), saved)
-    assert changed_settings(compose_train("precision=fp32"), saved) == []
-    assert changed_settings(cfg, saved) == []
-    assert [k for k, *_ in changed_settings(compose_train("seed=7"), saved)] == ["seed"]
-
-
-def test_an_option_added_since_a_run_was_made_counts_only_when_on(tmp_path):
-    """A run saved before model.conditional and train.keep_last existed continues under
-    today's defaults (off); turning the new option on is another run."""
-    from nmt.overrides import changed_settings
-
-    saved = tmp_path / "config.yaml"
-    old = OmegaConf.to_container(compose_train(), resolve=True)
-    del old["model"]["conditional"], old["train"]["keep_last"]
-    OmegaConf.save(OmegaConf.create(old), saved)
-    assert changed_settings(compose_train(), saved) == []
-    assert changed_settings(compose_train("train.keep_last=3"), saved) == []  # kept, not trained
-    changed = changed_settings(compose_train("model.conditional=true"), saved)
-    assert changed == [("model.conditional", None, True)]
-
-
 def schema_keys() -> set[str]:
     """Every key of every config: the fields of the schema's dataclasses, nested ones included."""
     import dataclasses

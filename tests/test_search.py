@@ -8,7 +8,6 @@ from conftest import tiny_model, toy_pairs
 
 from nmt.batching import collate
 from nmt.cells import CELLS
-from nmt.decode import decode_corpus
 from nmt.loss import sequence_loss
 from nmt.search import SearchOptions, beam_search, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
@@ -224,26 +223,3 @@ def test_bad_search_settings_are_one_line_errors():
     with pytest.raises(ValueError, match=r"search.min_len=-1: must not be negative"):
         SearchOptions(**{**options, "n_best": 1, "min_len": -1})
     SearchOptions(**{**options, "n_best": 2})
-
-
-def test_decode_corpus_keeps_input_order():
-    model, src = trained("tanh"), sentences(11)
-    options = dict(
-        beam_size=3,
-        alpha=0.6,
-        min_len=0,
-        n_best=1,
-        coverage_penalty=0.0,
-        no_repeat_ngram=0,
-        **LIMITS,
-    )
-    found = decode_corpus(
-        model,
-        src,
-        SearchOptions(**options),
-        device=torch.device("cpu"),
-        max_sentences=4,
-        max_tokens=30,
-    )
-    direct = [h[0].tokens for h in run_beam(model, src, beam_size=3)]
-    assert [h[0].tokens for h in found] == direct

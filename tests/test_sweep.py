@@ -18,7 +18,6 @@ import torch
 
 from nmt.data import load_corpus
 from nmt.metrics import paired_bootstrap
-from nmt.naming import run_dirname
 from nmt.report import PLOTS
 
 BIN = Path(sys.executable).parent
@@ -203,18 +202,6 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     third = sweep(tmp_path / "b", corpus_dir, *long, cells="gru")
     assert third.returncode == 0 and "finished before" in third.stdout + third.stderr
     assert (run / "done.json").stat().st_mtime_ns == finished_at
-
-
-def test_run_names_cover_the_data_and_never_nest():
-    a = run_dirname(
-        ["model=gru", "data.root=/data/a", "seed=1", "cache_dir=/c", "train.resume=auto"]
-    )
-    b = run_dirname(["model=gru", "data.root=/data/b", "seed=1", "cache_dir=/d"])
-    assert a != b and "/" not in a + b and a.startswith("data.root=#")
-    assert a.endswith(",model=gru,seed=1") and "cache_dir" not in a and "resume" not in a
-    # an ablation's plan (which cells, seeds, rates to tune) names no run: the run is the same
-    planned = run_dirname(["model=gru", "seed=1", "ablation.tune.lrs=[0.1]", "ablation.jobs=2"])
-    assert planned == "model=gru,seed=1"
 
 
 def test_auto_resume_refuses_a_run_made_with_other_settings(corpus_dir, tmp_path):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import pytest
 from conftest import multi30k_lines
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
-from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.translate import RunDirError, Translator, single_line
 
@@ -59,73 +57,6 @@ def test_api_and_command_line_translate_alike(tiny_run):
         Translator.from_run_dir(tiny_run, max_tokens="many")
 
 
-def test_cli_three_lines_for_three_lines(tiny_run):
-    result = translate(tiny_run, f"A dog runs.\n\n{LONG}\n".encode())
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    lines = result.stdout.decode().split("\n")
-    assert len(lines) == 4 and lines[3] == "" and lines[1] == ""  # three lines, newline-terminated
-    assert "<stdin>:3: longer than 250 pieces" in result.stderr.decode()
-
-
-def test_invalid_utf8_line_gives_empty_line_or_stops(tiny_run):
-    data = b"A dog.\n\xff\xfe bad\nA cat.\n"
-    result = translate(tiny_run, data)
-    assert result.returncode == 0
-    lines = result.stdout.decode().split("\n")
-    assert len(lines) == 4 and lines[1] == ""
-    assert "<stdin>:2: invalid UTF-8 at byte 0 of the line" in result.stderr.decode()
-    strict = translate(tiny_run, data, "strict=true")
-    assert strict.returncode == 1
-    assert (
-        strict.stderr.decode()
-        .strip()
-        .splitlines()[-1]
-        .startswith("error: <stdin>:2: invalid UTF-8")
-    )
-
-
-def test_files_and_n_best(tiny_run, tmp_path):
-    src = tmp_path / "in.txt"
-    src.write_text("A dog runs.\nTwo men.\n\n")
-    out = tmp_path / "out.txt"
-    result = translate(tiny_run, b"", f"input={src}", f"output={out}", "search.n_best=3")
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    lines = out.read_text().split("\n")[:-1]
-    assert len(lines) == 9
-    assert all(len(line.split("\t")) == 2 for line in lines)
-    scores = [float(line.split("\t")[1]) for line in lines]
-    for group in (scores[0:3], scores[3:6]):
-        assert group == sorted(group, reverse=True)  # n-best, best first
-    assert lines[6:] == ["\t0.0000"] * 3  # an empty line: three empty hypotheses
-    too_many = translate(tiny_run, b"x\n", "search.n_best=6")  # beam5 keeps 5
-    assert too_many.returncode == 1
-    assert too_many.stderr.decode().strip() == (
-        "error: search.n_best=6 with search.beam_size=5: a beam keeps at most beam_size "
-        "hypotheses; set search.beam_size=6 or more"
-    )
-
-
-def test_a_failed_translation_leaves_the_output_file_as_it_was(tiny_run, tmp_path):
-    """output=FILE appears whole or not at all: a run that stops at a bad line (strict=true)
-    leaves an earlier FILE untouched and nothing half-written beside it."""
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"A dog runs.\n" * 30 + b"\xff bad\n")
-    out = tmp_path / "out.txt"
-    out.write_text("an earlier translation\n")
-    result = translate(
-        tiny_run, b"", f"input={src}", f"output={out}", "strict=true", "buffer_lines=4"
-    )
-    assert result.returncode == 1 and f"{src}:31: invalid UTF-8" in result.stderr.decode()
-    assert out.read_text() == "an earlier translation\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt"]
-    missing = translate(tiny_run, b"A dog.\n", f"output={tmp_path / 'nowhere' / 'out.txt'}")
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr.decode()
-    assert missing.stderr.decode().strip().splitlines()[-1] == (
-        f"error: output={tmp_path / 'nowhere' / 'out.txt'}: the directory "
-        f"{tmp_path / 'nowhere'} does not exist; create it or choose another output"
-    )
-
-
 def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_run, broken)
@@ -166,89 +97,6 @@ def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
     )
     with pytest.raises(RunDirError, match="config.yaml: missing"):
         Translator.from_run_dir(tmp_path / "nowhere")
-
-
-def test_eval_split_scores_and_plots(tiny_run):
-    result = subprocess.run(
-        [
-            str(BIN / "nmt-eval"),
-            f"run_dir={tiny_run}",
-            "split=test_2016_flickr",
-            "attention_plots=2",
-            "search=greedy",
-            "precision=fp32",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "test_2016_flickr: BLEU" in result.stdout and "nrefs:1|case:mixed" in result.stdout
-    assert "test_2016_flickr: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
-    out_dir = tiny_run / "eval" / "test_2016_flickr-best-greedy"
-    scores = json.loads((out_dir / "scores.json").read_text())
-    # The scores are sacreBLEU's of the written hypotheses against the split's references.
-    hyps = (out_dir / "hyps.txt").read_text().split("\n")[:-1]
-    refs = multi30k_lines("test_2016_flickr", "de", 40)
-    assert scores["bleu"] == pytest.approx(BLEU().corpus_score(hyps, [refs]).score)
-    assert scores["chrf"] == pytest.approx(CHRF().corpus_score(hyps, [refs]).score)
-    assert scores["ter"] == pytest.approx(TER().corpus_score(hyps, [refs]).score)
-    assert scores["bleu_lc"] == pytest.approx(BLEU(lowercase=True).corpus_score(hyps, [refs]).score)
-    assert scores["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
-    assert scores["bleu_lt_signature"].startswith("LT|lang:de|")
-    assert scores["split"] == "test_2016_flickr" and scores["checkpoint"] == "best"
-    assert scores["search"]["name"] == "greedy" and scores["search"]["beam_size"] == 1
-    assert scores["sentences_per_s"] == pytest.approx(40 / scores["seconds"], rel=0.1)
-    assert scores["precision"] == "fp32" and scores["hardware"].startswith("CPU ")
-    # Which weights: the run, the checkpoint and the training step they are of.
-    step = json.loads((tiny_run / "best" / "meta.json").read_text())["step"]
-    assert scores["models"] == [{"run_dir": str(tiny_run), "checkpoint": "best", "steps": [step]}]
-    assert len((out_dir / "hyps.txt").read_text().split("\n")) == 41
-    plots = sorted((out_dir / "attention").glob("*.png"))
-    assert len(plots) == 2 and all(p.stat().st_size > 2000 for p in plots)
-
-
-def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
-    from nmt.data import load_corpus
-
-    corpus, _ = load_corpus(tiny_run)
-    ref = [r["de"] for r in corpus["test_2016_flickr"]["translation"]]
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
-    a.write_text("".join(r + "\n" for r in ref))
-    b.write_text("".join(" ".join(r.split()[:2]) + "\n" for r in ref))
-    result = subprocess.run(
-        [
-            str(BIN / "nmt-eval"),
-            f"run_dir={tiny_run}",
-            "split=test_2016_flickr",
-            f"hyps=[{a},{b}]",
-            "bootstrap_samples=100",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"{b} vs {a}: BLEU" in result.stdout and "(p = 0.0" in result.stdout
-    short = tmp_path / "short.txt"
-    short.write_text("one line\n")
-    bad = subprocess.run(
-        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{short}]"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert (
-        bad.returncode == 1 and "1 lines but split test_2016_flickr has 40 references" in bad.stderr
-    )
-    twice = subprocess.run(
-        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{a},{a}]"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert twice.returncode == 1
-    assert twice.stderr.strip() == f"error: hyps names {a} more than once; compare different files"
 
 
 def test_a_run_saved_before_newer_keys_translates(tiny_run, tmp_path):
