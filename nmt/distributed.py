@@ -109,6 +109,17 @@ class World:
         dist.all_gather_object(out, value)
         return out
 
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """What the training forward runs through: DistributedDataParallel, which averages the
+        ranks' gradients during backward; alone, the model itself."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
     def total(self, *values: float, device: torch.device) -> list[float]:
         """Sums over the ranks of a few numbers, in one all-reduce."""
         if not self.enabled:

@@ -15,6 +15,7 @@ from pathlib import Path
 from nmt.errors import UserError, has_extra, require_extra
 
 log = logging.getLogger(__name__)
+loop_log = logging.getLogger("nmt.train")  # a validation's lines are the training loop's
 
 
 class TrainingError(UserError):
@@ -61,6 +62,19 @@ class Progress:
     train_seconds: float = 0.0  # wall clock of training, validations included
     valid_seconds: float = 0.0  # the validations' part of it
     tokens: int = 0  # target tokens trained on
+
+    def summary(self, stop_reason: str) -> dict:
+        """How the run went, for done.json: steps, time, speed (validation time excluded too)."""
+        train_only = self.train_seconds - self.valid_seconds
+        return {
+            "best_step": self.best_step,
+            "steps": self.step,
+            "minutes": self.train_seconds / 60,
+            "stop_reason": stop_reason,
+            "tokens_per_s": self.tokens / max(self.train_seconds, 1e-9),
+            "train_tokens_per_s": self.tokens / max(train_only, 1e-9),
+            "valid_minutes": self.valid_seconds / 60,
+        }
 
 
 # The ways validation ends a run (the others are limits: max_steps, max_epochs, max_minutes).
@@ -109,6 +123,28 @@ class MetricsLog:
     def valid(self, **row: float) -> None:
         _append_csv(self.run_dir / "metrics.csv", row)
         self._scalars("valid", row, [k for k in row if k != "step"])
+
+    def validation(
+        self, state: Progress, scores: dict, lr: float, improved: bool, sign: float
+    ) -> None:
+        """A validation's row (its numbers) and its log line, with the best so far."""
+        numbers = {k: v for k, v in scores.items() if isinstance(v, int | float)}
+        self.valid(
+            step=state.step,
+            epoch=state.epoch,
+            seconds=round(state.train_seconds, 1),
+            lr=lr,
+            **numbers,
+        )
+        best = state.best_score * sign
+        loop_log.info(
+            "step %d valid %s%s",
+            state.step,
+            " ".join(f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, float)),
+            " (best)" if improved else f" (best {best:.2f} at {state.best_step})",
+        )
+        if "bleu_signature" in scores:
+            loop_log.info("  %s", scores["bleu_signature"])
 
     def _scalars(self, prefix: str, row: dict, keys) -> None:
         if self.writer is not None:

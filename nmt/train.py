@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from nmt.batching import Batch, BatchSampler, collate
@@ -61,13 +60,8 @@ class _Loop:
         world: World = SINGLE,
     ):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
-        # What the training forward runs through: under torchrun, DDP, which averages the
-        # gradients of the ranks during backward; alone, the model itself.
         self.world = world
-        self.net = model
-        if world.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.net = DistributedDataParallel(model, device_ids=ids)
+        self.net = world.wrap(model, device)  # DDP under torchrun; alone, the model itself
         self.validate_fn, self.run_dir, self.device = validate, run_dir, device
         self.precision = precision
         self.options, self.meta = options, meta
@@ -101,7 +95,7 @@ class _Loop:
     def save(self, place: Path, with_state: bool, extra: dict | None = None) -> None:
         self.saver.save(place, self.state, with_state, extra)
 
-    def update(self, batch: Batch, tokens: int | None = None) -> bool:
+    def update(self, batch: Batch, tokens: float) -> bool:
         """One optimizer step on a batch; False when it was skipped for a non-finite loss or
         gradient (``max_bad_steps`` of them in a row stop training).
 
@@ -111,10 +105,8 @@ class _Loop:
         state = self.state
         with autocast(self.device, self.precision):
             out = sequence_loss(self.model, batch, self.options.label_smoothing, forward=self.net)
-        tokens = out.n_tokens if tokens is None else int(tokens)
-        loss = out.loss / tokens
-        if self.world.enabled:
-            loss = loss * self.world.size
+        tokens = int(tokens)
+        loss = out.loss / tokens * self.world.size  # DDP averages the ranks' gradients
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         # Under DDP every rank runs backward, whose all-reduce needs them all: a non-finite
@@ -204,23 +196,7 @@ class _Loop:
         if self.metrics is None:
             self.save(self.last_dir, with_state=True)  # takes part in gathering the RNG states
             return stop
-        numbers = {k: v for k, v in scores.items() if isinstance(v, int | float)}
-        self.metrics.valid(
-            step=state.step,
-            epoch=state.epoch,
-            seconds=round(state.train_seconds, 1),
-            lr=self.schedule.lr,
-            **numbers,
-        )
-        best = state.best_score * self.sign
-        log.info(
-            "step %d valid %s%s",
-            state.step,
-            " ".join(f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, float)),
-            " (best)" if improved else f" (best {best:.2f} at {state.best_step})",
-        )
-        if "bleu_signature" in scores:
-            log.info("  %s", scores["bleu_signature"])
+        self.metrics.validation(state, scores, self.schedule.lr, improved, self.sign)
         if improved:
             self.save(self.best_dir, with_state=False, extra={"scores.json": scores})
         self.save(self.last_dir, with_state=True)
@@ -241,17 +217,7 @@ class _Loop:
         best = self.world.broadcast(
             json.loads((self.best_dir / "scores.json").read_text()) if self.world.main else None
         )
-        train_only = state.train_seconds - state.valid_seconds
-        return {
-            **best,
-            "best_step": state.best_step,
-            "steps": state.step,
-            "minutes": state.train_seconds / 60,
-            "stop_reason": stop_reason,
-            "tokens_per_s": state.tokens / max(state.train_seconds, 1e-9),
-            "train_tokens_per_s": state.tokens / max(train_only, 1e-9),
-            "valid_minutes": state.valid_seconds / 60,
-        }
+        return {**best, **state.summary(stop_reason)}
 
 
 def fit(
@@ -312,35 +278,33 @@ def fit(
     with Signals() as signals:
         while reason is None and state.epoch < options.max_epochs:
             for position, indices in shard(sampler.iterate(state.epoch, state.position), world):
-                src, tgt = [src_ids[i] for i in indices], [tgt_ids[i] for i in indices]
-                batch = collate(src, tgt, indices).to(device)
-                tokens = None
-                if world.enabled:  # before the update, so that all ranks stop at the same one
-                    tokens, caught, late = world.total(
-                        int(batch.tgt_mask.sum()),
-                        signals.caught is not None,
-                        limit_reached(state, options) is not None,
-                        device=device,
-                    )
-                    if caught:
-                        bar.close()
-                        raise loop.interrupted()
-                    if late:
-                        reason = limit_reached(state, options) or "max_minutes"
-                        break
+                batch = collate(
+                    [src_ids[i] for i in indices], [tgt_ids[i] for i in indices], indices
+                )
+                # Before each update the ranks agree on its target tokens, a caught signal and
+                # the clock, so that they stop at the same one (one process agrees with itself).
+                tokens, caught, late = world.total(
+                    int(batch.tgt_mask.sum()),
+                    signals.caught is not None,
+                    limit_reached(state, options) is not None,
+                    device=device,
+                )
+                if caught:
+                    bar.close()
+                    raise loop.interrupted()
+                if late:
+                    reason = limit_reached(state, options) or "max_minutes"
+                    break
                 state.position = position + 1  # consumed, whatever its update does
-                if not loop.update(batch, tokens):
+                if not loop.update(batch.to(device), tokens):
                     continue
                 bar.update(1)
                 if state.step % options.log_every == 0:
                     loop.log_window(bar)
-                if signals.caught is not None and not world.enabled:
-                    bar.close()
-                    raise loop.interrupted()
                 if state.step % options.valid_every == 0 and (stop := loop.validate()):
                     reason = stop
-                elif not world.enabled or options.max_steps and state.step >= options.max_steps:
-                    reason = limit_reached(state, options)
+                elif options.max_steps and state.step >= options.max_steps:
+                    reason = "max_steps"
                 if reason is not None:
                     break
             else:  # the epoch is over

@@ -384,7 +384,7 @@ MUTANTS = [
     ),
     Mutant(
         "train.py",
-        "                if signals.caught is not None and not world.enabled:",
+        "                if caught:",
         "                if False:",
         "signals ignored",
     ),
@@ -403,8 +403,8 @@ MUTANTS = [
     ),
     Mutant(
         "train.py",
-        "            loss = loss * self.world.size",
-        "            loss = loss",
+        "        loss = out.loss / tokens * self.world.size  # DDP averages the ranks' gradients",
+        "        loss = out.loss / tokens",
         "ranks' gradients averaged, not summed",
         ("test_distributed.py::test_two_ranks_equal_one_process_on_the_same_global_batches",),
     ),
