@@ -40,6 +40,20 @@ def test_every_module_is_documented_once():
     assert sorted(order) == modules
 
 
+def test_the_drawing_names_every_module_once():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawing = text.split("The floors, drawn")[1].split("The orchestration layer")[0]
+    named = []
+    for line in drawing.splitlines()[1:]:
+        if not line.startswith("    ") or "─" in line:
+            continue
+        words = line.split()
+        if line[4] != " ":  # a floor's first line starts with its label ("data", "model", ...)
+            words = words[1:]
+        named += [w for w in words if (ROOT / "nmt" / f"{w}.py").is_file()]
+    assert sorted(named) == sorted(documented_order())
+
+
 def test_no_module_imports_one_above_it():
     order = documented_order()
     rank = {name: i for i, name in enumerate(order)}
