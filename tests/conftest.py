@@ -89,6 +89,11 @@ def tiny_model(cell: str, attention: str = "bahdanau", vocab: int = 40, **overri
         src_vocab_size=vocab,
         tgt_vocab_size=vocab,
         joint_vocab=True,
+        match_params=None,
+        conditional=False,
+        var_dropout=0.0,
+        ctx_dropout=0.0,
+        word_dropout=0.0,
     )
     args.update(overrides)
     return build_model(**args)

@@ -52,7 +52,13 @@ def test_lstm_forget_bias_starts_at_one():
     layer = CellLayer("lstm", 3, 4)
     assert torch.equal(layer.bias_ih[4:8], torch.ones(4))
     rnn = Recurrent(
-        cell="lstm", input_size=3, hidden_size=4, layers=1, bidirectional=True, dropout=0
+        cell="lstm",
+        input_size=3,
+        hidden_size=4,
+        layers=1,
+        bidirectional=True,
+        dropout=0,
+        var_dropout=0.0,
     )
     assert torch.equal(rnn.rnn.bias_ih_l0[4:8] + rnn.rnn.bias_hh_l0[4:8], torch.ones(4))
 
@@ -61,7 +67,13 @@ def test_lstm_forget_bias_starts_at_one():
 @pytest.mark.parametrize("layers", [1, 2])
 def test_padding_leaves_encoding_unchanged(cell, layers):
     rnn = Recurrent(
-        cell=cell, input_size=5, hidden_size=6, layers=layers, bidirectional=True, dropout=0.0
+        cell=cell,
+        input_size=5,
+        hidden_size=6,
+        layers=layers,
+        bidirectional=True,
+        dropout=0.0,
+        var_dropout=0.0,
     ).eval()
     x = torch.randn(3, 9, 5)
     lens = torch.tensor([4, 9, 6])

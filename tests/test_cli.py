@@ -110,16 +110,16 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
 
 
 def test_done_json_records_the_run(tiny_run):
-    from omegaconf import OmegaConf
 
+    from nmt.config import group_kwargs, read_run_config
     from nmt.model import build_model, count_parameters
     from nmt.runtime import cpu_flags
     from nmt.tokenizer import Tokenizer
 
     done = json.loads((tiny_run / "done.json").read_text())
-    cfg = OmegaConf.load(tiny_run / "config.yaml")
+    cfg = read_run_config(tiny_run / "config.yaml")
     tok = Tokenizer.from_dir(tiny_run, "en", "de")
-    model_args = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    model_args = group_kwargs(cfg.model)
     model = build_model(
         **model_args,
         src_vocab_size=tok.src_vocab_size,

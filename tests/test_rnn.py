@@ -21,7 +21,13 @@ def test_stepped_encoder_reads_the_fused_weights(cell):
     loop equal the (fused, packed) forward's, so the weights are read the right way round."""
     torch.manual_seed(0)
     rnn = Recurrent(
-        cell=cell, input_size=5, hidden_size=6, layers=2, bidirectional=True, dropout=0.0
+        cell=cell,
+        input_size=5,
+        hidden_size=6,
+        layers=2,
+        bidirectional=True,
+        dropout=0.0,
+        var_dropout=0.0,
     ).eval()
     x, lens = torch.randn(3, 7, 5), torch.tensor([7, 4, 1])
     expected, final = rnn(x, lens)

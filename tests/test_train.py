@@ -74,6 +74,10 @@ def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, *
         max_bad_steps=3,
         tensorboard=False,
         progress=False,
+        keep_last=0,
+        keep_best=0,
+        max_lr_decays=0,
+        precision=torch.float32,
         meta={"cell": "gru"},
     )
     args.update(over)
