@@ -28,7 +28,7 @@ CLI_VARS   = $(sort $(filter-out $(OWN_VARS),$(foreach v,$(.VARIABLES),$(if $(fi
 OVERRIDES  = $(strip $(foreach v,$(CLI_VARS),$(call quote,$(v)=$(value $(v)))) $(ARGS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train translate eval tune-search bench ablate results test lint format clean
+.PHONY: help install data spm train translate eval tune-search export bench ablate results test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,7 +51,7 @@ data: $(STAMP) ## prepare the parallel corpus (datasets format, cleaned train sp
 spm: $(STAMP) ## train SentencePiece on the training split and encode every split
 	$(BIN)/nmt-spm $(OVERRIDES)
 
-translate: $(STAMP) ## translate stdin to stdout: run_dir=runs/X (input=FILE output=FILE)
+translate: $(STAMP) ## translate stdin to stdout: run_dir=runs/X or model=FILE (input=FILE output=FILE)
 	@$(BIN)/nmt-translate $(OVERRIDES)
 
 eval: $(STAMP) ## BLEU/chrF/TER of a split: run_dir=runs/X split=test_2016_flickr (or hyps=[A,B])
@@ -59,6 +59,9 @@ eval: $(STAMP) ## BLEU/chrF/TER of a split: run_dir=runs/X split=test_2016_flick
 
 tune-search: $(STAMP) ## beam size and length penalty chosen on validation: run_dir=runs/X
 	$(BIN)/nmt-tune-search $(OVERRIDES)
+
+export: $(STAMP) ## a run's model in one file: run_dir=runs/X out=model.nmt (checkpoint=avg-best-5)
+	$(BIN)/nmt-export $(OVERRIDES)
 
 bench: $(STAMP) ## training and decoding speed per cell on the reference model (name: value + JSON)
 	$(BIN)/python scripts/bench.py $(ARGS)

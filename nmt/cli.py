@@ -24,6 +24,7 @@ from nmt import __version__, pipeline, resume, sweep
 from nmt.config import conf_dir, register_configs
 from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
+from nmt.export import write_bundle
 from nmt.overrides import cell_as_preset, check_overrides
 from nmt.runtime import record_command
 from nmt.search_tuning import choose_split, tune_search
@@ -67,9 +68,21 @@ def translate_task(cfg: DictConfig) -> None:
     )
 
 
+def _corpus_run(cfg: DictConfig, command: str) -> Path:
+    """The run directory whose corpus a command reads (its splits): a model file has none."""
+    if cfg.model:
+        raise UserError(
+            f"model={cfg.model}: {command} reads the splits of a run directory's corpus; name "
+            "it with run_dir=runs/X (model=FILE is for nmt-translate)"
+        )
+    if not cfg.run_dir:
+        raise UserError(f"{command}: name the run with run_dir=runs/X")
+    return Path(cfg.run_dir)
+
+
 def eval_task(cfg: DictConfig) -> dict:
     """Score a split: translate it with the run's model, or score given hypothesis files."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = _corpus_run(cfg, "nmt-eval")
     if cfg.hyps:
         return score_files(run_dir, cfg.split, list(cfg.hyps), samples=cfg.bootstrap_samples)
     translator = Translator.from_config(cfg)
@@ -93,7 +106,7 @@ def eval_task(cfg: DictConfig) -> dict:
 
 def tune_search_task(cfg: DictConfig) -> dict:
     """Choose beam size and length penalty on a split (the validation split by default)."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = _corpus_run(cfg, "nmt-tune-search")
     split = choose_split(run_dir, cfg.split, allow_test=cfg.allow_test)
     return tune_search(
         Translator.from_config(cfg),
@@ -104,6 +117,21 @@ def tune_search_task(cfg: DictConfig) -> dict:
         checkpoint=cfg.checkpoint,
         progress=cfg.progress,
     )
+
+
+def export_task(cfg: DictConfig) -> dict:
+    """Write a run's model out of its run directory (format=bundle: one file)."""
+    if cfg.format != "bundle":
+        raise UserError(f"format={cfg.format!r}: expected bundle")
+    manifest = write_bundle(cfg.run_dir, cfg.out, cfg.checkpoint)
+    size = Path(cfg.out).stat().st_size / 2**20
+    print(
+        f"wrote {cfg.out} ({size:.1f} MiB): {manifest['src']}->{manifest['tgt']} "
+        f"{manifest['cell']} + {manifest['attention']}, {manifest['parameters']:,} parameters, "
+        f"{cfg.checkpoint} (steps {', '.join(map(str, manifest['steps']))}); "
+        f"next: nmt-translate model={cfg.out}"
+    )
+    return manifest
 
 
 def _fail(message: str) -> NoReturn:
@@ -208,6 +236,10 @@ def eval_main() -> None:
 
 def tune_search_main() -> None:
     _entry(tune_search_task, "tune_search")
+
+
+def export_main() -> None:
+    _entry(export_task, "export")
 
 
 def ablate_main() -> None:

@@ -203,7 +203,8 @@ class Config:
 class DecodeConfig:
     """What translate and eval share: a run directory, a checkpoint, batching and search."""
 
-    run_dir: str = MISSING
+    run_dir: str | None = MISSING
+    model: str | None = MISSING  # a file nmt-export wrote, in place of run_dir
     checkpoint: str = MISSING
     device: str = MISSING
     precision: str = MISSING
@@ -244,6 +245,16 @@ class TuneSearchConfig(DecodeConfig):
     progress: bool | None = None  # None: a bar when stderr is a terminal
 
 
+@dataclass
+class ExportConfig:
+    """nmt-export: a run's model written out in a format of its own."""
+
+    run_dir: str = MISSING
+    format: str = MISSING
+    out: str = MISSING
+    checkpoint: str = MISSING
+
+
 def register_configs() -> None:
     """Register the schemas so conf/*.yaml is validated (``defaults: [schema, ...]``)."""
     cs = ConfigStore.instance()
@@ -251,6 +262,7 @@ def register_configs() -> None:
     cs.store(name="translate_schema", node=TranslateConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="tune_search_schema", node=TuneSearchConfig)
+    cs.store(name="export_schema", node=ExportConfig)
 
 
 def conf_dir() -> str:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -19,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from nmt.bundle import extract
 from nmt.checkpoint import (
     META_FILE,
     CheckpointError,
@@ -155,6 +157,10 @@ class Translator:
         # Per model (one, or each member of an ensemble): run directory, checkpoint and the
         # training steps of its weights (several for an average), for the records of results.
         self.sources = sources or []
+        # A model loaded from one file: where it was unpacked (kept while the translator lives),
+        # and the file's manifest.
+        self.unpacked: tempfile.TemporaryDirectory | None = None
+        self.manifest: dict | None = None
         self.precision = precision
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.tokenizer, self.device = tokenizer, device
@@ -189,24 +195,43 @@ class Translator:
         models decode together with this one's (``nmt.ensemble``); they must have its
         SentencePiece model and language pair.
         """
-        cfg = compose("translate", [f"search={search}"] if isinstance(search, str) else [])
-        given = {
-            "checkpoint": checkpoint,
-            "device": device,
-            "precision": precision,
-            "ensemble": None if ensemble is None else [str(e) for e in ensemble],
-            "max_tokens": max_tokens,
-            "max_src_len": max_src_len,
-        }
+        cfg, options = cls._settings(search, locals())
         cfg.run_dir = str(run_dir)
-        for key, value in given.items():
-            if value is not None:
-                cfg[key] = value  # checked against the schema's type
-        if isinstance(search, dict):
-            options = SearchOptions.from_config(cfg.search).replace(**search)
-        else:
-            options = search if isinstance(search, SearchOptions) else None
         return cls.from_config(cfg, search=options)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        search: str | dict | SearchOptions | None = None,
+        checkpoint: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        ensemble: list[str | os.PathLike] | tuple | None = None,
+        max_tokens: int | None = None,
+        max_src_len: int | None = None,
+    ) -> Translator:
+        """A model exported to one file (``nmt-export format=bundle``), decoding as
+        ``nmt-translate model=FILE`` does; the settings as in :meth:`from_run_dir` (``"tuned"``:
+        the search tuned for it, which the file carries). No run directory or corpus needed."""
+        cfg, options = cls._settings(search, locals())
+        cfg.model = str(path)
+        return cls.from_config(cfg, search=options)
+
+    @staticmethod
+    def _settings(search, given: dict) -> tuple[DictConfig, SearchOptions | None]:
+        """conf/translate.yaml with the arguments given (None: the YAML's value)."""
+        cfg = compose("translate", [f"search={search}"] if isinstance(search, str) else [])
+        keys = ("checkpoint", "device", "precision", "ensemble", "max_tokens", "max_src_len")
+        for key in keys:
+            value = given[key]
+            if value is not None:
+                # checked against the schema's type
+                cfg[key] = [str(e) for e in value] if key == "ensemble" else value
+        if isinstance(search, dict):
+            return cfg, SearchOptions.from_config(cfg.search).replace(**search)
+        return cfg, search if isinstance(search, SearchOptions) else None
 
     @classmethod
     def from_config(
@@ -218,11 +243,28 @@ class Translator:
         search: SearchOptions | None = None,
     ) -> Translator:
         """The translator a composed ``translate``/``eval``/``tune_search`` config describes (the
-        commands build theirs here, and so does :meth:`from_run_dir`)."""
+        commands build theirs here, and so do :meth:`from_run_dir` and :meth:`from_file`):
+        ``run_dir=`` a run directory, or ``model=`` a file exported from one."""
+        unpacked, manifest = None, None
+        if cfg.get("model"):
+            if cfg.run_dir:
+                raise RunDirError(f"run_dir={cfg.run_dir} and model={cfg.model}: name one model")
+            # The file unpacked and checked (nmt.bundle) into a directory that lives as long as
+            # the translator; run_dir points there, so search=tuned reads the file's own choice.
+            unpacked = tempfile.TemporaryDirectory(prefix="nmt-model-")
+            manifest = extract(cfg.model, unpacked.name)
+            cfg = cfg.copy()
+            cfg.run_dir = unpacked.name
+        elif not cfg.run_dir:
+            raise RunDirError(
+                "no model: name a run directory (run_dir=runs/X) or a file (model=FILE)"
+            )
         run_dir = run_dir or cfg.run_dir
         checkpoint = checkpoint or cfg.checkpoint
         search = search or SearchOptions.from_config(cfg.search)  # checked before the model loads
         loaded = load_run(run_dir, checkpoint)
+        if unpacked is not None:
+            loaded.source = {**loaded.source, "run_dir": None, "model": str(cfg.model)}
         model: nn.Module = loaded.model
         sources = [loaded.source]
         if cfg.ensemble:
@@ -243,7 +285,7 @@ class Translator:
                 sources.append(more.source)
             model = Ensemble(members)
         chosen = pick_device(cfg.device)
-        return cls(
+        translator = cls(
             model=model,
             tokenizer=loaded.tokenizer,
             device=chosen,
@@ -256,6 +298,8 @@ class Translator:
             tgt_lang=loaded.tgt,
             sources=sources,
         )
+        translator.unpacked, translator.manifest = unpacked, manifest
+        return translator
 
     @overload
     def translate_full(self, texts: str) -> Translation: ...

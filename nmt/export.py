@@ -1,0 +1,74 @@
+"""A trained model leaves its run directory: ``nmt-export run_dir=runs/X format=bundle
+out=model.nmt`` writes the one file ``nmt.bundle`` describes, which ``nmt-translate model=...``,
+``Translator.from_file`` and the server load without the run directory or the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nmt.bundle import BundleError, pack
+from nmt.checkpoint import META_FILE, MODEL_FILE, save_checkpoint
+from nmt.config import read_run_config
+from nmt.rundir import CONFIG_FILE, DONE_FILE, SEARCH_FILE
+from nmt.translate import load_run
+
+
+def _scores(run_dir: Path) -> list[dict]:
+    """What the run's evaluations measured (eval/*/scores.json), with their signatures."""
+    found = []
+    for path in sorted(run_dir.glob("eval/*/scores.json")):
+        scores = json.loads(path.read_text())
+        if "split" not in scores:  # hyps=[...] comparisons
+            continue
+        keys = ("split", "checkpoint", "bleu", "chrf", "bleu_lt", "bleu_signature")
+        found.append({k: scores[k] for k in (*keys, "chrf_signature", "search") if k in scores})
+    return found
+
+
+def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str) -> dict:
+    """Write the model of ``run_dir`` (its ``checkpoint``: best, last, avg-last-N, avg-best-N)
+    into the one file ``out``, atomically; returns the manifest."""
+    from nmt import __version__
+    from nmt.model import count_parameters
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.is_dir():
+        raise BundleError(f"out={out} is a directory; name a file (model.nmt)")
+    if not out.parent.is_dir():
+        raise BundleError(f"out={out}: the directory {out.parent} does not exist")
+    loaded = load_run(run_dir, checkpoint)  # checks config, tokenizer and weights first
+    model = read_run_config(run_dir / CONFIG_FILE).model
+    done = json.loads((run_dir / DONE_FILE).read_text()) if (run_dir / DONE_FILE).is_file() else {}
+    with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent) as tmp:
+        staged = Path(tmp)
+        meta = {"step": loaded.source["steps"][-1], "checkpoint": checkpoint}
+        meta.update(steps=loaded.source["steps"], spm_sha256=loaded.tokenizer.sha256())
+        save_checkpoint(staged / "best", loaded.model, meta)
+        files = {CONFIG_FILE: run_dir / CONFIG_FILE}
+        for model in {loaded.tokenizer.src_model, loaded.tokenizer.tgt_model}:
+            files[model.name] = model
+        if (run_dir / SEARCH_FILE).is_file():
+            files[SEARCH_FILE] = run_dir / SEARCH_FILE
+        files[f"best/{MODEL_FILE}"] = staged / "best" / MODEL_FILE
+        files[f"best/{META_FILE}"] = staged / "best" / META_FILE
+        manifest = {
+            "nmt": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": str(run_dir.resolve()),
+            "src": loaded.src,
+            "tgt": loaded.tgt,
+            "cell": model.cell,
+            "attention": model.attention,
+            "conditional": model.conditional,
+            "parameters": count_parameters(loaded.model),
+            "checkpoint": checkpoint,
+            "steps": loaded.source["steps"],
+            "valid": {k: done[k] for k in ("bleu", "chrf", "bleu_signature") if k in done},
+            "scores": _scores(run_dir),
+        }
+        return pack(files, manifest, out)

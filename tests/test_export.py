@@ -1,0 +1,102 @@
+"""A model in one file (nmt-export format=bundle, nmt.bundle): it translates exactly as its run
+directory did, without the run directory; a damaged or foreign file is one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nmt.bundle import BundleError, read_manifest
+from nmt.translate import Translator
+
+BIN = Path(sys.executable).parent
+LINES = ["A dog runs in the park.", "", "Two men talk.", "A woman reads a book."]
+
+
+def run(tool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / tool), *args], input=stdin, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "model.nmt"
+    made = run("nmt-export", f"run_dir={tiny_run}", f"out={out}")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert made.stdout.startswith(f"wrote {out} (") and f"nmt-translate model={out}" in made.stdout
+    return out
+
+
+def test_the_file_translates_as_its_run_directory(bundle, tiny_run):
+    manifest = read_manifest(bundle)
+    done = json.loads((tiny_run / "done.json").read_text())
+    assert (manifest["src"], manifest["tgt"], manifest["cell"]) == ("en", "de", "gru")
+    assert manifest["parameters"] == done["parameters"] and manifest["steps"] == [done["best_step"]]
+    assert manifest["valid"]["bleu_signature"] == done["bleu_signature"]
+    expected = Translator.from_run_dir(tiny_run).translate(LINES)
+    loaded = Translator.from_file(bundle)
+    assert loaded.translate(LINES) == expected
+    assert loaded.sources[0]["model"] == str(bundle) and loaded.manifest["format"] == "nmt-model"
+    cli = run("nmt-translate", f"model={bundle}", stdin="".join(f"{t}\n" for t in LINES))
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert cli.stdout.split("\n")[:-1] == expected
+
+
+def test_averaged_weights_travel_as_one(tiny_run_b, tmp_path):
+    out = tmp_path / "avg.nmt"
+    made = run("nmt-export", f"run_dir={tiny_run_b}", f"out={out}", "checkpoint=avg-last-3")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert len(read_manifest(out)["steps"]) == 3
+    expected = Translator.from_run_dir(tiny_run_b, checkpoint="avg-last-3").translate(LINES)
+    assert Translator.from_file(out).translate(LINES) == expected
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, (
+        result.stderr[-2000:]
+    )
+    return lines[0]
+
+
+def test_a_damaged_or_foreign_file_is_one_line(bundle, tmp_path):
+    cut = tmp_path / "cut.nmt"
+    cut.write_bytes(bundle.read_bytes()[:5000])
+    assert "not an nmt model file" in one_line_error(
+        run("nmt-translate", f"model={cut}", stdin="x\n")
+    )
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    assert "no manifest.json" in one_line_error(run("nmt-translate", f"model={other}", stdin="x\n"))
+    tampered = tmp_path / "tampered.nmt"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, data + b"\n# edited\n" if info.filename == "config.yaml" else data)
+    with pytest.raises(BundleError, match="config.yaml is damaged .its sha256"):
+        Translator.from_file(tampered)
+    stray = tmp_path / "stray.nmt"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(stray, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        dst.writestr("../evil.py", "print('no')")
+    with pytest.raises(BundleError, match="holds '../evil.py', which its manifest does not list"):
+        Translator.from_file(stray)
+    missing = one_line_error(run("nmt-translate", f"model={tmp_path / 'none.nmt'}", stdin="x\n"))
+    assert missing == f"error: {tmp_path / 'none.nmt'}: no such file"
+
+
+def test_commands_that_read_a_corpus_want_the_run_directory(bundle, tiny_run):
+    refused = one_line_error(run("nmt-eval", f"model={bundle}", "split=val"))
+    assert "nmt-eval reads the splits of a run directory's corpus" in refused
+    both = one_line_error(run("nmt-translate", f"model={bundle}", f"run_dir={tiny_run}"))
+    assert "name one model" in both
+    none = one_line_error(run("nmt-translate", stdin="x\n"))
+    assert "name a run directory (run_dir=runs/X) or a file (model=FILE)" in none
