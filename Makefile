@@ -28,7 +28,7 @@ CLI_VARS   = $(sort $(filter-out $(OWN_VARS),$(foreach v,$(.VARIABLES),$(if $(fi
 OVERRIDES  = $(strip $(foreach v,$(CLI_VARS),$(call quote,$(v)=$(value $(v)))) $(ARGS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train translate eval tune-search export bench ablate results test lint format clean
+.PHONY: help install data spm train translate eval tune-search export serve bench ablate results test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >&2
 	@echo "installing $(TORCH) and nmt into $(VENV)" >&2
 	@$(BIN)/pip install --quiet "$(TORCH)" >&2
-	@$(BIN)/pip install --quiet -e ".[dev,report,tb,launchers]" >&2
+	@$(BIN)/pip install --quiet -e ".[dev,report,tb,launchers,serve]" >&2
 	@touch $@
 
 install: $(STAMP) ## create .venv and install nmt (editable, with every extra)
@@ -62,6 +62,9 @@ tune-search: $(STAMP) ## beam size and length penalty chosen on validation: run_
 
 export: $(STAMP) ## a run's model in one file: run_dir=runs/X out=model.nmt (checkpoint=avg-best-5)
 	$(BIN)/nmt-export $(OVERRIDES)
+
+serve: $(STAMP) ## translation service on localhost:8000: model=model.nmt (or run_dir=runs/X) port=8000
+	$(BIN)/nmt-serve $(OVERRIDES)
 
 bench: $(STAMP) ## training and decoding speed per cell on the reference model (name: value + JSON)
 	$(BIN)/python scripts/bench.py $(ARGS)

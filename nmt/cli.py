@@ -134,6 +134,20 @@ def export_task(cfg: DictConfig) -> dict:
     return manifest
 
 
+def serve_task(cfg: DictConfig) -> None:
+    """Serve the model over HTTP until stopped (Ctrl-C)."""
+    require_extra("serve", "nmt-serve")
+    import uvicorn
+
+    from nmt.serve import Limits, create_app, describe
+
+    translator = Translator.from_config(cfg)
+    limits = Limits(**{k: cfg[k] for k in Limits.__dataclass_fields__})
+    app = create_app(translator, limits, describe(translator))
+    print(f"serving on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+
+
 def _fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
@@ -236,6 +250,10 @@ def eval_main() -> None:
 
 def tune_search_main() -> None:
     _entry(tune_search_task, "tune_search")
+
+
+def serve_main() -> None:
+    _entry(serve_task, "serve")
 
 
 def export_main() -> None:

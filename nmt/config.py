@@ -246,6 +246,21 @@ class TuneSearchConfig(DecodeConfig):
 
 
 @dataclass
+class ServeConfig(DecodeConfig):
+    """nmt-serve: where it listens and what one request may ask."""
+
+    host: str = MISSING
+    port: int = MISSING
+    max_lines: int = MISSING
+    max_chars: int = MISSING
+    max_body_bytes: int = MISSING
+    max_beam: int = MISSING
+    timeout_s: float = MISSING
+    window_ms: float = MISSING
+    batch_tokens: int = MISSING
+
+
+@dataclass
 class ExportConfig:
     """nmt-export: a run's model written out in a format of its own."""
 
@@ -263,6 +278,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="tune_search_schema", node=TuneSearchConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
 
 
 def conf_dir() -> str:

@@ -52,6 +52,7 @@ EXTRAS = {
     "report": ("matplotlib", "scipy"),
     "tb": ("tensorboard",),
     "launchers": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"),
+    "serve": ("fastapi", "uvicorn"),
 }
 
 
