@@ -341,6 +341,16 @@ def check_results(result, tmp):
     assert set(json.loads((tmp / "results.json").read_text())["runs"]) == {"X", "Y"}
 
 
+SERVE = "test_serve.py::test_translations_come_back_in_order"
+
+
+def check_bundle(result, tmp):
+    from nmt.bundle import read_manifest
+
+    manifest = read_manifest(tmp / "model.nmt")
+    assert manifest["src"] == "en" and f"nmt-translate model={tmp / 'model.nmt'}" in result.stdout
+
+
 def check_lint(result, tmp):
     assert "All checks passed!" in result.stdout
 
@@ -480,6 +490,24 @@ CASES: dict[str, Case] = {
         run_dir=False,
     ),
     "make lint": Case([], check_lint, run_dir=False),
+    "make export run_dir=runs/X out=model.nmt": Case(
+        [], check_bundle, needs_run=True, run_dir=False
+    ),
+    "make export run_dir=runs/Y out=model.nmt checkpoint=avg-last-5": Case(
+        [],
+        check_bundle,
+        run_dir=False,
+        before="make train train.keep_last=5 run_dir=runs/Y",
+    ),
+    'echo "A dog runs." | make translate model=model.nmt': Case(
+        [],
+        check_one_line,
+        needs_run=True,
+        run_dir=False,
+        before="make export run_dir=runs/X out=model.nmt",
+    ),
+    "make serve model=model.nmt": Case(elsewhere=SERVE),
+    "make serve model=model.nmt port=8000": Case(elsewhere=SERVE),
     'make results RUNS="runs/X runs/Y"': Case(
         [], check_results, needs_run=True, also=("Y",), run_dir=False
     ),
@@ -531,7 +559,7 @@ def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) 
     """The command with paths moved into tmp and the case's small sizes appended."""
     command = command.replace("runs/ablation_quick", str(tmp / "sweep"))
     command = re.sub(r"(?<![\w/])runs/([\w-]+)", lambda m: str(tmp / m[1]), command)
-    for name in ("in.en", "out.de", "a.txt", "b.txt"):
+    for name in ("in.en", "out.de", "a.txt", "b.txt", "model.nmt"):
         command = re.sub(rf"(?<=[=,\[]){re.escape(name)}", str(tmp / name), command)
     if command.startswith("python "):
         return command + " " + shlex.join(case.extra)
