@@ -326,6 +326,8 @@ def read_run_config(path: str | os.PathLike) -> DictConfig:
     saved = OmegaConf.load(path)
     if not isinstance(saved, DictConfig) or not isinstance(saved.get("model"), DictConfig):
         raise ValueError("no model group")
+    # The sweep plan (ablation) is a sweep's, not a run's: nothing of a model is in it.
+    saved.pop("ablation", None)
     cell = saved.model.get("name")
     today = compose("train", [f"model={cell}"] if isinstance(cell, str) else [])
     try:

@@ -37,7 +37,7 @@ class Mutant:
 # Which test files guard which module.
 TESTS = {
     "search.py": ["test_search.py"],
-    "search_options.py": ["test_search.py"],
+    "search_options.py": ["test_search.py", "test_decode.py"],
     "metrics.py": ["test_metrics.py"],
     "batching.py": ["test_batching.py", "test_model.py"],
     "cells.py": ["test_cells.py", "test_model.py"],

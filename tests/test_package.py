@@ -27,8 +27,11 @@ def test_a_wheel_installed_elsewhere_trains(corpus_dir, tmp_path):
     )
     (wheel,) = wheels.glob("nmt_cells-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    # The dependencies already installed here stay visible (no download, no second torch).
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300
+    )
+    # The dependencies already installed here stay visible (no download, no second torch), and
+    # with them pip and a setuptools recent enough to build the package.
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -72,11 +75,11 @@ def test_a_wheel_installed_elsewhere_trains(corpus_dir, tmp_path):
         env=CLEAN,
     ).stdout.strip()
     assert Path(where) == Path(purelib) / "nmt" / "conf"  # the package's own, not the clone's
-    # The README's two commands, as written but offline: torch first (here: already there), then
-    # the package from the source tree, not editable.
-    for command in (["torch==2.13.0"], [str(ROOT), "--no-deps", "--no-build-isolation"]):
+    # The README's two commands, offline and without dependencies (the visible ones stand in for
+    # them): torch first (here: already there), then the package from the source tree.
+    for command in (["torch==2.13.0"], [str(ROOT), "--no-build-isolation"]):
         installed = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--no-index", *command],
+            [str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", *command],
             capture_output=True,
             text=True,
             cwd=elsewhere,

@@ -396,7 +396,7 @@ CASES: dict[str, Case] = {
     "make test": Case(skip="CI runs it: .ci/run is `make test`"),
     "pip install torch==2.13.0": Case(elsewhere=WHEEL),
     "pip install .": Case(elsewhere=WHEEL),
-    'make train ARGS="--cfg job"': Case([], check_cfg_job),
+    'make train ARGS="--cfg job"': Case(TINY, check_cfg_job),
     "make train model=lstm train.max_steps=100": Case(TINY, check_lstm),
     "make spm run_dir=runs/my-run tokenizer=bpe8k": Case(TINY[:1], check_bpe_spm),
     "make data data.src=de data.tgt=en": Case([], check_data("de-en")),
