@@ -70,9 +70,9 @@ def translate_task(cfg: DictConfig) -> None:
 
 def _corpus_run(cfg: DictConfig, command: str) -> Path:
     """The run directory whose corpus a command reads (its splits): a model file has none."""
-    if cfg.model:
+    if cfg.model_file:
         raise UserError(
-            f"model={cfg.model}: {command} reads the splits of a run directory's corpus; name "
+            f"model={cfg.model_file}: {command} reads the splits of a run directory's corpus; name "
             "it with run_dir=runs/X (model=FILE is for nmt-translate)"
         )
     if not cfg.run_dir:
@@ -204,6 +204,11 @@ def _entry(
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if config_name == "train":
         sys.argv[1:] = cell_as_preset(sys.argv[1:])
+    else:  # model=FILE: a model file (conf/model/ is the train config's group of that name)
+        sys.argv[1:] = [
+            "model_file=" + a.split("=", 1)[1] if a.startswith("model=") else a
+            for a in sys.argv[1:]
+        ]
     try:
         _check_launcher(sys.argv[1:])
     except UserError as e:

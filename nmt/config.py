@@ -204,7 +204,8 @@ class DecodeConfig:
     """What translate and eval share: a run directory, a checkpoint, batching and search."""
 
     run_dir: str | None = MISSING
-    model: str | None = MISSING  # a file nmt-export wrote, in place of run_dir
+    # model=FILE on the command line (conf/model/ is a config group, so the key is model_file).
+    model_file: str | None = MISSING  # a file nmt-export wrote, in place of run_dir
     checkpoint: str = MISSING
     device: str = MISSING
     precision: str = MISSING

@@ -50,8 +50,8 @@ def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint:
         meta.update(steps=loaded.source["steps"], spm_sha256=loaded.tokenizer.sha256())
         save_checkpoint(staged / "best", loaded.model, meta)
         files = {CONFIG_FILE: run_dir / CONFIG_FILE}
-        for model in {loaded.tokenizer.src_model, loaded.tokenizer.tgt_model}:
-            files[model.name] = model
+        for spm_file in {loaded.tokenizer.src_model, loaded.tokenizer.tgt_model}:
+            files[spm_file.name] = spm_file
         if (run_dir / SEARCH_FILE).is_file():
             files[SEARCH_FILE] = run_dir / SEARCH_FILE
         files[f"best/{MODEL_FILE}"] = staged / "best" / MODEL_FILE

@@ -17,7 +17,12 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+# The [serve] extra; nmt-serve checks that it is there before importing this module.
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from nmt.search import SearchOptions
 from nmt.translate import Translator
@@ -176,11 +181,6 @@ def describe(translator: Translator) -> dict:
 
 def create_app(translator: Translator, limits: Limits, manifest: dict):
     """The FastAPI application (its OpenAPI page at /docs comes from FastAPI)."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     batcher = Batcher(translator, limits)
 
     @asynccontextmanager

@@ -216,7 +216,7 @@ class Translator:
         ``nmt-translate model=FILE`` does; the settings as in :meth:`from_run_dir` (``"tuned"``:
         the search tuned for it, which the file carries). No run directory or corpus needed."""
         cfg, options = cls._settings(search, locals())
-        cfg.model = str(path)
+        cfg.model_file = str(path)
         return cls.from_config(cfg, search=options)
 
     @staticmethod
@@ -246,13 +246,15 @@ class Translator:
         commands build theirs here, and so do :meth:`from_run_dir` and :meth:`from_file`):
         ``run_dir=`` a run directory, or ``model=`` a file exported from one."""
         unpacked, manifest = None, None
-        if cfg.get("model"):
+        if cfg.get("model_file"):
             if cfg.run_dir:
-                raise RunDirError(f"run_dir={cfg.run_dir} and model={cfg.model}: name one model")
+                raise RunDirError(
+                    f"run_dir={cfg.run_dir} and model={cfg.model_file}: name one model"
+                )
             # The file unpacked and checked (nmt.bundle) into a directory that lives as long as
             # the translator; run_dir points there, so search=tuned reads the file's own choice.
             unpacked = tempfile.TemporaryDirectory(prefix="nmt-model-")
-            manifest = extract(cfg.model, unpacked.name)
+            manifest = extract(cfg.model_file, unpacked.name)
             cfg = cfg.copy()
             cfg.run_dir = unpacked.name
         elif not cfg.run_dir:
@@ -264,7 +266,7 @@ class Translator:
         search = search or SearchOptions.from_config(cfg.search)  # checked before the model loads
         loaded = load_run(run_dir, checkpoint)
         if unpacked is not None:
-            loaded.source = {**loaded.source, "run_dir": None, "model": str(cfg.model)}
+            loaded.source = {**loaded.source, "run_dir": None, "model": str(cfg.model_file)}
         model: nn.Module = loaded.model
         sources = [loaded.source]
         if cfg.ensemble:
