@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
 from nmt import __version__, pipeline, resume, sweep
-from nmt.config import conf_dir, register_configs
+from nmt.compose import conf_dir
+from nmt.config import register_configs
 from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
 from nmt.export import write_bundle
@@ -31,7 +32,7 @@ from nmt.search_tuning import choose_split, tune_search
 from nmt.stream import check_output, translate_file
 from nmt.translate import Translator
 
-CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.config.conf_dir)
+CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.compose.conf_dir)
 
 
 def _run_dir() -> Path:

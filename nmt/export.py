@@ -13,9 +13,9 @@ from pathlib import Path
 
 from nmt.bundle import BundleError, pack
 from nmt.checkpoint import META_FILE, MODEL_FILE, save_checkpoint
-from nmt.config import read_run_config
+from nmt.compose import read_run_config
+from nmt.restore import restore
 from nmt.rundir import CONFIG_FILE, DONE_FILE, SEARCH_FILE
-from nmt.translate import load_run
 
 
 def _scores(run_dir: Path) -> list[dict]:
@@ -41,7 +41,7 @@ def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint:
         raise BundleError(f"out={out} is a directory; name a file (model.nmt)")
     if not out.parent.is_dir():
         raise BundleError(f"out={out}: the directory {out.parent} does not exist")
-    loaded = load_run(run_dir, checkpoint)  # checks config, tokenizer and weights first
+    loaded = restore(run_dir, checkpoint)  # checks config, tokenizer and weights first
     model = read_run_config(run_dir / CONFIG_FILE).model
     done = json.loads((run_dir / DONE_FILE).read_text()) if (run_dir / DONE_FILE).is_file() else {}
     with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent) as tmp:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.config import compose, conf_dir
+from nmt.compose import compose, conf_dir
 from nmt.errors import one_line
 from nmt.naming import NAME_EXCLUDE
 

@@ -30,7 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.config import compose
+from nmt.compose import compose
 from nmt.errors import UserError, require_extra
 from nmt.rundir import DONE_FILE, TUNING_FILE, write_json
 

@@ -7,13 +7,10 @@ YAML, the weights are safetensors. A missing or mismatched piece is a :class:`Ru
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import overload
 
 import torch
@@ -21,30 +18,17 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nmt.bundle import extract
-from nmt.checkpoint import (
-    META_FILE,
-    CheckpointError,
-    choose_kept,
-    find_checkpoint,
-    load_average,
-    load_weights,
-)
-from nmt.config import compose, group_kwargs, read_run_config
+from nmt.compose import compose
 from nmt.decode import decode_corpus
 from nmt.ensemble import Ensemble
-from nmt.errors import UserError, first_line
-from nmt.model import Seq2Seq, build_model
-from nmt.rundir import CONFIG_FILE
+from nmt.model import Seq2Seq
+from nmt.restore import RunDirError, restore
 from nmt.runtime import autocast, pick_device, pick_precision
 from nmt.search import Hypothesis
 from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-
-
-class RunDirError(UserError):
-    """The run directory lacks a piece, or its pieces do not belong together."""
 
 
 @dataclass
@@ -61,78 +45,6 @@ def single_line(text: str) -> str:
     """A translation as one line: byte-fallback pieces can decode to a newline or CR, which would
     split one output into two lines of a file (and misalign it with its source)."""
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-
-
-@dataclass
-class LoadedRun:
-    """A run directory's model with its weights, tokenizer, language pair and search settings."""
-
-    model: Seq2Seq
-    tokenizer: Tokenizer
-    src: str
-    tgt: str
-    source: dict  # where the weights came from: {"run_dir", "checkpoint", "steps"}
-
-
-def load_run(run_dir: str | os.PathLike, checkpoint: str) -> LoadedRun:
-    """The model of a run directory's ``checkpoint`` (best | last), checked against its
-    config and SentencePiece model."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise RunDirError(f"{config_path}: missing; is {run_dir} a training run directory?")
-    try:
-        cfg = read_run_config(config_path)  # keys added since the run was saved: conf/'s values
-        model_args = group_kwargs(cfg.model)
-        src, tgt = cfg.data.src, cfg.data.tgt
-    except Exception as e:
-        raise RunDirError(f"{config_path}: not an nmt run config ({first_line(e)})") from None
-    try:
-        tok = Tokenizer.from_dir(run_dir, src, tgt)
-    except ValueError as e:
-        raise RunDirError(str(e)) from None
-    averaged = re.fullmatch(r"avg-(last|best)-([1-9]\d*)", checkpoint)
-    if checkpoint in ("best", "last"):
-        places = [find_checkpoint(run_dir / checkpoint)]
-        if places[0] is None:
-            raise RunDirError(f"{run_dir / checkpoint}: no checkpoint; has the run trained yet?")
-    elif averaged:
-        try:
-            places = choose_kept(run_dir, averaged[1], int(averaged[2]))
-        except CheckpointError as e:
-            raise RunDirError(str(e)) from None
-    else:
-        raise RunDirError(
-            f"checkpoint={checkpoint!r}: expected best, last, avg-last-N or avg-best-N"
-        )
-    place = places[0]
-    meta = json.loads((place / META_FILE).read_text())
-    if meta.get("spm_sha256") not in (None, tok.sha256()):
-        raise RunDirError(
-            f"{run_dir}: the SentencePiece model is not the one {place.name}/ was trained with"
-        )
-    model = build_model(
-        **model_args,
-        src_vocab_size=tok.src_vocab_size,
-        tgt_vocab_size=tok.tgt_vocab_size,
-        joint_vocab=tok.joint,
-    )
-    try:
-        if len(places) == 1:
-            load_weights(model, place)
-        else:
-            load_average(model, places)
-    except CheckpointError as e:
-        raise RunDirError(str(e)) from None
-    model_of = f"{meta.get('cell')} {src}->{tgt}"
-    if len(places) == 1:
-        log.info("loaded %s (step %s, %s)", place, meta.get("step"), model_of)
-    else:  # a kept checkpoint's name is its step
-        names = ", ".join(p.name for p in places)
-        log.info("loaded the mean of %s in %s (%s)", names, places[0].parent, model_of)
-    steps = [json.loads((p / META_FILE).read_text()).get("step") for p in places]
-    source = {"run_dir": str(run_dir), "checkpoint": checkpoint, "steps": steps}
-    return LoadedRun(model=model, tokenizer=tok, src=src, tgt=tgt, source=source)
 
 
 class Translator:
@@ -264,7 +176,7 @@ class Translator:
         run_dir = run_dir or cfg.run_dir
         checkpoint = checkpoint or cfg.checkpoint
         search = search or SearchOptions.from_config(cfg.search)  # checked before the model loads
-        loaded = load_run(run_dir, checkpoint)
+        loaded = restore(run_dir, checkpoint)
         if unpacked is not None:
             loaded.source = {**loaded.source, "run_dir": None, "model": str(cfg.model_file)}
         model: nn.Module = loaded.model
@@ -272,7 +184,7 @@ class Translator:
         if cfg.ensemble:
             members = [loaded.model]
             for other in cfg.ensemble:
-                more = load_run(other, checkpoint)
+                more = restore(other, checkpoint)
                 if more.tokenizer.sha256() != loaded.tokenizer.sha256():
                     raise RunDirError(
                         f"{other}: its SentencePiece model is not {run_dir}'s; the models of an "

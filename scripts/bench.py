@@ -107,7 +107,7 @@ def print_profile(name: str, result: dict) -> None:
 
 
 def compose(overrides: list[str]):
-    from nmt.config import compose as compose_config
+    from nmt.compose import compose as compose_config
 
     return compose_config("train", overrides)
 

@@ -37,16 +37,16 @@ class Mutant:
 # Which test files guard which module.
 TESTS = {
     "search.py": ["test_search.py"],
-    "search_options.py": ["test_search.py", "test_decode.py"],
+    "search_options.py": ["test_search_options.py", "test_search.py", "test_decode.py"],
     "metrics.py": ["test_metrics.py"],
     "batching.py": ["test_batching.py", "test_model.py"],
     "cells.py": ["test_cells.py", "test_model.py"],
     "attention.py": ["test_attention.py", "test_model.py"],
-    "checkpoint.py": ["test_train.py", "test_checkpoint.py"],
+    "checkpoint.py": ["test_checkpoint.py", "test_train.py"],
     "train.py": ["test_train.py"],
-    "saver.py": ["test_train.py"],
-    "decoder.py": ["test_dropout.py", "test_model.py"],
-    "rnn.py": ["test_dropout.py", "test_rnn.py"],
+    "saver.py": ["test_saver.py", "test_train.py"],
+    "decoder.py": ["test_decoder.py", "test_model.py"],
+    "rnn.py": ["test_encoder.py", "test_rnn.py", "test_cells.py"],
     "ensemble.py": ["test_ensemble.py"],
     "distributed.py": ["test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"],
     "search_tuning.py": ["test_search_tuning.py"],
@@ -55,12 +55,16 @@ TESTS = {
         "test_ablate.py::test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention"
     ],
     "report.py": ["test_report.py"],
-    "sources.py": ["test_data.py"],
+    "sources.py": ["test_sources.py", "test_data.py"],
     "tokenizer.py": ["test_tokenizer.py"],
     "translate.py": ["test_translate.py"],
     "stream.py": ["test_stream.py"],
     "resume.py": ["test_resume.py", "test_pipeline.py"],
     "pipeline.py": ["test_pipeline.py"],
+    "runs.py": ["test_runs.py"],
+    "rundir.py": ["test_rundir.py"],
+    "validation.py": ["test_validation.py"],
+    "tables.py": ["test_tables.py"],
     "runtime.py": [
         "test_model.py::test_training_step_under_bf16_autocast",
         "test_model.py::test_decoding_under_bf16_autocast",
@@ -68,6 +72,31 @@ TESTS = {
 }
 
 MUTANTS = [
+    # runs.py, rundir.py, validation.py, tables.py
+    Mutant(
+        "runs.py",
+        '            rows[int(values["step"])] = values',
+        '            rows.setdefault(int(values["step"]), values)',
+        "a resumed run's repeated step keeps its first values",
+    ),
+    Mutant(
+        "rundir.py",
+        "        os.replace(tmp, path)\n    except BaseException:\n        tmp.unlink(missing_ok=True)\n        raise\n\n\ndef write_json",
+        "        os.replace(tmp, path)\n    except BaseException:\n        raise\n\n\ndef write_json",
+        "a failed write leaves its temporary file",
+    ),
+    Mutant(
+        "validation.py",
+        "        tokens += out.n_tokens",
+        "        tokens += 1",
+        "validation loss per batch, not per token",
+    ),
+    Mutant(
+        "tables.py",
+        '        if run["lr"] == tuning["chosen"][run["cell"]][run["attention"]]:',
+        '        if run["lr"] == max(tuning["lrs"]):',
+        "the tuning table bolds the largest rate, not the chosen one",
+    ),
     # search.py
     Mutant(
         "search.py",
@@ -399,7 +428,7 @@ MUTANTS = [
         "        if state.best_step == 0:  # a first validation with no finite score is still the best so far",
         "        if False:",
         "a first NaN validation leaves no best/",
-        ("test_train.py::test_a_first_validation_without_a_finite_score_still_leaves_a_best",),
+        ("test_saver.py::test_a_first_validation_without_a_finite_score_still_leaves_a_best",),
     ),
     Mutant(
         "train.py",
@@ -428,7 +457,7 @@ MUTANTS = [
         '    chosen = kept[-n:] if which == "last" else sorted(kept, key=lambda k: -k[1])[:n]',
         '    chosen = kept[-n:] if which == "last" else sorted(kept, key=lambda k: k[1])[:n]',
         "avg-best-N averages the worst",
-        ("test_train.py::test_kept_checkpoints_are_the_last_and_the_best",),
+        ("test_saver.py::test_kept_checkpoints_are_the_last_and_the_best",),
     ),
     Mutant(
         "checkpoint.py",
@@ -443,35 +472,35 @@ MUTANTS = [
         "            rnn = tuple(torch.cat([t[:-1], n.unsqueeze(0)]) for t, n in zip(rnn, top, strict=True))\n",
         "",
         "the second transition's state not carried",
-        ("test_model.py::test_conditional_decoder_carries_the_second_transition",),
+        ("test_decoder.py::test_conditional_decoder_carries_the_second_transition",),
     ),
     Mutant(
         "decoder.py",
         "            query = top[0]\n",
         "",
         "the output reads the first transition's state",
-        ("test_model.py::test_conditional_decoder_carries_the_second_transition",),
+        ("test_decoder.py::test_conditional_decoder_carries_the_second_transition",),
     ),
     Mutant(
         "decoder.py",
         "        masks = self._sequence_masks(emb) if self.training else None",
         "        masks = None",
         "decoder masks of variational dropout dropped",
-        ("test_dropout.py::test_each_decoder_regulariser_acts_in_training_only",),
+        ("test_decoder.py::test_each_decoder_regulariser_acts_in_training_only",),
     ),
     Mutant(
         "decoder.py",
         "        context = self.ctx_dropout(context)",
         "        context = context",
         "context dropout dropped",
-        ("test_dropout.py::test_each_decoder_regulariser_acts_in_training_only",),
+        ("test_decoder.py::test_each_decoder_regulariser_acts_in_training_only",),
     ),
     Mutant(
         "decoder.py",
         "            keep = torch.rand(tgt_in.shape, device=emb.device) >= self.word_dropout",
         "            keep = torch.rand(tgt_in.shape, device=emb.device) >= 0.0",
         "word dropout drops nothing",
-        ("test_dropout.py::test_word_dropout_drops_whole_words",),
+        ("test_decoder.py::test_word_dropout_drops_whole_words",),
     ),
     # rnn.py: variational dropout of the stacked layers and the encoder
     Mutant(
@@ -479,21 +508,21 @@ MUTANTS = [
         "                inputs = x if x_mask is None else x * x_mask[:, None, :]",
         "                inputs = x",
         "encoder inputs without their variational mask",
-        ("test_dropout.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
+        ("test_encoder.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
     ),
     Mutant(
         "rnn.py",
         "                    new = step(gxs[t], state, w_hh, b_hh, h_mask)",
         "                    new = step(gxs[t], state, w_hh, b_hh)",
         "encoder states without their variational mask",
-        ("test_dropout.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
+        ("test_encoder.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
     ),
     Mutant(
         "rnn.py",
         "        if p <= 0:\n            return None\n        return [",
         "        if True:\n            return None\n        return [",
         "no variational masks at all",
-        ("test_dropout.py",),
+        ("test_encoder.py", "test_decoder.py", "test_cells.py"),
     ),
     # ensemble.py
     Mutant(

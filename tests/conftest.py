@@ -166,3 +166,113 @@ def tiny_run_v500(corpus_dir, tiny_cache, tmp_path_factory) -> Path:
     place = tmp_path_factory.mktemp("tiny_run_v500") / "run"
     steps = ("train.max_steps=2", "train.valid_every=2", "tokenizer.vocab_size=500")
     return train_tiny(place, corpus_dir, tiny_cache, *steps)
+
+
+def toy_batch(n=4, seed=0):
+    """A padded batch of n toy pairs."""
+    from nmt.batching import collate
+
+    src, tgt = toy_pairs(n, seed=seed)
+    return collate(src, tgt, range(n))
+
+
+def bf16():
+    """The project's own switch (nmt.runtime.autocast), so that a switch left off fails here."""
+    import torch
+
+    from nmt.runtime import autocast
+
+    return autocast(torch.device("cpu"), torch.bfloat16)
+
+
+def relative_error(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, **over):
+    """nmt.train.fit on 40 toy pairs with a tiny GRU (any argument or option overridden)."""
+    import dataclasses
+
+    import torch
+
+    from nmt.batching import BatchSampler
+    from nmt.optim import Schedule, build_optimizer
+    from nmt.runtime import seed_everything
+    from nmt.train import TrainOptions, fit
+
+    seed_everything(3)
+    model = (model_fn or (lambda: tiny_model("gru", dropout=0.3, emb_dropout=0.2)))()
+    src, tgt = toy_pairs(40)
+    sampler = BatchSampler(
+        src_lens=[len(s) for s in src],
+        tgt_lens=[len(t) for t in tgt],
+        max_tokens=None,
+        batch_size=8,
+        pool_size=2,
+        seed=3,
+    )
+    opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
+    schedule = Schedule(
+        opt, schedule="plateau", warmup_steps=0, decay_factor=0.5, patience=0, min_lr=1e-5
+    )
+    calls = []
+
+    def default_validate(m):
+        calls.append(1)
+        return {"bleu": -float(sum(p.detach().sum() for p in m.parameters()).abs())}
+
+    args = dict(
+        model=model,
+        src_ids=src,
+        tgt_ids=tgt,
+        sampler=sampler,
+        optimizer=opt,
+        schedule=schedule,
+        validate=validate or default_validate,
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        clip_norm=1.0,
+        label_smoothing=0.1,
+        max_steps=max_steps,
+        max_epochs=100,
+        max_minutes=0,
+        valid_every=4,
+        log_every=2,
+        patience=100,
+        early_stop_metric="bleu",
+        resume=resume,
+        max_bad_steps=3,
+        tensorboard=False,
+        progress=False,
+        keep_last=0,
+        keep_best=0,
+        max_lr_decays=0,
+        precision=torch.float32,
+        meta={"cell": "gru"},
+    )
+    args.update(over)
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in args.items() if k in fields})
+    rest = {k: v for k, v in args.items() if k not in fields}
+    return args["model"], fit(**rest, options=options)
+
+
+def metrics_rows(run_dir) -> list[dict]:
+    """The rows of a run's metrics.csv."""
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def nmt_translate(run_dir, stdin: bytes, *args: str):
+    """nmt-translate run_dir=... with stdin; the finished process (bytes out and err)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "nmt-translate"), f"run_dir={run_dir}", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+    )

@@ -40,6 +40,18 @@ def test_every_module_is_documented_once():
     assert sorted(order) == modules
 
 
+def test_every_module_with_logic_has_its_own_test_file():
+    """tests/ mirrors nmt/: a module that defines a function or a class has test_<module>.py (a
+    module of constants, such as specials.py, has none)."""
+    missing = []
+    for path in sorted((ROOT / "nmt").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defines = any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in tree.body)
+        if defines and not (ROOT / "tests" / f"test_{path.stem}.py").is_file():
+            missing.append(path.name)
+    assert missing == []
+
+
 def test_the_drawing_names_every_module_once():
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     drawing = text.split("The floors, drawn")[1].split("The orchestration layer")[0]

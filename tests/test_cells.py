@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nmt.cells import CELLS, CellLayer, select, state_size, unwrap, wrap
+from nmt.cells import CELLS, CellLayer, select, sequence_mask, state_size, unwrap, wrap
 from nmt.rnn import Recurrent, StackedCell
 
 torch.manual_seed(0)
@@ -108,3 +108,13 @@ def test_unknown_cell_is_one_clear_error():
         ValueError, match=r"model.cell='gruu': expected one of tanh, gru, gru_cho, lstm"
     ):
         CellLayer("gruu", 2, 2)
+
+
+def test_a_sequence_mask_is_inverted_dropout_per_sequence():
+    torch.manual_seed(0)
+    mask = sequence_mask(2000, 50, 0.3, torch.zeros(1))
+    assert mask.shape == (2000, 50)
+    values = mask.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    assert float((mask == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
+    assert sequence_mask(3, 4, 0.0, torch.zeros(1)) is None

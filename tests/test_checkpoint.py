@@ -46,3 +46,29 @@ def test_averaging_checkpoints_of_different_shapes_is_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="differs in shape between the checkpoints") as e:
         load_average(tiny_model("gru"), [tmp_path / "a", tmp_path / "b"])
     assert "\n" not in str(e.value)
+
+
+def test_averaging_checkpoints(tmp_path):
+    """N copies of one checkpoint average to it; two different ones to their mean (tied
+    embeddings stay tied)."""
+    a, b = tiny_model("lstm"), tiny_model("lstm")
+    save_checkpoint(tmp_path / "a", a, {"step": 1})
+    save_checkpoint(tmp_path / "b", b, {"step": 2})
+    copies = tiny_model("lstm")
+    load_average(copies, [tmp_path / "a"] * 3)
+    for (name, p), q in zip(a.state_dict().items(), copies.state_dict().values(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7, msg=name)
+    mean = tiny_model("lstm")
+    assert load_average(mean, [tmp_path / "a", tmp_path / "b"])["step"] == 1
+    for name, p in mean.state_dict().items():
+        expected = (a.state_dict()[name] + b.state_dict()[name]) / 2
+        torch.testing.assert_close(p, expected, msg=name)
+    assert mean.decoder.embedding.weight is mean.encoder.embedding.weight
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    """A checkpoint whose tensors do not all belong to the model (here: one with attention
+    loaded into one without) is refused, not half-loaded."""
+    save_checkpoint(tmp_path / "c", tiny_model("gru", "bahdanau"), {"step": 1})
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_weights(tiny_model("gru", "none"), tmp_path / "c")

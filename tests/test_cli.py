@@ -111,7 +111,8 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
 
 def test_done_json_records_the_run(tiny_run):
 
-    from nmt.config import group_kwargs, read_run_config
+    from nmt.compose import read_run_config
+    from nmt.config import group_kwargs
     from nmt.model import build_model, count_parameters
     from nmt.runtime import cpu_flags
     from nmt.tokenizer import Tokenizer

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import write_lines
 
-from nmt.data import DataError, clean_pairs, load_corpus, prepare_corpus, read_lines
+from nmt.data import DataError, clean_pairs, load_corpus, prepare_corpus
 
 
 def prepare(root, tmp_path, **overrides):
@@ -87,37 +87,12 @@ def test_mismatched_line_counts(tmp_path):
         prepare(tmp_path / "d", tmp_path, test_splits=[])
 
 
-def test_invalid_utf8_names_line_and_byte(tmp_path):
-    path = tmp_path / "bad.de"
-    path.write_bytes(b"gut\nauch gut\nschl\xc3cht\n")
-    with pytest.raises(
-        DataError, match=r"bad\.de:3: invalid UTF-8 at byte 17 of the file \(byte 4 of the line\)"
-    ):
-        read_lines(path)
-
-
-def test_invalid_utf8_in_gzip(tmp_path):
-    path = tmp_path / "bad.de.gz"
-    with gzip.open(path, "wb") as f:
-        f.write(b"ok\n\xff\n")
-    with pytest.raises(DataError, match=r"bad\.de\.gz:2: invalid UTF-8"):
-        read_lines(path)
-
-
 def test_empty_corpus(tmp_path):
     tiny(tmp_path / "d", "val")
     (tmp_path / "d" / "train.en").write_text("")
     (tmp_path / "d" / "train.de").write_text("")
     with pytest.raises(DataError, match=r"train\.en: empty corpus"):
         prepare(tmp_path / "d", tmp_path, test_splits=[])
-
-
-def test_lines_split_on_newline_only(tmp_path):
-    path = tmp_path / "odd.en"
-    path.write_bytes("a\rb\nc\u2028d\x0ce\nlast-no-newline".encode())
-    assert read_lines(path) == ["a\rb", "c\u2028d\x0ce", "last-no-newline"]
-    path.write_bytes(b"crlf\r\nfile\r\n")
-    assert read_lines(path) == ["crlf", "file"]
 
 
 def test_cleaning_counts_each_reason():

@@ -2,28 +2,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import tiny_model, toy_pairs
+from conftest import bf16, relative_error, tiny_model, toy_batch, toy_pairs
 
 from nmt.attention import KINDS
 from nmt.batching import collate
 from nmt.cells import CELLS
-from nmt.loss import LinearSmoothedCrossEntropy, sequence_loss
+from nmt.loss import sequence_loss
 from nmt.model import count_parameters
 
 CASES = [(c, a) for c in CELLS for a in KINDS]
-
-
-def batch_of(n=4, seed=0):
-    src, tgt = toy_pairs(n, seed=seed)
-    return collate(src, tgt, range(n))
 
 
 @pytest.mark.parametrize(("cell", "attention"), CASES)
 def test_shapes_for_every_cell_and_attention(cell, attention):
     kw = {"dec_hidden": 32, "enc_hidden": 16} if attention != "luong_dot" else {"enc_hidden": 16}
     model = tiny_model(cell, attention, **kw).eval()
-    batch = batch_of()
+    batch = toy_batch()
     memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
     B, S = batch.src_ids.shape
     assert memory.outputs.shape == (B, S, 32) and memory.mask.shape == (B, S)
@@ -37,50 +31,6 @@ def test_shapes_for_every_cell_and_attention(cell, attention):
     else:
         assert attn.shape == (B, batch.tgt_in.shape[1], S)
         assert torch.all(out.attn[~batch.src_mask] == 0)
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_conditional_decoder_carries_the_second_transition(cell):
-    """One step of the conditional decoder by its equations: the first transition queries
-    attention, the second steps the top layer again on the context; the second's state is the
-    one carried to the next step, and it (not the first's) meets the context in the output."""
-    model = tiny_model(cell, dec_layers=2, conditional=True).eval()
-    decoder, batch = model.decoder, batch_of()
-    with torch.no_grad():
-        memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
-        state = decoder.init_state(memory)
-        prev = batch.tgt_in[:, 0]
-        for _ in range(2):  # the second step starts from what the first carried
-            out = decoder.step(prev, state, memory)
-            x = torch.cat([decoder.embedding(prev), state.feed], dim=-1)
-            first = decoder.rnn.step(decoder.rnn.first.project(x), state.rnn)
-            context, _ = decoder.attention(
-                first[0][-1], memory.keys, memory.outputs, memory.mask, memory.summary
-            )
-            top = decoder.second.step(decoder.second.project(context), tuple(t[-1] for t in first))
-            for carried, below, second in zip(out.state.rnn, first, top, strict=True):
-                torch.testing.assert_close(carried[:-1], below[:-1])
-                torch.testing.assert_close(carried[-1], second)
-            feed = torch.tanh(decoder.combine(torch.cat([top[0], context], dim=-1)))
-            torch.testing.assert_close(out.state.feed, feed)
-            state, prev = out.state, out.logits.argmax(-1)
-
-
-@pytest.mark.parametrize("conditional", [False, True])
-@pytest.mark.parametrize("cell", CELLS)
-def test_teacher_forcing_equals_stepping(cell, conditional):
-    """The fast training path and search's one-step path compute the same thing."""
-    model = tiny_model(cell, dec_layers=2, conditional=conditional).eval()
-    batch = batch_of()
-    memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
-    hidden, _ = model.decoder(batch.tgt_in, memory)
-    state = model.decoder.init_state(memory)
-    for t in range(batch.tgt_in.shape[1]):
-        out = model.decoder.step(batch.tgt_in[:, t], state, memory)
-        state = out.state
-        torch.testing.assert_close(
-            out.logits, model.decoder.logits(hidden[:, t]), atol=1e-5, rtol=1e-4
-        )
 
 
 @pytest.mark.parametrize("conditional", [False, True])
@@ -100,7 +50,7 @@ def test_padding_does_not_change_the_loss(cell, conditional):
 def test_each_cell_overfits_20_pairs(cell):
     torch.manual_seed(0)
     model = tiny_model(cell, dec_hidden=64, enc_hidden=32, emb_dim=32)
-    batch = batch_of(20)
+    batch = toy_batch(20)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(400):
         out = sequence_loss(model, batch, 0.0)
@@ -112,44 +62,6 @@ def test_each_cell_overfits_20_pairs(cell):
         if loss.item() < 0.02:
             break
     assert loss.item() < 0.05, f"{cell} did not overfit: {loss.item():.3f}"
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_conditional_decoder_adds_a_second_transition_on_the_context(cell):
-    """conditional=true: one more layer of the same cell, its input the context (memory size
-    32 here), stepped after attention; the decoder's output depends on it."""
-    plain, cond = tiny_model(cell), tiny_model(cell, conditional=True)
-    gates = cond.decoder.second.weight_ih.shape[0]
-    assert cond.decoder.second.cell == cell and cond.decoder.second.weight_ih.shape[1] == 32
-    assert count_parameters(cond) - count_parameters(plain) == gates * (32 + 32 + 2)
-    batch = batch_of()
-    memory = cond.encode(batch.src_ids, batch.src_lens, batch.src_mask)
-    before, _ = cond.decoder(batch.tgt_in, memory)
-    with torch.no_grad():
-        cond.decoder.second.weight_ih.add_(0.5)
-    after, _ = cond.decoder(batch.tgt_in, memory)
-    assert not torch.allclose(before, after)
-
-
-@pytest.mark.parametrize("n", [7, 5000])  # one chunk, and several
-def test_fused_output_layer_loss_matches_torch(n):
-    torch.manual_seed(0)
-    x = torch.randn(n, 6, dtype=torch.double, requires_grad=True)
-    w = torch.randn(13, 6, dtype=torch.double, requires_grad=True)
-    b = torch.randn(13, dtype=torch.double, requires_grad=True)
-    t = torch.randint(0, 13, (n,))
-    loss, nll = LinearSmoothedCrossEntropy.apply(x, w, b, t, 0.1)
-    logits = F.linear(x, w, b)
-    expected = F.cross_entropy(logits, t, label_smoothing=0.1, reduction="sum")
-    torch.testing.assert_close(loss, expected)
-    torch.testing.assert_close(nll, F.cross_entropy(logits, t, reduction="sum"))
-    grads = torch.autograd.grad(loss * 0.5, (x, w, b))
-    for mine, theirs in zip(grads, torch.autograd.grad(expected * 0.5, (x, w, b)), strict=True):
-        torch.testing.assert_close(mine, theirs)
-    if n < 100:
-        assert torch.autograd.gradcheck(
-            lambda *a: LinearSmoothedCrossEntropy.apply(*a, t, 0.1)[0], (x, w, b)
-        )
 
 
 def test_reference_size_and_tying():
@@ -226,36 +138,6 @@ def test_parameter_matching_keeps_the_size_ratio_and_any_reference():
 # against the plain PyTorch expressions under the same autocast.
 
 
-def bf16():
-    """The project's own switch (nmt.runtime.autocast), so that a switch left off fails here."""
-    from nmt.runtime import autocast
-
-    return autocast(torch.device("cpu"), torch.bfloat16)
-
-
-def test_fused_output_layer_under_bf16_autocast():
-    from nmt.loss import LinearSmoothedCrossEntropy
-
-    torch.manual_seed(0)
-    x = torch.randn(300, 24, requires_grad=True)
-    w = torch.randn(50, 24, requires_grad=True)
-    b = torch.randn(50, requires_grad=True)
-    t = torch.randint(0, 50, (300,))
-    with bf16():
-        h = x * 1.0  # an activation as autocast hands it over
-        loss, nll = LinearSmoothedCrossEntropy.apply(F.linear(h, torch.eye(24)), w, b, t, 0.1)
-        mine = torch.autograd.grad(loss, (x, w, b))
-    with bf16():
-        logits = F.linear(F.linear(x * 1.0, torch.eye(24)), w, b)
-        expected = F.cross_entropy(logits.float(), t, label_smoothing=0.1, reduction="sum")
-        theirs = torch.autograd.grad(expected, (x, w, b))
-    assert loss.dtype == torch.float32  # the loss stays fp32
-    torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-2)
-    for a, e in zip(mine, theirs, strict=True):
-        assert a.dtype == e.dtype == torch.float32  # parameter gradients in fp32
-        torch.testing.assert_close(a, e, rtol=2e-2, atol=2e-2)
-
-
 def test_additive_attention_under_bf16_autocast():
     from nmt.attention import AdditiveScores
 
@@ -303,10 +185,6 @@ def test_training_step_under_bf16_autocast(cell):
     assert relative_error(grad16, torch.cat([g.flatten() for g in grads32])) < 5e-2
 
 
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 @pytest.mark.parametrize("cell", CELLS)
 def test_decoding_under_bf16_autocast(cell):
     """Greedy and beam search under bf16 autocast (every cell): the attention softmax and the
@@ -328,7 +206,7 @@ def test_decoding_under_bf16_autocast(cell):
 
     torch.manual_seed(0)
     model = tiny_model(cell).eval()
-    batch = batch_of(6)
+    batch = toy_batch(6)
     args = (batch.src_ids, batch.src_lens, batch.src_mask)
     memory = model.encode(*args)
     with bf16():

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from nmt.config import read_run_config
+from nmt.compose import read_run_config
 from nmt.errors import UserError
 from nmt.resume import DEFINING, check_run_dir, decide
 

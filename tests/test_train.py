@@ -1,90 +1,24 @@
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
 import os
 import pickle
 import signal
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_model, toy_pairs
+from conftest import metrics_rows, run_fit, tiny_model
 from safetensors.torch import load_file, save_model
 
-from nmt.batching import BatchSampler
 from nmt.checkpoint import (
     CheckpointError,
-    choose_kept,
     find_checkpoint,
-    kept_checkpoints,
     load_average,
     load_train_state,
     load_weights,
     save_checkpoint,
 )
-from nmt.optim import Schedule, build_optimizer
-from nmt.runtime import seed_everything
-from nmt.train import TrainingError, TrainOptions, fit
-
-
-def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, **over):
-    seed_everything(3)
-    model = (model_fn or (lambda: tiny_model("gru", dropout=0.3, emb_dropout=0.2)))()
-    src, tgt = toy_pairs(40)
-    sampler = BatchSampler(
-        src_lens=[len(s) for s in src],
-        tgt_lens=[len(t) for t in tgt],
-        max_tokens=None,
-        batch_size=8,
-        pool_size=2,
-        seed=3,
-    )
-    opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
-    schedule = Schedule(
-        opt, schedule="plateau", warmup_steps=0, decay_factor=0.5, patience=0, min_lr=1e-5
-    )
-    calls = []
-
-    def default_validate(m):
-        calls.append(1)
-        return {"bleu": -float(sum(p.detach().sum() for p in m.parameters()).abs())}
-
-    args = dict(
-        model=model,
-        src_ids=src,
-        tgt_ids=tgt,
-        sampler=sampler,
-        optimizer=opt,
-        schedule=schedule,
-        validate=validate or default_validate,
-        run_dir=run_dir,
-        device=torch.device("cpu"),
-        clip_norm=1.0,
-        label_smoothing=0.1,
-        max_steps=max_steps,
-        max_epochs=100,
-        max_minutes=0,
-        valid_every=4,
-        log_every=2,
-        patience=100,
-        early_stop_metric="bleu",
-        resume=resume,
-        max_bad_steps=3,
-        tensorboard=False,
-        progress=False,
-        keep_last=0,
-        keep_best=0,
-        max_lr_decays=0,
-        precision=torch.float32,
-        meta={"cell": "gru"},
-    )
-    args.update(over)
-    fields = {f.name for f in dataclasses.fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in args.items() if k in fields})
-    rest = {k: v for k, v in args.items() if k not in fields}
-    return args["model"], fit(**rest, options=options)
+from nmt.train import TrainingError
 
 
 def test_resume_reaches_the_same_weights(tmp_path):
@@ -254,67 +188,6 @@ def test_signal_saves_a_checkpoint_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
-def test_sgd_steps_against_the_gradient():
-    model = tiny_model("tanh")
-    opt = build_optimizer(model, optimizer="sgd", lr=0.5, weight_decay=0.0, betas=[0.9, 0.98])
-    param = next(model.parameters())
-    before = param.detach().clone()
-    param.grad = torch.ones_like(param)
-    opt.step()
-    assert torch.allclose(param, before - 0.5)
-    with pytest.raises(ValueError, match="expected adam, adamw or sgd"):
-        build_optimizer(model, optimizer="rmsprop", lr=1.0, weight_decay=0.0, betas=[0.9, 0.9])
-
-
-def test_kept_checkpoints_are_the_last_and_the_best(tmp_path):
-    """keep_last=2, keep_best=1: after validations scoring 1, 5, 2, 3, 0.5 at steps 4..20,
-    the best (step 8) and the last two (16, 20) stay."""
-    scores = iter([1.0, 5.0, 2.0, 3.0, 0.5])
-    run_fit(
-        tmp_path,
-        max_steps=20,
-        validate=lambda m: {"bleu": next(scores)},
-        keep_last=2,
-        keep_best=1,
-    )
-    assert [step for step, _, _ in kept_checkpoints(tmp_path)] == [8, 16, 20]
-    assert [p.name for p in choose_kept(tmp_path, "best", 1)] == ["step-0000008"]
-    assert [p.name for p in choose_kept(tmp_path, "last", 2)] == ["step-0000016", "step-0000020"]
-    with pytest.raises(CheckpointError, match="3 kept checkpoints, averaging needs 4"):
-        choose_kept(tmp_path, "last", 4)
-
-
-def test_averaging_checkpoints(tmp_path):
-    """N copies of one checkpoint average to it; two different ones to their mean (tied
-    embeddings stay tied)."""
-    a, b = tiny_model("lstm"), tiny_model("lstm")
-    save_checkpoint(tmp_path / "a", a, {"step": 1})
-    save_checkpoint(tmp_path / "b", b, {"step": 2})
-    copies = tiny_model("lstm")
-    load_average(copies, [tmp_path / "a"] * 3)
-    for (name, p), q in zip(a.state_dict().items(), copies.state_dict().values(), strict=True):
-        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7, msg=name)
-    mean = tiny_model("lstm")
-    assert load_average(mean, [tmp_path / "a", tmp_path / "b"])["step"] == 1
-    for name, p in mean.state_dict().items():
-        expected = (a.state_dict()[name] + b.state_dict()[name]) / 2
-        torch.testing.assert_close(p, expected, msg=name)
-    assert mean.decoder.embedding.weight is mean.encoder.embedding.weight
-
-
-def test_warmup_decay_schedule():
-    model = tiny_model("tanh")
-    opt = build_optimizer(model, optimizer="adamw", lr=1.0, weight_decay=0.01, betas=[0.9, 0.98])
-    s = Schedule(
-        opt, schedule="warmup_decay", warmup_steps=4, decay_factor=0.5, patience=1, min_lr=0
-    )
-    lrs = []
-    for step in range(1, 17):
-        s.after_step(step)
-        lrs.append(s.lr)
-    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[15] == pytest.approx(0.5)
-
-
 def test_a_finished_run_resumed_does_not_train_on(tmp_path):
     """Killed after training but before its end was recorded: resuming adds no update."""
     trained, first = run_fit(tmp_path, max_steps=6)
@@ -337,11 +210,6 @@ def test_validation_time_is_accounted_apart(tmp_path):
     assert result["train_tokens_per_s"] > result["tokens_per_s"]
 
 
-def metrics(run_dir) -> list[dict]:
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def test_early_stopping_after_patience_validations(tmp_path):
     scores = iter([5.0, 4.0, 6.0, 5.5, 5.0, 4.0, 3.0])
 
@@ -352,7 +220,7 @@ def test_early_stopping_after_patience_validations(tmp_path):
     # Best 6.0 at the third validation (step 12), then two without improvement: stop at 20.
     assert result["stop_reason"] == "early_stopping"
     assert result["steps"] == 20 and result["best_step"] == 12
-    assert [row["step"] for row in metrics(tmp_path)] == ["4", "8", "12", "16", "20"]
+    assert [row["step"] for row in metrics_rows(tmp_path)] == ["4", "8", "12", "16", "20"]
     assert json.loads((tmp_path / "best" / "meta.json").read_text())["step"] == 12
 
 
@@ -365,7 +233,7 @@ def test_training_stops_once_the_schedule_has_cut_the_rate_max_lr_decays_times(t
     )
     assert result["stop_reason"] == "lr_decayed"
     assert result["steps"] == 16 and result["best_step"] == 12
-    assert [float(row["lr"]) for row in metrics(tmp_path)] == pytest.approx(
+    assert [float(row["lr"]) for row in metrics_rows(tmp_path)] == pytest.approx(
         [3e-3, 1.5e-3, 1.5e-3, 7.5e-4]
     )
 
@@ -389,31 +257,7 @@ def test_max_minutes_stops_training(tmp_path):
     assert result["stop_reason"] == "max_minutes" and result["steps"] == 1
 
 
-def test_plateau_schedule_halves_the_rate_when_validation_stalls(tmp_path):
-    _, result = run_fit(tmp_path, max_steps=16, validate=lambda m: {"bleu": 1.0})
-    lrs = [float(row["lr"]) for row in metrics(tmp_path)]
-    # patience 0: the first validation sets the best, each later one (no gain) halves the rate.
-    assert lrs == pytest.approx([3e-3, 1.5e-3, 7.5e-4, 3.75e-4])
-
-
-def test_constant_schedule_keeps_the_rate(tmp_path):
-    model = tiny_model("gru")
-    opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
-    schedule = Schedule(
-        opt, schedule="constant", warmup_steps=0, decay_factor=0.5, patience=0, min_lr=1e-5
-    )
-    _, result = run_fit(
-        tmp_path,
-        max_steps=12,
-        validate=lambda m: {"bleu": 1.0},
-        optimizer=opt,
-        schedule=schedule,
-        model=model,
-    )
-    assert {float(row["lr"]) for row in metrics(tmp_path)} == {3e-3}
-
-
-def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+def test_tensorboard_event_files_hold_the_metrics_rows(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_fit(tmp_path, max_steps=8, tensorboard=True, validate=lambda m: {"bleu": 2.5})
@@ -424,58 +268,3 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     bleu = events.Scalars("valid/bleu")
     assert [e.step for e in bleu] == [4, 8] and bleu[0].value == pytest.approx(2.5)
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8]
-
-
-def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
-    """best/scores.json is written inside the checkpoint directory before it is renamed in:
-    a save killed half-way leaves the previous best whole, scores and weights together."""
-    from nmt import checkpoint
-
-    scores = iter([1.0, 2.0])
-    real_replace, renamed_in = os.replace, []
-
-    def recording_replace(a, b):
-        if str(b).endswith("best"):  # what the directory holds as it becomes best/
-            scores_file = Path(a) / "scores.json"
-            renamed_in.append(scores_file.is_file() and json.loads(scores_file.read_text()))
-        real_replace(a, b)
-
-    monkeypatch.setattr(checkpoint.os, "replace", recording_replace)
-    run_fit(tmp_path, max_steps=4, validate=lambda m: {"bleu": next(scores)})
-    monkeypatch.undo()
-    assert renamed_in == [{"bleu": 1.0}]
-    assert json.loads((tmp_path / "best" / "scores.json").read_text())["bleu"] == 1.0
-
-    def dying_replace(a, b):
-        if str(b).endswith("best"):
-            raise KeyboardInterrupt("killed while renaming best/")
-        real_replace(a, b)
-
-    monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
-    with pytest.raises(KeyboardInterrupt):
-        run_fit(tmp_path, max_steps=8, resume=True, validate=lambda m: {"bleu": next(scores)})
-    monkeypatch.undo()
-    best = checkpoint.find_checkpoint(tmp_path / "best")
-    assert json.loads((best / "scores.json").read_text())["bleu"] == 1.0
-    assert json.loads((best / "meta.json").read_text())["step"] == 4
-
-
-def test_weights_of_another_model_are_refused(tmp_path):
-    """A checkpoint whose tensors do not all belong to the model (here: one with attention
-    loaded into one without) is refused, not half-loaded."""
-    save_checkpoint(tmp_path / "c", tiny_model("gru", "bahdanau"), {"step": 1})
-    with pytest.raises(CheckpointError, match="does not match the model"):
-        load_weights(tiny_model("gru", "none"), tmp_path / "c")
-
-
-def test_a_first_validation_without_a_finite_score_still_leaves_a_best(tmp_path):
-    """NaN compares false with every score: the first validation must still give best/, and
-    a later finite score must still replace it."""
-    _, result = run_fit(tmp_path / "nan", max_steps=8, validate=lambda m: {"bleu": float("nan")})
-    assert find_checkpoint(tmp_path / "nan" / "best") is not None
-    assert result["best_step"] == 4 and result["steps"] == 8
-    scores = iter([float("nan"), 2.0, float("nan"), 1.0])
-    _, result = run_fit(tmp_path / "later", max_steps=16, validate=lambda m: {"bleu": next(scores)})
-    assert result["best_step"] == 8 and result["bleu"] == 2.0
-    meta = json.loads((tmp_path / "later" / "best" / "meta.json").read_text())
-    assert meta["step"] == 8

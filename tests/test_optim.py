@@ -1,0 +1,58 @@
+"""Optimizers and learning-rate schedules: warm-up and decay, plateau halving, constant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import metrics_rows, run_fit, tiny_model
+
+from nmt.optim import Schedule, build_optimizer
+
+
+def test_sgd_steps_against_the_gradient():
+    model = tiny_model("tanh")
+    opt = build_optimizer(model, optimizer="sgd", lr=0.5, weight_decay=0.0, betas=[0.9, 0.98])
+    param = next(model.parameters())
+    before = param.detach().clone()
+    param.grad = torch.ones_like(param)
+    opt.step()
+    assert torch.allclose(param, before - 0.5)
+    with pytest.raises(ValueError, match="expected adam, adamw or sgd"):
+        build_optimizer(model, optimizer="rmsprop", lr=1.0, weight_decay=0.0, betas=[0.9, 0.9])
+
+
+def test_warmup_decay_schedule():
+    model = tiny_model("tanh")
+    opt = build_optimizer(model, optimizer="adamw", lr=1.0, weight_decay=0.01, betas=[0.9, 0.98])
+    s = Schedule(
+        opt, schedule="warmup_decay", warmup_steps=4, decay_factor=0.5, patience=1, min_lr=0
+    )
+    lrs = []
+    for step in range(1, 17):
+        s.after_step(step)
+        lrs.append(s.lr)
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[15] == pytest.approx(0.5)
+
+
+def test_plateau_schedule_halves_the_rate_when_validation_stalls(tmp_path):
+    _, result = run_fit(tmp_path, max_steps=16, validate=lambda m: {"bleu": 1.0})
+    lrs = [float(row["lr"]) for row in metrics_rows(tmp_path)]
+    # patience 0: the first validation sets the best, each later one (no gain) halves the rate.
+    assert lrs == pytest.approx([3e-3, 1.5e-3, 7.5e-4, 3.75e-4])
+
+
+def test_constant_schedule_keeps_the_rate(tmp_path):
+    model = tiny_model("gru")
+    opt = build_optimizer(model, optimizer="adam", lr=3e-3, weight_decay=0.0, betas=[0.9, 0.999])
+    schedule = Schedule(
+        opt, schedule="constant", warmup_steps=0, decay_factor=0.5, patience=0, min_lr=1e-5
+    )
+    _, result = run_fit(
+        tmp_path,
+        max_steps=12,
+        validate=lambda m: {"bleu": 1.0},
+        optimizer=opt,
+        schedule=schedule,
+        model=model,
+    )
+    assert {float(row["lr"]) for row in metrics_rows(tmp_path)} == {3e-3}
