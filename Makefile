@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >&2
 	@echo "installing $(TORCH) and nmt into $(VENV)" >&2
 	@$(BIN)/pip install --quiet "$(TORCH)" >&2
-	@$(BIN)/pip install --quiet -e ".[dev,report,tb,launchers,serve]" >&2
+	@$(BIN)/pip install --quiet -e ".[dev,report,tb,launchers,serve,onnx]" >&2
 	@touch $@
 
 install: $(STAMP) ## create .venv and install nmt (editable, with every extra)

@@ -85,7 +85,8 @@ class AdditiveScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
         ctx.save_for_backward(keys, query, v)
-        if keys.dtype not in (torch.float32, torch.float64):
+        # Traced for ONNX (nmt.onnx_export): one expression, with no blocks of traced sizes.
+        if keys.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
             return torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2)) @ v
         scores = keys.new_empty(keys.shape[0], query.shape[1], keys.shape[1])
         w, c = 2.0 * v, v.sum()

@@ -28,6 +28,7 @@ MEMBERS = re.compile(
     r"(manifest\.json|config\.yaml|search\.json|spm\.model|spm\.[a-z]{2,3}\.model"
     r"|best/model\.safetensors|best/meta\.json)"
 )
+GRAPHS = re.compile(r"onnx/(encoder|step)(\.int8)?\.onnx")  # an export directory's graphs
 MAX_BYTES = 4 << 30  # a member larger than this is not one of ours (and no zip bomb is expanded)
 
 
@@ -35,7 +36,7 @@ class BundleError(UserError):
     """A file that is not an nmt model bundle, or a damaged one; the message says which."""
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -47,7 +48,7 @@ def pack(files: dict[str, Path], manifest: dict, out: Path) -> dict:
     """Write ``files`` (member name -> path) and the manifest, with each member's sha256 added,
     into the zip ``out``, atomically (a temporary file beside it, renamed in)."""
     manifest = {"format": FORMAT, "version": VERSION, **manifest}
-    manifest["sha256"] = {name: _sha256(path) for name, path in files.items()}
+    manifest["sha256"] = {name: file_sha256(path) for name, path in files.items()}
     part = out.with_name(f".{out.name}.part")
     try:
         with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -115,4 +116,33 @@ def extract(path: str | os.PathLike, into: str | os.PathLike) -> dict:
                 raise BundleError(f"{path}: {name} is damaged ({e})") from None
             if digest.hexdigest() != manifest["sha256"][name]:
                 raise BundleError(f"{path}: {name} is damaged (its sha256 is not the manifest's)")
+    return manifest
+
+
+def read_export_dir(path: str | os.PathLike) -> dict:
+    """The manifest of a directory ``nmt-export format=onnx`` wrote, checked like a bundle's:
+    its format and version, and every file it lists (the graphs included) by sha256."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: not an nmt model directory (no {MANIFEST})") from None
+    except ValueError as e:
+        raise BundleError(f"{path / MANIFEST}: damaged ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not an nmt model directory")
+    if manifest.get("version") != VERSION:
+        raise BundleError(
+            f"{path}: model version {manifest.get('version')}; this nmt reads version {VERSION}"
+        )
+    listed = dict(manifest.get("sha256", {}))
+    listed.update({g["file"]: g["sha256"] for g in manifest.get("graphs", {}).values()})
+    for name, digest in listed.items():
+        member = path / name
+        if not MEMBERS.fullmatch(name) and not GRAPHS.fullmatch(name):
+            raise BundleError(f"{path}: lists {name!r}, which no nmt model holds")
+        if not member.is_file():
+            raise BundleError(f"{member}: missing (listed in {MANIFEST})")
+        if file_sha256(member) != digest:
+            raise BundleError(f"{member}: damaged (its sha256 is not the manifest's)")
     return manifest

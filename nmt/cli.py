@@ -25,7 +25,7 @@ from nmt.compose import conf_dir
 from nmt.config import register_configs
 from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
-from nmt.export import write_bundle
+from nmt.export import write_bundle, write_onnx
 from nmt.overrides import cell_as_preset, check_overrides
 from nmt.runtime import record_command
 from nmt.search_tuning import choose_split, tune_search
@@ -121,16 +121,21 @@ def tune_search_task(cfg: DictConfig) -> dict:
 
 
 def export_task(cfg: DictConfig) -> dict:
-    """Write a run's model out of its run directory (format=bundle: one file)."""
-    if cfg.format != "bundle":
-        raise UserError(f"format={cfg.format!r}: expected bundle")
-    manifest = write_bundle(cfg.run_dir, cfg.out, cfg.checkpoint)
-    size = Path(cfg.out).stat().st_size / 2**20
+    """Write a run's model out of its run directory (format=bundle: one file; onnx: a
+    directory with the ONNX graphs)."""
+    writers = {"bundle": write_bundle, "onnx": write_onnx}
+    if cfg.format not in writers:
+        raise UserError(f"format={cfg.format!r}: expected bundle or onnx")
+    manifest = writers[cfg.format](cfg.run_dir, cfg.out, cfg.checkpoint)
+    out = Path(cfg.out)
+    files = out.rglob("*") if out.is_dir() else [out]
+    size = sum(f.stat().st_size for f in files if f.is_file()) / 2**20
     print(
         f"wrote {cfg.out} ({size:.1f} MiB): {manifest['src']}->{manifest['tgt']} "
         f"{manifest['cell']} + {manifest['attention']}, {manifest['parameters']:,} parameters, "
         f"{cfg.checkpoint} (steps {', '.join(map(str, manifest['steps']))}); "
         f"next: nmt-translate model={cfg.out}"
+        + (" backend=onnxruntime" if cfg.format == "onnx" else "")
     )
     return manifest
 

@@ -207,6 +207,8 @@ class DecodeConfig:
     precision: str = MISSING
     max_tokens: int = MISSING
     max_src_len: int = MISSING
+    backend: str = MISSING
+    quantize: str = MISSING
     ensemble: list[str] = field(default_factory=list)
     search: SearchConfig = field(default_factory=SearchConfig)
 

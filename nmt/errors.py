@@ -53,6 +53,7 @@ EXTRAS = {
     "tb": ("tensorboard",),
     "launchers": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"),
     "serve": ("fastapi", "uvicorn"),
+    "onnx": ("onnx", "onnxruntime"),
 }
 
 

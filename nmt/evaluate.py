@@ -75,7 +75,10 @@ def evaluate_split(
     seconds = time.perf_counter() - start
     hyps = [r.texts[0] for r in results]
     scores = score(hyps, refs, ter=True, lowercase=True, lt_lang=translator.tgt_lang)
-    out_dir = run_dir / "eval" / f"{split}-{checkpoint}-{search_name}"
+    backend, quantize = translator.backend
+    # Another backend's output beside PyTorch's, never over it (the report reads PyTorch's).
+    variant = "".join(f"-{v}" for v in (backend, quantize) if v not in ("torch", "none"))
+    out_dir = run_dir / "eval" / f"{split}-{checkpoint}-{search_name}{variant}"
     write_text(out_dir / "hyps.txt", "".join(h + "\n" for h in hyps))
     generated = sum(len(r.hyps[0].tokens) + 1 for r in results)
     scores.update(
@@ -94,6 +97,7 @@ def evaluate_split(
         generated_tokens_per_s=round(generated / seconds, 1),
         # Decoded in bf16 or fp32, and where: the speed and (slightly) the scores depend on both.
         precision=precision_name(translator.precision),
+        backend={"name": backend, "quantize": quantize},
         hardware=describe_device(translator.device),
         provenance=provenance(),
     )

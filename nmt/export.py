@@ -1,6 +1,8 @@
 """A trained model leaves its run directory: ``nmt-export run_dir=runs/X format=bundle
 out=model.nmt`` writes the one file ``nmt.bundle`` describes, which ``nmt-translate model=...``,
-``Translator.from_file`` and the server load without the run directory or the corpus.
+``Translator.from_file`` and the server load without the run directory or the corpus;
+``format=onnx out=DIR`` writes the same files unpacked into a directory, with the ONNX graphs of
+``nmt.onnx_export`` (fp32 and int8) in ``DIR/onnx/`` and the manifest naming them.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nmt.bundle import BundleError, pack
+from nmt.bundle import MANIFEST, BundleError, extract, file_sha256, pack
 from nmt.checkpoint import META_FILE, MODEL_FILE, save_checkpoint
 from nmt.compose import read_run_config
 from nmt.restore import restore
-from nmt.rundir import CONFIG_FILE, DONE_FILE, SEARCH_FILE
+from nmt.rundir import CONFIG_FILE, DONE_FILE, SEARCH_FILE, building_dir, write_json
 
 
 def _scores(run_dir: Path) -> list[dict]:
@@ -72,3 +74,25 @@ def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint:
             "scores": _scores(run_dir),
         }
         return pack(files, manifest, out)
+
+
+def write_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str) -> dict:
+    """Write the model of ``run_dir`` into the directory ``out`` (replaced whole, atomically):
+    the bundle's files unpacked, and ``onnx/`` with the encoder and step graphs in fp32 and int8;
+    returns the manifest (its ``graphs``: each graph's file and sha256)."""
+    from nmt.onnx_export import ONNX_DIR, export_graphs
+
+    out = Path(out)
+    if out.is_file():
+        raise BundleError(f"out={out} is a file; format=onnx writes a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with building_dir(out) as staged, tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        manifest = write_bundle(run_dir, Path(tmp) / "model.nmt", checkpoint)
+        extract(Path(tmp) / "model.nmt", staged)
+        graphs = export_graphs(restore(staged, "best").model, staged / ONNX_DIR)
+        manifest["graphs"] = {
+            name: {"file": str(Path(path).relative_to(staged)), "sha256": file_sha256(Path(path))}
+            for name, path in graphs.items()
+        }
+        write_json(staged / MANIFEST, manifest)
+    return manifest

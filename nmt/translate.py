@@ -11,17 +11,19 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import overload
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from nmt.bundle import extract
+from nmt.bundle import extract, read_export_dir
 from nmt.compose import compose
 from nmt.decode import decode_corpus
 from nmt.ensemble import Ensemble
 from nmt.model import Seq2Seq
+from nmt.ort import ONNX_DIR, check_backend, onnx_model
 from nmt.restore import RunDirError, restore
 from nmt.runtime import autocast, pick_device, pick_precision
 from nmt.search import Hypothesis
@@ -73,6 +75,9 @@ class Translator:
         # and the file's manifest.
         self.unpacked: tempfile.TemporaryDirectory | None = None
         self.manifest: dict | None = None
+        # backend=onnxruntime: where graphs exported at load time live, and (backend, quantize).
+        self.exported: tempfile.TemporaryDirectory | None = None
+        self.backend = ("torch", "none")
         self.precision = precision
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.tokenizer, self.device = tokenizer, device
@@ -95,6 +100,8 @@ class Translator:
         ensemble: list[str | os.PathLike] | tuple | None = None,
         max_tokens: int | None = None,
         max_src_len: int | None = None,
+        backend: str | None = None,
+        quantize: str | None = None,
     ) -> Translator:
         """A run directory's model, decoding exactly as ``nmt-translate run_dir=...`` does: every
         argument left out takes its value from conf/translate.yaml, the command's own config
@@ -105,7 +112,8 @@ class Translator:
         :class:`SearchOptions`. ``checkpoint``: best, last, or avg-last-N / avg-best-N (the mean
         of the N most recent or best kept checkpoints). ``ensemble``: more run directories whose
         models decode together with this one's (``nmt.ensemble``); they must have its
-        SentencePiece model and language pair.
+        SentencePiece model and language pair. ``backend``: ``"torch"`` or ``"onnxruntime"`` (the
+        model's ONNX graphs, exported as it loads), ``quantize``: ``"int8"`` with onnxruntime.
         """
         cfg, options = cls._settings(search, locals())
         cfg.run_dir = str(run_dir)
@@ -123,10 +131,13 @@ class Translator:
         ensemble: list[str | os.PathLike] | tuple | None = None,
         max_tokens: int | None = None,
         max_src_len: int | None = None,
+        backend: str | None = None,
+        quantize: str | None = None,
     ) -> Translator:
-        """A model exported to one file (``nmt-export format=bundle``), decoding as
-        ``nmt-translate model=FILE`` does; the settings as in :meth:`from_run_dir` (``"tuned"``:
-        the search tuned for it, which the file carries). No run directory or corpus needed."""
+        """A model exported by ``nmt-export``: one file (``format=bundle``) or a directory with
+        its ONNX graphs (``format=onnx``), decoding as ``nmt-translate model=PATH`` does; the
+        settings as in :meth:`from_run_dir` (``"tuned"``: the search tuned for it, which the file
+        carries). No run directory or corpus needed."""
         cfg, options = cls._settings(search, locals())
         cfg.model_file = str(path)
         return cls.from_config(cfg, search=options)
@@ -136,6 +147,7 @@ class Translator:
         """conf/translate.yaml with the arguments given (None: the YAML's value)."""
         cfg = compose("translate", [f"search={search}"] if isinstance(search, str) else [])
         keys = ("checkpoint", "device", "precision", "ensemble", "max_tokens", "max_src_len")
+        keys += ("backend", "quantize")
         for key in keys:
             value = given[key]
             if value is not None:
@@ -158,17 +170,22 @@ class Translator:
         commands build theirs here, and so do :meth:`from_run_dir` and :meth:`from_file`):
         ``run_dir=`` a run directory, or ``model=`` a file exported from one."""
         unpacked, manifest = None, None
+        check_backend(cfg.backend, cfg.quantize, ensemble=bool(cfg.ensemble))
         if cfg.get("model_file"):
             if cfg.run_dir:
                 raise RunDirError(
                     f"run_dir={cfg.run_dir} and model={cfg.model_file}: name one model"
                 )
-            # The file unpacked and checked (nmt.bundle) into a directory that lives as long as
-            # the translator; run_dir points there, so search=tuned reads the file's own choice.
-            unpacked = tempfile.TemporaryDirectory(prefix="nmt-model-")
-            manifest = extract(cfg.model_file, unpacked.name)
             cfg = cfg.copy()
-            cfg.run_dir = unpacked.name
+            if Path(cfg.model_file).is_dir():  # nmt-export format=onnx: the files, unpacked
+                manifest = read_export_dir(cfg.model_file)
+                cfg.run_dir = cfg.model_file
+            else:
+                # The file unpacked and checked (nmt.bundle) into a directory that lives as long
+                # as the translator; run_dir points there, so search=tuned reads its own choice.
+                unpacked = tempfile.TemporaryDirectory(prefix="nmt-model-")
+                manifest = extract(cfg.model_file, unpacked.name)
+                cfg.run_dir = unpacked.name
         elif not cfg.run_dir:
             raise RunDirError(
                 "no model: name a run directory (run_dir=runs/X) or a file (model=FILE)"
@@ -199,11 +216,19 @@ class Translator:
                 sources.append(more.source)
             model = Ensemble(members)
         chosen = pick_device(cfg.device)
+        precision = pick_precision(cfg.precision, chosen)
+        exported = None
+        if cfg.backend == "onnxruntime":
+            graphs = Path(run_dir) / ONNX_DIR
+            model, exported = onnx_model(
+                model, graphs, quantize=cfg.quantize, threads=torch.get_num_threads()
+            )
+            precision = torch.float32  # the graphs compute in fp32 (int8 products inside)
         translator = cls(
             model=model,
             tokenizer=loaded.tokenizer,
             device=chosen,
-            precision=pick_precision(cfg.precision, chosen),
+            precision=precision,
             search=search,
             max_sentences=cfg.search.max_sentences,
             max_tokens=cfg.max_tokens,
@@ -213,6 +238,7 @@ class Translator:
             sources=sources,
         )
         translator.unpacked, translator.manifest = unpacked, manifest
+        translator.exported, translator.backend = exported, (cfg.backend, cfg.quantize)
         return translator
 
     @overload

@@ -388,7 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--what",
         default="train,decode,ddp",
-        help="train, decode, ddp (default: all three; ddp: data-parallel scaling), or profile: "
+        help="train, decode, ddp (default: all three; ddp: data-parallel scaling), backends "
+        "(each decoding backend's speed at equal work and BLEU on the test splits), serve (nmt-serve "
+        "under concurrent clients), or profile: "
         "train and decode with the top operators of a training step and of greedy and beam decoding "
         "(torch.profiler). Always: the machine's fp32/bf16 matmul rate, and each training "
         "figure as a fraction of it",
@@ -456,6 +458,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a Hydra override on top of the reference model (repeatable), "
         "e.g. --set data.root=DIR --set model.dec_hidden=1024",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=8, help="serve: concurrent clients of the load benchmark"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="serve: how long the clients send requests"
+    )
+    parser.add_argument(
+        "--per-request", type=int, default=4, help="serve: sentences in each request"
     )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -555,6 +566,27 @@ def ddp_section(args: argparse.Namespace) -> dict:
     return result
 
 
+def serving_sections(args: argparse.Namespace, what: set[str]) -> dict:
+    """Decoding backends side by side, and the HTTP service under load, on a trained run."""
+    import bench_backends
+
+    run_dir = args.run_dir or latest_run(args.runs_dir)
+    if run_dir is None:
+        run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
+    sections = {"cpu_kind": bench_backends.cpu_kind()}
+    if "backends" in what:
+        splits = ["test_2016_flickr", "test_2017_flickr"]
+        sentences = args.sentences or 500
+        sections["backends"] = bench_backends.bench_backends(
+            run_dir, splits, args.repeats, sentences
+        )
+    if "serve" in what:
+        sections["serve"] = bench_backends.bench_serve(
+            run_dir, args.split, args.clients, args.seconds, args.per_request, args.set
+        )
+    return sections
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.one_train:  # child process: one cell, JSON on stdout
@@ -581,6 +613,8 @@ def main(argv: list[str] | None = None) -> None:
         report.update(decode_sections(args, profile))
     if "ddp" in what:
         report["ddp"] = ddp_section(args)
+    if what & {"backends", "serve"}:
+        report.update(serving_sections(args, what))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"json: {args.out}")

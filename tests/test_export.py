@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import multi30k_lines
 
 from nmt.bundle import BundleError, read_manifest
 from nmt.translate import Translator
@@ -100,3 +101,56 @@ def test_commands_that_read_a_corpus_want_the_run_directory(bundle, tiny_run):
     assert "name one model" in both
     none = one_line_error(run("nmt-translate", stdin="x\n"))
     assert "name a run directory (run_dir=runs/X) or a file (model=FILE)" in none
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model"
+    made = run("nmt-export", f"run_dir={tiny_run}", "format=onnx", f"out={out}")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert f"nmt-translate model={out} backend=onnxruntime" in made.stdout
+    return out
+
+
+def test_onnx_export_decodes_a_test_split_as_pytorch(onnx_dir, tiny_run):
+    """Greedy and beam 5 on test_2016_flickr's first 40 sources: the exported directory under
+    onnxruntime gives the run directory's translations under PyTorch, line for line."""
+    lines = multi30k_lines("test_2016_flickr", "en", 40)
+    stdin = "".join(f"{t}\n" for t in lines)
+    for search in ("greedy", "beam5"):
+        expected = Translator.from_run_dir(tiny_run, search=search, precision="fp32")
+        want = expected.translate(lines)
+        cli = run(
+            "nmt-translate",
+            f"model={onnx_dir}",
+            "backend=onnxruntime",
+            f"search={search}",
+            stdin=stdin,
+        )
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        assert cli.stdout.split("\n")[:-1] == want
+    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    assert set(manifest["graphs"]) == {"encoder", "step", "encoder.int8", "step.int8"}
+    int8 = Translator.from_file(onnx_dir, backend="onnxruntime", quantize="int8")
+    assert int8.backend == ("onnxruntime", "int8") and len(int8.translate(lines)) == 40
+    # Exported as it loads, from a run directory: the same translations again.
+    direct = Translator.from_run_dir(tiny_run, search="greedy", backend="onnxruntime")
+    assert direct.translate(lines) == Translator.from_run_dir(
+        tiny_run, search="greedy", precision="fp32"
+    ).translate(lines)
+
+
+def test_a_damaged_graph_is_one_line(onnx_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(onnx_dir, copy)
+    with open(copy / "onnx" / "step.onnx", "ab") as f:
+        f.write(b"\0")
+    error = one_line_error(
+        run("nmt-translate", f"model={copy}", "backend=onnxruntime", stdin="x\n")
+    )
+    assert error.endswith("step.onnx: damaged (its sha256 is not the manifest's)")
+    (copy / "manifest.json").unlink()
+    error = one_line_error(run("nmt-translate", f"model={copy}", stdin="x\n"))
+    assert "not an nmt model directory (no manifest.json)" in error

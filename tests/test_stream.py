@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from test_translate import LONG, translate
+from conftest import nmt_translate
+from test_translate import LONG
 
 BIN = Path(sys.executable).parent
 
 
 def test_cli_three_lines_for_three_lines(tiny_run):
-    result = translate(tiny_run, f"A dog runs.\n\n{LONG}\n".encode())
+    result = nmt_translate(tiny_run, f"A dog runs.\n\n{LONG}\n".encode())
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     lines = result.stdout.decode().split("\n")
     assert len(lines) == 4 and lines[3] == "" and lines[1] == ""  # three lines, newline-terminated
@@ -20,12 +21,12 @@ def test_cli_three_lines_for_three_lines(tiny_run):
 
 def test_invalid_utf8_line_gives_empty_line_or_stops(tiny_run):
     data = b"A dog.\n\xff\xfe bad\nA cat.\n"
-    result = translate(tiny_run, data)
+    result = nmt_translate(tiny_run, data)
     assert result.returncode == 0
     lines = result.stdout.decode().split("\n")
     assert len(lines) == 4 and lines[1] == ""
     assert "<stdin>:2: invalid UTF-8 at byte 0 of the line" in result.stderr.decode()
-    strict = translate(tiny_run, data, "strict=true")
+    strict = nmt_translate(tiny_run, data, "strict=true")
     assert strict.returncode == 1
     assert (
         strict.stderr.decode()
@@ -39,7 +40,7 @@ def test_files_and_n_best(tiny_run, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("A dog runs.\nTwo men.\n\n")
     out = tmp_path / "out.txt"
-    result = translate(tiny_run, b"", f"input={src}", f"output={out}", "search.n_best=3")
+    result = nmt_translate(tiny_run, b"", f"input={src}", f"output={out}", "search.n_best=3")
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     lines = out.read_text().split("\n")[:-1]
     assert len(lines) == 9
@@ -48,7 +49,7 @@ def test_files_and_n_best(tiny_run, tmp_path):
     for group in (scores[0:3], scores[3:6]):
         assert group == sorted(group, reverse=True)  # n-best, best first
     assert lines[6:] == ["\t0.0000"] * 3  # an empty line: three empty hypotheses
-    too_many = translate(tiny_run, b"x\n", "search.n_best=6")  # beam5 keeps 5
+    too_many = nmt_translate(tiny_run, b"x\n", "search.n_best=6")  # beam5 keeps 5
     assert too_many.returncode == 1
     assert too_many.stderr.decode().strip() == (
         "error: search.n_best=6 with search.beam_size=5: a beam keeps at most beam_size "
@@ -63,13 +64,13 @@ def test_a_failed_translation_leaves_the_output_file_as_it_was(tiny_run, tmp_pat
     src.write_bytes(b"A dog runs.\n" * 30 + b"\xff bad\n")
     out = tmp_path / "out.txt"
     out.write_text("an earlier translation\n")
-    result = translate(
+    result = nmt_translate(
         tiny_run, b"", f"input={src}", f"output={out}", "strict=true", "buffer_lines=4"
     )
     assert result.returncode == 1 and f"{src}:31: invalid UTF-8" in result.stderr.decode()
     assert out.read_text() == "an earlier translation\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt"]
-    missing = translate(tiny_run, b"A dog.\n", f"output={tmp_path / 'nowhere' / 'out.txt'}")
+    missing = nmt_translate(tiny_run, b"A dog.\n", f"output={tmp_path / 'nowhere' / 'out.txt'}")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr.decode()
     assert missing.stderr.decode().strip().splitlines()[-1] == (
         f"error: output={tmp_path / 'nowhere' / 'out.txt'}: the directory "

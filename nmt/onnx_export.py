@@ -1,0 +1,217 @@
+"""A model as two ONNX graphs: the encoder (with the decoder's start state) and the decoder's one
+step, every batch and length axis dynamic, for ``nmt.ort``'s search over onnxruntime sessions.
+
+The graphs are traced from the PyTorch model itself (``torch.onnx.export``'s TorchScript path:
+fixed-size loops only, here the layers), so they compute what ``Seq2Seq.encode``, ``init_state``
+and ``Decoder.step`` compute. The encoder's recurrence becomes ONNX's own RNN, GRU and LSTM ops,
+which carry the sequence lengths, so padding costs nothing there either. ``gru_cho`` (Cho et al.
+2014's reset gate, before the recurrent product) has no PyTorch kernel, but it is ONNX's GRU with
+its default ``linear_before_reset=0``: its weights go into a PyTorch GRU for the trace and the
+attribute is set back in the graph. int8 graphs are the same graphs with their matrix products
+quantized by onnxruntime's dynamic quantizer (int8 weights, activations quantized per call).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from nmt.cells import state_size
+from nmt.errors import require_extra
+from nmt.model import Seq2Seq
+
+ENCODER, STEP = "encoder", "step"
+ONNX_DIR = "onnx"  # the graphs' directory inside a directory nmt-export format=onnx wrote
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The names of the graphs' inputs and outputs, from the model's shape: the cell's state
+    tensors (h, or h and c) and whether attention has keys (none has no keys and no weights)."""
+
+    states: int
+    keys: bool
+    attention: bool
+
+    @classmethod
+    def of(cls, model: Seq2Seq) -> Signature:
+        kind = model.decoder.attention.kind
+        return cls(state_size(model.encoder.rnn.cell), kind != "none", kind != "none")
+
+    @property
+    def state_names(self) -> list[str]:
+        return ["h", "c"][: self.states]
+
+    @property
+    def encoder_outputs(self) -> list[str]:
+        finals = [f"final_{n}" for n in self.state_names]
+        starts = [f"start_{n}" for n in self.state_names]
+        return ["outputs", "summary", *finals, *starts, "start_feed"] + ["keys"] * self.keys
+
+    @property
+    def step_inputs(self) -> list[str]:
+        memory = ["outputs", "mask", "summary"] + ["keys"] * self.keys
+        return ["prev_ids", *self.state_names, "feed", *memory]
+
+    @property
+    def step_outputs(self) -> list[str]:
+        return ["logits", *[f"{n}_out" for n in self.state_names], "feed_out"] + [
+            "attn"
+        ] * self.attention
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor):
+        memory = self.model.encode(src_ids, src_lens, src_mask)
+        start = self.model.decoder.init_state(memory)
+        keys = () if memory.keys is None else (memory.keys,)
+        return (memory.outputs, memory.summary, *memory.final, *start.rnn, start.feed, *keys)
+
+
+class _Step(nn.Module):
+    def __init__(self, model: Seq2Seq, signature: Signature):
+        super().__init__()
+        self.decoder, self.signature = model.decoder, signature
+
+    def forward(self, prev_ids: Tensor, *rest: Tensor):
+        from nmt.decoder import DecoderState
+        from nmt.encoder import Memory
+
+        n = self.signature.states
+        state = DecoderState(rnn=tuple(rest[:n]), feed=rest[n])
+        outputs, mask, summary = rest[n + 1 : n + 4]
+        keys = rest[n + 4] if self.signature.keys else None
+        memory = Memory(outputs=outputs, mask=mask, summary=summary, final=(), keys=keys)
+        out = self.decoder.step(prev_ids, state, memory)
+        attn = (out.attn,) if self.signature.attention else ()
+        return (out.logits, *out.state.rnn, out.state.feed, *attn)
+
+
+def _fused_twin(model: Seq2Seq) -> bool:
+    """For gru_cho: the encoder's stepped loop replaced by a PyTorch GRU holding its weights
+    (traced as ONNX GRU, whose linear_before_reset is then set to Cho's 0). True if replaced."""
+    rnn = model.encoder.rnn
+    if rnn.rnn is not None:
+        return False
+    if rnn.cell != "gru_cho":
+        raise ValueError(f"no ONNX recurrence for the encoder cell {rnn.cell!r}")
+    first = rnn.loop[0]
+    twin = nn.GRU(
+        first.weight_ih.shape[1],
+        rnn.hidden_size,
+        num_layers=rnn.layers,
+        batch_first=True,
+        bidirectional=rnn.dirs == 2,
+    )
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    with torch.no_grad():
+        for i, weights in enumerate(rnn.layer_weights()):
+            layer, d = divmod(i, rnn.dirs)
+            for name, value in zip(names, weights, strict=True):
+                getattr(twin, f"{name}_l{layer}{'_reverse' if d else ''}").copy_(value)
+    rnn.rnn = twin
+    return True
+
+
+def _set_cho_reset(path: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    for node in graph.graph.node:
+        if node.op_type == "GRU":
+            for attribute in node.attribute:
+                if attribute.name == "linear_before_reset":
+                    attribute.i = 0
+    onnx.save(graph, str(path))
+
+
+def _samples(model: Seq2Seq, signature: Signature) -> tuple[tuple, tuple]:
+    """Inputs to trace with: 3 sentences of different lengths, and 2 queries per sentence (a
+    beam's rows over one memory), so no size is 1 and no two sizes are equal by chance."""
+    vocab = model.encoder.embedding.num_embeddings
+    lens = torch.tensor([5, 4, 2])
+    mask = torch.arange(5)[None, :] < lens[:, None]
+    src = torch.randint(4, vocab, (3, 5)) * mask
+    with torch.no_grad():
+        memory = model.encode(src, lens, mask)
+        start = model.decoder.init_state(memory).select(torch.tensor([0, 0, 1, 1, 2, 2]))
+    keys = (memory.keys,) if signature.keys else ()
+    step = (
+        torch.randint(4, vocab, (6,)),
+        *start.rnn,
+        start.feed,
+        memory.outputs,
+        mask,
+        memory.summary,
+        *keys,
+    )
+    return (src, lens, mask), step
+
+
+def export_graphs(model: Seq2Seq, out: str | Path, *, int8: bool = True) -> dict[str, str]:
+    """Write ``encoder.onnx`` and ``step.onnx`` (and their ``.int8.onnx`` twins) into ``out``;
+    the file of each graph by name (encoder, step, encoder.int8, step.int8)."""
+    require_extra("onnx", "ONNX export")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).float().eval()
+    signature = Signature.of(model)
+    cho = _fused_twin(model)
+    enc_in, step_in = _samples(model, signature)
+    files = {ENCODER: out / "encoder.onnx", STEP: out / "step.onnx"}
+    sentences, rows, source = {0: "sentences"}, {0: "rows"}, {0: "sentences", 1: "source"}
+    state_axes = {1: "rows"}
+    encoder_axes = {"src_ids": source, "src_lens": sentences, "src_mask": source}
+    for name in signature.encoder_outputs:
+        if name.startswith("start_") and name != "start_feed":
+            encoder_axes[name] = {1: "sentences"}
+        else:
+            encoder_axes[name] = source if name in ("outputs", "keys") else sentences
+    step_axes = {"prev_ids": rows, "feed": rows, "feed_out": rows, "logits": rows}
+    step_axes.update({"outputs": source, "mask": source, "summary": sentences, "keys": source})
+    for name in signature.state_names:
+        step_axes[name] = step_axes[f"{name}_out"] = state_axes
+    if signature.attention:
+        step_axes["attn"] = {0: "rows", 1: "source"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on traced sizes
+        torch.onnx.export(
+            _Encoder(model),
+            enc_in,
+            str(files[ENCODER]),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["src_ids", "src_lens", "src_mask"],
+            output_names=signature.encoder_outputs,
+            dynamic_axes=encoder_axes,
+        )
+        torch.onnx.export(
+            _Step(model, signature),
+            step_in,
+            str(files[STEP]),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=signature.step_inputs,
+            output_names=signature.step_outputs,
+            dynamic_axes=step_axes,
+        )
+    if cho:
+        _set_cho_reset(files[ENCODER])
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        for name in (ENCODER, STEP):
+            target = out / f"{name}.int8.onnx"
+            quantize_dynamic(str(files[name]), str(target), weight_type=QuantType.QInt8)
+            files[f"{name}.int8"] = target
+    return {name: str(path) for name, path in files.items()}

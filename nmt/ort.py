@@ -1,0 +1,173 @@
+"""Decoding over onnxruntime: the graphs of ``nmt.onnx_export`` behind the interface search uses
+(``Decodable``: ``encode``, ``decoder.init_state``, ``decoder.step``), so greedy and beam search,
+corpus batching, n-best and attention are the very code the PyTorch model runs through. Tensors
+cross into onnxruntime and back as NumPy views of the same memory, never copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nmt.decoder import DecoderState, StepOutput
+from nmt.encoder import Memory
+from nmt.errors import UserError, require_extra
+from nmt.onnx_export import ENCODER, ONNX_DIR, STEP, Signature
+
+__all__ = ["ONNX_DIR", "OrtSeq2Seq", "check_backend", "onnx_model"]
+
+BACKENDS = ("torch", "onnxruntime")
+QUANTIZE = ("none", "int8")
+
+
+class BackendError(UserError):
+    """A backend or quantization that does not exist, or does not apply to this model."""
+
+
+@dataclass
+class StartedMemory(Memory):
+    """The encoder's memory with the decoder's start state, which the encoder graph computes."""
+
+    start: DecoderState | None = None
+
+    def select(self, index: Tensor) -> StartedMemory:
+        base = super().select(index)
+        values = {f.name: getattr(base, f.name) for f in fields(Memory)}
+        return StartedMemory(**values, start=self.start.select(index))
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the quantized graphs' notes are not the user's
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _array(t: Tensor):
+    return t.detach().contiguous().numpy()
+
+
+class OrtDecoder:
+    """The decoder's one-step interface over the step graph."""
+
+    def __init__(self, session, signature: Signature):
+        self.session, self.signature = session, signature
+        self.inputs = {i.name for i in session.get_inputs()}  # the exporter drops unused ones
+
+    def init_state(self, memory: StartedMemory) -> DecoderState:
+        return memory.start
+
+    def step(self, prev_ids: Tensor, state: DecoderState, memory: Memory) -> StepOutput:
+        given = {
+            "prev_ids": prev_ids,
+            "feed": state.feed,
+            "outputs": memory.outputs,
+            "mask": memory.mask,
+            "summary": memory.summary,
+            "keys": memory.keys,
+        }
+        given.update(zip(self.signature.state_names, state.rnn, strict=True))
+        feed = {
+            name: _array(given[name]) for name in self.signature.step_inputs if name in self.inputs
+        }
+        out = [torch.from_numpy(a) for a in self.session.run(None, feed)]
+        n = self.signature.states
+        new = DecoderState(rnn=tuple(out[1 : 1 + n]), feed=out[1 + n])
+        attn = out[2 + n] if self.signature.attention else None
+        return StepOutput(logits=out[0], state=new, attn=attn)
+
+
+class OrtSeq2Seq:
+    """A model decoding through onnxruntime sessions of the encoder and step graphs in ``graphs``
+    (``quantize="int8"``: their int8 twins). Always in evaluation mode; CPU only."""
+
+    training = False
+
+    def __init__(
+        self, graphs: dict[str, str], signature: Signature, *, quantize: str, threads: int
+    ):
+        require_extra("onnx", "backend=onnxruntime")
+        if quantize not in QUANTIZE:
+            raise BackendError(f"quantize={quantize}: expected one of {', '.join(QUANTIZE)}")
+        suffix = ".int8" if quantize == "int8" else ""
+        self.signature, self.quantize = signature, quantize
+        self.encoder = _session(Path(graphs[ENCODER + suffix]), threads)
+        self.decoder = OrtDecoder(_session(Path(graphs[STEP + suffix]), threads), signature)
+        self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
+
+    def encode(self, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor) -> StartedMemory:
+        given = {"src_ids": src_ids, "src_lens": src_lens, "src_mask": src_mask}
+        feed = {k: _array(v) for k, v in given.items() if k in self.encoder_inputs}
+        out = dict(
+            zip(
+                self.signature.encoder_outputs,
+                (torch.from_numpy(a) for a in self.encoder.run(None, feed)),
+                strict=True,
+            )
+        )
+        names = self.signature.state_names
+        start = DecoderState(rnn=tuple(out[f"start_{n}"] for n in names), feed=out["start_feed"])
+        return StartedMemory(
+            outputs=out["outputs"],
+            mask=src_mask,
+            summary=out["summary"],
+            final=tuple(out[f"final_{n}"] for n in names),
+            keys=out.get("keys"),
+            start=start,
+        )
+
+    # What Translator and decode_corpus ask of a module.
+    def eval(self) -> OrtSeq2Seq:
+        return self
+
+    def train(self, mode: bool = True) -> OrtSeq2Seq:
+        if mode:
+            raise BackendError("an onnxruntime model decodes only; train the PyTorch model")
+        return self
+
+    def to(self, device: torch.device | str) -> OrtSeq2Seq:
+        if torch.device(device).type != "cpu":
+            raise BackendError(f"backend=onnxruntime runs on the CPU here, not on {device}")
+        return self
+
+
+def check_backend(backend: str, quantize: str, *, ensemble: bool) -> None:
+    """Refuse, before any model loads, a backend or quantization that does not exist or apply."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend={backend}: expected one of {', '.join(BACKENDS)}")
+    if quantize not in QUANTIZE:
+        raise BackendError(f"quantize={quantize}: expected one of {', '.join(QUANTIZE)}")
+    if quantize != "none" and backend != "onnxruntime":
+        raise BackendError(
+            f"quantize={quantize} decodes through onnxruntime's int8 kernels: add "
+            "backend=onnxruntime (PyTorch's own quantized tensors are deprecated)"
+        )
+    if backend == "onnxruntime" and ensemble:
+        raise BackendError("an ensemble decodes with backend=torch only")
+
+
+def onnx_model(model, graphs_dir: Path | None, *, quantize: str, threads: int):
+    """(OrtSeq2Seq, the temporary directory its graphs were exported to, or None): the graphs of
+    an export directory when ``graphs_dir`` holds them, else exported from ``model`` now."""
+    from tempfile import TemporaryDirectory
+
+    from nmt.onnx_export import export_graphs
+
+    signature = Signature.of(model)
+    if graphs_dir is not None and (graphs_dir / "encoder.onnx").is_file():
+        graphs = {
+            name: str(graphs_dir / f"{name}.onnx")
+            for name in (ENCODER, STEP, f"{ENCODER}.int8", f"{STEP}.int8")
+        }
+        return OrtSeq2Seq(graphs, signature, quantize=quantize, threads=threads), None
+    exported = TemporaryDirectory(prefix="nmt-onnx-")
+    graphs = export_graphs(model, exported.name, int8=quantize == "int8")
+    return OrtSeq2Seq(graphs, signature, quantize=quantize, threads=threads), exported

@@ -1,0 +1,186 @@
+"""Decoding backends and the HTTP service under load, for ``make bench`` (``--what backends,serve``).
+
+backends: one trained run decoded by each backend (PyTorch fp32 and bf16, onnxruntime fp32 and
+int8) in one sitting: speed at equal work (every output forced to 20 steps, greedy and beam 5:
+sentences/s and generated tokens/s) and the BLEU / chrF each costs on the test splits (beam 5, the
+same settings as ``make eval``), with sacreBLEU's signature.
+
+serve: ``nmt-serve`` started on loopback, N clients sending requests of a few sentences each for M
+seconds: requests/s, sentences/s, p50 / p99 latency, and the server's peak RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {  # name: Translator settings
+    "torch_fp32": {"backend": "torch", "precision": "fp32"},
+    "torch_bf16": {"backend": "torch", "precision": "bf16"},
+    "onnxruntime_fp32": {"backend": "onnxruntime"},
+    "onnxruntime_int8": {"backend": "onnxruntime", "quantize": "int8"},
+}
+FORCED20 = {"min_len": 19, "max_len_a": 0.0, "max_len_b": 20}
+
+
+def bench_backends(run_dir: Path, splits: list[str], repeats: int, speed_sentences: int) -> dict:
+    import torch
+
+    from nmt.compose import compose
+    from nmt.decode import decode_corpus
+    from nmt.evaluate import split_pairs
+    from nmt.metrics import score
+    from nmt.runtime import autocast
+    from nmt.search_options import SearchOptions
+    from nmt.translate import Translator
+
+    result: dict = {"run_dir": str(run_dir), "threads": torch.get_num_threads(), "variants": {}}
+    for name, settings in VARIANTS.items():
+        translator = Translator.from_run_dir(run_dir, device="cpu", **settings)
+        figures: dict = {}
+        sources = split_pairs(run_dir, splits[0])[0][:speed_sentences]
+        src = translator.tokenizer.encode_src(sources)
+        for search in ("greedy", "beam5"):
+            preset = compose("translate", [f"search={search}"]).search
+            options = SearchOptions.from_config(preset).replace(**FORCED20)
+
+            def decode(batch, options=options, translator=translator):
+                with autocast(translator.device, translator.precision):
+                    return decode_corpus(
+                        translator.model,
+                        batch,
+                        options,
+                        device=translator.device,
+                        max_sentences=64,
+                        max_tokens=None,
+                    )
+
+            decode(src[:64])  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                found = decode(src)
+                times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            tokens = sum(len(h[0].tokens) + 1 for h in found)
+            figures[f"forced20_{search}_sentences_per_s"] = round(len(src) / seconds, 1)
+            figures[f"forced20_{search}_generated_tokens_per_s"] = round(tokens / seconds, 1)
+        for split in splits:
+            sources, refs = split_pairs(run_dir, split)
+            start = time.perf_counter()
+            hyps = translator.translate(sources)
+            seconds = time.perf_counter() - start
+            scores = score(hyps, refs)
+            figures[f"{split}_bleu"] = round(scores["bleu"], 2)
+            figures[f"{split}_chrf"] = round(scores["chrf"], 2)
+            figures[f"{split}_beam5_sentences_per_s"] = round(len(sources) / seconds, 1)
+            result["bleu_signature"] = scores["bleu_signature"]
+        result["variants"][name] = figures
+        for key, value in figures.items():
+            print(f"backends.{name}.{key}: {value}", flush=True)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _load(url: str, lines: list[str], clients: int, seconds: float, per_request: int):
+    import httpx
+
+    latencies: list[float] = []
+    sentences = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal sentences
+        k = i * per_request
+        while time.perf_counter() < stop:
+            text = [lines[(k + j) % len(lines)] for j in range(per_request)]
+            k += per_request * clients
+            start = time.perf_counter()
+            response = await http.post(url, json={"text": text})
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - start)
+            sentences += len(response.json()["translations"])
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "requests_per_s": round(len(latencies) / elapsed, 2),
+        "sentences_per_s": round(sentences / elapsed, 1),
+        "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+    }
+
+
+def bench_serve(
+    run_dir: Path, split: str, clients: int, seconds: float, per_request: int, extra: list[str]
+) -> dict:
+    """Start nmt-serve on the run, drive it with ``clients`` concurrent clients, stop it."""
+    import httpx
+
+    from nmt.evaluate import split_pairs
+
+    lines = split_pairs(run_dir, split)[0]
+    port = _free_port()
+    command = [str(Path(sys.executable).parent / "nmt-serve"), f"run_dir={run_dir}", f"port={port}"]
+    server = subprocess.Popen([*command, *extra], stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"bench: nmt-serve did not start:\n{server.stderr.read()[-2000:]}")
+            time.sleep(0.2)
+        result = asyncio.run(_load(f"{base}/translate", lines, clients, seconds, per_request))
+        result.update(
+            clients=clients,
+            seconds=seconds,
+            sentences_per_request=per_request,
+            settings=" ".join(extra) or "defaults",
+            server_peak_rss_mib=round(_peak_rss_mib(server.pid), 1),
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for key, value in result.items():
+        print(f"serve.{key}: {value}", flush=True)
+    return result
+
+
+def cpu_kind() -> str:
+    flags = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
+    for flag in ("amx_bf16", "avx512_bf16", "avx2"):
+        if f" {flag}" in flags:
+            return flag
+    return "other"
+
+
+if __name__ == "__main__":  # a quick look: python scripts/bench_backends.py RUN_DIR
+    print(json.dumps(bench_backends(Path(sys.argv[1]), ["test_2016_flickr"], 1, 200), indent=2))

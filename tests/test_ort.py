@@ -1,0 +1,98 @@
+"""Decoding over onnxruntime: the same search over the exported graphs gives PyTorch's output for
+every cell, attention and the conditional decoder, greedy and beam; what does not apply is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model, toy_pairs
+
+from nmt.attention import KINDS
+from nmt.cells import CELLS
+from nmt.decode import decode_corpus
+from nmt.onnx_export import Signature, export_graphs
+from nmt.ort import BackendError, OrtSeq2Seq, check_backend
+from nmt.search_options import SearchOptions
+
+CPU = torch.device("cpu")
+
+
+def options(beam: int) -> SearchOptions:
+    return SearchOptions(
+        beam_size=beam,
+        alpha=0.6,
+        max_len_a=1.5,
+        max_len_b=5,
+        min_len=0,
+        n_best=beam,
+        coverage_penalty=0.0,
+        no_repeat_ngram=0,
+    )
+
+
+# Every cell with every attention; the conditional decoder in a checkerboard over them, so each
+# cell and each attention decodes with and without it.
+CASES = [
+    (cell, attention, (i + j) % 2 == 1)
+    for i, cell in enumerate(CELLS)
+    for j, attention in enumerate(KINDS)
+]
+
+
+@pytest.mark.parametrize("cell,attention,conditional", CASES)
+def test_onnxruntime_decodes_as_pytorch(cell, attention, conditional, tmp_path):
+    """Two layers each side, a bidirectional encoder, batches of sentences of mixed lengths."""
+    torch.manual_seed(1)
+    model = tiny_model(cell, attention, conditional=conditional, enc_layers=2, dec_layers=2)
+    model.eval()
+    graphs = export_graphs(model, tmp_path, int8=False)
+    ort = OrtSeq2Seq(graphs, Signature.of(model), quantize="none", threads=1)
+    src = toy_pairs(9, seed=4)[0]
+    for beam in (1, 3):
+        found = [
+            decode_corpus(m, src, options(beam), device=CPU, max_sentences=4, max_tokens=None)
+            for m in (model, ort)
+        ]
+        for mine, theirs in zip(*found, strict=True):
+            assert [h.tokens for h in mine] == [h.tokens for h in theirs]
+            for a, b in zip(mine, theirs, strict=True):
+                assert a.score == pytest.approx(b.score, abs=1e-4)
+                if a.attn is not None:
+                    torch.testing.assert_close(a.attn, b.attn, atol=1e-5, rtol=1e-4)
+
+
+def test_int8_decodes_close_to_fp32(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model("gru", "bahdanau").eval()
+    graphs = export_graphs(model, tmp_path)
+    signature = Signature.of(model)
+    int8 = OrtSeq2Seq(graphs, signature, quantize="int8", threads=1)
+    batch = toy_pairs(4)[0]
+    from nmt.batching import collate
+
+    b = collate(batch, None, range(4))
+    with torch.no_grad():
+        memory = model.encode(b.src_ids, b.src_lens, b.src_mask)
+    quantized = int8.encode(b.src_ids, b.src_lens, b.src_mask)
+    error = (quantized.outputs - memory.outputs).abs().max() / memory.outputs.abs().max()
+    assert 0 < error < 0.05  # int8 weights: not the fp32 values, but close to them
+
+
+def test_what_does_not_apply_is_refused(tmp_path):
+    with pytest.raises(BackendError, match="backend=tensorrt: expected one of torch, onnxruntime"):
+        check_backend("tensorrt", "none", ensemble=False)
+    with pytest.raises(BackendError, match="quantize=int8 .* add backend=onnxruntime"):
+        check_backend("torch", "int8", ensemble=False)
+    with pytest.raises(BackendError, match="quantize=int4: expected one of none, int8"):
+        check_backend("onnxruntime", "int4", ensemble=False)
+    with pytest.raises(BackendError, match="ensemble decodes with backend=torch only"):
+        check_backend("onnxruntime", "none", ensemble=True)
+    model = tiny_model("tanh", "none")
+    ort = OrtSeq2Seq(
+        export_graphs(model, tmp_path, int8=False), Signature.of(model), quantize="none", threads=1
+    )
+    assert ort.to("cpu") is ort and ort.eval() is ort
+    with pytest.raises(BackendError, match="runs on the CPU here, not on cuda"):
+        ort.to("cuda")
+    with pytest.raises(BackendError, match="decodes only"):
+        ort.train()
