@@ -28,7 +28,7 @@ CLI_VARS   = $(sort $(filter-out $(OWN_VARS),$(foreach v,$(.VARIABLES),$(if $(fi
 OVERRIDES  = $(strip $(foreach v,$(CLI_VARS),$(call quote,$(v)=$(value $(v)))) $(ARGS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data spm train translate eval tune-search export serve bench ablate results test lint format clean
+.PHONY: help install data spm train translate eval tune-search export serve bench ablate results browser test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,7 +76,15 @@ ablate: $(STAMP) ## cell ablation sweep + report in runs/<preset> (experiment=ab
 results: $(STAMP) ## docs/results.md and the README's table from artifacts: RUNS="runs/X runs/Y"
 	$(BIN)/python scripts/results.py $(RUNS) $(ARGS)
 
-test: $(STAMP) ## run the test suite (offline)
+# The page's browser test drives Chromium from the system's packages through its chromedriver.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser: ## Chromium and chromedriver from the system's packages (apt), for the page's test
+	@command -v chromedriver >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		echo "installing chromium and chromium-driver (apt)" >&2 && \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver >&2; } || \
+		{ echo "make browser: install Chromium and its chromedriver from your system's packages" >&2; exit 1; }
+
+test: $(STAMP) browser ## run the test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup --durations=10 $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check

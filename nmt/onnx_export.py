@@ -13,7 +13,10 @@ quantized by onnxruntime's dynamic quantizer (int8 weights, activations quantize
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +161,28 @@ def _samples(model: Seq2Seq, signature: Signature) -> tuple[tuple, tuple]:
     return (src, lens, mask), step
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's and the quantizer's notes to themselves (C++ shape-inference warnings on
+    file descriptor 2, Python warnings, the quantizer's root-logger advice) kept from the user;
+    errors still raise."""
+    import logging
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    level = logging.getLogger().level
+    try:
+        with open(os.devnull, "w") as null, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger().setLevel(logging.ERROR)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        logging.getLogger().setLevel(level)
+
+
 def export_graphs(model: Seq2Seq, out: str | Path, *, int8: bool = True) -> dict[str, str]:
     """Write ``encoder.onnx`` and ``step.onnx`` (and their ``.int8.onnx`` twins) into ``out``;
     the file of each graph by name (encoder, step, encoder.int8, step.int8)."""
@@ -183,8 +208,7 @@ def export_graphs(model: Seq2Seq, out: str | Path, *, int8: bool = True) -> dict
         step_axes[name] = step_axes[f"{name}_out"] = state_axes
     if signature.attention:
         step_axes["attn"] = {0: "rows", 1: "source"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on traced sizes
+    with _quiet(), torch.no_grad():
         torch.onnx.export(
             _Encoder(model),
             enc_in,
@@ -212,6 +236,7 @@ def export_graphs(model: Seq2Seq, out: str | Path, *, int8: bool = True) -> dict
 
         for name in (ENCODER, STEP):
             target = out / f"{name}.int8.onnx"
-            quantize_dynamic(str(files[name]), str(target), weight_type=QuantType.QInt8)
+            with _quiet():
+                quantize_dynamic(str(files[name]), str(target), weight_type=QuantType.QInt8)
             files[f"{name}.int8"] = target
     return {name: str(path) for name, path in files.items()}

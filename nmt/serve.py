@@ -3,7 +3,8 @@ application under uvicorn, on localhost by default.
 
 ``POST /translate`` takes ``{"text": [...], "search": {...}, "n_best": N}`` and answers
 ``{"translations": [...]}`` in the order of ``text`` (with ``n_best``, a list of
-``{"text", "score"}`` per line); ``GET /health``; ``GET /model`` (the model's manifest). Requests
+``{"text", "score"}`` per line; with ``"attention": true``, each line's attention weights);
+``GET /health``; ``GET /model`` (the model's manifest); ``GET /`` a page to try the model. Requests
 that arrive together share batches: a collector waits ``window_ms`` for more lines, up to
 ``batch_tokens`` source pieces, and the model decodes them as one call, so many small requests
 cost about what one large one does. Every limit is a 4xx answer in JSON (lines per request,
@@ -19,15 +20,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 
 # The [serve] extra; nmt-serve checks that it is there before importing this module.
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from nmt.search import SearchOptions
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
+# The page at /: plain HTML and JavaScript, nothing to build (a package file beside this module).
+PAGE = (resources.files("nmt") / "page.html").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,20 @@ def request_lines(body: object, limits: Limits) -> list[str]:
     return text
 
 
+def attention_of(translator: Translator, result) -> dict | None:
+    """The best hypothesis's attention: source pieces (and </s>), target pieces (and </s>), and
+    the weights, a row per target piece; None without attention or output."""
+    hyp = result.hyps[0] if result.hyps else None
+    if hyp is None or hyp.attn is None:
+        return None
+    weights = hyp.attn.float()
+    return {
+        "source": (result.src_pieces + ["</s>"])[: weights.shape[1]],
+        "target": translator.target_pieces(hyp),
+        "weights": [[round(w, 4) for w in row] for row in weights.tolist()],
+    }
+
+
 def describe(translator: Translator) -> dict:
     """What GET /model answers: a file's manifest, or the same facts of a run directory."""
     if translator.manifest is not None:
@@ -226,12 +244,20 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
             raise Refused(503, f"not translated within {limits.timeout_s} s; try again") from None
         log.info("%d lines in %.3f s", len(lines), time.perf_counter() - began)
         if "n_best" in body:
-            return {
+            answer: dict = {
                 "translations": [
                     [{"text": t, "score": h.score} for t, h in zip(r.texts, r.hyps, strict=True)]
                     for r in results
                 ]
             }
-        return {"translations": [r.texts[0] if r.texts else "" for r in results]}
+        else:
+            answer = {"translations": [r.texts[0] if r.texts else "" for r in results]}
+        if body.get("attention") is True:
+            answer["attention"] = [attention_of(translator, r) for r in results]
+        return answer
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE
 
     return app

@@ -37,12 +37,18 @@ def bench_backends(run_dir: Path, splits: list[str], repeats: int, speed_sentenc
     from nmt.decode import decode_corpus
     from nmt.evaluate import split_pairs
     from nmt.metrics import score
-    from nmt.runtime import autocast
+    from nmt.runtime import autocast, pick_precision
     from nmt.search_options import SearchOptions
     from nmt.translate import Translator
 
     result: dict = {"run_dir": str(run_dir), "threads": torch.get_num_threads(), "variants": {}}
+    native_bf16 = pick_precision("auto", torch.device("cpu")) == torch.bfloat16
     for name, settings in VARIANTS.items():
+        if settings.get("precision") == "bf16" and not native_bf16:
+            # Emulated bf16 multiplies ~100x slower than fp32: nothing anyone would decode with.
+            result["variants"][name] = {"skipped": "bf16 is not native on this CPU"}
+            print(f"backends.{name}: skipped (bf16 is not native on this CPU)", flush=True)
+            continue
         translator = Translator.from_run_dir(run_dir, device="cpu", **settings)
         figures: dict = {}
         sources = split_pairs(run_dir, splits[0])[0][:speed_sentences]

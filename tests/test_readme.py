@@ -351,6 +351,14 @@ def check_bundle(result, tmp):
     assert manifest["src"] == "en" and f"nmt-translate model={tmp / 'model.nmt'}" in result.stdout
 
 
+def check_onnx_export(result, tmp):
+    from nmt.bundle import read_export_dir
+
+    manifest = read_export_dir(tmp / "model-onnx")  # every listed file present, hashes checked
+    assert set(manifest["graphs"]) == {"encoder", "step", "encoder.int8", "step.int8"}
+    assert f"nmt-translate model={tmp / 'model-onnx'} backend=onnxruntime" in result.stdout
+
+
 def check_lint(result, tmp):
     assert "All checks passed!" in result.stdout
 
@@ -506,6 +514,16 @@ CASES: dict[str, Case] = {
         run_dir=False,
         before="make export run_dir=runs/X out=model.nmt",
     ),
+    "make export run_dir=runs/X format=onnx out=model-onnx": Case(
+        [], check_onnx_export, needs_run=True, run_dir=False
+    ),
+    'echo "A dog runs." | make translate model=model-onnx backend=onnxruntime quantize=int8': Case(
+        [],
+        check_one_line,
+        needs_run=True,
+        run_dir=False,
+        before="make export run_dir=runs/X format=onnx out=model-onnx",
+    ),
     "make serve model=model.nmt": Case(elsewhere=SERVE),
     "make serve model=model.nmt port=8000": Case(elsewhere=SERVE),
     'make results RUNS="runs/X runs/Y"': Case(
@@ -559,7 +577,7 @@ def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) 
     """The command with paths moved into tmp and the case's small sizes appended."""
     command = command.replace("runs/ablation_quick", str(tmp / "sweep"))
     command = re.sub(r"(?<![\w/])runs/([\w-]+)", lambda m: str(tmp / m[1]), command)
-    for name in ("in.en", "out.de", "a.txt", "b.txt", "model.nmt"):
+    for name in ("in.en", "out.de", "a.txt", "b.txt", "model.nmt", "model-onnx"):
         command = re.sub(rf"(?<=[=,\[]){re.escape(name)}", str(tmp / name), command)
     if command.startswith("python "):
         return command + " " + shlex.join(case.extra)

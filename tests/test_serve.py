@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import uvicorn
+from conftest import multi30k_lines
 
 from nmt.serve import Limits, create_app, describe
 from nmt.translate import Translator
@@ -107,3 +108,58 @@ def test_concurrent_clients_each_get_their_own_answers(service):
         answers = list(pool.map(ask, requests))
     assert [a["translations"] for a in answers] == expected
     assert json.dumps(answers)  # plain JSON all the way
+
+
+def test_attention_comes_with_its_pieces_and_the_page_is_served(service):
+    url, translator = service
+    answer = httpx.post(f"{url}/translate", json={"text": LINES, "attention": True}, timeout=60)
+    full = translator.translate_full(LINES)
+    first, empty = answer.json()["attention"][0], answer.json()["attention"][1]
+    assert empty is None  # an empty line has no attention
+    hyp = full[0].hyps[0]
+    assert first["target"] == translator.target_pieces(hyp)
+    assert len(first["weights"]) == len(hyp.tokens) + 1 == len(first["target"])
+    assert len(first["source"]) == len(first["weights"][0]) == len(full[0].src_pieces) + 1
+    assert all(abs(sum(row) - 1) < 1e-3 for row in first["weights"])
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="attention"' in page.text and 'fetch("translate"' in page.text
+
+
+def test_the_page_translates_in_a_real_browser(service):
+    """Chromium (the system's package, headless, driven by Selenium): the page loads, a sentence
+    typed in comes back translated, and its heatmap has one row per output token."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, translator = service
+    sentence = multi30k_lines("test_2016_flickr", "en", 1)[0]
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(f"{url}/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: "en→de" in d.find_element(By.ID, "model").text)
+        box = driver.find_element(By.ID, "text")
+        box.clear()
+        box.send_keys(sentence)
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#out li"))
+        (item,) = driver.find_elements(By.CSS_SELECTOR, "#out li")
+        (expected,) = translator.translate_full([sentence])
+        assert item.text == " ".join(expected.texts[0].split())  # as HTML shows white space
+        rows = driver.find_elements(By.CSS_SELECTOR, "#attention table.heatmap tbody tr")
+        assert len(rows) == len(expected.hyps[0].tokens) + 1  # every output token and </s>
+        heads = [r.find_element(By.TAG_NAME, "th").get_attribute("textContent") for r in rows]
+        assert heads == translator.target_pieces(expected.hyps[0])  # the pieces it decoded
+        source = driver.find_elements(By.CSS_SELECTOR, "#attention table.heatmap thead th")
+        assert len(source) == len(expected.src_pieces) + 2  # a corner, the pieces, </s>
+    finally:
+        driver.quit()
