@@ -15,9 +15,7 @@ from torch import Tensor
 from nmt.decoder import DecoderState, StepOutput
 from nmt.encoder import Memory
 from nmt.errors import UserError, require_extra
-from nmt.onnx_export import ENCODER, ONNX_DIR, STEP, Signature
-
-__all__ = ["ONNX_DIR", "OrtSeq2Seq", "check_backend", "onnx_model"]
+from nmt.onnx_export import ENCODER, STEP, Signature
 
 BACKENDS = ("torch", "onnxruntime")
 QUANTIZE = ("none", "int8")
@@ -144,11 +142,11 @@ class OrtSeq2Seq:
 
 def check_backend(backend: str, quantize: str, *, ensemble: bool) -> None:
     """Refuse, before any model loads, a backend or quantization that does not exist or apply."""
-    if backend not in BACKENDS:
-        raise BackendError(f"backend={backend}: expected one of {', '.join(BACKENDS)}")
-    if quantize not in QUANTIZE:
-        raise BackendError(f"quantize={quantize}: expected one of {', '.join(QUANTIZE)}")
-    if quantize != "none" and backend != "onnxruntime":
+    if backend not in ("auto", *BACKENDS):
+        raise BackendError(f"backend={backend}: expected one of auto, {', '.join(BACKENDS)}")
+    if quantize not in ("auto", *QUANTIZE):
+        raise BackendError(f"quantize={quantize}: expected one of auto, {', '.join(QUANTIZE)}")
+    if quantize == "int8" and backend == "torch":
         raise BackendError(
             f"quantize={quantize} decodes through onnxruntime's int8 kernels: add "
             "backend=onnxruntime (PyTorch's own quantized tensors are deprecated)"
@@ -157,20 +155,59 @@ def check_backend(backend: str, quantize: str, *, ensemble: bool) -> None:
         raise BackendError("an ensemble decodes with backend=torch only")
 
 
-def onnx_model(model, graphs_dir: Path | None, *, quantize: str, threads: int):
-    """(OrtSeq2Seq, the temporary directory its graphs were exported to, or None): the graphs of
-    an export directory when ``graphs_dir`` holds them, else exported from ``model`` now."""
+def resolve_backend(
+    backend: str, quantize: str, *, device: torch.device, bf16: bool, ensemble: bool
+) -> tuple[str, str]:
+    """(backend, quantize) with ``auto`` decided: onnxruntime with int8 weights on a CPU that
+    does not multiply bf16 natively (measured fastest there, within 0.1 BLEU of fp32:
+    docs/serving.md), PyTorch elsewhere (CUDA; CPUs whose bf16 autocast is native) and for
+    ensembles; int8 wherever onnxruntime decodes unless ``quantize`` says otherwise."""
+    from nmt.errors import has_extra
+
+    if backend == "auto":
+        cpu_fp32 = device.type == "cpu" and not bf16
+        backend = "onnxruntime" if cpu_fp32 and not ensemble and has_extra("onnx") else "torch"
+    if quantize == "auto":
+        quantize = "int8" if backend == "onnxruntime" else "none"
+    return backend, quantize
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (and the toolkit's version): the key of its graphs."""
+    import hashlib
+
+    from nmt import __version__
+
+    digest = hashlib.sha256(__version__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def onnx_model(model, graphs_dir: Path | None, *, quantize: str, threads: int, cache: Path | None):
+    """(OrtSeq2Seq, a temporary directory to keep while it lives, or None): the graphs of an
+    export directory when ``graphs_dir`` holds them; else those of ``cache`` (a directory in the
+    run directory, keyed by the weights: exported once, under a lock, written whole); else
+    exported now into a temporary directory."""
     from tempfile import TemporaryDirectory
 
     from nmt.onnx_export import export_graphs
+    from nmt.rundir import building_dir, cache_lock
 
     signature = Signature.of(model)
-    if graphs_dir is not None and (graphs_dir / "encoder.onnx").is_file():
-        graphs = {
-            name: str(graphs_dir / f"{name}.onnx")
-            for name in (ENCODER, STEP, f"{ENCODER}.int8", f"{STEP}.int8")
-        }
-        return OrtSeq2Seq(graphs, signature, quantize=quantize, threads=threads), None
-    exported = TemporaryDirectory(prefix="nmt-onnx-")
-    graphs = export_graphs(model, exported.name, int8=quantize == "int8")
-    return OrtSeq2Seq(graphs, signature, quantize=quantize, threads=threads), exported
+    names = (ENCODER, STEP, f"{ENCODER}.int8", f"{STEP}.int8")
+    kept = None
+    if graphs_dir is None or not (graphs_dir / "encoder.onnx").is_file():
+        if cache is not None:
+            with cache_lock(cache):
+                if not (cache / "step.int8.onnx").is_file():
+                    with building_dir(cache) as staged:
+                        export_graphs(model, staged)
+            graphs_dir = cache
+        else:
+            kept = TemporaryDirectory(prefix="nmt-onnx-")
+            graphs_dir = Path(kept.name)
+            export_graphs(model, graphs_dir, int8=quantize == "int8")
+    graphs = {name: str(graphs_dir / f"{name}.onnx") for name in names}
+    return OrtSeq2Seq(graphs, signature, quantize=quantize, threads=threads), kept

@@ -171,13 +171,15 @@ def _trainee(
 
 def translator_for(cfg: DictConfig, run_dir: Path, checkpoint: str) -> Translator:
     """After training: the run's model with the training config's search, device and precision,
-    and everything else as ``nmt-translate`` has it."""
+    on PyTorch, and everything else as ``nmt-translate`` has it."""
     return Translator.from_run_dir(
         run_dir,
         checkpoint=checkpoint,
         device=cfg.device,
         precision=cfg.precision,
         search=SearchOptions.from_config(cfg.search),
+        backend="torch",  # the final evaluation measures the model as nmt-eval does
+        quantize="none",
     )
 
 

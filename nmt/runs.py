@@ -136,7 +136,9 @@ def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], devic
             return cached
     sources, refs = split_pairs(run.path, split)
     by_length = analysis.bleu_by_length(sources, run.hyps, refs, edges)
-    translator = Translator.from_run_dir(run.path, checkpoint="best", device=device)
+    translator = Translator.from_run_dir(
+        run.path, checkpoint="best", device=device, backend="torch", quantize="none"
+    )  # the gate statistics read the PyTorch model
     encoded = tokenizer.load_encoded(run.path)
     valid = encoded[data.read_report(run.path / data.ARTIFACT)["valid_split"]]
     src_ids, tgt_ids = list(valid["src_ids"]), list(valid["tgt_ids"])

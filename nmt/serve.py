@@ -185,13 +185,12 @@ def describe(translator: Translator) -> dict:
     if translator.manifest is not None:
         return {k: v for k, v in translator.manifest.items() if k != "sha256"}
     from nmt import __version__
-    from nmt.model import count_parameters
 
     return {
         "nmt": __version__,
         "src": translator.src_lang,
         "tgt": translator.tgt_lang,
-        "parameters": count_parameters(translator.model),
+        "parameters": translator.parameters,
         "models": translator.sources,
         "search": translator.search.as_dict(),
     }

@@ -23,7 +23,8 @@ from nmt.compose import compose
 from nmt.decode import decode_corpus
 from nmt.ensemble import Ensemble
 from nmt.model import Seq2Seq
-from nmt.ort import ONNX_DIR, check_backend, onnx_model
+from nmt.onnx_export import ONNX_DIR
+from nmt.ort import check_backend, model_digest, onnx_model, resolve_backend
 from nmt.restore import RunDirError, restore
 from nmt.runtime import autocast, pick_device, pick_precision
 from nmt.search import Hypothesis
@@ -31,6 +32,7 @@ from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+ONNX_CACHE = "onnx-cache"  # a run directory's exported graphs, one directory per weights
 
 
 @dataclass
@@ -68,6 +70,10 @@ class Translator:
         sources: list[dict] | None = None,
     ):
         self.model = model.to(device).eval()
+        # The model's size (an onnxruntime model's: that of the PyTorch model it was exported from).
+        self.parameters = (
+            sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
+        )
         # Per model (one, or each member of an ensemble): run directory, checkpoint and the
         # training steps of its weights (several for an average), for the records of results.
         self.sources = sources or []
@@ -217,11 +223,23 @@ class Translator:
             model = Ensemble(members)
         chosen = pick_device(cfg.device)
         precision = pick_precision(cfg.precision, chosen)
-        exported = None
-        if cfg.backend == "onnxruntime":
-            graphs = Path(run_dir) / ONNX_DIR
+        bf16 = precision == torch.bfloat16
+        backend = resolve_backend(
+            cfg.backend, cfg.quantize, device=chosen, bf16=bf16, ensemble=bool(cfg.ensemble)
+        )
+        exported, parameters = None, sum(p.numel() for p in model.parameters())
+        if backend[0] == "onnxruntime":
+            # A run directory keeps the graphs of its weights (exported once); a file's are
+            # exported into a temporary directory, unless it is an export directory.
+            cache = None
+            if unpacked is None and not cfg.get("model_file"):
+                cache = Path(run_dir) / ONNX_CACHE / f"{checkpoint}-{model_digest(model)}"
             model, exported = onnx_model(
-                model, graphs, quantize=cfg.quantize, threads=torch.get_num_threads()
+                model,
+                Path(run_dir) / ONNX_DIR,
+                quantize=backend[1],
+                threads=torch.get_num_threads(),
+                cache=cache,
             )
             precision = torch.float32  # the graphs compute in fp32 (int8 products inside)
         translator = cls(
@@ -238,7 +256,8 @@ class Translator:
             sources=sources,
         )
         translator.unpacked, translator.manifest = unpacked, manifest
-        translator.exported, translator.backend = exported, (cfg.backend, cfg.quantize)
+        translator.exported, translator.backend = exported, backend
+        translator.parameters = parameters
         return translator
 
     @overload

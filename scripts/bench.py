@@ -235,7 +235,9 @@ def bench_decode(
     from nmt.translate import Translator
 
     pick_device("cpu", threads)
-    translator = Translator.from_run_dir(run_dir, device="cpu", precision=precision)
+    translator = Translator.from_run_dir(
+        run_dir, device="cpu", precision=precision, backend="torch", quantize="none"
+    )  # PyTorch's decoding; --what backends sets the backends side by side
     corpus, report = load_corpus(run_dir)
     texts = [row[report["src"]] for row in corpus[split]["translation"]]
     texts = texts[:sentences] if sentences > 0 else texts
@@ -597,7 +599,11 @@ def main(argv: list[str] | None = None) -> None:
 
     what = set(args.what.split(","))
     profile = "profile" in what
+    from nmt.runtime import provenance, record_command
+
+    record_command(["scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
     report = {
+        "provenance": provenance(),
         "torch": torch.__version__,
         "cpu_threads": args.threads,
         "machine": os.uname().machine,

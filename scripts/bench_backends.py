@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 VARIANTS = {  # name: Translator settings
-    "torch_fp32": {"backend": "torch", "precision": "fp32"},
-    "torch_bf16": {"backend": "torch", "precision": "bf16"},
-    "onnxruntime_fp32": {"backend": "onnxruntime"},
+    "torch_fp32": {"backend": "torch", "quantize": "none", "precision": "fp32"},
+    "torch_bf16": {"backend": "torch", "quantize": "none", "precision": "bf16"},
+    "onnxruntime_fp32": {"backend": "onnxruntime", "quantize": "none"},
     "onnxruntime_int8": {"backend": "onnxruntime", "quantize": "int8"},
 }
 FORCED20 = {"min_len": 19, "max_len_a": 0.0, "max_len_b": 20}

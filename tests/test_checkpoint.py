@@ -18,7 +18,9 @@ from nmt.translate import Translator
 
 
 def state(run_dir, checkpoint: str) -> dict[str, torch.Tensor]:
-    return Translator.from_run_dir(run_dir, checkpoint=checkpoint, device="cpu").model.state_dict()
+    return Translator.from_run_dir(
+        run_dir, checkpoint=checkpoint, device="cpu", backend="torch"
+    ).model.state_dict()
 
 
 def test_avg_last_1_is_last_and_avg_last_3_the_mean_of_the_three(tiny_run_b):
@@ -29,7 +31,7 @@ def test_avg_last_1_is_last_and_avg_last_3_the_mean_of_the_three(tiny_run_b):
         torch.testing.assert_close(value, last[name], rtol=0, atol=0, msg=name)
     each = []
     for _, _, place in kept:
-        model = Translator.from_run_dir(tiny_run_b, device="cpu").model
+        model = Translator.from_run_dir(tiny_run_b, device="cpu", backend="torch").model
         load_weights(model, place)
         each.append({k: v.clone() for k, v in model.state_dict().items()})
     name = "decoder.embedding.weight"

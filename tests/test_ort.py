@@ -79,11 +79,13 @@ def test_int8_decodes_close_to_fp32(tmp_path):
 
 
 def test_what_does_not_apply_is_refused(tmp_path):
-    with pytest.raises(BackendError, match="backend=tensorrt: expected one of torch, onnxruntime"):
+    with pytest.raises(
+        BackendError, match="backend=tensorrt: expected one of auto, torch, onnxruntime"
+    ):
         check_backend("tensorrt", "none", ensemble=False)
     with pytest.raises(BackendError, match="quantize=int8 .* add backend=onnxruntime"):
         check_backend("torch", "int8", ensemble=False)
-    with pytest.raises(BackendError, match="quantize=int4: expected one of none, int8"):
+    with pytest.raises(BackendError, match="quantize=int4: expected one of auto, none, int8"):
         check_backend("onnxruntime", "int4", ensemble=False)
     with pytest.raises(BackendError, match="ensemble decodes with backend=torch only"):
         check_backend("onnxruntime", "none", ensemble=True)

@@ -359,6 +359,17 @@ def check_onnx_export(result, tmp):
     assert f"nmt-translate model={tmp / 'model-onnx'} backend=onnxruntime" in result.stdout
 
 
+def check_serving_bench(result, tmp):
+    report = json.loads((tmp / "bench.json").read_text())
+    variants = report["backends"]["variants"]
+    assert set(variants) == {"torch_fp32", "torch_bf16", "onnxruntime_fp32", "onnxruntime_int8"}
+    assert variants["onnxruntime_int8"]["forced20_beam5_sentences_per_s"] > 0
+    assert (
+        report["serve"]["requests"] > 0 and report["serve"]["p99_ms"] >= report["serve"]["p50_ms"]
+    )
+    assert "serve.sentences_per_s: " in result.stdout
+
+
 def check_lint(result, tmp):
     assert "All checks passed!" in result.stdout
 
@@ -523,6 +534,24 @@ CASES: dict[str, Case] = {
         needs_run=True,
         run_dir=False,
         before="make export run_dir=runs/X format=onnx out=model-onnx",
+    ),
+    "make translate model=model-onnx backend=onnxruntime quantize=int8 input=in.en output=out.de": (
+        Case(
+            [],
+            check_out_file,
+            needs_run=True,
+            run_dir=False,
+            before="make export run_dir=runs/X format=onnx out=model-onnx",
+        )
+    ),
+    "make eval run_dir=runs/X split=test_2016_flickr backend=onnxruntime quantize=int8": Case(
+        [], check_eval("test_2016_flickr", "beam5-onnxruntime-int8"), needs_run=True
+    ),
+    'make bench ARGS="--what backends,serve --run-dir runs/X"': Case(
+        ["--repeats", "1", "--sentences", "16", "--clients", "2", "--seconds", "2"],
+        check_serving_bench,
+        needs_run=True,
+        run_dir=False,
     ),
     "make serve model=model.nmt": Case(elsewhere=SERVE),
     "make serve model=model.nmt port=8000": Case(elsewhere=SERVE),

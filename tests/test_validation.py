@@ -32,7 +32,7 @@ def test_the_loss_is_per_token_whatever_the_batches(tmp_path):
 
 
 def test_validator_scores_greedy_translations_of_the_first_sentences(tiny_run):
-    model = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32").model
+    model = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32", backend="torch").model
     report = data.read_report(tiny_run / data.ARTIFACT)
     valid = tokenizer.load_encoded(tiny_run)[report["valid_split"]]
     tok = tokenizer.Tokenizer.from_dir(tiny_run, "en", "de")
