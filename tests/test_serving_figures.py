@@ -20,7 +20,7 @@ def test_the_page_block_is_written_from_the_kept_figures():
     page = serving_figures.PAGE.read_text()
     assert serving_figures.block(figures) in page
     for section in figures.values():  # where each came from
-        assert section["provenance"]["command"].startswith("scripts/bench.py")
+        assert section["provenance"]["command"].startswith("bench.py")
         assert section["provenance"]["commit"]
 
 
