@@ -81,7 +81,9 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser: ## Chromium and chromedriver from the system's packages (apt), for the page's test
 	@command -v chromedriver >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 		echo "installing chromium and chromium-driver (apt)" >&2 && \
-		$(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver >&2; } || \
+		{ $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver >&2 || \
+		{ $(SUDO) apt-get update -q >&2 && \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver >&2; }; }; } || \
 		{ echo "make browser: install Chromium and its chromedriver from your system's packages" >&2; exit 1; }
 
 test: $(STAMP) browser ## run the test suite (offline)

@@ -584,8 +584,8 @@ def serving_sections(args: argparse.Namespace, what: set[str]) -> dict:
         )
     if "serve" in what:
         sections["serve"] = bench_backends.bench_serve(
-            run_dir, args.split, args.clients, args.seconds, args.per_request, args.set
-        )
+            run_dir, args.split, args.clients, args.seconds, args.per_request, []
+        )  # the service's own defaults (--set shapes the models trained here, not the server)
     return sections
 
 

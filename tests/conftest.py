@@ -18,7 +18,9 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # a worker (the controller's env is the
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Commands run by the tests see a user's shell, not the `make test` that started pytest: a make
 # nested under another one prints "Entering directory" lines into stdout.
-for _var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+# make exports its command-line variables too: `make test ARGS=--durations=25` must not reach
+# the `make eval ...` a test runs as its ARGS.
+for _var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "ARGS", "TEST_JOBS"):
     os.environ.pop(_var, None)
 
 ROOT = Path(__file__).resolve().parents[1]
