@@ -222,7 +222,9 @@ def bench_decode(
     sentences: int = 0,
     profile: bool = False,
 ) -> dict:
-    """Decoding-loop speed of a trained run: greedy and beam 5, batches of 64 sentences (and,
+    """Decoding-loop speed of a trained run: greedy and beam 5 as they end, and both again with
+    every output forced to 20 steps (``forced20_*``: equal work, the figures to set beside the
+    peers'), batches of 64 sentences (and,
     with ``profile``, the top operators of a batch: the profiler's bookkeeping takes longer than
     the decoding it watches, so only ``--what profile`` pays for it)."""
 
@@ -264,8 +266,12 @@ def bench_decode(
                 max_tokens=None,
             )
 
-    for name in ("greedy", "beam5"):  # the presets of conf/search/
-        options = SearchOptions.from_config(compose([f"search={name}"]).search)
+    forced = {"min_len": 19, "max_len_a": 0.0, "max_len_b": 20}  # equal work for every toolkit
+    for name in ("greedy", "beam5", "forced20_greedy", "forced20_beam5"):
+        preset = name.removeprefix("forced20_")  # the presets of conf/search/
+        options = SearchOptions.from_config(compose([f"search={preset}"]).search)
+        if name.startswith("forced20_"):  # every output 20 steps, as the peers' script forces
+            options = options.replace(**forced)
         warm_up = src[:64]
         decode(warm_up, options)
         times, tokens = [], 0
@@ -278,7 +284,7 @@ def bench_decode(
         results[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
         results[f"{name}_generated_tokens_per_s"] = round(tokens / seconds, 1)
         results[f"{name}_seconds"] = round(seconds, 2)
-        if profile:
+        if profile and not name.startswith("forced20_"):
             results[f"{name}_profile"] = profiled(functools.partial(decode, warm_up, options))
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return results
@@ -479,9 +485,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train_section(args: argparse.Namespace, peak_flops: float, profile: bool) -> dict:
-    """Each cell trained in a process of its own (its peak RSS is its own), as a fraction of
-    the machine's fp32 matmul rate too."""
+def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
+    """Each cell trained in a process of its own (its peak RSS is its own), and as a fraction of
+    the machine's matrix-product rate in the precision it trained in (the probe's 1024 product:
+    a bf16 run against the bf16 rate, an fp32 one against the fp32 rate)."""
     section = {}
     for cell in args.cells.split(","):
         child = subprocess.run(
@@ -512,15 +519,16 @@ def train_section(args: argparse.Namespace, peak_flops: float, profile: bool) ->
             sys.exit(f"bench for {cell} failed:\n{child.stderr[-3000:]}")
         result = json.loads(child.stdout.strip().splitlines()[-1])
         section[cell] = result
+        peak_flops = probe[f"matmul_{result['precision']}_1024_gflops"] * 1e9
         fraction = result["train_tgt_tokens_per_s"] * result["flop_per_tgt_token"] / peak_flops
-        result["fraction_of_fp32_matmul_peak"] = float(f"{fraction:.3g}")
+        result["fraction_of_matmul_peak"] = float(f"{fraction:.3g}")
         for key in (
             "parameters",
             "precision",
             "train_tgt_tokens_per_s",
             "peak_rss_mib",
             "flop_per_tgt_token",
-            "fraction_of_fp32_matmul_peak",
+            "fraction_of_matmul_peak",
         ):
             print(f"train.{cell}.{key}: {result[key]}", flush=True)
         if profile:
@@ -613,8 +621,7 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in report["probe"].items():
         print(f"probe.{key}: {value}", flush=True)
     if "train" in what or profile:
-        peak = report["probe"]["matmul_fp32_1024_gflops"] * 1e9
-        report["train"] = train_section(args, peak, profile)
+        report["train"] = train_section(args, report["probe"], profile)
     if "decode" in what or profile:
         report.update(decode_sections(args, profile))
     if "ddp" in what:
