@@ -181,9 +181,12 @@ def attention_of(translator: Translator, result) -> dict | None:
 
 
 def describe(translator: Translator) -> dict:
-    """What GET /model answers: a file's manifest, or the same facts of a run directory."""
+    """What GET /model answers: a file's manifest, or the same facts of a run directory; and
+    how this server decodes (backend and quantization, as backend=auto chose them)."""
+    backend = {"backend": translator.backend[0], "quantize": translator.backend[1]}
     if translator.manifest is not None:
-        return {k: v for k, v in translator.manifest.items() if k != "sha256"}
+        drop = ("sha256", "graphs")
+        return {**{k: v for k, v in translator.manifest.items() if k not in drop}, **backend}
     from nmt import __version__
 
     return {
@@ -193,6 +196,7 @@ def describe(translator: Translator) -> dict:
         "parameters": translator.parameters,
         "models": translator.sources,
         "search": translator.search.as_dict(),
+        **backend,
     }
 
 

@@ -58,6 +58,7 @@ def test_translations_come_back_in_order(service):
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     model = httpx.get(f"{url}/model").json()
     assert (model["src"], model["tgt"]) == ("en", "de") and model["parameters"] > 0
+    assert (model["backend"], model["quantize"]) == translator.backend  # as auto chose them
 
 
 def test_n_best_with_scores(service):
