@@ -18,6 +18,7 @@ from nmt.errors import UserError, require_extra
 from nmt.onnx_export import ENCODER, STEP, Signature
 
 BACKENDS = ("torch", "onnxruntime")
+ONNX_CACHE = "onnx-cache"  # a run directory's exported graphs, one directory per weights
 QUANTIZE = ("none", "int8")
 
 
@@ -185,29 +186,30 @@ def model_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def onnx_model(model, graphs_dir: Path | None, *, quantize: str, threads: int, cache: Path | None):
-    """(OrtSeq2Seq, a temporary directory to keep while it lives, or None): the graphs of an
-    export directory when ``graphs_dir`` holds them; else those of ``cache`` (a directory in the
-    run directory, keyed by the weights: exported once, under a lock, written whole); else
-    exported now into a temporary directory."""
+def onnx_model(model, run_dir: Path, checkpoint: str, *, keep: bool, quantize: str):
+    """(OrtSeq2Seq, a temporary directory to keep while it lives, or None) for the model of
+    ``run_dir``: the graphs of an export directory (``onnx/``) when it has them; else, with
+    ``keep``, those of its ``onnx-cache/<checkpoint>-<weights' hash>/`` (exported once, under a
+    lock, written whole); else exported now into a temporary directory."""
     from tempfile import TemporaryDirectory
 
-    from nmt.onnx_export import export_graphs
+    from nmt.onnx_export import ONNX_DIR, export_graphs
     from nmt.rundir import building_dir, cache_lock
 
     signature = Signature.of(model)
-    names = (ENCODER, STEP, f"{ENCODER}.int8", f"{STEP}.int8")
-    kept = None
-    if graphs_dir is None or not (graphs_dir / "encoder.onnx").is_file():
-        if cache is not None:
-            with cache_lock(cache):
-                if not (cache / "step.int8.onnx").is_file():
-                    with building_dir(cache) as staged:
+    graphs_dir, kept = run_dir / ONNX_DIR, None
+    if not (graphs_dir / "encoder.onnx").is_file():
+        if keep:
+            graphs_dir = run_dir / ONNX_CACHE / f"{checkpoint}-{model_digest(model)}"
+            with cache_lock(graphs_dir):
+                if not (graphs_dir / "step.int8.onnx").is_file():
+                    with building_dir(graphs_dir) as staged:
                         export_graphs(model, staged)
-            graphs_dir = cache
         else:
             kept = TemporaryDirectory(prefix="nmt-onnx-")
             graphs_dir = Path(kept.name)
             export_graphs(model, graphs_dir, int8=quantize == "int8")
+    names = (ENCODER, STEP, f"{ENCODER}.int8", f"{STEP}.int8")
     graphs = {name: str(graphs_dir / f"{name}.onnx") for name in names}
-    return OrtSeq2Seq(graphs, signature, quantize=quantize, threads=threads), kept
+    ort = OrtSeq2Seq(graphs, signature, quantize=quantize, threads=torch.get_num_threads())
+    return ort, kept

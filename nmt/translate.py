@@ -23,8 +23,7 @@ from nmt.compose import compose
 from nmt.decode import decode_corpus
 from nmt.ensemble import Ensemble
 from nmt.model import Seq2Seq
-from nmt.onnx_export import ONNX_DIR
-from nmt.ort import check_backend, model_digest, onnx_model, resolve_backend
+from nmt.ort import check_backend, onnx_model, resolve_backend
 from nmt.restore import RunDirError, restore
 from nmt.runtime import autocast, pick_device, pick_precision
 from nmt.search import Hypothesis
@@ -32,7 +31,6 @@ from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-ONNX_CACHE = "onnx-cache"  # a run directory's exported graphs, one directory per weights
 
 
 @dataclass
@@ -223,23 +221,15 @@ class Translator:
             model = Ensemble(members)
         chosen = pick_device(cfg.device)
         precision = pick_precision(cfg.precision, chosen)
-        bf16 = precision == torch.bfloat16
         backend = resolve_backend(
-            cfg.backend, cfg.quantize, device=chosen, bf16=bf16, ensemble=bool(cfg.ensemble)
-        )
+            cfg.backend, cfg.quantize, device=chosen, bf16=precision == torch.bfloat16,
+            ensemble=bool(cfg.ensemble),
+        )  # fmt: skip
         exported, parameters = None, sum(p.numel() for p in model.parameters())
-        if backend[0] == "onnxruntime":
-            # A run directory keeps the graphs of its weights (exported once); a file's are
-            # exported into a temporary directory, unless it is an export directory.
-            cache = None
-            if unpacked is None and not cfg.get("model_file"):
-                cache = Path(run_dir) / ONNX_CACHE / f"{checkpoint}-{model_digest(model)}"
+        if backend[0] == "onnxruntime":  # a run directory keeps its graphs; a file's are temporary
+            from_file = unpacked is not None or bool(cfg.get("model_file"))
             model, exported = onnx_model(
-                model,
-                Path(run_dir) / ONNX_DIR,
-                quantize=backend[1],
-                threads=torch.get_num_threads(),
-                cache=cache,
+                model, Path(run_dir), checkpoint, keep=not from_file, quantize=backend[1]
             )
             precision = torch.float32  # the graphs compute in fp32 (int8 products inside)
         translator = cls(
