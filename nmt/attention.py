@@ -17,6 +17,10 @@ from torch import Tensor, nn
 KINDS = ("none", "bahdanau", "luong_dot", "luong_general")
 
 
+def _bits(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits
+
+
 class Attention(nn.Module):
     """Scores a decoder query against encoder outputs.
 
@@ -64,7 +68,8 @@ class Attention(nn.Module):
         else:
             scores = torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, K, S]
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32)  # fp32 under autocast too
+        # fp32 under autocast too (half precision's weights would not sum to one); fp64 stays fp64.
+        weights = torch.softmax(scores, dim=-1, dtype=max(scores.dtype, torch.float32, key=_bits))
         context = torch.bmm(weights.to(values.dtype), values)  # [B, K, D]
         return context.view(query.shape[0], -1), weights.view(query.shape[0], -1)
 
@@ -85,44 +90,57 @@ class AdditiveScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
         ctx.save_for_backward(keys, query, v)
-        # Traced for ONNX (nmt.onnx_export): one expression, with no blocks of traced sizes.
-        if keys.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
-            return torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2)) @ v
-        scores = keys.new_empty(keys.shape[0], query.shape[1], keys.shape[1])
-        w, c = 2.0 * v, v.sum()
-        for rows in _blocks(keys, query):
-            torch.sub(_sigmoid_energy(keys[rows], query[rows]) @ w, c, out=scores[rows])
-        return scores
+        return additive_scores(keys, query, v)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         keys, query, v = ctx.saved_tensors
-        need_keys, need_query, need_v = ctx.needs_input_grad[:3]
-        if keys.dtype not in (torch.float32, torch.float64):
-            energy = torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2))
-            grad_v = (grad.unsqueeze(-1) * energy).sum(dim=(0, 1, 2)) if need_v else None
-            # d tanh(u) / du = 1 - tanh(u)^2
-            energy.mul_(energy).neg_().add_(1.0).mul_(v).mul_(grad.unsqueeze(-1))
-            grad_keys = energy.sum(dim=1) if need_keys else None
-            return grad_keys, energy.sum(dim=2) if need_query else None, grad_v
-        grad_keys = torch.empty_like(keys) if need_keys else None
-        grad_query = torch.empty_like(query) if need_query else None
-        grad_v, grad_sum = torch.zeros_like(v), grad.new_zeros(())
-        four_v = 4.0 * v
-        for rows in _blocks(keys, query):
-            energy = _sigmoid_energy(keys[rows], query[rows])  # s = sigmoid(2u)
-            g = grad[rows]
-            if need_v:  # sum over (b, k, s) of g * (2s - 1)
-                flat = g.reshape(1, -1)
-                grad_v.add_((flat @ energy.view(flat.shape[1], -1)).squeeze(0), alpha=2.0)
-                grad_sum += flat.sum()
-            # d scores / d (keys + query) = g v (1 - tanh(u)^2) = g v 4 s (1 - s)
-            energy.addcmul_(energy, energy, value=-1.0).mul_(four_v).mul_(g.unsqueeze(-1))
-            if need_query:
-                torch.sum(energy, dim=2, out=grad_query[rows])
-            if need_keys:
-                grad_keys[rows] = energy.squeeze(1) if energy.shape[1] == 1 else energy.sum(1)
-        return grad_keys, grad_query, grad_v - grad_sum if need_v else None
+        return additive_scores_grad(keys, query, v, grad, ctx.needs_input_grad[:3])
+
+
+def additive_scores(keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
+    """v^T tanh(keys + query): keys [B, S, A], query [B, K, A], v [A] -> [B, K, S]."""
+    # Traced for ONNX (nmt.onnx_export): one expression, with no blocks of traced sizes.
+    if keys.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
+        return torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2)) @ v
+    scores = keys.new_empty(keys.shape[0], query.shape[1], keys.shape[1])
+    w, c = 2.0 * v, v.sum()
+    for rows in _blocks(keys, query):
+        torch.sub(_sigmoid_energy(keys[rows], query[rows]) @ w, c, out=scores[rows])
+    return scores
+
+
+def additive_scores_grad(
+    keys: Tensor, query: Tensor, v: Tensor, grad: Tensor, needs=(True, True, True)
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of keys, query and v given the scores' gradient [B, K, S] (the energy
+    recomputed, in blocks)."""
+    need_keys, need_query, need_v = needs
+    if keys.dtype not in (torch.float32, torch.float64):
+        energy = torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2))
+        grad_v = (grad.unsqueeze(-1) * energy).sum(dim=(0, 1, 2)) if need_v else None
+        # d tanh(u) / du = 1 - tanh(u)^2
+        energy.mul_(energy).neg_().add_(1.0).mul_(v).mul_(grad.unsqueeze(-1))
+        grad_keys = energy.sum(dim=1) if need_keys else None
+        return grad_keys, energy.sum(dim=2) if need_query else None, grad_v
+    grad_keys = torch.empty_like(keys) if need_keys else None
+    grad_query = torch.empty_like(query) if need_query else None
+    grad_v, grad_sum = torch.zeros_like(v), grad.new_zeros(())
+    four_v = 4.0 * v
+    for rows in _blocks(keys, query):
+        energy = _sigmoid_energy(keys[rows], query[rows])  # s = sigmoid(2u)
+        g = grad[rows]
+        if need_v:  # sum over (b, k, s) of g * (2s - 1)
+            flat = g.reshape(1, -1)
+            grad_v.add_((flat @ energy.view(flat.shape[1], -1)).squeeze(0), alpha=2.0)
+            grad_sum += flat.sum()
+        # d scores / d (keys + query) = g v (1 - tanh(u)^2) = g v 4 s (1 - s)
+        energy.addcmul_(energy, energy, value=-1.0).mul_(four_v).mul_(g.unsqueeze(-1))
+        if need_query:
+            torch.sum(energy, dim=2, out=grad_query[rows])
+        if need_keys:
+            grad_keys[rows] = energy.squeeze(1) if energy.shape[1] == 1 else energy.sum(1)
+    return grad_keys, grad_query, grad_v - grad_sum if need_v else None
 
 
 ENERGY_BLOCK = 1 << 20  # floats of energy per block: 4 MiB

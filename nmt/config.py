@@ -89,6 +89,7 @@ class ModelConfig:
     var_dropout: float = MISSING  # recurrent inputs and states, one mask per sequence (Gal)
     ctx_dropout: float = MISSING  # the attention context
     word_dropout: float = MISSING  # whole target words under teacher forcing
+    fused: bool = MISSING  # the decoder's training loop as one autograd node (nmt.fused)
 
 
 @dataclass

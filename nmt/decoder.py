@@ -60,8 +60,11 @@ class Decoder(nn.Module):
         var_dropout: float,
         ctx_dropout: float,
         word_dropout: float,
+        fused: bool,
     ):
         super().__init__()
+        # Training's time loop as one autograd node (nmt.fused); False: autograd's own graph.
+        self.fused = fused
         # Training-only regularisers, each off at 0: per-sequence masks on the recurrent inputs
         # and states (variational), dropout of the attention context, and of whole target words
         # (their embeddings zeroed) under teacher forcing.
@@ -177,6 +180,9 @@ class Decoder(nn.Module):
         first = self.rnn.first
         # The embedding part of the first layer's input projection, for all steps in one product.
         gx_emb = F.linear(emb, first.weight_ih[:, : self.emb_dim], first.bias_ih)  # [B, T, G]
+        autocast = torch.is_autocast_enabled(emb.device.type)  # bf16: autograd's loop
+        if self.fused and self.training and torch.is_grad_enabled() and not autocast:
+            return self._fused(gx_emb, memory, masks, feed_mask)
         w_feed = first.weight_ih[:, self.emb_dim :]
         state = self.init_state(memory)
         feeds, attns = [], []
@@ -191,3 +197,58 @@ class Decoder(nn.Module):
             attns.append(attn)
         attn = None if attns[0] is None else torch.stack(attns, dim=1)
         return torch.stack(feeds, dim=1), attn
+
+    def _fused(
+        self, gx_emb: Tensor, memory: Memory, masks, feed_mask
+    ) -> tuple[Tensor, Tensor | None]:
+        """``forward``'s loop as one autograd node (nmt.fused), every dropout mask drawn first."""
+        from nmt.fused import FusedLoop, Plan
+
+        batch, steps = gx_emb.shape[:2]
+        state = self.init_state(memory)
+
+        def dropout_mask(p: float, size: int) -> Tensor | None:
+            if p <= 0:
+                return None
+            return gx_emb.new_empty(steps, batch, size).bernoulli_(1 - p).div_(1 - p)
+
+        hidden, context_size = state.feed.shape[-1], memory.outputs.shape[-1]
+        w = {"gx_emb": gx_emb, **{f"state{k}": s for k, s in enumerate(state.rnn)}}
+        w.update(feed0=state.feed, keys=memory.keys, values=memory.outputs, mask=memory.mask)
+        w.update(summary=memory.summary, feed_vmask=feed_mask)
+        if self.input_feeding:
+            w["w_feed"] = self.rnn.first.weight_ih[:, self.emb_dim :]
+        for i, layer in enumerate(self.rnn.layers):
+            w[f"w_hh{i}"], w[f"b_hh{i}"] = layer.weight_hh, layer.bias_hh
+            if i > 0:
+                w[f"w_ih{i}"], w[f"b_ih{i}"] = layer.weight_ih, layer.bias_ih
+            if masks is not None:
+                w[f"h_vmask{i}"] = masks[i][1]
+                if i > 0:
+                    w[f"x_vmask{i}"] = masks[i][0]
+            elif i > 0:
+                w[f"drop{i}"] = dropout_mask(self.dropout.p, hidden)
+        if self.attention.kind == "bahdanau":
+            w["att_wq"], w["att_bq"] = (
+                self.attention.query_proj.weight,
+                self.attention.query_proj.bias,
+            )
+            w["att_v"] = self.attention.v.weight.squeeze(0)
+        w["w_c"] = self.combine.weight
+        w["ctx_mask"] = dropout_mask(self.ctx_dropout.p, context_size)
+        w["feed_mask"] = dropout_mask(self.dropout.p, hidden)
+        if self.second is not None:
+            w.update(w2_ih=self.second.weight_ih, b2_ih=self.second.bias_ih)
+            w.update(w2_hh=self.second.weight_hh, b2_hh=self.second.bias_hh)
+            if masks is not None:
+                w["x_vmask2"], w["h_vmask2"] = masks[-1]
+        w = {k: v for k, v in w.items() if v is not None}
+        plan = Plan(
+            cell=self.rnn.first.cell,
+            layers=self.layers,
+            attention=self.attention.kind,
+            conditional=self.second is not None,
+            input_feeding=self.input_feeding,
+            names=tuple(w),
+        )
+        return FusedLoop.apply(plan, *w.values())

@@ -54,6 +54,7 @@ def build_model(
     var_dropout: float,
     ctx_dropout: float,
     word_dropout: float,
+    fused: bool,
 ) -> Seq2Seq:
     """The encoder-decoder described by the ``model`` config group and the vocabulary.
 
@@ -64,6 +65,7 @@ def build_model(
     ``conditional``: the decoder's second transition after attention (``Decoder``).
     ``var_dropout`` (recurrent inputs and states, one mask per sequence), ``ctx_dropout`` (the
     attention context) and ``word_dropout`` (whole target words): training-only, 0 is off.
+    ``fused``: the decoder's training loop as one autograd node (``nmt.fused``).
     """
     if match_params not in (None, cell):
         arch = {k: v for k, v in locals().items() if k in _ARCH}
@@ -102,6 +104,7 @@ def build_model(
         var_dropout=var_dropout,
         ctx_dropout=ctx_dropout,
         word_dropout=word_dropout,
+        fused=fused,
     )
     model = Seq2Seq(encoder, decoder)
     model.hidden_sizes = {"enc_hidden": enc_hidden, "dec_hidden": dec_hidden}  # after matching
@@ -129,6 +132,7 @@ _ARCH = [
     "var_dropout",
     "ctx_dropout",
     "word_dropout",
+    "fused",
 ]
 
 

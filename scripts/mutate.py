@@ -65,6 +65,7 @@ TESTS = {
     "rundir.py": ["test_rundir.py"],
     "validation.py": ["test_validation.py"],
     "tables.py": ["test_tables.py"],
+    "fused.py": ["test_fused.py"],
     "runtime.py": [
         "test_model.py::test_training_step_under_bf16_autocast",
         "test_model.py::test_decoding_under_bf16_autocast",
@@ -72,6 +73,25 @@ TESTS = {
 }
 
 MUTANTS = [
+    # fused.py
+    Mutant(
+        "fused.py",
+        "    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2 * f)",
+        "    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2)",
+        "the LSTM's memory cell carries its gradient past the forget gate",
+    ),
+    Mutant(
+        "fused.py",
+        '                g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))',
+        '                g_feed_carry = g_gx @ w["w_feed"]',
+        "the fed-back output's variational mask left out of its gradient",
+    ),
+    Mutant(
+        "fused.py",
+        "    r_pre = n_pre * h_n * r * (1 - r)",
+        "    r_pre = n_pre * h_n * r",
+        "the GRU's reset gate without its sigmoid's derivative",
+    ),
     # runs.py, rundir.py, validation.py, tables.py
     Mutant(
         "runs.py",
@@ -345,14 +365,14 @@ MUTANTS = [
     ),
     Mutant(
         "attention.py",
-        "            energy.addcmul_(energy, energy, value=-1.0).mul_(four_v).mul_(g.unsqueeze(-1))",
-        "            energy.mul_(four_v).mul_(g.unsqueeze(-1))",
+        "        energy.addcmul_(energy, energy, value=-1.0).mul_(four_v).mul_(g.unsqueeze(-1))",
+        "        energy.mul_(four_v).mul_(g.unsqueeze(-1))",
         "additive attention gradient without tanh'",
     ),
     Mutant(
         "attention.py",
-        "        return grad_keys, grad_query, grad_v - grad_sum if need_v else None",
-        "        return grad_keys, grad_query, None",
+        "    return grad_keys, grad_query, grad_v - grad_sum if need_v else None",
+        "    return grad_keys, grad_query, None",
         "no gradient for v",
     ),
     Mutant(

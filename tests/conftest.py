@@ -96,6 +96,7 @@ def tiny_model(cell: str, attention: str = "bahdanau", vocab: int = 40, **overri
         var_dropout=0.0,
         ctx_dropout=0.0,
         word_dropout=0.0,
+        fused=False,
     )
     args.update(overrides)
     return build_model(**args)

@@ -1,0 +1,344 @@
+"""The decoder's teacher-forced time loop as one autograd node (``model.fused=true``).
+
+Autograd records a dozen small nodes per decoder step and keeps every tensor they saved; here the
+forward pass runs the steps without a graph and keeps per step only what the backward pass needs
+(the cells' gate activations and states, the attention weights, the combined output), and the
+backward pass walks the steps in reverse with hand-written derivatives, adding each step's weight
+gradients as it goes (one product per weight and step, as autograd does) and dropping the step's
+activations at once. Each cell's step and its derivative are in ``CELL_GRADS`` (keyed by the cell
+table's names: a cell added to ``cells.SPECS`` needs its row here, which ``tests/test_fused.py``
+checks); Bahdanau attention uses ``nmt.attention``'s blocked kernels forward and backward.
+
+Dropout: the masks are drawn before the loop (standard dropout as one [T, B, ·] mask per site,
+variational dropout as today, one mask per sequence), so the fused and the autograd decoder differ
+in the random numbers they draw, not in what they compute. ``tests/test_fused.py`` compares the
+gradients of every parameter with autograd's in float64 for every cell, attention, conditional
+decoder and regulariser. bf16 autocast keeps autograd's loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nmt.attention import AdditiveScores, additive_scores_grad
+
+# --------------------------------------------------------------------------------------------
+# One cell step that keeps what its derivative needs, and that derivative. hm: h as it enters
+# the recurrent product (times the variational mask). back(saved, grads of the new state, w_hh)
+# -> (grad of gx, [(rows of w_hh, grad of those rows' pre-activations, their input)], grad of
+# hm, grads of the old state that bypass the product (None: zero)).
+
+
+def _tanh_fwd(gx, state, w_hh, b_hh, hm):
+    h2 = torch.tanh(gx + F.linear(hm, w_hh, b_hh))
+    return (h2,), (hm, h2)
+
+
+def _tanh_back(saved, grads, w_hh):
+    hm, h2 = saved
+    pre = grads[0] * (1 - h2 * h2)
+    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None,)
+
+
+def _gru_fwd(gx, state, w_hh, b_hh, hm):
+    (h,) = state
+    h_r, h_z, h_n = F.linear(hm, w_hh, b_hh).chunk(3, dim=-1)
+    x_r, x_z, x_n = gx.chunk(3, dim=-1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (n + z * (h - n),), (h, hm, r, z, n, h_n)
+
+
+def _gru_back(saved, grads, w_hh):
+    h, hm, r, z, n, h_n = saved
+    (g,) = grads
+    n_pre = g * (1 - z) * (1 - n * n)
+    r_pre = n_pre * h_n * r * (1 - r)
+    z_pre = g * (h - n) * z * (1 - z)
+    g_gh = torch.cat([r_pre, z_pre, n_pre * r], dim=-1)
+    g_gx = torch.cat([r_pre, z_pre, n_pre], dim=-1)
+    return g_gx, [(slice(None), g_gh, hm)], g_gh @ w_hh, (g * z,)
+
+
+def _gru_cho_fwd(gx, state, w_hh, b_hh, hm):
+    (h,) = state
+    size = h.shape[-1]
+    h_r, h_z = F.linear(hm, w_hh[: 2 * size], b_hh[: 2 * size]).chunk(2, dim=-1)
+    x_r, x_z, x_n = gx.chunk(3, dim=-1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    rh = r * hm
+    n = torch.tanh(x_n + F.linear(rh, w_hh[2 * size :], b_hh[2 * size :]))
+    return (n + z * (h - n),), (h, hm, r, z, n, rh)
+
+
+def _gru_cho_back(saved, grads, w_hh):
+    h, hm, r, z, n, rh = saved
+    (g,) = grads
+    size = h.shape[-1]
+    n_pre = g * (1 - z) * (1 - n * n)
+    g_rh = n_pre @ w_hh[2 * size :]
+    r_pre = g_rh * hm * r * (1 - r)
+    z_pre = g * (h - n) * z * (1 - z)
+    g_rz = torch.cat([r_pre, z_pre], dim=-1)
+    g_gx = torch.cat([r_pre, z_pre, n_pre], dim=-1)
+    g_hm = g_rz @ w_hh[: 2 * size] + g_rh * r
+    rows = [(slice(0, 2 * size), g_rz, hm), (slice(2 * size, 3 * size), n_pre, rh)]
+    return g_gx, rows, g_hm, (g * z,)
+
+
+def _lstm_fwd(gx, state, w_hh, b_hh, hm):
+    _, c = state
+    i, f, g, o = (gx + F.linear(hm, w_hh, b_hh)).chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c2 = f * c + i * g
+    tc = torch.tanh(c2)
+    return (o * tc, c2), (c, hm, i, f, g, o, tc)
+
+
+def _lstm_back(saved, grads, w_hh):
+    c, hm, i, f, g, o, tc = saved
+    g_h, g_c = grads
+    g_c2 = g_h * o * (1 - tc * tc) + (0 if g_c is None else g_c)
+    pre = torch.cat(
+        [
+            g_c2 * g * i * (1 - i),
+            g_c2 * c * f * (1 - f),
+            g_c2 * i * (1 - g * g),
+            g_h * tc * o * (1 - o),
+        ],
+        dim=-1,
+    )
+    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2 * f)
+
+
+CELL_GRADS = {
+    "tanh": (_tanh_fwd, _tanh_back),
+    "gru": (_gru_fwd, _gru_back),
+    "gru_cho": (_gru_cho_fwd, _gru_cho_back),
+    "lstm": (_lstm_fwd, _lstm_back),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Attention of one step (one query per sentence) and its derivative.
+
+
+def _attend(kind, q, w, keys, values, mask, summary):
+    """(context, weights or None, projected query or None)."""
+    if kind == "none":
+        return summary, None, None
+    qp = None
+    if kind == "bahdanau":  # attention's own blocked kernel (sigmoid energy, never [B, S, A])
+        qp = F.linear(q, w["att_wq"], w["att_bq"])
+        scores = AdditiveScores.apply(keys, qp.unsqueeze(1), w["att_v"]).squeeze(1)
+    else:
+        scores = torch.bmm(keys, q.unsqueeze(-1)).squeeze(-1)
+    a = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.bmm(a.unsqueeze(1), values).squeeze(1), a, qp
+
+
+def _attend_back(kind, g_c, a, qp, keys, values, w, acc):
+    """The query's gradient; the memory's and attention weights' go into ``acc``."""
+    if kind == "none":
+        acc["summary"] = acc.get("summary", 0) + g_c
+        return None
+    g_a = torch.bmm(values, g_c.unsqueeze(-1)).squeeze(-1)
+    g_e = a * (g_a - (a * g_a).sum(-1, keepdim=True))
+    acc["g_e"].append(g_e)
+    if kind != "bahdanau":
+        return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)
+    g_keys, g_qp, g_v = additive_scores_grad(keys, qp.unsqueeze(1), w["att_v"], g_e.unsqueeze(1))
+    acc["keys"] = g_keys if "keys" not in acc else acc["keys"].add_(g_keys)
+    acc["att_v"] = g_v if "att_v" not in acc else acc["att_v"].add_(g_v)
+    g_qp = g_qp.squeeze(1)
+    acc["g_qp"].append(g_qp)
+    return g_qp @ w["att_wq"]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The shape of the loop: which cell, layers, attention, and which masks and weights exist."""
+
+    cell: str
+    layers: int
+    attention: str
+    conditional: bool
+    input_feeding: bool
+    names: tuple[str, ...]  # the tensors handed to the function, in order
+
+
+def _mul(x: Tensor, mask: Tensor | None) -> Tensor:
+    return x if mask is None else x * mask
+
+
+class FusedLoop(torch.autograd.Function):
+    """feeds [B, T, H], attention [B, T, S] or None = FusedLoop.apply(plan, *tensors)."""
+
+    @staticmethod
+    def forward(ctx, plan: Plan, *tensors):
+        w = dict(zip(plan.names, tensors, strict=True))
+        fwd = CELL_GRADS[plan.cell][0]
+        top, steps = plan.layers - 1, w["gx_emb"].shape[1]
+        states = [
+            tuple(w[f"state{k}"][i] for k in range(_states(plan))) for i in range(plan.layers)
+        ]
+        feed, saved, feeds, attns = w["feed0"], [], [], []
+        for t in range(steps):
+            keep: dict = {"layers": []}
+            gx = w["gx_emb"][:, t]
+            if plan.input_feeding:
+                keep["fin"] = _mul(feed, w.get("feed_vmask"))
+                gx = gx + F.linear(keep["fin"], w["w_feed"])
+            for i in range(plan.layers):
+                if i > 0:
+                    below = _mul(states[i - 1][0], _layer_mask(w, i, t))
+                    gx = F.linear(below, w[f"w_ih{i}"], w[f"b_ih{i}"])
+                else:
+                    below = None
+                hm = _mul(states[i][0], w.get(f"h_vmask{i}"))
+                states[i], cell_saved = fwd(gx, states[i], w[f"w_hh{i}"], w[f"b_hh{i}"], hm)
+                keep["layers"].append((below, cell_saved))
+            q1 = states[top][0]
+            c, a, qp = _attend(
+                plan.attention, q1, w, w.get("keys"), w["values"], w["mask"], w["summary"]
+            )
+            cd = _mul(c, w["ctx_mask"][t] if "ctx_mask" in w else None)
+            query = q1
+            if plan.conditional:
+                ctx_in = _mul(cd, w.get("x_vmask2"))
+                gx2 = F.linear(ctx_in, w["w2_ih"], w["b2_ih"])
+                hm2 = _mul(q1, w.get("h_vmask2"))
+                states[top], saved2 = fwd(gx2, states[top], w["w2_hh"], w["b2_hh"], hm2)
+                keep.update(ctx_in=ctx_in, saved2=saved2)
+                query = states[top][0]
+            qc = torch.cat([query, cd], dim=-1)
+            u = torch.tanh(F.linear(qc, w["w_c"]))
+            feed = _mul(u, w["feed_mask"][t] if "feed_mask" in w else None)
+            keep.update(q1=q1, a=a, qp=qp, qc=qc, u=u)
+            saved.append(keep)
+            feeds.append(feed)
+            attns.append(a)
+        ctx.plan, ctx.saved, ctx.w = plan, saved, w
+        attn = None if attns[0] is None else torch.stack(attns, dim=1)
+        if attn is not None:
+            ctx.mark_non_differentiable(attn)
+        return torch.stack(feeds, dim=1), attn
+
+    @staticmethod
+    def backward(ctx, g_feeds: Tensor, _g_attn):
+        plan, saved, w = ctx.plan, ctx.saved, ctx.w
+        back = CELL_GRADS[plan.cell][1]
+        top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
+        carry = [[None] * n_states for _ in range(plan.layers)]  # grads of the states after t
+        g_feed_carry = None
+        acc: dict = {"g_e": [], "g_qp": []}
+        grads: dict = {}
+
+        def weight(name: str, g: Tensor, x: Tensor, rows=slice(None), bias: str | None = None):
+            """grad of w[name][rows] += g^T x (and of the bias, the sum of g): a product per
+            step, as autograd does; the step's saved tensors can go right after."""
+            if name not in grads:
+                grads[name] = torch.zeros_like(w[name])
+            grads[name][rows].addmm_(g.T, x)
+            if bias is not None:
+                if bias not in grads:
+                    grads[bias] = torch.zeros_like(w[bias])
+                grads[bias][rows] += g.sum(0)
+
+        g_cs, attn_weights, queries = [], [], []
+        g_gx_emb = torch.empty_like(w["gx_emb"])
+        for t in reversed(range(steps)):
+            keep = saved[t]
+            g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
+            g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
+            g_pre = g_u * (1 - keep["u"] * keep["u"])
+            weight("w_c", g_pre, keep["qc"])
+            g_qc = g_pre @ w["w_c"]
+            g_query, g_cd = g_qc.split([g_pre.shape[-1], g_qc.shape[-1] - g_pre.shape[-1]], -1)
+            g_new = [_add(carry[top][0], g_query), *carry[top][1:]]
+            if plan.conditional:
+                g_x2, rows2, g_hm2, direct2 = back(keep["saved2"], g_new, w["w2_hh"])
+                for rows, g, x in rows2:
+                    weight("w2_hh", g, x, rows, bias="b2_hh")
+                weight("w2_ih", g_x2, keep["ctx_in"], bias="b2_ih")
+                g_cd = g_cd + _mul(g_x2 @ w["w2_ih"], w.get("x_vmask2"))
+                g_new = [_add(direct2[0], _mul(g_hm2, w.get("h_vmask2"))), *direct2[1:]]
+            g_c = _mul(g_cd, w["ctx_mask"][t] if "ctx_mask" in w else None)
+            g_cs.append(g_c)
+            attn_weights.append(keep["a"])
+            queries.append(keep["q1"])
+            g_q1 = _attend_back(
+                plan.attention, g_c, keep["a"], keep["qp"], w.get("keys"), w["values"], w, acc
+            )
+            if plan.attention == "bahdanau":
+                weight("att_wq", acc["g_qp"].pop(), keep["q1"], bias="att_bq")
+            g_new[0] = _add(g_new[0], g_q1)
+            g_below = None
+            for i in reversed(range(plan.layers)):
+                if i < top:
+                    g_new = [_add(carry[i][0], g_below), *carry[i][1:]]
+                below, cell_saved = keep["layers"][i]
+                g_gx, rows, g_hm, direct = back(cell_saved, g_new, w[f"w_hh{i}"])
+                for r, g, x in rows:
+                    weight(f"w_hh{i}", g, x, r, bias=f"b_hh{i}")
+                carry[i] = [_add(direct[0], _mul(g_hm, w.get(f"h_vmask{i}"))), *direct[1:]]
+                if i > 0:
+                    weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
+                    g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
+            g_gx_emb[:, t] = g_gx
+            if plan.input_feeding:
+                weight("w_feed", g_gx, keep["fin"])
+                g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))
+            saved[t] = None  # this step's activations are no longer needed
+        _memory_grads(plan, acc, grads, g_cs, attn_weights, queries)
+        grads["gx_emb"] = g_gx_emb
+        for k in range(n_states):
+            grads[f"state{k}"] = torch.stack(
+                [torch.zeros_like(w[f"state{k}"][0]) if c[k] is None else c[k] for c in carry]
+            )
+        grads["feed0"] = g_feed_carry
+        ctx.saved = ctx.w = None
+        wanted = ctx.needs_input_grad[1:]
+        return (
+            None,
+            *(grads.get(n) if need else None for n, need in zip(plan.names, wanted, strict=True)),
+        )
+
+
+def _memory_grads(plan, acc, grads, g_cs, attn_weights, queries) -> None:
+    """The gradients of the encoder's memory (keys, values, summary) and of v, from the steps'
+    small [B, S] and [B, ·] pieces by one batched product each (steps in reverse order)."""
+    if plan.attention == "none":
+        grads["summary"] = acc["summary"]
+        return
+    a = torch.stack(attn_weights, dim=1)  # [B, T, S]
+    grads["values"] = torch.bmm(a.transpose(1, 2), torch.stack(g_cs, dim=1))
+    if plan.attention == "bahdanau":
+        grads["keys"], grads["att_v"] = acc["keys"], acc["att_v"]
+    else:
+        g_e = torch.stack(acc["g_e"], dim=1)
+        grads["keys"] = torch.bmm(g_e.transpose(1, 2), torch.stack(queries, dim=1))
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _states(plan: Plan) -> int:
+    return 2 if plan.cell == "lstm" else 1
+
+
+def _layer_mask(w: dict, i: int, t: int) -> Tensor | None:
+    """What multiplies the input of layer i > 0: its variational mask, or step t's dropout."""
+    if f"x_vmask{i}" in w:
+        return w[f"x_vmask{i}"]
+    return w[f"drop{i}"][t] if f"drop{i}" in w else None
