@@ -66,6 +66,7 @@ TESTS = {
     "validation.py": ["test_validation.py"],
     "tables.py": ["test_tables.py"],
     "fused.py": ["test_fused.py"],
+    "cell_grads.py": ["test_cell_grads.py", "test_fused.py"],
     "runtime.py": [
         "test_model.py::test_training_step_under_bf16_autocast",
         "test_model.py::test_decoding_under_bf16_autocast",
@@ -75,7 +76,7 @@ TESTS = {
 MUTANTS = [
     # fused.py
     Mutant(
-        "fused.py",
+        "cell_grads.py",
         "    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2 * f)",
         "    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2)",
         "the LSTM's memory cell carries its gradient past the forget gate",
@@ -87,7 +88,7 @@ MUTANTS = [
         "the fed-back output's variational mask left out of its gradient",
     ),
     Mutant(
-        "fused.py",
+        "cell_grads.py",
         "    r_pre = n_pre * h_n * r * (1 - r)",
         "    r_pre = n_pre * h_n * r",
         "the GRU's reset gate without its sigmoid's derivative",
