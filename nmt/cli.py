@@ -8,6 +8,7 @@ upstream stages when it is missing) and writes its own artifact there. Errors th
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from omegaconf.errors import InterpolationResolutionError
 from nmt import __version__, pipeline, resume, sweep
 from nmt.compose import conf_dir
 from nmt.config import register_configs
+from nmt.distributed import World
 from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
 from nmt.export import write_bundle, write_onnx
@@ -249,6 +251,14 @@ def spm_main() -> None:
 
 def train_main() -> None:
     _entry(train_task, "train", preflight=_check_train)
+    if World.from_env().enabled:
+        # A torchrun rank whose work is done and whose process group is gone leaves without the
+        # interpreter's teardown, where a gloo rank was seen to abort (SIGABRT, "terminate called
+        # without an active exception") after a finished run, failing the whole launch.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def translate_main() -> None:

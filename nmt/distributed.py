@@ -10,6 +10,7 @@ here starts a process group and the single-process path is unchanged.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ class World:
 
     def stop(self) -> None:
         if self.enabled and dist.is_initialized():
+            # DistributedDataParallel lives in a reference cycle: collected now, its reducer lets
+            # go of the process group while both are whole, not in the interpreter's teardown.
+            gc.collect()
             dist.destroy_process_group()
 
     # -- the agreements the loop needs ------------------------------------------------------
