@@ -136,3 +136,25 @@ def test_decoder_masks_are_drawn_once_per_batch(monkeypatch):
     drawn.clear()  # the encoder's own
     model.decoder(batch.tgt_in, memory)
     assert len(drawn) == 2 * 2 + 2  # (input, h) per layer, and the second transition's
+
+
+@pytest.mark.parametrize("tie_output", [False, True])
+def test_decoding_logits_follow_the_weights_they_were_laid_out_from(tie_output):
+    """Decoding multiplies by a [E, V] copy of the output weight: it equals the training path's
+    product, and an update of the weight (the optimizer's in-place step) makes a new copy."""
+    torch.manual_seed(0)
+    model = tiny_model("gru", tie_output=tie_output).eval()
+    decoder = model.decoder
+    hidden = torch.randn(5, decoder.combine.out_features)
+    with torch.no_grad():
+        first = decoder.logits(hidden)
+    assert decoder._decode_weight is not None  # the copy is what decoding used
+    with torch.enable_grad():
+        reference = decoder.logits(hidden)  # F.linear on the weight itself
+    torch.testing.assert_close(first, reference.detach(), rtol=1e-6, atol=1e-6)
+    weight = decoder.output_layer(hidden)[1]
+    with torch.no_grad():
+        weight.mul_(-2.0)  # what an optimizer step does to it: in place
+        after = decoder.logits(hidden)
+    torch.testing.assert_close(after, decoder.logits(hidden.requires_grad_()).detach())
+    assert not torch.allclose(after, first)

@@ -205,3 +205,13 @@ def test_coverage_penalty_is_added_to_the_score_and_changes_the_ranking():
     before = [[h.tokens for h in hyps] for hyps in plain]
     after = [[h.tokens for h in hyps] for hyps in penalised]
     assert before != after
+
+
+def test_in_place_log_softmax_equals_torchs_over_several_blocks():
+    from nmt.search import log_softmax_
+
+    logits = torch.randn(150, 37) * 5
+    expected = torch.log_softmax(logits, dim=-1)
+    out = log_softmax_(logits, block=64)  # blocks of 64, 64 and 22 rows
+    assert out.data_ptr() == logits.data_ptr()
+    torch.testing.assert_close(out, expected)
