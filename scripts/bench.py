@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+import nmt  # noqa: F401 - first, as in nmt's commands: it sets how torch allocates
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ["experiment=reference"]  # conf/experiment/reference.yaml
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import nmt  # noqa: F401 - first, as in nmt's commands: it sets how torch allocates
+
 VARIANTS = {  # name: Translator settings
     "torch_fp32": {"backend": "torch", "quantize": "none", "precision": "fp32"},
     "torch_bf16": {"backend": "torch", "quantize": "none", "precision": "bf16"},

@@ -43,3 +43,40 @@ def test_a_result_records_the_command_as_typed_and_the_commit(monkeypatch):
     ).stdout.strip()
     assert made["commit"].removesuffix("+dirty") == head
     assert made["date"][:2] == "20" and made["date"].endswith("+00:00")
+
+
+HUGE_PAGE_PROBE = """
+import {first}, torch
+x = torch.empty(10 << 20, dtype=torch.uint8).fill_(1)
+address, flags = x.data_ptr(), ""
+for line in open("/proc/self/smaps"):
+    if "-" in line.split()[0] and ":" not in line.split()[0]:
+        start, end = (int(v, 16) for v in line.split()[0].split("-"))
+        inside = start <= address < end
+    elif inside and line.startswith("VmFlags:"):
+        flags = line
+print("hg" in flags.split())
+"""
+
+
+@pytest.mark.parametrize(
+    "first,setting,expected",
+    [
+        ("nmt", None, "True"),
+        ("nmt", "0", "False"),
+        ("sys", None, "False"),
+    ],
+)
+def test_large_tensors_are_on_huge_pages_in_processes_that_import_nmt(first, setting, expected):
+    """A 10 MiB tensor's mapping is advised onto huge pages (VmFlags "hg") in a process that
+    imports nmt before torch, unless the environment says 0; without nmt torch does not ask."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    code = HUGE_PAGE_PROBE.format(first=first)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
