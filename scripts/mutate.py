@@ -487,6 +487,26 @@ MUTANTS = [
         "a failed write leaves its temporary directory",
         ("test_pipeline.py::test_a_checkpoint_that_cannot_be_written_loses_nothing",),
     ),
+    # decoder.py and search.py: decoding's weight layout and in-place log-probabilities
+    Mutant(
+        "decoder.py",
+        "        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)",
+        "        key = (weight.data_ptr(), weight.dtype, weight.device)",
+        "decoding keeps its copy of the output weight after the weight is updated",
+        ("test_decoder.py::test_decoding_logits_follow_the_weights_they_were_laid_out_from",),
+    ),
+    Mutant(
+        "search.py",
+        "        rows.copy_(torch.log_softmax(rows, dim=-1))",
+        "        rows.sub_(rows.amax(dim=-1, keepdim=True))",
+        "search's log-probabilities not normalised",
+    ),
+    Mutant(
+        "search.py",
+        "        cand = lprobs.add_(scores.view(n * K, 1)).view(n, K * V)",
+        "        cand = lprobs.view(n, K * V)",
+        "beam candidates ranked without their beam's score",
+    ),
     # decoder.py: the conditional decoder and the decoder's regularisers
     Mutant(
         "decoder.py",
