@@ -43,7 +43,7 @@ TESTS = {
     "cells.py": ["test_cells.py", "test_model.py"],
     "attention.py": ["test_attention.py", "test_model.py"],
     "checkpoint.py": ["test_checkpoint.py", "test_train.py"],
-    "train.py": ["test_train.py"],
+    "train.py": ["test_train.py", "test_saver.py"],  # the loop's saving is tested with the saver
     "saver.py": ["test_saver.py", "test_train.py"],
     "decoder.py": ["test_decoder.py", "test_model.py"],
     "rnn.py": ["test_encoder.py", "test_rnn.py", "test_cells.py"],
