@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # loaded where a dataset is built or read: it costs a second 
 
 import sentencepiece as spm
 
+from nmt.columns import Split, read_splits
+from nmt.data import ARTIFACT as DATA_ARTIFACT
 from nmt.data import DataError, load_corpus, read_report
 from nmt.errors import first_line
 from nmt.rundir import building_dir, cache_lock, copy_dir, copy_file, write_json
@@ -29,7 +31,7 @@ from nmt.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
 
-ARTIFACT = "encoded"  # run_dir/encoded: DatasetDict with src_ids/tgt_ids + report.json
+ARTIFACT = "encoded"  # run_dir/encoded: a saved DatasetDict with src_ids/tgt_ids + report.json
 
 
 def train_spm(
@@ -179,7 +181,9 @@ def prepare_tokenizer(
     cached under ``cache_dir/spm/<key>`` keyed by the data key and these settings.
     """
     run_dir = Path(run_dir)
-    corpus, data_report = load_corpus(run_dir)
+    data_report = read_report(run_dir / DATA_ARTIFACT)
+    if data_report is None:
+        load_corpus(run_dir)  # its error: no prepared data
     src, tgt = data_report["src"], data_report["tgt"]
     options = dict(
         vocab_size=vocab_size,
@@ -208,7 +212,7 @@ def prepare_tokenizer(
         else:
             with building_dir(cached) as tmp:
                 report = _train_and_encode(
-                    corpus, data_report, tmp, key=key, joint=joint, options=options
+                    load_corpus(run_dir)[0], data_report, tmp, key=key, joint=joint, options=options
                 )
             report["cached"] = False
     for name in model_names:
@@ -271,14 +275,13 @@ def _train_and_encode(
     return report
 
 
-def load_encoded(run_dir: str | os.PathLike) -> datasets.DatasetDict:
-    """The tokenizer stage's encoded splits in a run directory, in memory."""
+def load_encoded(run_dir: str | os.PathLike) -> dict[str, Split]:
+    """The tokenizer stage's encoded splits in a run directory, in memory (without importing
+    ``datasets``: a training process does not keep its ~100 MiB; ``nmt.columns``)."""
     place = Path(run_dir) / ARTIFACT
     if not (place / "report.json").is_file():
         raise DataError(f"{place}: no encoded data; run the spm stage first (make spm)")
-    import datasets
-
-    return datasets.load_from_disk(str(place), keep_in_memory=True)
+    return read_splits(place)
 
 
 def format_report(report: dict) -> str:

@@ -57,6 +57,7 @@ TESTS = {
     "report.py": ["test_report.py"],
     "sources.py": ["test_sources.py", "test_data.py"],
     "tokenizer.py": ["test_tokenizer.py"],
+    "columns.py": ["test_columns.py"],
     "translate.py": ["test_translate.py"],
     "stream.py": ["test_stream.py"],
     "resume.py": ["test_resume.py", "test_pipeline.py"],
@@ -716,6 +717,19 @@ MUTANTS = [
         '            raise DataError(f"{path}: language {lang!r} is not among data.tsv_columns={columns}")',
         "            pass",
         "a language missing from the TSV columns accepted",
+    ),
+    # columns.py
+    Mutant(
+        "columns.py",
+        "        return self.table.slice(key % len(self), 1).to_pylist()[0]",
+        "        return self.table.slice(key, 1).to_pylist()[0]",
+        "a negative row index reads nothing",
+    ),
+    Mutant(
+        "columns.py",
+        "            splits[name] = Split(pa.concat_tables(tables))",
+        "            splits[name] = Split(tables[0])",
+        "a split saved in several files read from its first",
     ),
     # tokenizer.py
     Mutant(

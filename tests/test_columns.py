@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import datasets
+import pytest
+
+from nmt.columns import read_splits
+from nmt.sources import DataError
+
+
+def saved(tmp_path):
+    rows = {
+        "translation": [{"en": f"a dog {i}", "de": f"ein Hund {i}"} for i in range(7)],
+        "src_ids": [list(range(i + 1)) for i in range(7)],
+        "tgt_ids": [[i] * (i % 3 + 1) for i in range(7)],
+    }
+    corpus = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(rows).select([6, 0, 3, 1, 2, 5, 4]),
+            "val": datasets.Dataset.from_dict({k: v[:2] for k, v in rows.items()}),
+        }
+    )
+    corpus.save_to_disk(str(tmp_path / "encoded"), num_shards={"train": 2, "val": 1})
+    return tmp_path / "encoded"
+
+
+def test_saved_splits_read_as_datasets_reads_them(tmp_path):
+    place = saved(tmp_path)
+    ours, theirs = read_splits(place), datasets.load_from_disk(str(place))
+    assert list(ours) == ["train", "val"]  # the saved order
+    for name, split in theirs.items():
+        assert len(ours[name]) == len(split) and ours[name].column_names == split.column_names
+        for column in split.column_names:
+            assert ours[name][column] == split[column]
+        assert [ours[name][i] for i in range(len(split))] == list(split)
+    train = ours["train"]
+    assert train[-1] == theirs["train"][6] and train[0]["src_ids"] == list(range(7))
+    first = train.select(range(3))
+    assert first["tgt_ids"] == theirs["train"].select(range(3))["tgt_ids"]
+    assert len(train.select(range(100))) == 7  # past the end: what there is, as validation asks
+    with pytest.raises(IndexError):
+        train[7]
+
+
+def test_a_damaged_split_is_one_line_that_names_it(tmp_path):
+    place = saved(tmp_path)
+    (place / "val" / "data-00000-of-00001.arrow").write_bytes(b"not arrow")
+    with pytest.raises(DataError, match=str(place)):
+        read_splits(place)
+
+
+def test_training_from_cached_stages_never_imports_datasets(tiny_run, tmp_path):
+    """The data and spm stages found in the cache, the training split and the validator built:
+    nothing of ``datasets`` (~100 MiB a process keeps) has been imported."""
+    script = f"""
+import sys, torch
+from nmt import pipeline
+from nmt.compose import read_run_config
+cfg = read_run_config({str(tiny_run / "config.yaml")!r})
+run_dir = __import__("pathlib").Path({str(tmp_path / "run")!r})
+report = pipeline._prepare(cfg, run_dir)
+parts = pipeline._trainee(cfg, run_dir, report, torch.device("cpu"), torch.float32)
+assert len(parts["src_ids"]) > 0
+print(sorted(name for name in sys.modules if name.split(".")[0] == "datasets"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "run" / "encoded" / "report.json").is_file()
