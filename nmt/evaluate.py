@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt import data
+from nmt.columns import read_splits
 from nmt.errors import UserError
 from nmt.metrics import paired_bootstrap, score, summary
 from nmt.rundir import SEARCH_FILE, write_json, write_text
@@ -42,8 +43,12 @@ class EvalError(UserError):
 
 
 def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
-    """(sources, references) of a split of the run's corpus, raw text."""
-    corpus, report = data.load_corpus(run_dir)
+    """(sources, references) of a split of the run's corpus, raw text (read with pyarrow alone:
+    the evaluation that ends a training run does not import ``datasets`` either)."""
+    report = data.read_report(Path(run_dir) / data.ARTIFACT)
+    if report is None:
+        data.load_corpus(run_dir)  # its error: no prepared data
+    corpus = read_splits(Path(run_dir) / data.ARTIFACT)
     if split not in corpus:
         raise EvalError(
             f"split {split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})"

@@ -5,6 +5,7 @@ import sys
 
 import datasets
 import pytest
+from conftest import tiny_args, train_tiny
 
 from nmt.columns import read_splits
 from nmt.sources import DataError
@@ -51,21 +52,22 @@ def test_a_damaged_split_is_one_line_that_names_it(tmp_path):
         read_splits(place)
 
 
-def test_training_from_cached_stages_never_imports_datasets(tiny_run, tmp_path):
-    """The data and spm stages found in the cache, the training split and the validator built:
-    nothing of ``datasets`` (~100 MiB a process keeps) has been imported."""
+def test_training_from_cached_stages_never_imports_datasets(corpus_dir, tiny_cache, tmp_path):
+    """nmt-train whose data and spm stages are in the cache, to its final evaluation: nothing of
+    ``datasets`` (~100 MiB a process keeps to its end) is imported."""
+    args = [f"run_dir={tmp_path / 'run'}", *tiny_args(corpus_dir, tiny_cache)]
+    args += ["train.max_steps=4", "train.valid_every=4", "final_eval=[test_2016_flickr]"]
+    train_tiny(tmp_path / "cached", corpus_dir, tiny_cache, "train.max_steps=1")  # fills the cache
     script = f"""
-import sys, torch
-from nmt import pipeline
-from nmt.compose import read_run_config
-cfg = read_run_config({str(tiny_run / "config.yaml")!r})
-run_dir = __import__("pathlib").Path({str(tmp_path / "run")!r})
-report = pipeline._prepare(cfg, run_dir)
-parts = pipeline._trainee(cfg, run_dir, report, torch.device("cpu"), torch.float32)
-assert len(parts["src_ids"]) > 0
-print(sorted(name for name in sys.modules if name.split(".")[0] == "datasets"))
+import sys
+sys.argv = ["nmt-train", *{args!r}]
+from nmt.cli import train_main
+try:
+    train_main()
+finally:
+    print(sorted(name for name in sys.modules if name.split(".")[0] == "datasets"))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
-    assert (tmp_path / "run" / "encoded" / "report.json").is_file()
+    assert (tmp_path / "run" / "eval" / "test_2016_flickr-best-greedy" / "hyps.txt").is_file()
