@@ -128,6 +128,9 @@ class FusedLoop(torch.autograd.Function):
             saved.append(keep)
             feeds.append(feed)
             attns.append(a)
+        # The inputs' projections are not needed backward: the loop's gradient takes their shape.
+        gx_emb = w.pop("gx_emb")
+        ctx.gx_spec = dict(size=gx_emb.shape, dtype=gx_emb.dtype, device=gx_emb.device)
         ctx.plan, ctx.saved, ctx.w = plan, saved, w
         attn = None if attns[0] is None else torch.stack(attns, dim=1)
         if attn is not None:
@@ -156,7 +159,7 @@ class FusedLoop(torch.autograd.Function):
                 grads[bias][rows] += g.sum(0)
 
         g_cs, attn_weights, queries = [], [], []
-        g_gx_emb = torch.empty_like(w["gx_emb"])
+        g_gx_emb = torch.empty(**ctx.gx_spec)
         for t in reversed(range(steps)):
             keep = saved[t]
             g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
@@ -207,7 +210,7 @@ class FusedLoop(torch.autograd.Function):
                 [torch.zeros_like(w[f"state{k}"][0]) if c[k] is None else c[k] for c in carry]
             )
         grads["feed0"] = g_feed_carry
-        ctx.saved = ctx.w = None
+        ctx.saved = ctx.w = ctx.gx_spec = None
         wanted = ctx.needs_input_grad[1:]
         return (
             None,
