@@ -46,7 +46,7 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def tiny_ablation(corpus_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ablate")
     result = ablate(tmp, corpus_dir)

@@ -25,7 +25,7 @@ def run(tool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def bundle(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "model.nmt"
     made = run("nmt-export", f"run_dir={tiny_run}", f"out={out}")
@@ -103,7 +103,7 @@ def test_commands_that_read_a_corpus_want_the_run_directory(bundle, tiny_run):
     assert "name a run directory (run_dir=runs/X) or a file (model=FILE)" in none
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def onnx_dir(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "model"
     made = run("nmt-export", f"run_dir={tiny_run}", "format=onnx", f"out={out}")

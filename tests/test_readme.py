@@ -571,7 +571,7 @@ def test_every_command_has_a_case():
 # Running them
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def readme_run(corpus_dir, tmp_path_factory) -> Path:
     """A tiny trained run whose data holds both test splits (for runs/X)."""
     tmp = tmp_path_factory.mktemp("readme_run")
@@ -592,7 +592,7 @@ def readme_run(corpus_dir, tmp_path_factory) -> Path:
     return tmp / "X"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def ablate_sweep(corpus_dir, tmp_path_factory) -> Path:
     """`make ablate` as written (small sizes added), run once for its case and report.py's."""
     tmp = tmp_path_factory.mktemp("ablate")

@@ -65,7 +65,7 @@ def sweep(
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def tiny_sweep(corpus_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     result = sweep(tmp, corpus_dir)

@@ -28,7 +28,7 @@ OPTIONS = dict(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def run_dir(corpus_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("spm")
     prepare(corpus_dir, tmp)
