@@ -97,8 +97,7 @@ class FusedLoop(torch.autograd.Function):
             keep: dict = {"layers": []}
             gx = w["gx_emb"][:, t]
             if plan.input_feeding:
-                keep["fin"] = _mul(feed, w.get("feed_vmask"))
-                gx = gx + F.linear(keep["fin"], w["w_feed"])
+                gx = gx + F.linear(_mul(feed, w.get("feed_vmask")), w["w_feed"])  # again backward
             for i in range(plan.layers):
                 if i > 0:
                     below = _mul(states[i - 1][0], _layer_mask(w, i, t))
@@ -124,7 +123,9 @@ class FusedLoop(torch.autograd.Function):
             qc = torch.cat([query, cd], dim=-1)
             u = torch.tanh(F.linear(qc, w["w_c"]))
             feed = _mul(u, w["feed_mask"][t] if "feed_mask" in w else None)
-            keep.update(q1=q1, a=a, qp=qp, qc=qc, u=u)
+            keep.update(q1=q1, a=a, qp=qp, cd=cd, u=u)  # qc's halves: [query, cd]
+            if plan.conditional:
+                keep["query"] = query
             saved.append(keep)
             feeds.append(feed)
             attns.append(a)
@@ -147,12 +148,12 @@ class FusedLoop(torch.autograd.Function):
         acc: dict = {"g_e": [], "g_qp": []}
         grads: dict = {}
 
-        def weight(name: str, g: Tensor, x: Tensor, rows=slice(None), bias: str | None = None):
-            """grad of w[name][rows] += g^T x (and of the bias, the sum of g): a product per
-            step, as autograd does; the step's saved tensors can go right after."""
+        def weight(name: str, g: Tensor, x: Tensor, rows=slice(None), bias=None, cols=slice(None)):
+            """grad of w[name][rows, cols] += g^T x (and of the bias, the sum of g): a product
+            per step, as autograd does; the step's saved tensors can go right after."""
             if name not in grads:
                 grads[name] = torch.zeros_like(w[name])
-            grads[name][rows].addmm_(g.T, x)
+            grads[name][rows, cols].addmm_(g.T, x)
             if bias is not None:
                 if bias not in grads:
                     grads[bias] = torch.zeros_like(w[bias])
@@ -165,7 +166,9 @@ class FusedLoop(torch.autograd.Function):
             g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
             g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
             g_pre = g_u * (1 - keep["u"] * keep["u"])
-            weight("w_c", g_pre, keep["qc"])
+            query = keep["query"] if plan.conditional else keep["q1"]
+            weight("w_c", g_pre, query, cols=slice(None, query.shape[-1]))
+            weight("w_c", g_pre, keep["cd"], cols=slice(query.shape[-1], None))
             g_qc = g_pre @ w["w_c"]
             g_query, g_cd = g_qc.split([g_pre.shape[-1], g_qc.shape[-1] - g_pre.shape[-1]], -1)
             g_new = [_add(carry[top][0], g_query), *carry[top][1:]]
@@ -200,7 +203,12 @@ class FusedLoop(torch.autograd.Function):
                     g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
             g_gx_emb[:, t] = g_gx
             if plan.input_feeding:
-                weight("w_feed", g_gx, keep["fin"])
+                before = w["feed0"]  # the feed that entered step t, from step t - 1's output
+                if t > 0:
+                    before = _mul(
+                        saved[t - 1]["u"], w["feed_mask"][t - 1] if "feed_mask" in w else None
+                    )
+                weight("w_feed", g_gx, _mul(before, w.get("feed_vmask")))
                 g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))
             saved[t] = None  # this step's activations are no longer needed
         _memory_grads(plan, acc, grads, g_cs, attn_weights, queries)
