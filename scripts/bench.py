@@ -231,6 +231,7 @@ def bench_decode(
     the decoding it watches, so only ``--what profile`` pays for it)."""
 
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from nmt.data import load_corpus
     from nmt.decode import decode_corpus
@@ -286,6 +287,10 @@ def bench_decode(
         results[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
         results[f"{name}_generated_tokens_per_s"] = round(tokens / seconds, 1)
         results[f"{name}_seconds"] = round(seconds, 2)
+        if name.startswith("forced20_"):  # the same work on every machine: count it once
+            with FlopCounterMode(display=False) as counted:
+                decode(warm_up, options)
+            results[f"{name}_flop_per_sentence"] = round(counted.get_total_flops() / len(warm_up))
         if profile and not name.startswith("forced20_"):
             results[f"{name}_profile"] = profiled(functools.partial(decode, warm_up, options))
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
@@ -538,9 +543,10 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
     return section
 
 
-def decode_sections(args: argparse.Namespace, profile: bool) -> dict:
+def decode_sections(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
     """Decoding speed of the newest trained run (or one trained here) and of the reference
-    architecture."""
+    architecture; the equal-work runs also as a fraction of the matrix-product rate (the probe's
+    1024 product in the precision decoded in, as training's)."""
     run_dir = args.run_dir or latest_run(args.runs_dir)
     if run_dir is None:
         run_dir = fallback_run(args.work_dir, args.decode_steps, args.set)
@@ -561,6 +567,10 @@ def decode_sections(args: argparse.Namespace, profile: bool) -> dict:
             profile=profile,
         )
         sections[section] = result
+        peak_flops = probe[f"matmul_{result['precision']}_1024_gflops"] * 1e9
+        for name in ("forced20_greedy", "forced20_beam5"):
+            fraction = result[f"{name}_sentences_per_s"] * result[f"{name}_flop_per_sentence"]
+            result[f"{name}_fraction_of_matmul_peak"] = float(f"{fraction / peak_flops:.3g}")
         for key, value in result.items():
             if not key.endswith("_profile"):
                 print(f"{section}.{key}: {value}", flush=True)
@@ -625,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     if "train" in what or profile:
         report["train"] = train_section(args, report["probe"], profile)
     if "decode" in what or profile:
-        report.update(decode_sections(args, profile))
+        report.update(decode_sections(args, report["probe"], profile))
     if "ddp" in what:
         report["ddp"] = ddp_section(args)
     if what & {"backends", "serve"}:

@@ -305,6 +305,14 @@ def check_bench(
                     assert report[section][f"{name}_sentences_per_s"] > 0
                     assert report[section]["sentences"] == 8  # --sentences
                     assert f"{section}.{name}_sentences_per_s:" in result.stdout
+                for name in ("forced20_greedy", "forced20_beam5"):  # the work, and its rate
+                    assert report[section][f"{name}_flop_per_sentence"] > 0
+                    assert 0 < report[section][f"{name}_fraction_of_matmul_peak"] < 1
+                    assert f"{section}.{name}_fraction_of_matmul_peak:" in result.stdout
+                beam, greedy = (
+                    report[section][f"forced20_{n}_flop_per_sentence"] for n in ("beam5", "greedy")
+                )
+                assert 2 * greedy < beam < 5 * greedy  # five rows a step, one encoder
             if reference:
                 shape = OmegaConf.load(tmp / "bench" / "decode_reference" / "config.yaml")
                 assert shape.model.tie_output is False  # conf/experiment/reference.yaml
