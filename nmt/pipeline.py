@@ -79,10 +79,10 @@ def _build(cfg: DictConfig, tok: tokenizer.Tokenizer, train_split) -> dict:
             patience=o.patience,
             min_lr=o.min_lr,
         )
-        src_ids, tgt_ids = list(train_split["src_ids"]), list(train_split["tgt_ids"])
+        src_ids, tgt_ids = train_split.ragged("src_ids"), train_split.ragged("tgt_ids")
         sampler = BatchSampler(
-            src_lens=[len(s) for s in src_ids],
-            tgt_lens=[len(t) for t in tgt_ids],
+            src_lens=src_ids.lengths(),
+            tgt_lens=tgt_ids.lengths(),
             **group_kwargs(cfg.batch, drop=()),
             seed=cfg.seed,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -223,8 +223,8 @@ class _Loop:
 def fit(
     *,
     model: Seq2Seq,
-    src_ids: list[list[int]],
-    tgt_ids: list[list[int]],
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
     sampler: BatchSampler,
     optimizer: torch.optim.Optimizer,
     schedule: Schedule,

@@ -45,6 +45,21 @@ def test_saved_splits_read_as_datasets_reads_them(tmp_path):
         train[7]
 
 
+def test_a_column_of_sequences_held_flat_reads_as_its_lists(tmp_path):
+    """``Split.ragged``: the token ids of every row, of a selected range (its offsets start past
+    zero) and of a split saved in two files, as ``split[column]`` lists them."""
+    train = read_splits(saved(tmp_path))["train"]
+    for split in (train, train.select(range(2, 6)), train.select(range(0))):
+        for column in ("src_ids", "tgt_ids"):
+            ragged, rows = split.ragged(column), split[column]
+            assert len(ragged) == len(rows) and [ragged[i] for i in range(len(rows))] == rows
+            assert ragged.lengths() == [len(row) for row in rows]
+    ragged = train.ragged("src_ids")
+    assert ragged.values.dtype == "int32" and ragged[-1] == train["src_ids"][-1]
+    with pytest.raises(IndexError):
+        ragged[7]
+
+
 def test_a_damaged_split_is_one_line_that_names_it(tmp_path):
     place = saved(tmp_path)
     (place / "val" / "data-00000-of-00001.arrow").write_bytes(b"not arrow")
@@ -54,7 +69,8 @@ def test_a_damaged_split_is_one_line_that_names_it(tmp_path):
 
 def test_training_from_cached_stages_never_imports_datasets(corpus_dir, tiny_cache, tmp_path):
     """nmt-train whose data and spm stages are in the cache, to its final evaluation: nothing of
-    ``datasets`` (~100 MiB a process keeps to its end) is imported."""
+    ``datasets`` (~100 MiB a process keeps to its end) is imported, nor pandas (pyarrow's
+    ``to_numpy`` would bring it: ~40 MiB)."""
     args = [f"run_dir={tmp_path / 'run'}", *tiny_args(corpus_dir, tiny_cache)]
     args += ["train.max_steps=4", "train.valid_every=4", "final_eval=[test_2016_flickr]"]
     train_tiny(tmp_path / "cached", corpus_dir, tiny_cache, "train.max_steps=1")  # fills the cache
@@ -65,7 +81,7 @@ from nmt.cli import train_main
 try:
     train_main()
 finally:
-    print(sorted(name for name in sys.modules if name.split(".")[0] == "datasets"))
+    print(sorted(name for name in sys.modules if name.split(".")[0] in ("datasets", "pandas")))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
