@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nmt import fused as fused_loop
 from nmt.attention import Attention
 from nmt.cells import CellLayer, State, select, sequence_mask, state_size
 from nmt.encoder import Memory
@@ -190,46 +191,47 @@ class Decoder(nn.Module):
             x_mask = masks[0][0]
             emb, feed_mask = emb * x_mask[:, None, : self.emb_dim], x_mask[:, self.emb_dim :]
         first = self.rnn.first
-        # The embedding part of the first layer's input projection, for all steps in one product.
-        gx_emb = F.linear(emb, first.weight_ih[:, : self.emb_dim], first.bias_ih)  # [B, T, G]
+        w_emb = first.weight_ih[:, : self.emb_dim]
         autocast = torch.is_autocast_enabled(emb.device.type)  # bf16: autograd's loop
         if self.fused and self.training and torch.is_grad_enabled() and not autocast:
-            return self._fused(gx_emb, memory, masks, feed_mask)
+            return self._fused(emb, memory, masks, feed_mask)
         w_feed = first.weight_ih[:, self.emb_dim :]
         state = self.init_state(memory)
         feeds, attns = [], []
-        # unbind, not gx_emb[:, t]: its backward is one stack, where each step's slice would
-        # zero-fill a whole [B, T, G] gradient (T^2 memory traffic over a batch).
-        for gx in gx_emb.unbind(1):
-            if self.input_feeding:
-                feed = state.feed if feed_mask is None else state.feed * feed_mask
-                gx = gx + F.linear(feed, w_feed)
-            state, attn = self._advance(gx, state, memory, masks)
-            feeds.append(state.feed)
-            attns.append(attn)
+        # The embedding part of the first layer's input projection, one product per block of
+        # STEP_BLOCK steps (nmt.fused): all steps at once would hold a [B, T, G] tensor through
+        # the loop and its gradient twice over in backward (the steps' pieces, then their stack).
+        # Split and unbound, not sliced per step: each slice's backward would zero-fill a whole
+        # [B, T, ·] gradient (T^2 memory traffic over a batch); these are one cat and one stack.
+        for block in emb.split(fused_loop.STEP_BLOCK, dim=1):
+            for gx in F.linear(block, w_emb, first.bias_ih).unbind(1):  # [B, G] per step
+                if self.input_feeding:
+                    feed = state.feed if feed_mask is None else state.feed * feed_mask
+                    gx = gx + F.linear(feed, w_feed)
+                state, attn = self._advance(gx, state, memory, masks)
+                feeds.append(state.feed)
+                attns.append(attn)
         attn = None if attns[0] is None else torch.stack(attns, dim=1)
         return torch.stack(feeds, dim=1), attn
 
-    def _fused(
-        self, gx_emb: Tensor, memory: Memory, masks, feed_mask
-    ) -> tuple[Tensor, Tensor | None]:
+    def _fused(self, emb: Tensor, memory: Memory, masks, feed_mask) -> tuple[Tensor, Tensor | None]:
         """``forward``'s loop as one autograd node (nmt.fused), every dropout mask drawn first."""
-        from nmt.fused import FusedLoop, Plan
-
-        batch, steps = gx_emb.shape[:2]
+        batch, steps = emb.shape[:2]
         state = self.init_state(memory)
 
         def dropout_mask(p: float, size: int) -> Tensor | None:
             if p <= 0:
                 return None
-            return gx_emb.new_empty(steps, batch, size).bernoulli_(1 - p).div_(1 - p)
+            return emb.new_empty(steps, batch, size).bernoulli_(1 - p).div_(1 - p)
 
         hidden, context_size = state.feed.shape[-1], memory.outputs.shape[-1]
-        w = {"gx_emb": gx_emb, **{f"state{k}": s for k, s in enumerate(state.rnn)}}
+        first = self.rnn.first
+        w = {"emb": emb, "w_emb": first.weight_ih[:, : self.emb_dim], "b_ih0": first.bias_ih}
+        w.update({f"state{k}": s for k, s in enumerate(state.rnn)})
         w.update(feed0=state.feed, keys=memory.keys, values=memory.outputs, mask=memory.mask)
         w.update(summary=memory.summary, feed_vmask=feed_mask)
         if self.input_feeding:
-            w["w_feed"] = self.rnn.first.weight_ih[:, self.emb_dim :]
+            w["w_feed"] = first.weight_ih[:, self.emb_dim :]
         for i, layer in enumerate(self.rnn.layers):
             w[f"w_hh{i}"], w[f"b_hh{i}"] = layer.weight_hh, layer.bias_hh
             if i > 0:
@@ -255,7 +257,7 @@ class Decoder(nn.Module):
             if masks is not None:
                 w["x_vmask2"], w["h_vmask2"] = masks[-1]
         w = {k: v for k, v in w.items() if v is not None}
-        plan = Plan(
+        plan = fused_loop.Plan(
             cell=self.rnn.first.cell,
             layers=self.layers,
             attention=self.attention.kind,
@@ -263,4 +265,4 @@ class Decoder(nn.Module):
             input_feeding=self.input_feeding,
             names=tuple(w),
         )
-        return FusedLoop.apply(plan, *w.values())
+        return fused_loop.FusedLoop.apply(plan, *w.values())

@@ -26,6 +26,11 @@ from torch import Tensor
 from nmt.attention import AdditiveScores, additive_scores_grad
 from nmt.cell_grads import CELL_GRADS
 
+# Teacher forcing projects the target embeddings this many steps at a time, here and in the
+# decoder's autograd loop: all steps at once would hold a [B, T, G] tensor through the loop and its
+# gradient in backward (44 MiB each for 128 sentences of 56 tokens at G = 1536).
+STEP_BLOCK = 8
+
 # --------------------------------------------------------------------------------------------
 # Attention of one step (one query per sentence) and its derivative.
 
@@ -88,14 +93,16 @@ class FusedLoop(torch.autograd.Function):
     def forward(ctx, plan: Plan, *tensors):
         w = dict(zip(plan.names, tensors, strict=True))
         fwd = CELL_GRADS[plan.cell][0]
-        top, steps = plan.layers - 1, w["gx_emb"].shape[1]
+        top, steps = plan.layers - 1, w["emb"].shape[1]
         states = [
             tuple(w[f"state{k}"][i] for k in range(_states(plan))) for i in range(plan.layers)
         ]
         feed, saved, feeds, attns = w["feed0"], [], [], []
         for t in range(steps):
             keep: dict = {"layers": []}
-            gx = w["gx_emb"][:, t]
+            if t % STEP_BLOCK == 0:  # the embeddings' projection for the next block of steps
+                block = F.linear(w["emb"][:, t : t + STEP_BLOCK], w["w_emb"], w["b_ih0"])
+            gx = block[:, t % STEP_BLOCK]
             if plan.input_feeding:
                 gx = gx + F.linear(_mul(feed, w.get("feed_vmask")), w["w_feed"])  # again backward
             for i in range(plan.layers):
@@ -129,9 +136,6 @@ class FusedLoop(torch.autograd.Function):
             saved.append(keep)
             feeds.append(feed)
             attns.append(a)
-        # The inputs' projections are not needed backward: the loop's gradient takes their shape.
-        gx_emb = w.pop("gx_emb")
-        ctx.gx_spec = dict(size=gx_emb.shape, dtype=gx_emb.dtype, device=gx_emb.device)
         ctx.plan, ctx.saved, ctx.w = plan, saved, w
         attn = None if attns[0] is None else torch.stack(attns, dim=1)
         if attn is not None:
@@ -160,9 +164,13 @@ class FusedLoop(torch.autograd.Function):
                 grads[bias][rows] += g.sum(0)
 
         g_cs, attn_weights, queries = [], [], []
-        g_gx_emb = torch.empty(**ctx.gx_spec)
+        emb = w["emb"]
+        g_emb = torch.empty_like(emb)
         for t in reversed(range(steps)):
             keep = saved[t]
+            start = t - t % STEP_BLOCK
+            if t == steps - 1 or t % STEP_BLOCK == STEP_BLOCK - 1:  # a block's last step
+                g_block = emb.new_empty(emb.shape[0], t + 1 - start, w["w_emb"].shape[0])
             g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
             g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
             g_pre = g_u * (1 - keep["u"] * keep["u"])
@@ -201,7 +209,16 @@ class FusedLoop(torch.autograd.Function):
                 if i > 0:
                     weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
                     g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
-            g_gx_emb[:, t] = g_gx
+            g_block[:, t - start] = g_gx
+            if t == start:  # the block's embeddings and their projection's weights, at once
+                stop = start + g_block.shape[1]
+                g_emb[:, start:stop] = g_block @ w["w_emb"]
+                weight(
+                    "w_emb",
+                    g_block.view(-1, g_block.shape[-1]),
+                    emb[:, start:stop].reshape(-1, emb.shape[-1]),
+                    bias="b_ih0",
+                )
             if plan.input_feeding:
                 before = w["feed0"]  # the feed that entered step t, from step t - 1's output
                 if t > 0:
@@ -212,13 +229,13 @@ class FusedLoop(torch.autograd.Function):
                 g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))
             saved[t] = None  # this step's activations are no longer needed
         _memory_grads(plan, acc, grads, g_cs, attn_weights, queries)
-        grads["gx_emb"] = g_gx_emb
+        grads["emb"] = g_emb
         for k in range(n_states):
             grads[f"state{k}"] = torch.stack(
                 [torch.zeros_like(w[f"state{k}"][0]) if c[k] is None else c[k] for c in carry]
             )
         grads["feed0"] = g_feed_carry
-        ctx.saved = ctx.w = ctx.gx_spec = None
+        ctx.saved = ctx.w = None
         wanted = ctx.needs_input_grad[1:]
         return (
             None,

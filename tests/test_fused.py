@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import run_fit, tiny_model, toy_batch
 
+from nmt import fused as fused_loop
 from nmt.attention import KINDS
 from nmt.cells import CELLS
 from nmt.fused import FusedLoop
@@ -44,6 +45,25 @@ def test_fused_gradients_equal_autograds(cell, attention, conditional):
     assert fused.keys() == plain.keys()
     for name, grad in plain.items():
         torch.testing.assert_close(fused[name], grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_steps_projected_in_blocks_give_the_same_gradients(cell, monkeypatch):
+    """Both loops project the target embeddings a block of steps at a time: blocks of 4 over 9
+    steps (a short last block) and of 1 give the gradients of one block over all steps."""
+    torch.manual_seed(0)
+    model = tiny_model(cell, "bahdanau", conditional=True, dec_layers=2).double().train()
+    batch = toy_batch(5, seed=3)
+    assert batch.tgt_in.shape[1] == 9
+    monkeypatch.setattr(fused_loop, "STEP_BLOCK", 16)
+    _, whole = gradients(model, batch, seed=7)
+    for block in (4, 1):
+        monkeypatch.setattr(fused_loop, "STEP_BLOCK", block)
+        for fused in (False, True):
+            model.decoder.fused = fused
+            _, grads = gradients(model, batch, seed=7)
+            for name, grad in whole.items():
+                torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-10, msg=name)
 
 
 class _Ctx:
