@@ -154,10 +154,10 @@ def bench_train_one(
     run_dir = prepared_run(cfg, work_dir / "data")
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     train = load_encoded(run_dir)["train"]
-    src, tgt = list(train["src_ids"]), list(train["tgt_ids"])
+    src, tgt = train.ragged("src_ids"), train.ragged("tgt_ids")
     sampler = BatchSampler(
-        src_lens=[len(s) for s in src],
-        tgt_lens=[len(t) for t in tgt],
+        src_lens=src.lengths(),
+        tgt_lens=tgt.lengths(),
         max_tokens=None,
         batch_size=cfg.batch.batch_size,
         pool_size=100,
@@ -180,9 +180,9 @@ def bench_train_one(
 
     def step(indices) -> int:
         batch = collate([src[i] for i in indices], [tgt[i] for i in indices], indices)
+        opt.zero_grad(set_to_none=True)  # before the forward pass, as nmt.train does
         with autocast(device, dtype):
             out = sequence_loss(model, batch, 0.1)
-        opt.zero_grad(set_to_none=True)
         (out.loss / out.n_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

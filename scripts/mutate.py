@@ -67,6 +67,7 @@ TESTS = {
     "validation.py": ["test_validation.py"],
     "tables.py": ["test_tables.py"],
     "fused.py": ["test_fused.py"],
+    "loss.py": ["test_loss.py"],
     "cell_grads.py": ["test_cell_grads.py", "test_fused.py"],
     "runtime.py": [
         "test_model.py::test_training_step_under_bf16_autocast",
@@ -87,6 +88,18 @@ MUTANTS = [
         '                g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))',
         '                g_feed_carry = g_gx @ w["w_feed"]',
         "the fed-back output's variational mask left out of its gradient",
+    ),
+    Mutant(
+        "fused.py",
+        "                    emb[:, start:stop].reshape(-1, emb.shape[-1]),",
+        "                    emb[:, : stop - start].reshape(-1, emb.shape[-1]),",
+        "a block of steps' projection weights multiplied by the first block's embeddings",
+    ),
+    Mutant(
+        "loss.py",
+        "                grad = logits.div_(total.unsqueeze(1)).sub_(eps / vocab)",
+        "                grad = logits.sub_(eps / vocab)",
+        "the loss's gradient from exponentials never normalised into the softmax",
     ),
     Mutant(
         "cell_grads.py",
@@ -724,6 +737,12 @@ MUTANTS = [
         "        return self.table.slice(key % len(self), 1).to_pylist()[0]",
         "        return self.table.slice(key, 1).to_pylist()[0]",
         "a negative row index reads nothing",
+    ),
+    Mutant(
+        "columns.py",
+        "        return Ragged(values.astype(np.int32 if small else np.int64), offsets - offsets[0])",
+        "        return Ragged(values.astype(np.int32 if small else np.int64), offsets)",
+        "a selected range's sequences read from the offsets of the whole column",
     ),
     Mutant(
         "columns.py",
