@@ -296,6 +296,7 @@ def check_bench(
             assert f"train.{cell}.train_tgt_tokens_per_s:" in result.stdout
             # Each figure against the machine's limit: counted FLOPs per token over the probe.
             assert report["train"][cell]["flop_per_tgt_token"] > 0
+            assert report["train"][cell]["fused"] is True  # the default loop, model.fused
             assert 0 < report["train"][cell]["fraction_of_matmul_peak"] < 1
         assert report["probe"]["matmul_fp32_1024_gflops"] > 0
         assert "probe.matmul_bf16_1024_gflops:" in result.stdout
