@@ -740,12 +740,6 @@ MUTANTS = [
     ),
     Mutant(
         "columns.py",
-        "        return Ragged(values.astype(np.int32 if small else np.int64), offsets - offsets[0])",
-        "        return Ragged(values.astype(np.int32 if small else np.int64), offsets)",
-        "a selected range's sequences read from the offsets of the whole column",
-    ),
-    Mutant(
-        "columns.py",
         "            splits[name] = Split(pa.concat_tables(tables))",
         "            splits[name] = Split(tables[0])",
         "a split saved in several files read from its first",
