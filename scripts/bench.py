@@ -133,9 +133,12 @@ def bench_train_one(
     threads: int,
     overrides: list[str],
     work_dir: Path,
+    profile: bool = False,
 ) -> dict:
-    """Train-step throughput of one cell (run inside its own process)."""
+    """Train-step throughput of one cell (run inside its own process); with ``profile``, the top
+    operators of one more step."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from nmt.batching import BatchSampler, collate
     from nmt.config import group_kwargs as _kwargs
@@ -197,20 +200,18 @@ def bench_train_one(
         tokens = sum(step(indices) for indices in block)
         rates.append(tokens / (time.perf_counter() - start))
     training_peak = peak_rss_mib()  # before the profiler, whose event buffers are not training's
-    extra = chosen[warmup]  # profiled once more, after timing: FLOPs per token, top operators
-    counted: list[int] = []
-    profile_result = profiled(lambda: counted.append(step(extra)))
+    extra = chosen[warmup]  # run once more, after timing: FLOPs per token (and top operators)
     # The work is counted on autograd's loop: the fused decoder loop (model.fused) adds its weight
-    # gradients with in-place products (addmm_), which torch.profiler does not count.
+    # gradients with in-place products (addmm_), which the counters do not count.
     fused, model.decoder.fused = model.decoder.fused, False
-    work = profiled(lambda: step(extra))["flops"]
+    with FlopCounterMode(display=False) as counter:
+        tokens = step(extra)
     model.decoder.fused = fused
-    return {
+    result = {
         "cell": cell,
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "fused": fused,
-        "flop_per_tgt_token": round(work / counted[0]),
-        "profile": profile_result,
+        "flop_per_tgt_token": round(counter.get_total_flops() / tokens),
         "parameters": count_parameters(model),
         "train_tgt_tokens_per_s": round(statistics.median(rates), 1),
         "train_tgt_tokens_per_s_runs": [round(x, 1) for x in rates],
@@ -219,6 +220,9 @@ def bench_train_one(
         "batches_per_repeat": batches,
         "warmup_batches": warmup,
     }
+    if profile:  # the profiler's event bookkeeping takes seconds: only --what profile pays for it
+        result["profile"] = profiled(lambda: step(extra))
+    return result
 
 
 def bench_decode(
@@ -490,6 +494,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--per-request", type=int, default=4, help="serve: sentences in each request"
     )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
+    parser.add_argument("--one-train-profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads is None:
         from nmt.runtime import cpu_threads
@@ -522,6 +527,7 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
                 str(args.work_dir),
                 "--precision",
                 args.precision,
+                *(["--one-train-profile"] if profile else []),
                 *(f"--set={o}" for o in args.set),
             ],
             capture_output=True,
@@ -620,7 +626,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.one_train:  # child process: one cell, JSON on stdout
         settings = (args.batches, args.warmup, args.repeats, args.threads, args.set)
-        print(json.dumps(bench_train_one(args.one_train, args.precision, *settings, args.work_dir)))
+        result = bench_train_one(
+            args.one_train,
+            args.precision,
+            *settings,
+            args.work_dir,
+            profile=args.one_train_profile,
+        )
+        print(json.dumps(result))
         return
     import torch
 
