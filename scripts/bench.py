@@ -59,7 +59,7 @@ def matmul_probe(threads: int, seconds: float = 0.5) -> dict:
     for shape_name, (m, k, n) in {"1024": (1024, 1024, 1024), "step": (128, 512, 1536)}.items():
         for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-            a @ b  # warm-up (bf16 without hardware support takes seconds per product)
+            a[:8] @ b  # warm-up: a few rows (bf16 without hardware support: seconds a product)
             reps, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
                 a @ b

@@ -173,7 +173,7 @@ def weights(run: Path) -> dict:
 def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     """Ctrl-C in a sweep saves a checkpoint and exits 130; run again, the sweep continues that
     run from its step to the same weights as a sweep never stopped, then skips it."""
-    long = ["train.max_steps=60", "train.valid_every=5", "train.valid_max_sentences=5"]
+    long = ["train.max_steps=30", "train.valid_every=5", "train.valid_max_sentences=5"]
     straight = sweep(tmp_path / "a", corpus_dir, *long, cells="gru")
     assert straight.returncode == 0, straight.stderr[-3000:]
     (reference,) = [p for p in (tmp_path / "a" / "sweep").iterdir() if (p / "done.json").is_file()]
@@ -188,13 +188,13 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     assert job.returncode == 130, stderr[-3000:]
     run = meta.parent.parent
     stopped_at = json.loads(meta.read_text())["step"]
-    assert 5 <= stopped_at < 60 and not (run / "done.json").exists()
+    assert 5 <= stopped_at < 30 and not (run / "done.json").exists()
     assert f"interrupted at step {stopped_at}; checkpoint saved" in stderr
 
     again = sweep(tmp_path / "b", corpus_dir, *long, cells="gru")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"at step {stopped_at} (epoch" in again.stdout + again.stderr  # resumed there
-    assert json.loads((run / "done.json").read_text())["steps"] == 60
+    assert json.loads((run / "done.json").read_text())["steps"] == 30
     mine, theirs = weights(run), weights(reference)
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
