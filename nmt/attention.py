@@ -104,10 +104,16 @@ def additive_scores(keys: Tensor, query: Tensor, v: Tensor) -> Tensor:
     if keys.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
         return torch.tanh(keys.unsqueeze(1) + query.unsqueeze(2)) @ v
     scores = keys.new_empty(keys.shape[0], query.shape[1], keys.shape[1])
-    w, c = 2.0 * v, v.sum()
-    for rows in _blocks(keys, query):
-        torch.sub(_sigmoid_energy(keys[rows], query[rows]) @ w, c, out=scores[rows])
+    w, c = 2.0 * v.to(keys.dtype), v.sum().to(keys.dtype)
+    with _no_autocast(keys):  # 2 v^T s - sum(v) cancels: its products stay in keys' precision
+        for rows in _blocks(keys, query):
+            torch.sub(_sigmoid_energy(keys[rows], query[rows]) @ w, c, out=scores[rows])
     return scores
+
+
+def _no_autocast(like: Tensor):
+    """Autocast off (the fused decoder loop scores in float32 under bf16 autocast)."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 def additive_scores_grad(
@@ -123,6 +129,12 @@ def additive_scores_grad(
         energy.mul_(energy).neg_().add_(1.0).mul_(v).mul_(grad.unsqueeze(-1))
         grad_keys = energy.sum(dim=1) if need_keys else None
         return grad_keys, energy.sum(dim=2) if need_query else None, grad_v
+    with _no_autocast(keys):
+        return _sigmoid_scores_grad(keys, query, v.to(keys.dtype), grad.to(keys.dtype), needs)
+
+
+def _sigmoid_scores_grad(keys, query, v, grad, needs):
+    need_keys, need_query, need_v = needs
     grad_keys = torch.empty_like(keys) if need_keys else None
     grad_query = torch.empty_like(query) if need_query else None
     grad_v, grad_sum = torch.zeros_like(v), grad.new_zeros(())

@@ -64,7 +64,8 @@ class Decoder(nn.Module):
         fused: bool,
     ):
         super().__init__()
-        # Training's time loop as one autograd node (nmt.fused); False: autograd's own graph.
+        # Training's time loop as one autograd node (nmt.fused), in fp32 or under bf16 autocast;
+        # False: autograd's own graph.
         self.fused = fused
         # Training-only regularisers, each off at 0: per-sequence masks on the recurrent inputs
         # and states (variational), dropout of the attention context, and of whole target words
@@ -192,8 +193,7 @@ class Decoder(nn.Module):
             emb, feed_mask = emb * x_mask[:, None, : self.emb_dim], x_mask[:, self.emb_dim :]
         first = self.rnn.first
         w_emb = first.weight_ih[:, : self.emb_dim]
-        autocast = torch.is_autocast_enabled(emb.device.type)  # bf16: autograd's loop
-        if self.fused and self.training and torch.is_grad_enabled() and not autocast:
+        if self.fused and self.training and torch.is_grad_enabled():
             return self._fused(emb, memory, masks, feed_mask)
         w_feed = first.weight_ih[:, self.emb_dim :]
         state = self.init_state(memory)

@@ -12,7 +12,12 @@ Dropout: the masks are drawn before the loop (standard dropout as one [T, B, ·]
 variational dropout as today, one mask per sequence), so the fused and the autograd decoder differ
 in the random numbers they draw, not in what they compute. ``tests/test_fused.py`` compares the
 gradients of every parameter with autograd's in float64 for every cell, attention, conditional
-decoder and regulariser. bf16 autocast keeps autograd's loop.
+decoder and regulariser.
+
+Under bf16 autocast the products run in bf16 (backward too: it enters the forward's autocast
+state), the weight gradients add up in float32, and additive attention scores in float32: its
+scores and their softmax differ in the third digit, and in bf16 the query's gradient was lost in
+the cancellation (autograd's bf16 loop keeps that error).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def _attend(kind, q, w, keys, values, mask, summary):
         return summary, None, None
     qp = None
     if kind == "bahdanau":  # attention's own blocked kernel (sigmoid energy, never [B, S, A])
-        qp = F.linear(q, w["att_wq"], w["att_bq"])
+        qp = F.linear(q, w["att_wq"], w["att_bq"]).to(keys.dtype)  # keys: _scoring_keys
         scores = AdditiveScores.apply(keys, qp.unsqueeze(1), w["att_v"]).squeeze(1)
     else:
         scores = torch.bmm(keys, q.unsqueeze(-1)).squeeze(-1)
@@ -92,12 +97,15 @@ class FusedLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: Plan, *tensors):
         w = dict(zip(plan.names, tensors, strict=True))
+        device = w["emb"].device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         fwd = CELL_GRADS[plan.cell][0]
         top, steps = plan.layers - 1, w["emb"].shape[1]
         states = [
             tuple(w[f"state{k}"][i] for k in range(_states(plan))) for i in range(plan.layers)
         ]
         feed, saved, feeds, attns = w["feed0"], [], [], []
+        keys = _scoring_keys(plan, w)
         for t in range(steps):
             keep: dict = {"layers": []}
             if t % STEP_BLOCK == 0:  # the embeddings' projection for the next block of steps
@@ -115,9 +123,7 @@ class FusedLoop(torch.autograd.Function):
                 states[i], cell_saved = fwd(gx, states[i], w[f"w_hh{i}"], w[f"b_hh{i}"], hm)
                 keep["layers"].append((below, cell_saved))
             q1 = states[top][0]
-            c, a, qp = _attend(
-                plan.attention, q1, w, w.get("keys"), w["values"], w["mask"], w["summary"]
-            )
+            c, a, qp = _attend(plan.attention, q1, w, keys, w["values"], w["mask"], w["summary"])
             cd = _mul(c, w["ctx_mask"][t] if "ctx_mask" in w else None)
             query = q1
             if plan.conditional:
@@ -144,6 +150,12 @@ class FusedLoop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_feeds: Tensor, _g_attn):
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            return FusedLoop._backward(ctx, g_feeds)
+
+    @staticmethod
+    def _backward(ctx, g_feeds: Tensor):
         plan, saved, w = ctx.plan, ctx.saved, ctx.w
         back = CELL_GRADS[plan.cell][1]
         top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
@@ -157,13 +169,17 @@ class FusedLoop(torch.autograd.Function):
             per step, as autograd does; the step's saved tensors can go right after."""
             if name not in grads:
                 grads[name] = torch.zeros_like(w[name])
-            grads[name][rows, cols].addmm_(g.T, x)
+            if g.dtype == x.dtype == grads[name].dtype:
+                grads[name][rows, cols].addmm_(g.T, x)
+            else:  # bf16 autocast: the product in bf16, added to the float32 gradient
+                grads[name][rows, cols] += g.T @ x
             if bias is not None:
                 if bias not in grads:
                     grads[bias] = torch.zeros_like(w[bias])
                 grads[bias][rows] += g.sum(0)
 
         g_cs, attn_weights, queries = [], [], []
+        keys = _scoring_keys(plan, w)
         emb = w["emb"]
         g_emb = torch.empty_like(emb)
         for t in reversed(range(steps)):
@@ -192,7 +208,7 @@ class FusedLoop(torch.autograd.Function):
             attn_weights.append(keep["a"])
             queries.append(keep["q1"])
             g_q1 = _attend_back(
-                plan.attention, g_c, keep["a"], keep["qp"], w.get("keys"), w["values"], w, acc
+                plan.attention, g_c, keep["a"], keep["qp"], keys, w["values"], w, acc
             )
             if plan.attention == "bahdanau":
                 weight("att_wq", acc["g_qp"].pop(), keep["q1"], bias="att_bq")
@@ -256,6 +272,16 @@ def _memory_grads(plan, acc, grads, g_cs, attn_weights, queries) -> None:
     else:
         g_e = torch.stack(acc["g_e"], dim=1)
         grads["keys"] = torch.bmm(g_e.transpose(1, 2), torch.stack(queries, dim=1))
+
+
+def _scoring_keys(plan: Plan, w: dict) -> Tensor | None:
+    """The keys additive attention scores against: in float32 under bf16 autocast, where scores
+    that differ in the third digit decide the weights (scored in bf16, the query projection's
+    gradient was off by tens of percent, as it is in autograd's bf16 loop)."""
+    keys = w.get("keys")
+    if plan.attention != "bahdanau" or keys.dtype in (torch.float32, torch.float64):
+        return keys
+    return keys.float()
 
 
 def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:

@@ -96,6 +96,28 @@ def test_additive_scores_and_gradients_equal_the_plain_formula(dtype, group, blo
         assert torch.autograd.gradcheck(AdditiveScores.apply, (keys, query, v))
 
 
+def test_float32_additive_scores_ignore_bf16_autocast():
+    """The fused decoder loop scores in float32 under bf16 autocast: the sigmoid form's products
+    (2 v^T s - sum(v), and the gradient's sums) cancel, so autocast must not take them to bf16."""
+    from conftest import bf16
+
+    from nmt.attention import AdditiveScores
+
+    torch.manual_seed(0)
+    keys = torch.randn(3, 7, 16, requires_grad=True)
+    query = torch.randn(3, 1, 16, requires_grad=True)
+    v = torch.randn(16, requires_grad=True)
+    upstream = torch.randn(3, 1, 7)
+    plain = AdditiveScores.apply(keys, query, v)
+    expected = torch.autograd.grad(plain, (keys, query, v), upstream)
+    with bf16():
+        scores = AdditiveScores.apply(keys, query, v)
+        grads = torch.autograd.grad(scores, (keys, query, v), upstream)
+    torch.testing.assert_close(scores, plain)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_grouped_queries_read_their_sentences_memory(kind):
     """K queries per sentence (beam search) against one copy of the memory give what K copies

@@ -4,9 +4,11 @@ padding in the batch; its own backward against finite differences with every dro
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from conftest import run_fit, tiny_model, toy_batch
+from conftest import bf16, relative_error, run_fit, tiny_model, toy_batch
 
 from nmt import fused as fused_loop
 from nmt.attention import KINDS
@@ -15,6 +17,13 @@ from nmt.fused import FusedLoop
 from nmt.loss import sequence_loss
 
 CASES = [(c, a, conditional) for c in CELLS for a in KINDS for conditional in (False, True)]
+# bf16: additive attention (scored in float32) for every cell, and each other kind once.
+BF16_CASES = [(c, "bahdanau", conditional) for c in CELLS for conditional in (False, True)] + [
+    ("gru", "none", True),
+    ("lstm", "luong_dot", False),
+    ("gru_cho", "luong_general", True),
+    ("tanh", "luong_general", False),
+]
 
 
 def gradients(model, batch, seed: int) -> tuple[float, dict]:
@@ -45,6 +54,34 @@ def test_fused_gradients_equal_autograds(cell, attention, conditional):
     assert fused.keys() == plain.keys()
     for name, grad in plain.items():
         torch.testing.assert_close(fused[name], grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("cell,attention,conditional", BF16_CASES)
+def test_fused_gradients_under_bf16_autocast_are_near_float64s(cell, attention, conditional):
+    """Under bf16 autocast the fused loop's products run in bf16 and additive attention scores
+    in float32: every parameter's gradient within 5 % (relative norm) of float64's, and never
+    much further than autograd's own bf16 loop, which loses the attention query's gradient."""
+    torch.manual_seed(0)
+    model = tiny_model(
+        cell, attention, conditional=conditional, dec_layers=2, var_dropout=0.3,
+        word_dropout=0.1, emb_dropout=0.1,
+    ).train()  # fmt: skip
+    batch = toy_batch(5, seed=3)
+    exact = copy.deepcopy(model).double()
+    exact.decoder.fused = False
+    exact_loss, reference = gradients(exact, batch, seed=7)
+    half = {}
+    for fused in (False, True):
+        model.decoder.fused = fused
+        with bf16():
+            half[fused] = gradients(model, batch, seed=7)
+    assert half[True][0] == pytest.approx(exact_loss, rel=1e-3)
+    assert half[True][1].keys() == reference.keys()
+    for name, grad in reference.items():
+        fused_error = relative_error(half[True][1][name].double(), grad)
+        autograd_error = relative_error(half[False][1][name].double(), grad)
+        assert fused_error < 0.05, (name, fused_error)
+        assert fused_error < max(1.5 * autograd_error, 0.03), (name, fused_error, autograd_error)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
