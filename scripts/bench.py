@@ -134,9 +134,10 @@ def bench_train_one(
     overrides: list[str],
     work_dir: Path,
     profile: bool = False,
+    longest: bool = False,
 ) -> dict:
     """Train-step throughput of one cell (run inside its own process); with ``profile``, the top
-    operators of one more step."""
+    operators of one more step; with ``longest``, on the epoch's largest batches (largest_first)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -158,15 +159,19 @@ def bench_train_one(
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     train = load_encoded(run_dir)["train"]
     src, tgt = train.ragged("src_ids"), train.ragged("tgt_ids")
+    tgt_lens = tgt.lengths()
     sampler = BatchSampler(
         src_lens=src.lengths(),
-        tgt_lens=tgt.lengths(),
+        tgt_lens=tgt_lens,
         max_tokens=None,
         batch_size=cfg.batch.batch_size,
         pool_size=100,
         seed=1,
     )
-    chosen = sampler.batches(0)[: warmup + batches * repeats]
+    order = sampler.batches(0)
+    if longest:
+        order = largest_first(order, tgt_lens)
+    chosen = order[: warmup + batches * repeats]
     if len(chosen) < warmup + batches * repeats:
         raise SystemExit(
             f"bench: the training split has {len(chosen)} batches, fewer than "
@@ -219,10 +224,18 @@ def bench_train_one(
         "threads": threads,
         "batches_per_repeat": batches,
         "warmup_batches": warmup,
+        "batch_order": "largest first" if longest else "epoch",
+        "first_batch": [len(chosen[0]), max(tgt_lens[i] for i in chosen[0])],  # sentences, T
     }
     if profile:  # the profiler's event bookkeeping takes seconds: only --what profile pays for it
         result["profile"] = profiled(lambda: step(extra))
     return result
+
+
+def largest_first(batches: list, tgt_lens) -> list:
+    """The batches by padded target tokens (sentences x the longest), largest first: a training
+    step's peak memory comes at the largest (its activations and logits grow with it)."""
+    return sorted(batches, key=lambda b: len(b) * max(tgt_lens[i] for i in b), reverse=True)
 
 
 def bench_decode(
@@ -495,6 +508,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
     parser.add_argument("--one-train-profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--longest",
+        action="store_true",
+        help="train on the epoch's largest batches (padded target tokens), largest first: the "
+        "peak RSS of the worst step (default: the epoch's first batches, as training meets them)",
+    )
     args = parser.parse_args(argv)
     if args.threads is None:
         from nmt.runtime import cpu_threads
@@ -528,6 +547,7 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
                 "--precision",
                 args.precision,
                 *(["--one-train-profile"] if profile else []),
+                *(["--longest"] if args.longest else []),
                 *(f"--set={o}" for o in args.set),
             ],
             capture_output=True,
@@ -545,6 +565,8 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
             "parameters",
             "precision",
             "fused",
+            "batch_order",
+            "first_batch",
             "train_tgt_tokens_per_s",
             "peak_rss_mib",
             "flop_per_tgt_token",
@@ -632,6 +654,7 @@ def main(argv: list[str] | None = None) -> None:
             *settings,
             args.work_dir,
             profile=args.one_train_profile,
+            longest=args.longest,
         )
         print(json.dumps(result))
         return

@@ -339,6 +339,15 @@ def check_bench(
     return check
 
 
+def check_longest(result, tmp):
+    report = json.loads((tmp / "bench.json").read_text())
+    assert set(report) >= {"probe", "train"} and "decode" not in report
+    gru = report["train"]["gru"]
+    assert gru["batch_order"] == "largest first" and gru["precision"] == "bf16"
+    assert gru["fused"] is True and gru["peak_rss_mib"] > 0
+    assert "train.gru.first_batch:" in result.stdout
+
+
 def check_bench_help(result, tmp):
     for flag in ("--what", "--cells", "--repeats", "--threads", "--run-dir", "--set"):
         assert flag in result.stdout
@@ -516,6 +525,9 @@ CASES: dict[str, Case] = {
         [*BENCH, "--reference-steps", "0"],
         check_bench(["gru"], True, profile=True, reference=False),
         run_dir=False,
+    ),
+    'make bench ARGS="--what train --longest"': Case(  # one cell, in bf16: the fused loop there
+        [*BENCH, "--cells", "gru", "--precision", "bf16"], check_longest, run_dir=False
     ),
     "make lint": Case([], check_lint, run_dir=False),
     "make export run_dir=runs/X out=model.nmt": Case(
