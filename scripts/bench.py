@@ -170,7 +170,7 @@ def bench_train_one(
     )
     order = sampler.batches(0)
     if longest:
-        order = largest_first(order, tgt_lens)
+        order = largest_first(order, tgt_lens, warmup, batches * repeats)
     chosen = order[: warmup + batches * repeats]
     if len(chosen) < warmup + batches * repeats:
         raise SystemExit(
@@ -225,17 +225,20 @@ def bench_train_one(
         "batches_per_repeat": batches,
         "warmup_batches": warmup,
         "batch_order": "largest first" if longest else "epoch",
-        "first_batch": [len(chosen[0]), max(tgt_lens[i] for i in chosen[0])],  # sentences, T
+        "first_batch": [len(chosen[warmup]), max(tgt_lens[i] for i in chosen[warmup])],  # B, T
     }
     if profile:  # the profiler's event bookkeeping takes seconds: only --what profile pays for it
         result["profile"] = profiled(lambda: step(extra))
     return result
 
 
-def largest_first(batches: list, tgt_lens) -> list:
+def largest_first(batches: list, tgt_lens, warmup: int = 0, timed: int = 0) -> list:
     """The batches by padded target tokens (sentences x the longest), largest first: a training
-    step's peak memory comes at the largest (its activations and logits grow with it)."""
-    return sorted(batches, key=lambda b: len(b) * max(tgt_lens[i] for i in b), reverse=True)
+    step's peak memory comes at the largest (its activations and logits grow with it). With
+    ``warmup``, the ``timed`` largest come after that many of the next largest, so that they run
+    with the optimizer's state in memory (Adam allocates it at the end of the first step)."""
+    order = sorted(batches, key=lambda b: len(b) * max(tgt_lens[i] for i in b), reverse=True)
+    return order[timed : timed + warmup] + order[:timed] + order[timed + warmup :]
 
 
 def bench_decode(
