@@ -179,6 +179,61 @@ def toy_batch(n=4, seed=0):
     return collate(src, tgt, range(n))
 
 
+# Two kernels' float32 results differ in their last bits (oneDNN, MKL and onnxruntime choose
+# kernels by the CPU: AVX2, AVX-512, AMX), so a choice between two tokens whose log-probabilities
+# are closer than this may go either way; a decision by more than this is the model's, not the
+# kernel's. An untrained model's logits nearly tie often (28 against 18 at the first step of
+# gru_cho + luong_general on an AMX machine).
+TIE = 1e-3
+
+
+def forced(model, src: list[int], tokens: list[int]):
+    """One sentence's log-probabilities [len(tokens) + 1, V] and attention along the given
+    tokens (then the end), each step fed the previous given token: the two backends compared
+    on the same inputs, whatever their searches chose."""
+    import torch
+
+    from nmt.batching import collate
+    from nmt.specials import BOS_ID, EOS_ID
+
+    b = collate([src], None, [0])
+    with torch.no_grad():
+        return _forced(model, b, tokens, BOS_ID, EOS_ID)
+
+
+def _forced(model, b, tokens, bos, eos):
+    import torch
+
+    memory = model.encode(b.src_ids, b.src_lens, b.src_mask)
+    state = model.decoder.init_state(memory)
+    prev, rows, attn = torch.tensor([bos]), [], []
+    for token in [*tokens, eos]:
+        out = model.decoder.step(prev, state, memory)
+        rows.append(torch.log_softmax(out.logits.float(), dim=-1)[0])
+        if out.attn is not None:
+            attn.append(out.attn.float()[0])
+        state, prev = out.state, torch.tensor([token])
+    return torch.stack(rows), (torch.stack(attn) if attn else None)
+
+
+def first_near_tie(lprobs) -> int:
+    """The first step whose two best tokens are within TIE (len(lprobs) if none is)."""
+    top2 = lprobs.topk(2, dim=-1).values
+    close = ((top2[:, 0] - top2[:, 1]) < TIE).nonzero()
+    return int(close[0]) if len(close) else len(lprobs)
+
+
+def greedy_alike(model, src: list[int], mine: list[int], theirs: list[int]) -> bool:
+    """Two greedy outputs of one source (token ids) by two kernels or backends: the same up to the
+    first step of ``mine`` where ``model``'s two best tokens nearly tie, and wholly the same if no
+    step does. Whether they are the same."""
+    lprobs, _ = forced(model, src, mine)
+    tie = first_near_tie(lprobs)
+    assert theirs[:tie] == mine[:tie], f"outputs differ at a step decided by a margin over {TIE}"
+    assert mine == theirs or tie < len(lprobs), "outputs differ, every step decided by a margin"
+    return mine == theirs
+
+
 def bf16():
     """The project's own switch (nmt.runtime.autocast), so that a switch left off fails here."""
     import torch
