@@ -255,6 +255,8 @@ class ServeConfig(DecodeConfig):
     max_chars: int = MISSING
     max_body_bytes: int = MISSING
     max_beam: int = MISSING
+    max_output_len: int = MISSING
+    max_output_ratio: float = MISSING
     timeout_s: float = MISSING
     window_ms: float = MISSING
     batch_tokens: int = MISSING

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from nmt.batching import ordered_batches
-from nmt.search import Decodable, Hypothesis, search_batch
+from nmt.search import Decodable, Hypothesis, Stop, search_batch
 from nmt.search_options import SearchOptions
 
 
@@ -20,18 +20,22 @@ def decode_corpus(
     device: torch.device,
     max_sentences: int,
     max_tokens: int | None,
+    stop: Stop | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode sentences (pieces without specials) in batches of at most ``max_sentences``
     sentences and ``max_tokens`` padded source tokens (None: no token limit); the n-best
-    hypotheses of each, in input order."""
+    hypotheses of each, in input order. ``stop``: asked before every step of every batch
+    (``nmt.search.Cancelled`` when it answers true)."""
     was_training = model.training
     model.eval()
     results: list[list[Hypothesis]] = [[] for _ in src]
-    for batch in ordered_batches(src, None, max_tokens=max_tokens, batch_size=max_sentences):
-        rows = batch.indices.tolist()
-        batch = batch.to(device)
-        hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, options)
-        for i, h in zip(rows, hyps, strict=True):
-            results[i] = h
-    model.train(was_training)
+    try:
+        for batch in ordered_batches(src, None, max_tokens=max_tokens, batch_size=max_sentences):
+            rows = batch.indices.tolist()
+            batch = batch.to(device)
+            hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, options, stop)
+            for i, h in zip(rows, hyps, strict=True):
+                results[i] = h
+    finally:
+        model.train(was_training)
     return results

@@ -9,6 +9,7 @@ by the GNMT length penalty ((5 + length) / 6) ** alpha, plus the optional covera
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +43,19 @@ class Decodable(Protocol):
     def eval(self) -> Any: ...
 
     def train(self, mode: bool = True) -> Any: ...
+
+
+class Cancelled(Exception):
+    """A search stopped between two steps because its caller asked it to (``stop``)."""
+
+
+# What a search asks between two steps: whether to give up (the service's time budget ran out).
+Stop = Callable[[], bool]
+
+
+def _check(stop: Stop | None) -> None:
+    if stop is not None and stop():
+        raise Cancelled("search stopped by its caller")
 
 
 @dataclass
@@ -86,10 +100,16 @@ def _force_end(lprobs: Tensor, eos: Tensor, last: Tensor) -> None:
 
 @torch.no_grad()
 def greedy(
-    model: Decodable, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+    model: Decodable,
+    src_ids: Tensor,
+    src_lens: Tensor,
+    src_mask: Tensor,
+    options: SearchOptions,
+    stop: Stop | None = None,
 ) -> list[Hypothesis]:
     """Greedy decoding of a batch: src_ids [B, S] -> one Hypothesis per sentence (the length
-    options apply; beam ones do not).
+    options apply; beam ones do not). ``stop`` is asked before every step; when it answers true
+    the search raises :class:`Cancelled`.
 
     Tokens, log-probabilities and attention go into per-batch tensors, indexed by each active
     row's original sentence; the host reads one number per step (how many rows ended, to drop
@@ -106,6 +126,7 @@ def greedy(
     log_probs = torch.zeros(batch, device=device)
     attns: Tensor | None = None  # [B, steps, S]
     for t in range(steps):
+        _check(stop)
         out = model.decoder.step(prev, state, memory)
         lprobs = log_softmax_(out.logits.float())
         eos = lprobs[:, EOS_ID].clone()
@@ -183,9 +204,15 @@ class _Finished:
 
 @torch.no_grad()
 def beam_search(
-    model: Decodable, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+    model: Decodable,
+    src_ids: Tensor,
+    src_lens: Tensor,
+    src_mask: Tensor,
+    options: SearchOptions,
+    stop: Stop | None = None,
 ) -> list[list[Hypothesis]]:
-    """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first.
+    """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first
+    (``stop`` as in :func:`greedy`).
 
     One loop over time steps whose stages read in order (score, finish, continue, decide, drop
     decided sentences); it is longer than most functions here because cutting it further would pass
@@ -214,6 +241,7 @@ def beam_search(
     coverage: Tensor | None = None  # [n*K, S]
 
     for t in range(int(limits.max())):
+        _check(stop)
         n = active.shape[0]
         out = model.decoder.step(prev, state, memory)
         lprobs = log_softmax_(out.logits.float())  # [n*K, V]
@@ -297,9 +325,14 @@ def beam_search(
 
 
 def search_batch(
-    model: Decodable, src_ids: Tensor, src_lens: Tensor, src_mask: Tensor, options: SearchOptions
+    model: Decodable,
+    src_ids: Tensor,
+    src_lens: Tensor,
+    src_mask: Tensor,
+    options: SearchOptions,
+    stop: Stop | None = None,
 ) -> list[list[Hypothesis]]:
     """Greedy when nothing needs a beam, else beam search; n_best hypotheses per sentence."""
     if options.is_greedy:
-        return [[h] for h in greedy(model, src_ids, src_lens, src_mask, options)]
-    return beam_search(model, src_ids, src_lens, src_mask, options)
+        return [[h] for h in greedy(model, src_ids, src_lens, src_mask, options, stop)]
+    return beam_search(model, src_ids, src_lens, src_mask, options, stop)

@@ -8,6 +8,7 @@ keep no defaults of their own: ``conf/search/`` holds the defaults, and the conf
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -16,6 +17,11 @@ from nmt.errors import UserError
 
 class SearchError(UserError):
     """Search settings no search can honour."""
+
+
+# The largest length-penalty exponent: ((5 + length) / 6) ** alpha overflows a float past ~130 at
+# a thousand tokens, and the GNMT paper's useful range is 0-1 (nmt-tune-search tries 0-1.4).
+MAX_ALPHA = 10.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,18 @@ class SearchOptions:
     no_repeat_ngram: int  # 0: off
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise SearchError(f"search.{f.name}={value!r}: expected a whole number")
+            if f.type == "float" and (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise SearchError(f"search.{f.name}={value!r}: expected a finite number")
+        if self.alpha > MAX_ALPHA:
+            raise SearchError(f"search.alpha={self.alpha}: at most {MAX_ALPHA}")
         if self.beam_size < 1:
             raise SearchError(f"search.beam_size={self.beam_size}: must be at least 1")
         if not 1 <= self.n_best <= self.beam_size:

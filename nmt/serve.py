@@ -1,32 +1,45 @@
 """A translation service: ``nmt-serve model=model.nmt`` (or ``run_dir=runs/X``), a FastAPI
 application under uvicorn, on localhost by default.
 
-``POST /translate`` takes ``{"text": [...], "search": {...}, "n_best": N}`` and answers
-``{"translations": [...]}`` in the order of ``text`` (with ``n_best``, a list of
-``{"text", "score"}`` per line; with ``"attention": true``, each line's attention weights);
-``GET /health``; ``GET /model`` (the model's manifest); ``GET /`` a page to try the model. Requests
-that arrive together share batches: a collector waits ``window_ms`` for more lines, up to
-``batch_tokens`` source pieces, and the model decodes them as one call, so many small requests
-cost about what one large one does. Every limit is a 4xx answer in JSON (lines per request,
-characters per line, body size, beam size); a request past its time budget gets a 503; nothing a
-client sends stops the server.
+``POST /translate`` takes ``{"text": [...], "search": {...}, "n_best": N, "attention": bool}`` and
+answers ``{"translations": [...]}`` in the order of ``text`` (with ``n_best``, a list of
+``{"text", "score"}`` per line; with ``"attention": true``, each line's attention weights); its
+request and answer are declared models, so the OpenAPI document at ``/openapi.json`` (and the page
+at ``/docs``) gives every field and bound. ``GET /health`` tells an idle decoder from a busy or a
+stuck one; ``GET /model`` the model's manifest and the service's limits; ``GET /`` a page to try
+the model. Requests that arrive together share batches: a collector waits ``window_ms`` for more
+lines, up to ``batch_tokens`` source pieces, and the model decodes them as one call, so many small
+requests cost about what one large one does.
+
+Nothing a client sends stops or wedges the server: every per-request search option is bounded (the
+output's length relative to the input and absolute, ``min_len`` within it, the floats finite), and
+every refusal is a JSON answer ``{"error": "one line"}`` naming what the client wrote (4xx). A
+request past its time budget gets a 503 and its decoding stops at the next step, so the decoder
+is free for the next request within about one step's time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
+from typing import Annotated, Literal
 
 # The [serve] extra; nmt-serve checks that it is there before importing this module.
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from starlette.exceptions import HTTPException
 
-from nmt.search import SearchOptions
+from nmt.errors import one_line
+from nmt.search import Cancelled
+from nmt.search_options import MAX_ALPHA, SearchError, SearchOptions
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -42,6 +55,8 @@ class Limits:
     max_chars: int
     max_body_bytes: int
     max_beam: int
+    max_output_len: int  # the largest search.max_len_b, min_len and no_repeat_ngram
+    max_output_ratio: float  # the largest search.max_len_a
     timeout_s: float
     window_ms: float
     batch_tokens: int
@@ -65,13 +80,15 @@ class _Job:
 
 class Batcher:
     """Gathers the lines of concurrent requests into shared batches, one decoding call at a
-    time on a worker thread (the model is not shared between threads)."""
+    time on a worker thread (the model is not shared between threads). A call stops between two
+    steps once every request it decodes for has given up (its time budget ran out)."""
 
     def __init__(self, translator: Translator, limits: Limits):
         self.translator, self.limits = translator, limits
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nmt-decode")
         self.task: asyncio.Task | None = None
+        self.decoding_since: float | None = None  # time.monotonic() of the call under way
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -87,33 +104,44 @@ class Batcher:
         await self.queue.put(job)
         return await job.done
 
+    async def _gather(self) -> list[_Job]:
+        """The next job and those that arrive within the window, up to batch_tokens pieces."""
+        loop = asyncio.get_running_loop()
+        jobs = [await self.queue.get()]
+        deadline = loop.time() + self.limits.window_ms / 1000
+        pieces = jobs[0].pieces
+        while pieces < self.limits.batch_tokens:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                job = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                break
+            jobs.append(job)
+            pieces += job.pieces
+        return jobs
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self.queue.get()]
-            deadline = loop.time() + self.limits.window_ms / 1000
-            pieces = jobs[0].pieces
-            while pieces < self.limits.batch_tokens:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), left)
-                except TimeoutError:
-                    break
-                jobs.append(job)
-                pieces += job.pieces
+            jobs = await self._gather()
             # One decoding call per search setting among the gathered jobs.
             groups: dict[SearchOptions, list[_Job]] = {}
             for job in jobs:
                 groups.setdefault(job.search, []).append(job)
             for search, group in groups.items():
-                live = [job for job in group if not job.done.cancelled()]
+                live = [job for job in group if not job.done.done()]
                 if not live:
                     continue
                 texts = [text for job in live for text in job.texts]
                 try:
-                    results = await loop.run_in_executor(self.worker, self._decode, texts, search)
+                    results = await loop.run_in_executor(
+                        self.worker, self._decode, texts, search, live
+                    )
+                except Cancelled:
+                    log.warning("stopped decoding %d lines: every request gave up", len(texts))
+                    continue
                 except Exception as e:  # noqa: BLE001 - one bad batch answers its requests
                     for job in live:
                         if not job.done.done():
@@ -125,45 +153,169 @@ class Batcher:
                         job.done.set_result(results[start : start + len(job.texts)])
                     start += len(job.texts)
 
-    def _decode(self, texts: list[str], search: SearchOptions) -> list:
-        translator = self.translator
-        kept, translator.search = translator.search, search
+    def _decode(self, texts: list[str], search: SearchOptions, jobs: list[_Job]) -> list:
+        """On the worker thread: decode, asking between steps whether anyone still waits (a
+        future cancelled by the event loop reads as done here; reading it is thread-safe)."""
+        self.decoding_since = time.monotonic()
         try:
-            return translator.translate_full(texts)
+            return self.translator.translate_full(
+                texts, search=search, stop=lambda: all(job.done.done() for job in jobs)
+            )
         finally:
-            translator.search = kept
+            self.decoding_since = None
 
 
-def request_search(translator: Translator, body: dict, limits: Limits) -> SearchOptions:
-    """The request's search: the service's, with the keys it names changed and checked."""
-    asked = body.get("search") or {}
-    if not isinstance(asked, dict):
-        raise Refused(422, "search: expected an object of search settings")
-    if "n_best" in body:
-        asked = {**asked, "n_best": body["n_best"]}
+class Refusal(BaseModel):
+    """Every answer other than 200: what was refused, on one line."""
+
+    error: str
+
+
+class Hypothesis(BaseModel):
+    text: str
+    score: float
+
+
+class Attention(BaseModel):
+    """The best hypothesis's attention: a row of weights per target piece (and </s>), a column per
+    source piece (and </s>)."""
+
+    source: list[str]
+    target: list[str]
+    weights: list[list[float]]
+
+
+class Translations(BaseModel):
+    """One entry per line of ``text``, in order: the best translation, or with ``n_best`` a list
+    of hypotheses; ``attention`` when asked (null for a line with none)."""
+
+    translations: list[str] | list[list[Hypothesis]]
+    attention: list[Attention | None] | None = None
+
+
+class Health(BaseModel):
+    """ok: idle; busy: decoding (for decoding_s); stuck: one decoding call has run past the time
+    budget (answered 503, for a supervisor to restart the service)."""
+
+    status: Literal["ok", "busy", "stuck"]
+    decoding_s: float | None = None
+    queued: int = 0
+
+
+def _unicode(line: str) -> str:
     try:
-        search = translator.search.replace(**asked)
-    except (TypeError, ValueError) as e:
-        raise Refused(422, f"search: {e}") from None
-    if search.beam_size > limits.max_beam:
-        raise Refused(422, f"search.beam_size={search.beam_size}: at most {limits.max_beam}")
-    return search
+        line.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"character {e.start} is a lone surrogate, not Unicode text") from None
+    return line
 
 
-def request_lines(body: object, limits: Limits) -> list[str]:
-    if not isinstance(body, dict) or "text" not in body:
-        raise Refused(422, 'expected {"text": ["a sentence", ...]}')
-    text = body["text"]
-    if isinstance(text, str):
-        text = [text]
-    if not isinstance(text, list) or not all(isinstance(t, str) for t in text):
-        raise Refused(422, "text: expected a string or a list of strings")
-    if len(text) > limits.max_lines:
-        raise Refused(413, f"text: {len(text)} lines; at most {limits.max_lines} per request")
-    for i, line in enumerate(text):
-        if len(line) > limits.max_chars:
-            raise Refused(413, f"text[{i}]: {len(line)} characters; at most {limits.max_chars}")
-    return text
+def request_model(limits: Limits, search: SearchOptions) -> type[BaseModel]:
+    """The body of ``POST /translate`` with this service's bounds (they are in its OpenAPI
+    document): every search option that a request may change, each within what one request may
+    cost; ``search`` holds the service's defaults, shown as each option's default."""
+    length = {"ge": 0, "le": limits.max_output_len}
+    bounds = {
+        "beam_size": (int, {"ge": 1, "le": limits.max_beam}),
+        "alpha": (float, {"ge": 0, "le": MAX_ALPHA, "allow_inf_nan": False}),
+        "max_len_a": (float, {"ge": 0, "le": limits.max_output_ratio, "allow_inf_nan": False}),
+        "max_len_b": (int, length),
+        "min_len": (int, length),
+        "n_best": (int, {"ge": 1, "le": limits.max_beam}),
+        "coverage_penalty": (float, {"ge": 0, "le": 100, "allow_inf_nan": False}),
+        "no_repeat_ngram": (int, length),
+    }
+    assert set(bounds) == set(search.as_dict()), "a search option without a bound"
+    options = {
+        name: (kind | None, Field(None, description=f"default {search.as_dict()[name]}", **b))
+        for name, (kind, b) in bounds.items()
+    }
+    SearchRequest = create_model(  # noqa: N806 - a class
+        "SearchRequest", __config__=ConfigDict(extra="forbid"), **options
+    )
+    Lines = Annotated[  # noqa: N806
+        list[Annotated[str, Field(max_length=limits.max_chars), AfterValidator(_unicode)]],
+        Field(max_length=limits.max_lines),
+    ]
+
+    class TranslateRequest(BaseModel):
+        """Lines to translate (one string is one line), with this request's search settings."""
+
+        model_config = ConfigDict(extra="forbid")
+        text: Lines
+        search: SearchRequest | None = None  # type: ignore[valid-type]
+        n_best: int | None = Field(
+            None, ge=1, le=limits.max_beam, description="hypotheses per line, with their scores"
+        )
+        attention: bool = False
+
+        @field_validator("text", mode="before")
+        @classmethod
+        def _one_line(cls, value):
+            return [value] if isinstance(value, str) else value
+
+    return TranslateRequest
+
+
+def request_search(translator: Translator, asked: BaseModel) -> SearchOptions:
+    """The request's search: the service's, with the options it names changed (an ``n_best``
+    wider than the beam widens the beam, unless the request names ``beam_size`` too)."""
+    changes = {} if asked.search is None else asked.search.model_dump(exclude_unset=True)
+    if asked.n_best is not None:
+        changes["n_best"] = asked.n_best
+        if "beam_size" not in changes:
+            changes["beam_size"] = max(translator.search.beam_size, asked.n_best)
+    try:
+        return translator.search.replace(**changes)
+    except SearchError as e:
+        raise Refused(422, one_line(e)) from None
+
+
+def _name(loc: tuple) -> str:
+    """A pydantic error's location as the client wrote it: search.max_len_b, text[3]."""
+    name = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=True) if not isinstance(value, bytes) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def refusal_of(errors: list[dict]) -> tuple[int, str]:
+    """A request's validation errors as (status, one line) naming each setting as the client wrote
+    it: 400 for a body that is not JSON, 413 for too many lines or characters, else 422."""
+    status, said = 422, []
+    for e in errors[:3]:
+        kind, name, ctx, given = (
+            e["type"],
+            _name(tuple(e["loc"])),
+            e.get("ctx") or {},
+            e.get("input"),
+        )
+        if kind == "json_invalid":
+            return 400, f"not JSON ({ctx.get('error', e['msg'])})"
+        if kind in ("too_long", "string_too_long") and name.startswith("text"):
+            status = 413
+            what = "lines" if kind == "too_long" else "characters"
+            said.append(f"{name}: {len(given)} {what}; at most {ctx['max_length']}")
+        elif kind == "less_than_equal":
+            said.append(f"{name}={_short(given)}: at most {ctx['le']}")
+        elif kind == "greater_than_equal":
+            said.append(f"{name}={_short(given)}: at least {ctx['ge']}")
+        elif kind == "extra_forbidden":
+            where = "search option" if name.startswith("search.") else "field"
+            said.append(f"{name}: unknown {where}")
+        elif kind == "missing":
+            said.append(f'{name}: missing (expected {{"text": ["a sentence", ...]}})')
+        elif kind in ("model_type", "model_attributes_type") and not name:
+            said.append('expected a JSON object {"text": ["a sentence", ...]}')
+        else:
+            message = e["msg"].removeprefix("Value error, ")
+            said.append(f"{name or 'body'}={_short(given)}: {message[:1].lower()}{message[1:]}")
+    return status, "; ".join(said)
 
 
 def attention_of(translator: Translator, result) -> dict | None:
@@ -200,9 +352,56 @@ def describe(translator: Translator) -> dict:
     }
 
 
+class RequestBody:
+    """ASGI middleware: a request body larger than ``limit`` bytes is refused (413) before the
+    application reads it (a declared Content-Length over the limit before a byte is read), and a
+    body is read as JSON whatever its Content-Type says (``curl -d`` sends a form's)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send, int(declared))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(scope, receive, send, size)
+            if not message.get("more_body"):
+                break
+        body, given = b"".join(chunks), False
+        if body:
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+        async def replay():
+            nonlocal given
+            if given:
+                return await receive()
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send, size: int) -> None:
+        answer = JSONResponse(
+            {"error": f"body of {size} bytes or more; at most {self.limit}"}, status_code=413
+        )
+        await answer(scope, receive, send)
+
+
 def create_app(translator: Translator, limits: Limits, manifest: dict):
     """The FastAPI application (its OpenAPI page at /docs comes from FastAPI)."""
     batcher = Batcher(translator, limits)
+    TranslateRequest = request_model(limits, translator.search)  # noqa: N806 - a class
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -211,53 +410,72 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
         await batcher.stop()
 
     app = FastAPI(title="nmt", version=str(manifest.get("nmt", "")), lifespan=lifespan)
+    app.add_middleware(RequestBody, limit=limits.max_body_bytes)
+    app.state.batcher = batcher
+    about = {**manifest, "limits": asdict(limits)}
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:
         return JSONResponse({"error": e.message}, status_code=e.status)
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        status, message = refusal_of(list(e.errors()))
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        message = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+        return JSONResponse({"error": message}, status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, e: Exception) -> JSONResponse:
+        # A bug of the service's, not the client's: logged whole, answered in one line.
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error: {one_line(e)[:200]}"}, status_code=500)
+
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
+    async def health() -> JSONResponse:
+        since, queued = batcher.decoding_since, batcher.queue.qsize()
+        if since is None:
+            return JSONResponse(Health(status="ok", queued=queued).model_dump())
+        took = round(time.monotonic() - since, 3)
+        # A call past its budget should have stopped within a step: one that has not is stuck.
+        stuck = took > 2 * limits.timeout_s + 5
+        answer = Health(status="stuck" if stuck else "busy", decoding_s=took, queued=queued)
+        return JSONResponse(answer.model_dump(), status_code=503 if stuck else 200)
 
     @app.get("/model")
     async def model() -> dict:
-        return manifest
+        return about
 
-    @app.post("/translate")
-    async def translate(request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise Refused(413, f"body of {declared} bytes; at most {limits.max_body_bytes}")
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise Refused(413, f"body of {len(raw)} bytes; at most {limits.max_body_bytes}")
-        try:
-            import json
-
-            body = json.loads(raw)
-        except ValueError as e:
-            raise Refused(400, f"not JSON ({e})") from None
-        lines = request_lines(body, limits)
-        search = request_search(translator, body, limits)
+    async def translate(asked) -> Translations:
+        search = request_search(translator, asked)
         began = time.perf_counter()
         try:
-            results = await asyncio.wait_for(batcher.submit(lines, search), limits.timeout_s)
+            results = await asyncio.wait_for(batcher.submit(asked.text, search), limits.timeout_s)
         except TimeoutError:
             raise Refused(503, f"not translated within {limits.timeout_s} s; try again") from None
-        log.info("%d lines in %.3f s", len(lines), time.perf_counter() - began)
-        if "n_best" in body:
-            answer: dict = {
-                "translations": [
-                    [{"text": t, "score": h.score} for t, h in zip(r.texts, r.hyps, strict=True)]
-                    for r in results
-                ]
-            }
+        log.info("%d lines in %.3f s", len(asked.text), time.perf_counter() - began)
+        if asked.n_best is not None:
+            translations: list = [
+                [Hypothesis(text=t, score=h.score) for t, h in zip(r.texts, r.hyps, strict=True)]
+                for r in results
+            ]
         else:
-            answer = {"translations": [r.texts[0] if r.texts else "" for r in results]}
-        if body.get("attention") is True:
-            answer["attention"] = [attention_of(translator, r) for r in results]
-        return answer
+            translations = [r.texts[0] if r.texts else "" for r in results]
+        attention = [attention_of(translator, r) for r in results] if asked.attention else None
+        return Translations(translations=translations, attention=attention)
+
+    # The body's model is made here, with this service's bounds: named on the handler itself
+    # (annotations are strings in this module, which FastAPI would look up among its globals).
+    translate.__annotations__["asked"] = TranslateRequest
+    app.post(
+        "/translate",
+        response_model=Translations,
+        response_model_exclude_none=True,
+        responses={code: {"model": Refusal} for code in (400, 413, 422, 503)},
+    )(translate)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:

@@ -26,7 +26,7 @@ from nmt.model import Seq2Seq
 from nmt.ort import check_backend, onnx_model, resolve_backend
 from nmt.restore import RunDirError, restore
 from nmt.runtime import autocast, pick_device, pick_precision
-from nmt.search import Hypothesis
+from nmt.search import Hypothesis, Stop
 from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
 
@@ -251,15 +251,28 @@ class Translator:
         return translator
 
     @overload
-    def translate_full(self, texts: str) -> Translation: ...
+    def translate_full(
+        self, texts: str, *, search: SearchOptions | None = None, stop: Stop | None = None
+    ) -> Translation: ...
     @overload
-    def translate_full(self, texts: list[str]) -> list[Translation]: ...
+    def translate_full(
+        self, texts: list[str], *, search: SearchOptions | None = None, stop: Stop | None = None
+    ) -> list[Translation]: ...
 
-    def translate_full(self, texts: str | list[str]) -> Translation | list[Translation]:
+    def translate_full(
+        self,
+        texts: str | list[str],
+        *,
+        search: SearchOptions | None = None,
+        stop: Stop | None = None,
+    ) -> Translation | list[Translation]:
         """Translate with everything kept: n-best, scores, attention, pieces. Empty in, empty out;
-        one text in, one :class:`Translation` out."""
+        one text in, one :class:`Translation` out. ``search``: these settings instead of the
+        translator's own (one request's, in the service); ``stop``: asked between decoding steps
+        (``nmt.search.Cancelled`` when it answers true)."""
         if isinstance(texts, str):
-            return self.translate_full([texts])[0]
+            return self.translate_full([texts], search=search, stop=stop)[0]
+        search = self.search if search is None else search
         ids = self.tokenizer.encode_src(texts)
         truncated = [len(x) > self.max_src_len for x in ids]
         ids = [x[: self.max_src_len] for x in ids]
@@ -268,12 +281,13 @@ class Translator:
             found = decode_corpus(
                 self.model,
                 [ids[i] for i in todo],
-                self.search,
+                search,
                 device=self.device,
                 max_sentences=self.max_sentences,
                 max_tokens=self.max_tokens,
+                stop=stop,
             )
-        n_best = self.search.n_best
+        n_best = search.n_best
         empty = [Hypothesis(tokens=[], log_prob=0.0, score=0.0)] * n_best
         hyps_of = dict(zip(todo, found, strict=True))
         out = []

@@ -4,10 +4,12 @@ the server alive after every bad request."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -22,6 +24,8 @@ LIMITS = Limits(
     max_chars=200,
     max_body_bytes=4000,
     max_beam=6,
+    max_output_len=50,
+    max_output_ratio=2.0,
     timeout_s=60.0,
     window_ms=20.0,
     batch_tokens=4000,
@@ -29,14 +33,9 @@ LIMITS = Limits(
 LINES = ["A dog runs in the park.", "", "Two men talk.", "A woman reads a book."]
 
 
-@pytest.fixture(scope="module")
-def service(tiny_run):
-    """(base URL, translator): a uvicorn server on a free loopback port, in a thread."""
-    # fp32: the service batches lines as requests arrive and the tests compare its answers with
-    # lines translated in other batches; in bf16 (precision=auto on CPUs that multiply it) a
-    # batch's shape may break a near tie of this barely trained model either way.
-    translator = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32")
-    app = create_app(translator, LIMITS, describe(translator))
+@contextmanager
+def serving(app):
+    """A uvicorn server of ``app`` on a free loopback port, in a thread: its base URL."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -45,9 +44,22 @@ def service(tiny_run):
             break
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", translator
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_run):
+    """(base URL, translator): the tiny run served."""
+    # fp32: the service batches lines as requests arrive and the tests compare its answers with
+    # lines translated in other batches; in bf16 (precision=auto on CPUs that multiply it) a
+    # batch's shape may break a near tie of this barely trained model either way.
+    translator = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32")
+    with serving(create_app(translator, LIMITS, describe(translator))) as url:
+        yield url, translator
 
 
 def test_translations_come_back_in_order(service):
@@ -58,9 +70,10 @@ def test_translations_come_back_in_order(service):
     assert expected[1] == ""  # an empty line gives an empty line
     one = httpx.post(f"{url}/translate", json={"text": LINES[0]}, timeout=60)
     assert one.json() == {"translations": expected[:1]}
-    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "decoding_s": None, "queued": 0}
     model = httpx.get(f"{url}/model").json()
     assert (model["src"], model["tgt"]) == ("en", "de") and model["parameters"] > 0
+    assert model["limits"]["max_beam"] == LIMITS.max_beam  # the page caps its n-best there
     assert (model["backend"], model["quantize"]) == translator.backend  # as auto chose them
 
 
@@ -76,25 +89,132 @@ def test_n_best_with_scores(service):
 @pytest.mark.parametrize(
     ("body", "status", "says"),
     [
-        ({"text": ["x"] * 9}, 413, "9 lines; at most 8"),
+        ({"text": ["x"] * 9}, 413, "text: 9 lines; at most 8"),
         ({"text": ["x" * 201]}, 413, "text[0]: 201 characters; at most 200"),
-        ({"text": ["x"], "search": {"beam_size": 7}}, 422, "beam_size=7: at most 6"),
-        ({"text": ["x"], "search": {"beam_sise": 2}}, 422, "unknown search options"),
-        ({"text": [1, 2]}, 422, "expected a string or a list of strings"),
-        ({"lines": ["x"]}, 422, 'expected {"text"'),
+        ({"text": ["x"], "search": {"beam_size": 7}}, 422, "search.beam_size=7: at most 6"),
+        ({"text": ["x"], "search": {"beam_sise": 2}}, 422, "search.beam_sise: unknown search opt"),
+        ({"text": ["x"], "search": {"beam_size": 0}}, 422, "search.beam_size=0: at least 1"),
+        (
+            {"text": ["x"], "search": {"max_len_b": 100000}},
+            422,
+            "search.max_len_b=100000: at most 50",
+        ),
+        ({"text": ["x"], "search": {"min_len": 10**6}}, 422, "search.min_len=1000000: at most 50"),
+        (
+            {"text": ["x"], "search": {"max_len_a": 1e9}},
+            422,
+            "search.max_len_a=1000000000.0: at most 2",
+        ),
+        ({"text": ["x"], "search": {"no_repeat_ngram": 99}}, 422, "no_repeat_ngram=99: at most 50"),
+        ({"text": ["x"], "search": {"alpha": 1e308}}, 422, "search.alpha=1e+308: at most 10"),
+        (
+            {"text": ["x"], "search": {"alpha": "x"}},
+            422,
+            'search.alpha="x": input should be a valid',
+        ),
+        (
+            {"text": ["x"], "search": {"coverage_penalty": -1}},
+            422,
+            "coverage_penalty=-1: at least 0",
+        ),
+        ({"text": ["x"], "search": {"beam_size": 2, "n_best": 3}}, 422, "search.n_best=3 with"),
+        ({"text": ["x"], "search": [2]}, 422, "search=[2]: input should be a valid dictionary"),
+        ({"text": ["x"], "n_best": 50}, 422, "n_best=50: at most 6"),
+        ({"text": [1, 2]}, 422, "text[0]=1: input should be a valid string"),
+        ({"lines": ["x"]}, 422, 'text: missing (expected {"text"'),
     ],
 )
 def test_every_limit_is_a_json_error_and_the_server_stays(service, body, status, says):
     url, _ = service
     answer = httpx.post(f"{url}/translate", json=body, timeout=60)
-    assert answer.status_code == status and says in answer.json()["error"]
+    assert answer.status_code == status and says in answer.json()["error"], answer.text
+    assert "\n" not in answer.json()["error"]
     assert httpx.get(f"{url}/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "says"),
+    [
+        (b'{"text": ["\\ud800"]}', 422, "text[0]="),  # a lone surrogate: not Unicode text
+        (b"[" * 3000, 400, "error parsing the body"),  # nested past Python's recursion limit
+        (b'{"text": ["x"], "search": {"alpha": NaN}}', 422, "search.alpha=NaN: input should be a"),
+        (b'{"text": ["x"], "search": {"max_len_a": Infinity}}', 422, "max_len_a=Infinity"),
+        (b'"A dog."', 422, 'expected a JSON object {"text"'),
+        (b"{not json", 400, "not JSON"),
+    ],
+)
+def test_hostile_bodies_are_one_line_answers(service, raw, status, says):
+    url, _ = service
+    answer = httpx.post(f"{url}/translate", content=raw, timeout=60)
+    assert answer.status_code == status and says in answer.json()["error"], answer.text
+    assert httpx.post(f"{url}/translate", json={"text": ["A dog."]}, timeout=60).status_code == 200
+
+
+def test_unknown_routes_and_methods_are_json_too(service):
+    url, _ = service
+    missing, wrong = httpx.get(f"{url}/nowhere"), httpx.get(f"{url}/translate")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    assert wrong.status_code == 405 and wrong.json() == {"error": "Method Not Allowed"}
+
+
+def test_a_request_past_its_budget_stops_its_decoding(tiny_run):
+    """Every decoding step made to take 50 ms and a request asking for 40 of them under a budget
+    of 0.5 s: the client gets a 503, /health says busy meanwhile, the decoding stops within a step
+    or two of the refusal, and the next request is served."""
+    translator = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32", search="greedy")
+    steps: list[float] = []
+    step = translator.model.decoder.step
+
+    def slow(*args):
+        steps.append(time.monotonic())
+        time.sleep(0.05)
+        return step(*args)
+
+    translator.model.decoder.step = slow
+    app = create_app(translator, dataclasses.replace(LIMITS, timeout_s=0.5), describe(translator))
+    hostile = {"text": ["A dog runs."], "search": {"min_len": 40, "max_len_b": 40}}
+    with serving(app) as url, ThreadPoolExecutor(1) as pool:
+        asked = pool.submit(httpx.post, f"{url}/translate", json=hostile, timeout=60)
+        seen = set()
+        while not asked.done():
+            seen.add(httpx.get(f"{url}/health").json()["status"])
+            time.sleep(0.02)
+        answer, refused_at = asked.result(), len(steps)
+        assert answer.status_code == 503 and "within 0.5 s" in answer.json()["error"]
+        assert "busy" in seen
+        for _ in range(100):
+            if httpx.get(f"{url}/health").json()["status"] == "ok":
+                break
+            time.sleep(0.05)
+        assert len(steps) - refused_at <= 3 < refused_at < 40  # it stopped, well before its end
+        short = {"max_len_a": 0, "max_len_b": 3}  # 3 steps of 50 ms: well within the budget
+        quick = httpx.post(
+            f"{url}/translate", json={"text": ["A dog."], "search": short}, timeout=60
+        )
+        assert quick.status_code == 200 and len(quick.json()["translations"]) == 1
+        # A call that runs far past the budget (a step that never returns) is stuck: a 503 for a
+        # supervisor to act on.
+        app.state.batcher.decoding_since = time.monotonic() - 100
+        stuck = httpx.get(f"{url}/health")
+        assert stuck.status_code == 503 and stuck.json()["status"] == "stuck"
+        app.state.batcher.decoding_since = None
+
+
+def test_n_best_widens_the_beam(service):
+    url, translator = service
+    assert translator.search.beam_size < LIMITS.max_beam
+    answer = httpx.post(f"{url}/translate", json={"text": ["A dog."], "n_best": 6}, timeout=60)
+    assert answer.status_code == 200 and len(answer.json()["translations"][0]) == 6
 
 
 def test_a_body_too_large_or_not_json(service):
     url, _ = service
     big = httpx.post(f"{url}/translate", content=b"x" * 5000, timeout=60)
     assert big.status_code == 413 and "at most 4000" in big.json()["error"]
+    # Streamed without a length: counted as it arrives, refused once past the limit.
+    chunks = (b"x" * 1000 for _ in range(5))
+    streamed = httpx.post(f"{url}/translate", content=chunks, timeout=60)
+    assert streamed.status_code == 413 and "at most 4000" in streamed.json()["error"]
     garbage = httpx.post(f"{url}/translate", content=b"{not json", timeout=60)
     assert garbage.status_code == 400 and garbage.json()["error"].startswith("not JSON")
     assert httpx.get(f"{url}/health").status_code == 200
