@@ -13,8 +13,10 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+import schemathesis
 import uvicorn
 from conftest import multi30k_lines
+from hypothesis import Phase, settings
 
 from nmt.serve import Limits, create_app, describe
 from nmt.translate import Translator
@@ -287,3 +289,39 @@ def test_the_page_translates_in_a_real_browser(service):
         assert len(source) == len(expected.src_pieces) + 2  # a corner, the pieces, </s>
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def api_schema(service):
+    """The OpenAPI document the running service publishes, for schemathesis to generate from."""
+    url, _ = service
+    return schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
+fuzz = schemathesis.pytest.from_fixture("api_schema")
+
+
+@fuzz.parametrize()
+@settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate])
+def test_no_request_the_schema_allows_or_breaks_is_a_server_error(case, service):
+    """Requests generated from the service's own OpenAPI document, valid and not, against the real
+    server on loopback: never a 5xx other than the declared 503, every answer as the document
+    declares it (status, content type, body), and the server answers a plain request after."""
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    case.call_and_validate(
+        timeout=60,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
+    url, _ = service
+    assert httpx.post(f"{url}/translate", json={"text": ["A dog."]}, timeout=60).status_code == 200
