@@ -8,8 +8,10 @@ upstream stages when it is missing) and writes its own artifact there. Errors th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +29,7 @@ from nmt.config import register_configs
 from nmt.distributed import World
 from nmt.errors import UserError, one_line, os_error_line, require_extra
 from nmt.evaluate import evaluate_split, score_files
-from nmt.export import write_bundle, write_onnx
+from nmt.export import check_out, write_bundle, write_onnx
 from nmt.overrides import cell_as_preset, check_overrides
 from nmt.runtime import record_command
 from nmt.search_tuning import choose_split, tune_search
@@ -128,6 +130,7 @@ def export_task(cfg: DictConfig) -> dict:
     writers = {"bundle": write_bundle, "onnx": write_onnx}
     if cfg.format not in writers:
         raise UserError(f"format={cfg.format!r}: expected bundle or onnx")
+    check_out(cfg.out, overwrite=cfg.overwrite)
     manifest = writers[cfg.format](cfg.run_dir, cfg.out, cfg.checkpoint)
     out = Path(cfg.out)
     files = out.rglob("*") if out.is_dir() else [out]
@@ -161,13 +164,35 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _check_run_dir(cfg: DictConfig) -> None:
-    """Before Hydra makes run_dir (its own error is a traceback): a run_dir that is a file."""
+def _check_run_dir(cfg: DictConfig) -> Path | None:
+    """Before Hydra makes run_dir (its own error is a traceback): a run_dir that is a file, or one
+    that cannot be made (a read-only file system, no permission). Made here, as Hydra would."""
     try:
         run_dir = Path(cfg.run_dir)
     except Exception:  # noqa: BLE001 - an interpolation only Hydra's run resolves: it checks later
-        return
+        return None
     resume.check_run_dir(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"run_dir={run_dir} cannot be made: {os_error_line(e)}") from None
+    return run_dir
+
+
+def _check_stage(command: str, artifact: str) -> Callable[[DictConfig], None]:
+    """nmt-data and nmt-spm: never into a run directory that holds a trained run, whose weights
+    were trained on the data and tokenizer there (train.resume=true refuses a changed one too)."""
+
+    def check(cfg: DictConfig) -> None:
+        run_dir = _check_run_dir(cfg)
+        if run_dir is not None and resume.holds_run(run_dir):
+            raise UserError(
+                f"run_dir={run_dir} holds a trained run; {command} would replace its {artifact} "
+                f"under the weights trained on them; name a new run_dir (nmt-train prepares its "
+                "own data and tokenizer)"
+            )
+
+    return check
 
 
 def _check_eval(cfg: DictConfig) -> None:
@@ -241,14 +266,34 @@ def _entry(
     hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(guarded)()
 
 
+def _reader_may_leave(main: Callable[[], None]) -> Callable[[], None]:
+    """A console script whose reader leaves early (``nmt-translate --help | head``) stops quietly,
+    with the status a shell gives a program killed by SIGPIPE, instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped() -> None:
+        try:
+            main()
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit: point it at /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
+
+    return wrapped
+
+
+@_reader_may_leave
 def data_main() -> None:
-    _entry(data_task, "train", preflight=_check_run_dir)
+    _entry(data_task, "train", preflight=_check_stage("nmt-data", "data/"))
 
 
+@_reader_may_leave
 def spm_main() -> None:
-    _entry(spm_task, "train", preflight=_check_run_dir)
+    _entry(spm_task, "train", preflight=_check_stage("nmt-spm", "spm.model and encoded/"))
 
 
+@_reader_may_leave
 def train_main() -> None:
     _entry(train_task, "train", preflight=_check_train)
     if World.from_env().enabled:
@@ -261,26 +306,32 @@ def train_main() -> None:
         os._exit(0)
 
 
+@_reader_may_leave
 def translate_main() -> None:
     _entry(translate_task, "translate")
 
 
+@_reader_may_leave
 def eval_main() -> None:
     _entry(eval_task, "eval", preflight=_check_eval)
 
 
+@_reader_may_leave
 def tune_search_main() -> None:
     _entry(tune_search_task, "tune_search")
 
 
+@_reader_may_leave
 def serve_main() -> None:
     _entry(serve_task, "serve")
 
 
+@_reader_may_leave
 def export_main() -> None:
     _entry(export_task, "export")
 
 
+@_reader_may_leave
 def ablate_main() -> None:
     """nmt-ablate: an ablation preset's phases (``nmt.sweep.ablate``), each a multirun of nmt-train."""
     if "--version" in sys.argv[1:]:

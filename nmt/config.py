@@ -270,6 +270,7 @@ class ExportConfig:
     format: str = MISSING
     out: str = MISSING
     checkpoint: str = MISSING
+    overwrite: bool = MISSING
 
 
 def register_configs() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import importlib
+import re
+import shutil
 
 
 class UserError(ValueError):
@@ -39,8 +41,25 @@ _REMEDY = {
 }
 
 
+def _copy_failure(error: shutil.Error) -> str | None:
+    """The first failure of a shutil.copytree, whose error holds a list of (source, destination,
+    reason) instead of one path and errno: as os_error_line says one."""
+    failures = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    if not failures or not isinstance(failures[0], tuple) or len(failures[0]) != 3:
+        return None
+    _, where, reason = failures[0]
+    found = re.match(r"\[Errno (\d+)\] (.*)", str(reason))
+    code, what = (int(found[1]), found[2]) if found else (None, str(reason))
+    what = what.split(": '", 1)[0]  # the path is said first
+    remedy = _REMEDY.get(code)
+    more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
+    return f"{where}: {what}{more}" + (f"; {remedy}" if remedy else "")
+
+
 def os_error_line(error: OSError) -> str:
     """An operating-system error as one line: the path, what went wrong and what to do."""
+    if isinstance(error, shutil.Error) and (line := _copy_failure(error)):
+        return line
     where = f"{error.filename}: " if error.filename is not None else ""
     what = error.strerror or first_line(error)
     remedy = _REMEDY.get(error.errno)

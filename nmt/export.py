@@ -32,6 +32,23 @@ def _scores(run_dir: Path) -> list[dict]:
     return found
 
 
+def check_out(out: str | os.PathLike, *, overwrite: bool) -> None:
+    """Before anything is read or written: ``out`` may not lie inside a run directory (a
+    run's own files would be replaced: its config.yaml, its weights), nor be one, and replaces an
+    existing file or directory only when ``overwrite`` says so."""
+    out = Path(out)
+    for place in Path(os.path.abspath(out)).parents:
+        if (place / CONFIG_FILE).is_file():
+            raise BundleError(
+                f"out={out} lies inside the run directory {place}, whose files it could replace; "
+                "write it elsewhere (out=model.nmt)"
+            )
+    if out.is_dir() and (out / CONFIG_FILE).is_file() and not (out / MANIFEST).is_file():
+        raise BundleError(f"out={out} is a run directory; write the export elsewhere")
+    if out.exists() and not overwrite:
+        raise BundleError(f"out={out} exists; add overwrite=true to replace it")
+
+
 def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str) -> dict:
     """Write the model of ``run_dir`` (its ``checkpoint``: best, last, avg-last-N, avg-best-N)
     into the one file ``out``, atomically; returns the manifest."""

@@ -6,6 +6,7 @@ training windows, TensorBoard for both), and the signals that stop it cleanly.""
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import signal
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.errors import UserError, has_extra, require_extra
+from nmt.rundir import write_text
 
 log = logging.getLogger(__name__)
 loop_log = logging.getLogger("nmt.train")  # a validation's lines are the training loop's
@@ -116,6 +118,12 @@ class MetricsLog:
         self.run_dir = run_dir
         self.writer = _tensorboard(run_dir) if _wants_tensorboard(tensorboard) else None
 
+    def resume_at(self, step: int) -> None:
+        """A run resumed from its checkpoint of ``step``: the rows of later steps go, written
+        before a checkpoint that was never saved (a full disk, a kill), as they will be again."""
+        for name in ("metrics.csv", "train_metrics.csv"):
+            _drop_rows_after(self.run_dir / name, step)
+
     def train(self, **row: float) -> None:
         _append_csv(self.run_dir / "train_metrics.csv", row)
         self._scalars("train", row, ("loss", "tokens_per_s", "lr"))
@@ -154,6 +162,21 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "step" not in rows[0]:
+        return
+    at = rows[0].index("step")
+    kept = [rows[0], *(r for r in rows[1:] if len(r) > at and int(float(r[at])) <= step)]
+    if len(kept) < len(rows):
+        text = io.StringIO()
+        csv.writer(text).writerows(kept)
+        write_text(path, text.getvalue())
 
 
 def _append_csv(path: Path, row: dict) -> None:

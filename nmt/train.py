@@ -91,6 +91,8 @@ class _Loop:
         if state is not None:
             self.state = state
             self.start = time.monotonic() - state.train_seconds
+            if self.metrics is not None:
+                self.metrics.resume_at(state.step)
 
     def save(self, place: Path, with_state: bool, extra: dict | None = None) -> None:
         self.saver.save(place, self.state, with_state, extra)

@@ -284,3 +284,51 @@ def test_a_missing_extra_is_one_line_that_names_it(tiny_run, corpus_dir, tmp_pat
         timeout=120,
     )
     refused(report, "the report (plots and statistics)", "report")
+
+
+def test_stages_never_write_into_a_trained_run(tiny_run, corpus_dir, tmp_path):
+    """nmt-data and nmt-spm refuse a run directory that holds a trained run, before any write:
+    its spm.model, encoded/ and data/ stay those its weights were trained on."""
+    import hashlib
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+
+    def fingerprint() -> dict:
+        files = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != "nmt.log")
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = fingerprint()
+    for command, args, says in (
+        ("nmt-spm", ["tokenizer=bpe8k"], "nmt-spm would replace its spm.model and encoded/"),
+        ("nmt-data", ["data.src=de", "data.tgt=en"], "nmt-data would replace its data/"),
+    ):
+        result = run(command, f"run_dir={run_dir}", f"data.root={corpus_dir}", *args)
+        assert result.returncode == 1, result.stderr[-2000:]
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: run_dir={run_dir} holds a trained run; {says}"), line
+    assert fingerprint() == before
+
+
+def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path):
+    """Hydra makes its output directory before a command's own checks: a place where no directory
+    can be made (/sys: a kernel file system) is one line, not Hydra's traceback."""
+    for command in ("nmt-train", "nmt-data", "nmt-spm"):
+        result = run(command, "run_dir=/sys/nmt-run/x")
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: run_dir=/sys/nmt-run/x cannot be made: /sys/nmt-run: ")
+
+
+def test_a_reader_that_leaves_early_is_no_traceback():
+    """`nmt-translate --help | head`: the reader gone before the help is written (here `true`,
+    which leaves at once) ends the command quietly, with SIGPIPE's status."""
+    for tool in ("nmt-translate", "nmt-ablate"):
+        result = subprocess.run(
+            ["bash", "-c", f'{BIN / tool} --help | true; echo "${{PIPESTATUS[0]}}"'],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.stderr == "" and result.stdout == "141\n", result.stderr[-2000:]

@@ -159,3 +159,34 @@ def test_a_damaged_graph_is_one_line(onnx_dir, tmp_path):
     (copy / "manifest.json").unlink()
     error = one_line_error(run("nmt-translate", f"model={copy}", stdin="x\n"))
     assert "not an nmt model directory (no manifest.json)" in error
+
+
+def test_export_never_replaces_a_file_unasked_nor_writes_into_a_run(tiny_run, bundle, tmp_path):
+    import hashlib
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    for out, extra, says in (
+        (run_dir / "config.yaml", [], f"lies inside the run directory {run_dir}"),
+        (run_dir / "best" / "model.safetensors", ["overwrite=true"], "lies inside the run dir"),
+        (run_dir / "new.nmt", [], "lies inside the run directory"),
+        (run_dir, ["format=onnx", "overwrite=true"], f"out={run_dir} is a run directory"),
+    ):
+        made = run("nmt-export", f"run_dir={run_dir}", f"out={out}", *extra)
+        assert made.returncode == 1, made.stderr[-2000:]
+        (line,) = made.stderr.strip().splitlines()
+        assert says in line, line
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == before
+    assert not (run_dir / "new.nmt").exists()
+    out = tmp_path / "model.nmt"
+    shutil.copy(bundle, out)
+    kept = out.read_bytes()
+    refused = run("nmt-export", f"run_dir={run_dir}", f"out={out}")
+    assert refused.returncode == 1 and "exists; add overwrite=true" in refused.stderr
+    assert out.read_bytes() == kept
+    replaced = run("nmt-export", f"run_dir={run_dir}", f"out={out}", "overwrite=true")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert read_manifest(out)["source"] == str(run_dir.resolve())

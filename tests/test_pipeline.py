@@ -3,6 +3,7 @@ holds a run, and what a failure leaves behind. Real nmt-train processes, real fi
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import resource
@@ -52,6 +53,12 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 def small_files_only() -> None:
     """In the child: writes past FILE_LIMIT fail with EFBIG (no SIGXFSZ), as on a full quota."""
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def tiny_files_only() -> None:
+    """In the child: writes past 1,000 bytes fail with EFBIG (every data file is larger)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
@@ -114,6 +121,24 @@ def test_a_checkpoint_that_cannot_be_written_loses_nothing(tiny_run, corpus_dir,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert json.loads((run_dir / "done.json").read_text())["steps"] == 60
+    # The failed attempt validated at step 60 before its checkpoint failed: that row went when the
+    # run resumed from step 30, and came back once.
+    for name, want in (("metrics.csv", [30, 60]), ("train_metrics.csv", [50])):
+        with open(run_dir / name, newline="") as f:
+            assert [int(row["step"]) for row in csv.DictReader(f)] == want, name
+
+
+def test_a_fresh_run_on_a_full_disk_is_one_line_naming_a_file(corpus_dir, tmp_path):
+    """The stage cache copied into the run directory under a file-size limit: the first file that
+    could not be written and what to do, not the list of every failure that shutil gives."""
+    run_dir = tmp_path / "run"
+    cache = tmp_path / "cache"
+    made = run("nmt-data", f"run_dir={tmp_path / 'first'}", *tiny_args(corpus_dir, cache))
+    assert made.returncode == 0, made.stderr[-2000:]  # the cache, made without a limit
+    args = [f"run_dir={run_dir}", *tiny_args(corpus_dir, cache)]
+    line = one_error_line(run("nmt-data", *args, preexec_fn=tiny_files_only))
+    assert str(run_dir) in line and ": File too large" in line and "(ulimit -f, a quota)" in line
+    assert "[(" not in line and "Errno" not in line
 
 
 def test_a_sweep_records_a_run_whose_checkpoint_could_not_be_written(corpus_dir, tmp_path):

@@ -149,9 +149,9 @@ def check_data(pair: str) -> Callable:
 
 
 def check_bpe_spm(result, tmp):
-    assert (tmp / "my-run" / "spm.model").is_file()
+    assert (tmp / "bpe8k" / "spm.model").is_file()
     assert (
-        json.loads((tmp / "my-run" / "encoded" / "report.json").read_text())["model_type"] == "bpe"
+        json.loads((tmp / "bpe8k" / "encoded" / "report.json").read_text())["model_type"] == "bpe"
     )
 
 
@@ -435,7 +435,7 @@ CASES: dict[str, Case] = {
     "pip install .": Case(elsewhere=WHEEL),
     'make train ARGS="--cfg job"': Case(TINY, check_cfg_job),
     "make train model=lstm train.max_steps=100": Case(TINY, check_lstm),
-    "make spm run_dir=runs/my-run tokenizer=bpe8k": Case(TINY[:1], check_bpe_spm),
+    "make spm run_dir=runs/bpe8k tokenizer=bpe8k": Case(TINY[:1], check_bpe_spm),
     "make data data.src=de data.tgt=en": Case([], check_data("de-en")),
     "make data data.src=en data.tgt=cs": Case([], check_cs),
     "make train model=lstm": Case(TINY, check_lstm),
