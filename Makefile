@@ -30,8 +30,11 @@ OVERRIDES  = $(strip $(foreach v,$(CLI_VARS),$(call quote,$(v)=$(value $(v)))) $
 .DEFAULT_GOAL := help
 .PHONY: help install data spm train translate eval tune-search export serve bench ablate results browser test lint format clean
 
+# Target names in colour on a terminal only: a pipe or a file gets plain text.
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+		awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / \
+		{printf "  %s%-10s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 	@echo "  overrides: make <target> data.src=de data.tgt=en ... (or ARGS=\"...\"); another torch: make install TORCH=torch==2.15.0"
 
 # torch goes first and pinned: an unpinned torch pulls a multi-GB CUDA build.

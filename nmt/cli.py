@@ -156,7 +156,13 @@ def serve_task(cfg: DictConfig) -> None:
     limits = Limits(**{k: cfg[k] for k in Limits.__dataclass_fields__})
     app = create_app(translator, limits, describe(translator))
     print(f"serving on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
+    # process would die there, before the model file unpacked in the temporary directory goes.
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    finally:
+        translator.close()
 
 
 def _fail(message: str) -> NoReturn:

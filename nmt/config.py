@@ -141,7 +141,9 @@ class TrainConfig:
     early_stop_metric: str = MISSING
     # false: refuse a run_dir that has a checkpoint; true: continue it; auto: continue it if it
     # has one, do nothing if the run finished (done.json), else start (what sweeps use).
-    resume: str = MISSING
+    # Any: a bool or the word auto, as written (a str field stored true as 'True' in config.yaml);
+    # nmt.resume.decide refuses anything else before a file is written.
+    resume: typing.Any = MISSING
     max_bad_steps: int = MISSING
     threads: int | None = MISSING
     tensorboard: bool | None = MISSING  # None: when the [tb] extra is installed

@@ -1,6 +1,7 @@
 """Names and values resolved inside conf/: a sweep job's run directory (``nmt_dirname``), the
-timestamp of a default ``run_dir`` (``nmt_stamp``), and what tuning chose (``nmt_tuned_lr``,
-``nmt_tuned_search``). Registered with OmegaConf on import, so a launcher's job process has them.
+timestamp of a default ``run_dir`` (``nmt_stamp``), what tuning chose (``nmt_tuned_lr``,
+``nmt_tuned_search``) and where a corpus is read from by default (``nmt_data_dir``). Registered
+with OmegaConf on import, so a launcher's job process has them.
 """
 
 from __future__ import annotations
@@ -84,6 +85,24 @@ def run_stamp(pattern: str) -> str:
 
 # Used by hydra.sweep.subdir and the ablation presets; registered on import so a launcher's job
 # process has them too.
+# A clone's neighbour: the corpora beside the clone (../shared/data/<name> from its top).
+CLONE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data_dir(name: str) -> str:
+    """The default ``data.root`` of corpus ``name``, the same from any working directory: the
+    directory NMT_DATA_DIR names; else, in a clone, ``../shared/data/<name>`` beside it when that
+    exists; else the user's data directory (``$XDG_DATA_HOME/nmt/<name>``, by default
+    ``~/.local/share/nmt/<name>``), which nmt-data names when it is empty."""
+    if os.environ.get("NMT_DATA_DIR"):
+        return os.environ["NMT_DATA_DIR"]
+    if (CLONE_DATA / name).is_dir():
+        return str(CLONE_DATA / name)
+    home = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return str(Path(home) / "nmt" / name)
+
+
+OmegaConf.register_new_resolver("nmt_data_dir", data_dir, replace=True)
 OmegaConf.register_new_resolver("nmt_dirname", run_dirname, replace=True)
 OmegaConf.register_new_resolver("nmt_tuned_lr", tuned_lr, replace=True)
 OmegaConf.register_new_resolver("nmt_stamp", run_stamp, replace=True, use_cache=True)

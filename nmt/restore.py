@@ -96,7 +96,7 @@ def restore(run_dir: str | os.PathLike, checkpoint: str) -> RestoredModel:
             load_average(model, places)
     except CheckpointError as e:
         raise RunDirError(str(e)) from None
-    model_of = f"{meta.get('cell')} {src}->{tgt}"
+    model_of = f"{model_args['cell']} {src}->{tgt}"  # config.yaml's: a bundle's meta has none
     if len(places) == 1:
         log.info("loaded %s (step %s, %s)", place, meta.get("step"), model_of)
     else:  # a kept checkpoint's name is its step

@@ -268,8 +268,10 @@ def resolve_root(root: str) -> Path:
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
         raise DataError(
-            f"{path}: data directory not found; point data.root (or NMT_DATA_DIR) at a directory "
-            "of <split>.<lang>[.gz] files, or use data.source=url / data.source=hub when online"
+            f"{path}: data directory not found; put the corpus's <split>.<lang>[.gz] files there "
+            "(Multi30k: https://github.com/multi30k/dataset, data/task1/raw), or point data.root "
+            "(or NMT_DATA_DIR) at a directory of them, or use data.source=url / data.source=hub "
+            "when online"
         )
     return path
 

@@ -250,6 +250,13 @@ class Translator:
         translator.parameters = parameters
         return translator
 
+    def close(self) -> None:
+        """Remove the temporary directories this translator made (a model file unpacked, graphs
+        exported on loading); also done when it is collected or the interpreter exits."""
+        for kept in (self.unpacked, self.exported):
+            if kept is not None:
+                kept.cleanup()
+
     @overload
     def translate_full(
         self, texts: str, *, search: SearchOptions | None = None, stop: Stop | None = None

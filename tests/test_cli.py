@@ -45,7 +45,8 @@ def test_bad_data_root_is_one_line(tmp_path):
     result = run("nmt-data", f"run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'missing'}")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "data directory not found" in lines[0]
+    assert len(lines) == 1 and "data directory not found; put the corpus" in lines[0]
+    assert "or point data.root (or NMT_DATA_DIR) at a directory of them" in lines[0]
 
 
 def test_help_lists_groups():
@@ -100,6 +101,7 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "at step 2 (epoch 0" in resumed.stdout + resumed.stderr
     assert json.loads((run_dir / "last" / "meta.json").read_text())["step"] == 3
+    assert OmegaConf.load(run_dir / "config.yaml").train.resume is True  # a bool, as written
     done = json.loads((run_dir / "done.json").read_text())
     assert done["steps"] == 3 and done["stop_reason"] == "max_steps"
     assert [row.split(",")[0] for row in (run_dir / "metrics.csv").read_text().split()[1:]] == [
@@ -332,3 +334,47 @@ def test_a_reader_that_leaves_early_is_no_traceback():
             timeout=120,
         )
         assert result.stderr == "" and result.stdout == "141\n", result.stderr[-2000:]
+
+
+def test_a_stopped_service_leaves_no_unpacked_model(tiny_run, tmp_path):
+    """nmt-serve model=FILE unpacks the file into the temporary directory; SIGTERM (what a
+    supervisor sends) stops the service and removes it."""
+    import signal
+    import socket
+
+    bundle = tmp_path / "m.nmt"
+    made = run("nmt-export", f"run_dir={tiny_run}", f"out={bundle}")
+    assert made.returncode == 0, made.stderr[-2000:]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(BIN / "nmt-serve"), f"model={bundle}", f"port={port}", "backend=torch"],
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout.readline().startswith("serving on")
+        assert [p.name[:10] for p in temp.iterdir()] == ["nmt-model-"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert server.returncode == 128 + signal.SIGTERM, server.stderr.read()[-2000:]
+    assert list(temp.iterdir()) == []
+
+
+def test_make_help_is_plain_text_in_a_pipe():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and "\033" not in result.stdout
+    assert "  train      train a model" in result.stdout

@@ -75,7 +75,7 @@ def test_one_side_missing(tmp_path):
 
 
 def test_missing_root_says_where_it_looked(tmp_path):
-    with pytest.raises(DataError, match=r"nowhere: data directory not found; point data.root"):
+    with pytest.raises(DataError, match=r"nowhere: data directory not found; put the corpus.s"):
         prepare(tmp_path / "nowhere", tmp_path)
 
 

@@ -34,14 +34,16 @@ def bundle(tiny_run, tmp_path_factory) -> Path:
     return out
 
 
-def test_the_file_translates_as_its_run_directory(bundle, tiny_run):
+def test_the_file_translates_as_its_run_directory(bundle, tiny_run, caplog):
     manifest = read_manifest(bundle)
     done = json.loads((tiny_run / "done.json").read_text())
     assert (manifest["src"], manifest["tgt"], manifest["cell"]) == ("en", "de", "gru")
     assert manifest["parameters"] == done["parameters"] and manifest["steps"] == [done["best_step"]]
     assert manifest["valid"]["bleu_signature"] == done["bleu_signature"]
     expected = Translator.from_run_dir(tiny_run).translate(LINES)
-    loaded = Translator.from_file(bundle)
+    with caplog.at_level("INFO", logger="nmt.restore"):
+        loaded = Translator.from_file(bundle)
+    assert ", gru en->de)" in caplog.text  # the cell a served bundle logs (was None)
     assert loaded.translate(LINES) == expected
     assert loaded.sources[0]["model"] == str(bundle) and loaded.manifest["format"] == "nmt-model"
     cli = run("nmt-translate", f"model={bundle}", stdin="".join(f"{t}\n" for t in LINES))
