@@ -98,6 +98,7 @@ def eval_task(cfg: DictConfig) -> dict:
         # An ensemble's translations and scores go beside the single model's, not over them.
         checkpoint=cfg.checkpoint + (f"-ensemble{1 + len(cfg.ensemble)}" if cfg.ensemble else ""),
         search_name=cfg.search.name,
+        progress=cfg.progress,
     )
     if cfg.attention_plots:
         # Imported here: matplotlib (and scipy through nmt.stats) cost every nmt-* command about a

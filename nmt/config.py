@@ -234,6 +234,7 @@ class EvalConfig(DecodeConfig):
     hyps: list[str] = field(default_factory=list)
     attention_plots: int = MISSING
     bootstrap_samples: int = MISSING
+    progress: bool | None = None  # None: a bar when stderr is a terminal
 
 
 @dataclass

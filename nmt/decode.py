@@ -5,6 +5,8 @@ What translation, validation and the benchmarks decode through; ``nmt.search`` d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from nmt.batching import ordered_batches
@@ -21,11 +23,13 @@ def decode_corpus(
     max_sentences: int,
     max_tokens: int | None,
     stop: Stop | None = None,
+    done: Callable[[int], object] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode sentences (pieces without specials) in batches of at most ``max_sentences``
     sentences and ``max_tokens`` padded source tokens (None: no token limit); the n-best
     hypotheses of each, in input order. ``stop``: asked before every step of every batch
-    (``nmt.search.Cancelled`` when it answers true)."""
+    (``nmt.search.Cancelled`` when it answers true); ``done``: told how many sentences each
+    batch decided (a progress bar's update)."""
     was_training = model.training
     model.eval()
     results: list[list[Hypothesis]] = [[] for _ in src]
@@ -36,6 +40,8 @@ def decode_corpus(
             hyps = search_batch(model, batch.src_ids, batch.src_lens, batch.src_mask, options, stop)
             for i, h in zip(rows, hyps, strict=True):
                 results[i] = h
+            if done is not None:
+                done(len(rows))
     finally:
         model.train(was_training)
     return results

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tqdm import tqdm
+
 from nmt import data
 from nmt.columns import read_splits
 from nmt.errors import UserError
@@ -71,12 +73,21 @@ def evaluate_split(
     *,
     checkpoint: str,
     search_name: str,
+    progress: bool | None = None,
 ) -> Evaluation:
     """Translate a split, score it, write eval/<split>-<checkpoint>-<search>/{hyps.txt,
-    scores.json}; the translations come back too (with attention, for heatmaps)."""
+    scores.json}; the translations come back too (with attention, for heatmaps). ``progress``:
+    a bar of sentences translated (None: when stderr is a terminal)."""
     sources, refs = split_pairs(run_dir, split)
     start = time.perf_counter()
-    results = translator.translate_full(sources)
+    bar = tqdm(
+        total=len(sources),
+        desc=f"translating {split}",
+        unit=" sentences",
+        disable=None if progress is None else not progress,
+    )
+    with bar:
+        results = translator.translate_full(sources, done=bar.update)
     seconds = time.perf_counter() - start
     hyps = [r.texts[0] for r in results]
     scores = score(hyps, refs, ter=True, lowercase=True, lt_lang=translator.tgt_lang)

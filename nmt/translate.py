@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -272,13 +273,15 @@ class Translator:
         *,
         search: SearchOptions | None = None,
         stop: Stop | None = None,
+        done: Callable[[int], object] | None = None,
     ) -> Translation | list[Translation]:
         """Translate with everything kept: n-best, scores, attention, pieces. Empty in, empty out;
         one text in, one :class:`Translation` out. ``search``: these settings instead of the
         translator's own (one request's, in the service); ``stop``: asked between decoding steps
-        (``nmt.search.Cancelled`` when it answers true)."""
+        (``nmt.search.Cancelled`` when it answers true); ``done``: told how many lines each batch
+        decided (a progress bar's update)."""
         if isinstance(texts, str):
-            return self.translate_full([texts], search=search, stop=stop)[0]
+            return self.translate_full([texts], search=search, stop=stop, done=done)[0]
         search = self.search if search is None else search
         ids = self.tokenizer.encode_src(texts)
         truncated = [len(x) > self.max_src_len for x in ids]
@@ -293,6 +296,7 @@ class Translator:
                 max_sentences=self.max_sentences,
                 max_tokens=self.max_tokens,
                 stop=stop,
+                done=done,
             )
         n_best = search.n_best
         empty = [Hypothesis(tokens=[], log_prob=0.0, score=0.0)] * n_best

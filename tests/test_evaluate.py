@@ -23,12 +23,14 @@ def test_eval_split_scores_and_plots(tiny_run):
             "attention_plots=2",
             "search=greedy",
             "precision=fp32",
+            "progress=true",
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "translating test_2016_flickr: 100%" in result.stderr and "40/40" in result.stderr
     assert "test_2016_flickr: BLEU" in result.stdout and "nrefs:1|case:mixed" in result.stdout
     assert "test_2016_flickr: LT BLEU" in result.stdout and "not sacreBLEU" in result.stdout
     out_dir = tiny_run / "eval" / "test_2016_flickr-best-greedy"
