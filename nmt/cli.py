@@ -153,13 +153,14 @@ def serve_task(cfg: DictConfig) -> None:
 
     from nmt.serve import Limits, create_app, describe
 
+    # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
+    # process would die there (or while loading), before the model file unpacked in the temporary
+    # directory goes. As an exit, the translator's temporary directories are removed.
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     translator = Translator.from_config(cfg)
     limits = Limits(**{k: cfg[k] for k in Limits.__dataclass_fields__})
     app = create_app(translator, limits, describe(translator))
     print(f"serving on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)", flush=True)
-    # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
-    # process would die there, before the model file unpacked in the temporary directory goes.
-    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     finally:
@@ -172,18 +173,24 @@ def _fail(message: str) -> NoReturn:
 
 
 def _check_run_dir(cfg: DictConfig) -> Path | None:
-    """Before Hydra makes run_dir (its own error is a traceback): a run_dir that is a file, or one
-    that cannot be made (a read-only file system, no permission). Made here, as Hydra would."""
+    """Before Hydra makes run_dir (its own error is a traceback): a run_dir that is a file."""
     try:
         run_dir = Path(cfg.run_dir)
     except Exception:  # noqa: BLE001 - an interpolation only Hydra's run resolves: it checks later
         return None
     resume.check_run_dir(run_dir)
+    return run_dir
+
+
+def _make_run_dir(run_dir: Path | None) -> None:
+    """The last check before Hydra: a run_dir that cannot be made (a read-only file system, no
+    permission) is one line; made here, as Hydra would, once nothing else refuses the command."""
+    if run_dir is None:
+        return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"run_dir={run_dir} cannot be made: {os_error_line(e)}") from None
-    return run_dir
 
 
 def _check_stage(command: str, artifact: str) -> Callable[[DictConfig], None]:
@@ -198,6 +205,7 @@ def _check_stage(command: str, artifact: str) -> Callable[[DictConfig], None]:
                 f"under the weights trained on them; name a new run_dir (nmt-train prepares its "
                 "own data and tokenizer)"
             )
+        _make_run_dir(run_dir)
 
     return check
 
@@ -225,9 +233,10 @@ def _check_launcher(args: list[str]) -> None:
 
 def _check_train(cfg: DictConfig) -> None:
     """Before anything is written: the run directory, and the extras the run asks for."""
-    _check_run_dir(cfg)
+    run_dir = _check_run_dir(cfg)
     if cfg.train.tensorboard:
         require_extra("tb", "train.tensorboard=true")
+    _make_run_dir(run_dir)
 
 
 def _entry(

@@ -36,9 +36,6 @@ def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, objec
         "train.keep_best",
         "precision",
         "ablation",
-        # Where the corpus is read from, not what it is (its files' sizes and times key the data
-        # stage): a run continues after the corpus moved, or the default root became absolute.
-        "data.root",
     )
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path)))

@@ -31,6 +31,7 @@ import functools
 import json
 import os
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -507,6 +508,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds", type=float, default=30.0, help="serve: how long the clients send requests"
     )
     parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="serve: also the same load beside one client sending the costliest request allowed, "
+        "then alone again (the normal clients' latency in each phase)",
+    )
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help='serve: nmt-serve overrides, e.g. "timeout_s=10 max_lines=64" (default: its own)',
+    )
+    parser.add_argument(
         "--per-request", type=int, default=4, help="serve: sentences in each request"
     )
     parser.add_argument("--one-train", help=argparse.SUPPRESS)
@@ -642,8 +654,14 @@ def serving_sections(args: argparse.Namespace, what: set[str]) -> dict:
         )
     if "serve" in what:
         sections["serve"] = bench_backends.bench_serve(
-            run_dir, args.split, args.clients, args.seconds, args.per_request, []
-        )  # the service's own defaults (--set shapes the models trained here, not the server)
+            run_dir,
+            args.split,
+            args.clients,
+            args.seconds,
+            args.per_request,
+            shlex.split(args.serve_args),  # the service's own defaults unless given
+            hostile=args.hostile,
+        )
     return sections
 
 

@@ -109,10 +109,37 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _load(url: str, lines: list[str], clients: int, seconds: float, per_request: int):
+def hostile_body(limits: dict, line: str) -> dict:
+    """The costliest request the service takes (its GET /model limits): max_lines lines of
+    max_chars characters, the widest beam, outputs as long as allowed and no end before."""
+    long = ((line + " ") * (limits["max_chars"] // (len(line) + 1) + 1))[: limits["max_chars"]]
+    return {
+        "text": [long] * limits["max_lines"],
+        "search": {
+            "beam_size": limits["max_beam"],
+            "max_len_a": limits["max_output_ratio"],
+            "max_len_b": limits["max_output_len"],
+            "min_len": limits["max_output_len"],
+        },
+    }
+
+
+async def _load(
+    url: str,
+    lines: list[str],
+    clients: int,
+    seconds: float,
+    per_request: int,
+    hostile: dict | None = None,
+):
+    """``clients`` clients sending ``per_request`` lines each, one request after another, for
+    ``seconds``; with ``hostile``, one more client sending that body over and over beside them
+    (its last request is waited for, so the next phase starts on an idle server)."""
     import httpx
 
     latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    hostile_seen: list[tuple[int, float]] = []
     sentences = 0
     stop = time.perf_counter() + seconds
 
@@ -124,28 +151,50 @@ async def _load(url: str, lines: list[str], clients: int, seconds: float, per_re
             k += per_request * clients
             start = time.perf_counter()
             response = await http.post(url, json={"text": text})
-            response.raise_for_status()
             latencies.append(time.perf_counter() - start)
-            sentences += len(response.json()["translations"])
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if response.status_code == 200:
+                sentences += len(response.json()["translations"])
 
-    async with httpx.AsyncClient(timeout=120) as http:
+    async def attacker(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            response = await http.post(url, json=hostile)
+            hostile_seen.append((response.status_code, time.perf_counter() - start))
+
+    async with httpx.AsyncClient(timeout=600) as http:
         began = time.perf_counter()
-        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        tasks = [client(i, http) for i in range(clients)]
+        await asyncio.gather(*tasks, *([attacker(http)] if hostile else []))
         elapsed = time.perf_counter() - began
     latencies.sort()
-    return {
+    result = {
         "requests": len(latencies),
         "requests_per_s": round(len(latencies) / elapsed, 2),
         "sentences_per_s": round(sentences / elapsed, 1),
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
         "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
     }
+    if hostile:
+        result["hostile_requests"] = len(hostile_seen)
+        result["hostile_statuses"] = sorted({str(code) for code, _ in hostile_seen})
+        result["hostile_max_s"] = round(max(t for _, t in hostile_seen), 1)
+    return result
 
 
 def bench_serve(
-    run_dir: Path, split: str, clients: int, seconds: float, per_request: int, extra: list[str]
+    run_dir: Path,
+    split: str,
+    clients: int,
+    seconds: float,
+    per_request: int,
+    extra: list[str],
+    hostile: bool = False,
 ) -> dict:
-    """Start nmt-serve on the run, drive it with ``clients`` concurrent clients, stop it."""
+    """Start nmt-serve on the run, drive it with ``clients`` concurrent clients, stop it. With
+    ``hostile``: then the same clients beside one sending the costliest request the service
+    allows, then the same clients alone again; the normal clients' latency in each phase."""
     import httpx
 
     from nmt.evaluate import split_pairs
@@ -166,7 +215,16 @@ def bench_serve(
             if server.poll() is not None or time.time() > deadline:
                 raise SystemExit(f"bench: nmt-serve did not start:\n{server.stderr.read()[-2000:]}")
             time.sleep(0.2)
-        result = asyncio.run(_load(f"{base}/translate", lines, clients, seconds, per_request))
+        url = f"{base}/translate"
+        result = asyncio.run(_load(url, lines, clients, seconds, per_request))
+        if hostile:
+            limits = httpx.get(f"{base}/model", timeout=10).json()["limits"]
+            body = hostile_body(limits, max(lines, key=len))
+            result["with_hostile"] = asyncio.run(
+                _load(url, lines, clients, seconds, per_request, body)
+            )
+            result["after_hostile"] = asyncio.run(_load(url, lines, clients, seconds, per_request))
+            result["limits"] = limits
         result.update(
             clients=clients,
             seconds=seconds,

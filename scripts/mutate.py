@@ -50,6 +50,14 @@ TESTS = {
     "ensemble.py": ["test_ensemble.py"],
     "distributed.py": ["test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"],
     "search_tuning.py": ["test_search_tuning.py"],
+    "serve.py": ["test_serve.py"],
+    "export.py": ["test_export.py"],
+    "cli.py": [
+        "test_cli.py::test_stages_never_write_into_a_trained_run",
+        "test_cli.py::test_a_run_dir_that_cannot_be_made_is_one_line",
+        "test_cli.py::test_a_reader_that_leaves_early_is_no_traceback",
+        "test_cli.py::test_a_stopped_service_leaves_no_unpacked_model",
+    ],
     "stats.py": ["test_stats.py"],
     "sweep.py": [
         "test_ablate.py::test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention"
@@ -819,6 +827,152 @@ MUTANTS = [
         "        message = one_line(e) if isinstance(e, UserError) else os_error_line(e)\n",
         "        raise\n",
         "a sweep stops at a checkpoint it cannot write",
+    ),
+    # The service's limits, its cancel flag, its answers (serve.py) and the search's stop.
+    Mutant(
+        "serve.py",
+        '        "max_len_b": (int, length),',
+        '        "max_len_b": (int, {"ge": 0}),',
+        "an output length without an absolute bound",
+    ),
+    Mutant(
+        "serve.py",
+        '        "min_len": (int, length),',
+        '        "min_len": (int, {"ge": 0}),',
+        "min_len without a bound",
+    ),
+    Mutant(
+        "serve.py",
+        '"max_len_a": (float, {"ge": 0, "le": limits.max_output_ratio, "allow_inf_nan": False}),',
+        '"max_len_a": (float, {"ge": 0, "allow_inf_nan": False}),',
+        "an output length without a bound relative to the input",
+    ),
+    Mutant(
+        "serve.py",
+        '"alpha": (float, {"ge": 0, "le": MAX_ALPHA, "allow_inf_nan": False}),',
+        '"alpha": (float, {"ge": 0, "allow_inf_nan": True}),',
+        "alpha unbounded and NaN let through",
+    ),
+    Mutant(
+        "serve.py",
+        "stop=lambda: all(job.done.done() for job in jobs)",
+        "stop=lambda: False",
+        "a request past its budget keeps the decoder busy to its end",
+    ),
+    Mutant(
+        "serve.py",
+        "        stuck = took > 2 * limits.timeout_s + 5",
+        "        stuck = False",
+        "/health never says stuck",
+    ),
+    Mutant(
+        "serve.py",
+        "            if size > self.limit:",
+        "            if size > 100 * self.limit:",
+        "a streamed body past the limit read whole",
+    ),
+    Mutant(
+        "serve.py",
+        '        line.encode("utf-8")',
+        '        line.encode("utf-8", "surrogatepass")',
+        "a lone surrogate reaches the tokenizer",
+    ),
+    Mutant(
+        "serve.py",
+        '            changes["beam_size"] = max(translator.search.beam_size, asked.n_best)',
+        "            pass",
+        "n_best does not widen the beam",
+    ),
+    Mutant(
+        "serve.py",
+        "    except SearchError as e:\n        raise Refused(422, one_line(e)) from None",
+        "    except KeyError as e:\n        raise Refused(422, one_line(e)) from None",
+        "settings that do not go together answered 500",
+    ),
+    Mutant(
+        "serve.py",
+        '        return JSONResponse({"error": message}, status_code=e.status_code, headers=e.headers)',
+        "        raise e",
+        "a body that nests too deep answered as plain text",
+    ),
+    Mutant(
+        "serve.py",
+        '        if kind in ("too_long", "string_too_long") and name.startswith("text"):\n            status = 413',
+        '        if kind in ("too_long", "string_too_long") and name.startswith("text"):\n            status = 422',
+        "too many lines answered 422, not 413",
+    ),
+    Mutant(
+        "search.py",
+        "    for t in range(steps):\n        _check(stop)\n",
+        "    for t in range(steps):\n",
+        "greedy search never asks whether to stop",
+    ),
+    Mutant(
+        "search.py",
+        "        _check(stop)\n        n = active.shape[0]\n",
+        "        n = active.shape[0]\n",
+        "beam search never asks whether to stop",
+    ),
+    Mutant(
+        "search_options.py",
+        "        if self.alpha > MAX_ALPHA:",
+        "        if False:",
+        "an alpha whose length penalty overflows",
+    ),
+    Mutant(
+        "search_options.py",
+        "                or not math.isfinite(value)\n",
+        "",
+        "a NaN or infinite search setting",
+    ),
+    Mutant(
+        "search_options.py",
+        '            if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):',
+        "            if False:",
+        "a search length that is not a whole number",
+    ),
+    # A finished run and existing files left alone (export.py, cli.py).
+    Mutant(
+        "export.py",
+        "    if out.exists() and not overwrite:",
+        "    if False:",
+        "an existing out replaced unasked",
+    ),
+    Mutant(
+        "export.py",
+        "        if (place / CONFIG_FILE).is_file():",
+        "        if False:",
+        "an export written into a run directory",
+    ),
+    Mutant(
+        "export.py",
+        "    if out.is_dir() and (out / CONFIG_FILE).is_file() and not (out / MANIFEST).is_file():",
+        "    if False:",
+        "a run directory replaced by an export",
+    ),
+    Mutant(
+        "cli.py",
+        "        if run_dir is not None and resume.holds_run(run_dir):",
+        "        if False:",
+        "nmt-data and nmt-spm write into a trained run",
+    ),
+    Mutant(
+        "cli.py",
+        "        run_dir.mkdir(parents=True, exist_ok=True)\n    except OSError as e:",
+        "        pass\n    except OSError as e:",
+        "a run_dir that cannot be made reaches Hydra",
+    ),
+    Mutant(
+        "cli.py",
+        "        except BrokenPipeError:",
+        "        except ZeroDivisionError:",
+        "a reader that leaves early gets a traceback",
+    ),
+    Mutant(
+        "cli.py",
+        "    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))\n",
+        "",
+        "a stopped service leaves its unpacked model behind",
     ),
 ]
 

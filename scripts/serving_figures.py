@@ -64,17 +64,51 @@ def backends_block(report: dict) -> list[str]:
     return lines
 
 
+def _answers(load: dict) -> str:
+    """The normal clients' answers by status (an older sitting recorded none: all 200)."""
+    statuses = load.get("statuses", {"200": load["requests"]})
+    return ", ".join(f"{n:,} × {code}" for code, n in statuses.items())
+
+
 def serve_block(report: dict) -> list[str]:
     s = report["serve"]
-    return [
+    lines = [
         f"Load: {_sitting(report)}. {s['clients']} clients for {s['seconds']:.0f} s, "
         f"{s['sentences_per_request']} sentences per request, server settings: {s['settings']}.",
         "",
-        "| requests | requests/s | sentences/s | p50 ms | p99 ms | server peak RSS MiB |",
-        "|---|---|---|---|---|---|",
-        f"| {s['requests']} | {s['requests_per_s']:.2f} | {s['sentences_per_s']:.1f} "
-        f"| {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | {s['server_peak_rss_mib']:.0f} |",
     ]
+    if "with_hostile" not in s:
+        return [
+            *lines,
+            "| requests | requests/s | sentences/s | p50 ms | p99 ms | server peak RSS MiB |",
+            "|---|---|---|---|---|---|",
+            f"| {s['requests']} | {s['requests_per_s']:.2f} | {s['sentences_per_s']:.1f} "
+            f"| {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | {s['server_peak_rss_mib']:.0f} |",
+        ]
+    h, limits = s["with_hostile"], s["limits"]
+    lines += [
+        f"Three phases on one server, one after another: the clients alone; the same clients "
+        f"beside one hostile client sending, over and over, the costliest request the limits "
+        f"allow ({limits['max_lines']} lines of {limits['max_chars']} characters, beam "
+        f"{limits['max_beam']}, `max_len_a` {limits['max_output_ratio']}, `max_len_b` and "
+        f"`min_len` {limits['max_output_len']}; `timeout_s` {limits['timeout_s']}): "
+        f"{h['hostile_requests']} such requests, answered {', '.join(h['hostile_statuses'])}, "
+        f"the longest after {h['hostile_max_s']} s; then the clients alone again. "
+        f"Server peak RSS {s['server_peak_rss_mib']:.0f} MiB.",
+        "",
+        "| phase | requests | answers | sentences/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, load in (
+        ("alone", s),
+        ("beside the hostile client", h),
+        ("alone again", s["after_hostile"]),
+    ):
+        lines.append(
+            f"| {name} | {load['requests']:,} | {_answers(load)} | {load['sentences_per_s']:.1f} "
+            f"| {load['p50_ms']:.0f} | {load['p99_ms']:.0f} |"
+        )
+    return lines
 
 
 def block(figures: dict) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 BIN = Path(sys.executable).parent
@@ -35,8 +36,17 @@ def test_data_then_spm_into_one_run_dir(corpus_dir, tmp_path):
     out = spm.stdout + spm.stderr
     assert "(cached)" in out  # the data stage is not redone
     assert "spm joint unigram vocabulary" in out and "<unk> 0/0" in out
-    for artifact in ("data/report.json", "spm.model", "encoded/report.json", "nmt.log"):
-        assert (tmp_path / "run" / artifact).exists(), artifact
+    data = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
+    assert data["sizes"]["train"] == 600 and data["sizes"]["test_2016_flickr"] == 40
+    encoded = json.loads((tmp_path / "run" / "encoded" / "report.json").read_text())
+    assert encoded["src_vocab_size"] == encoded["tgt_vocab_size"] == 800 and encoded["joint"]
+    assert encoded["splits"]["train"]["sentences"] == 600
+    assert (
+        encoded["splits"]["train"]["src_unk"]
+        == encoded["splits"]["train"]["src_roundtrip_errors"]
+        == 0
+    )
+    assert "spm joint unigram vocabulary" in (tmp_path / "run" / "nmt.log").read_text()
     again = run("nmt-spm", *common)
     assert again.returncode == 0 and (again.stdout + again.stderr).count("(cached)") == 2
 
@@ -78,15 +88,30 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
     out = result.stdout + result.stderr
     assert "training stopped (max_steps) at step 2" in out
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out
-    for artifact in (
-        "config.yaml",
-        "spm.model",
-        "best/model.safetensors",
-        "last/train_state.pt",
-        "metrics.csv",
-        "train_metrics.csv",
-    ):
-        assert (run_dir / artifact).is_file(), artifact
+    # Each artifact read back as what it is, not only found.
+    from safetensors.torch import load_file
+
+    from nmt.checkpoint import load_train_state
+
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert (saved.model.cell, saved.model.dec_hidden, saved.tokenizer.vocab_size) == (
+        "gru",
+        64,
+        600,
+    )
+    done = json.loads((run_dir / "done.json").read_text())
+    weights = load_file(run_dir / "best" / "model.safetensors")
+    assert sum(t.numel() for t in weights.values()) == done["parameters"]
+    state = load_train_state(run_dir / "last" / "train_state.pt")  # weights_only, never pickle
+    assert state["progress"]["step"] == 2
+    import sentencepiece as spm
+
+    pieces = spm.SentencePieceProcessor(model_file=str(run_dir / "spm.model"))
+    assert pieces.get_piece_size() == 600
+    assert pieces.decode(pieces.encode("A dog runs.")) == "A dog runs."
+    for name, steps in (("metrics.csv", ["1", "2"]), ("train_metrics.csv", ["1", "2"])):
+        rows = (run_dir / name).read_text().split()
+        assert [row.split(",")[0] for row in rows[1:]] == steps, name
     again = run("nmt-train", *args)
     assert again.returncode == 1 and "train.resume=true" in again.stderr
     resumed = run(
@@ -137,7 +162,12 @@ def test_done_json_records_the_run(tiny_run):
     native = {"amx_bf16", "avx512_bf16"} & cpu_flags()  # precision=auto
     assert done["precision"] == ("bf16" if native else "fp32")
     assert done["spm_sha256"] == tok.sha256() and done["torch"]
-    assert done["train_tokens_per_s"] > done["tokens_per_s"] > 0
+    # Both rates are of the same target tokens: over the whole time, and without validations.
+    tokens = done["tokens_per_s"] * done["minutes"] * 60
+    trained = done["train_tokens_per_s"] * (done["minutes"] - done["valid_minutes"]) * 60
+    assert tokens == pytest.approx(trained, rel=1e-6)
+    assert 30 * 100 < tokens <= 30 * 800  # 30 batches of at most batch.max_tokens=800 (padded)
+    assert 0 < done["valid_minutes"] < done["minutes"]
     assert done["bleu_signature"].startswith("nrefs:1|case:mixed")
 
 

@@ -33,14 +33,14 @@ def test_gates_split_into_layers_at_the_last_dot():
     }
 
 
-def run(seed, metrics, cell="gru"):
+def run(seed, metrics, cell="gru", gate=0.4):
     return Run(
         path=Path(f"/x/{seed}"),
         done={"status": "finished"},
         config={"model": {"cell": cell, "attention": "bahdanau"}, "seed": seed},
         metrics=metrics,
         analysis={
-            "gates": {"encoder.0.update": 0.4},
+            "gates": {"encoder.0.update": gate},
             "bleu_by_length": [{"bucket": "1-10", "sentences": 3, "bleu": 10.0 + seed}],
         },
     )
@@ -55,10 +55,22 @@ def test_curves_average_the_seeds_that_reached_each_step():
 
 
 def test_the_report_draws_its_four_figures(tmp_path):
-    metrics = [{"step": 2, "seconds": 60, "bleu": 1.0, "loss": 4.0}]
-    plot_report([("gru+bahdanau", [run(1, metrics), run(2, metrics)])], tmp_path)
+    """Each figure is a PNG of a readable size, and draws its data: other numbers (curves, BLEU
+    by length, gates) give another picture."""
+    from matplotlib.image import imread
+
+    a = [{"step": 2, "seconds": 60, "bleu": 1.0, "loss": 4.0}]
+    b = [{"step": 2, "seconds": 60, "bleu": 9.0, "loss": 2.0}, {"step": 4, "seconds": 90}]
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+    plot_report([("gru+bahdanau", [run(1, a), run(2, a)])], tmp_path / "a")
+    plot_report([("gru+bahdanau", [run(5, b, gate=0.9), run(7, b, gate=0.9)])], tmp_path / "b")
     for name in PLOTS:
-        assert (tmp_path / name).read_bytes()[:8] == PNG, name
+        first, second = (tmp_path / side / name for side in ("a", "b"))
+        assert first.read_bytes()[:8] == PNG, name
+        height, width = imread(first).shape[:2]
+        assert height >= 200 and width >= 300, (name, height, width)
+        assert first.read_bytes() != second.read_bytes(), f"{name} does not depend on its data"
 
 
 def test_a_heatmap_per_translation_that_has_attention(tmp_path):

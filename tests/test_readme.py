@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -291,21 +292,42 @@ def check_bench(
     def check(result, tmp):
         report = json.loads((tmp / "bench.json").read_text())
         assert sorted(report["train"]) == sorted(cells)
+        probe = report["probe"]
         for cell in cells:
-            assert report["train"][cell]["train_tgt_tokens_per_s"] > 0
-            assert f"train.{cell}.train_tgt_tokens_per_s:" in result.stdout
+            figures = report["train"][cell]
+            # The rate is the median of the timed repeats, each a real rate.
+            runs = figures["train_tgt_tokens_per_s_runs"]
+            assert len(runs) >= 1 and all(r > 0 for r in runs)
+            assert figures["train_tgt_tokens_per_s"] == pytest.approx(
+                statistics.median(runs), abs=0.1
+            )
+            assert f"train.{cell}.train_tgt_tokens_per_s: {figures['train_tgt_tokens_per_s']}" in (
+                result.stdout
+            )
             # Each figure against the machine's limit: counted FLOPs per token over the probe.
-            assert report["train"][cell]["flop_per_tgt_token"] > 0
-            assert report["train"][cell]["fused"] is True  # the default loop, model.fused
-            assert 0 < report["train"][cell]["fraction_of_matmul_peak"] < 1
-        assert report["probe"]["matmul_fp32_1024_gflops"] > 0
+            assert figures["flop_per_tgt_token"] > 2 * figures["parameters"]  # > forward's 2/weight
+            assert figures["fused"] is True  # the default loop, model.fused
+            peak = probe[f"matmul_{figures['precision']}_1024_gflops"] * 1e9
+            rate = figures["train_tgt_tokens_per_s"] * figures["flop_per_tgt_token"] / peak
+            assert figures["fraction_of_matmul_peak"] == pytest.approx(rate, rel=0.01)
+            assert 0 < rate < 1
+        assert probe["matmul_fp32_1024_gflops"] > 0
         assert "probe.matmul_bf16_1024_gflops:" in result.stdout
         if decode:  # the default model, and the reference architecture the peers are run on
             for section in ("decode", "decode_reference") if reference else ("decode",):
+                figures = report[section]
                 for name in ("greedy", "beam5", "forced20_greedy", "forced20_beam5"):
-                    assert report[section][f"{name}_sentences_per_s"] > 0
-                    assert report[section]["sentences"] == 8  # --sentences
-                    assert f"{section}.{name}_sentences_per_s:" in result.stdout
+                    assert figures["sentences"] == 8  # --sentences
+                    # A rate is the sentences over the median time, printed as recorded.
+                    rate, seconds = figures[f"{name}_sentences_per_s"], figures[f"{name}_seconds"]
+                    assert 8 / (seconds + 0.006) <= rate <= 8 / max(seconds - 0.006, 1e-3)
+                    assert f"{section}.{name}_sentences_per_s: {rate}" in result.stdout
+                for name in ("forced20_greedy", "forced20_beam5"):  # every output 20 tokens long
+                    per_sentence = (
+                        figures[f"{name}_generated_tokens_per_s"]
+                        / figures[f"{name}_sentences_per_s"]
+                    )
+                    assert per_sentence == pytest.approx(20, rel=0.01)
                 for name in ("forced20_greedy", "forced20_beam5"):  # the work, and its rate
                     assert report[section][f"{name}_flop_per_sentence"] > 0
                     assert 0 < report[section][f"{name}_fraction_of_matmul_peak"] < 1

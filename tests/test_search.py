@@ -9,7 +9,7 @@ from conftest import tiny_model, toy_pairs
 from nmt.batching import collate
 from nmt.cells import CELLS
 from nmt.loss import sequence_loss
-from nmt.search import SearchOptions, beam_search, greedy, length_penalty
+from nmt.search import Cancelled, SearchOptions, beam_search, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 LIMITS = dict(max_len_a=1.5, max_len_b=4)
@@ -215,3 +215,30 @@ def test_in_place_log_softmax_equals_torchs_over_several_blocks():
     out = log_softmax_(logits, block=64)  # blocks of 64, 64 and 22 rows
     assert out.data_ptr() == logits.data_ptr()
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("search", [greedy, beam_search], ids=["greedy", "beam"])
+def test_a_search_asked_to_stop_stops_before_its_next_step(search):
+    """``stop`` is asked before every step: the search raises Cancelled the first time it answers
+    true, having taken no step after (the service's time budget frees the decoder this way)."""
+    model = tiny_model("gru")
+    b = collate(sentences(), None, range(7))
+    steps, asked = [], []
+    step = model.decoder.step
+
+    def counted(*args):
+        steps.append(1)
+        return step(*args)
+
+    model.decoder.step = counted
+
+    def stop() -> bool:
+        asked.append(len(steps))
+        return len(steps) == 3
+
+    options = opts(min_len=30, max_len_a=0.0, max_len_b=40, beam_size=2, n_best=1)
+    with pytest.raises(Cancelled):
+        search(model.eval(), b.src_ids, b.src_lens, b.src_mask, options, stop)
+    assert len(steps) == 3 and asked == [0, 1, 2, 3]
+    found = search(model, b.src_ids, b.src_lens, b.src_mask, options, lambda: False)
+    assert len(steps) == 3 + 40 and len(found) == 7  # never told to stop: all 40 steps

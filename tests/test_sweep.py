@@ -142,7 +142,14 @@ def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| gru | none |" in result.stdout and "| lstm |" not in result.stdout
-    assert all((tmp_path / "out" / name).is_file() for name in PLOTS)
+    # Its figures are of the chosen run alone: PNGs, each another picture than the whole sweep's.
+    whole = tmp / "sweep" / "report"
+    for name in PLOTS:
+        mine = (tmp_path / "out" / name).read_bytes()
+        assert mine[:8] == b"\x89PNG\r\n\x1a\n" and len(mine) > 10_000, name
+        assert mine != (whole / name).read_bytes(), name
+    chosen = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert [r["path"] for r in chosen] == [str(runs[0])]
     missing = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "report.py"), str(tmp_path / "nothing")],
         capture_output=True,

@@ -32,11 +32,22 @@ def test_resume_reaches_the_same_weights(tmp_path):
 
 
 def test_checkpoint_contents_and_refusing_to_overwrite(tmp_path):
-    run_fit(tmp_path, max_steps=4)
-    for name in ("model.safetensors", "train_state.pt", "meta.json"):
-        assert (tmp_path / "last" / name).is_file()
-    assert (tmp_path / "best" / "scores.json").is_file()
+    model, _ = run_fit(tmp_path, max_steps=4)
+    # last/ holds the model as training left it, and the state to continue it, as tensors.
+    from safetensors.torch import load_file
+
+    from nmt.checkpoint import load_train_state
+
+    weights = load_file(tmp_path / "last" / "model.safetensors")
+    own = model.state_dict()  # tied weights are stored once
+    for name, t in weights.items():
+        assert torch.equal(t, own[name]), name
+    assert sum(t.numel() for t in weights.values()) == sum(p.numel() for p in model.parameters())
+    state = load_train_state(tmp_path / "last" / "train_state.pt")
+    assert state["progress"]["step"] == 4 and state["optimizer"]["state"]
     assert json.loads((tmp_path / "last" / "meta.json").read_text())["step"] == 4
+    best = json.loads((tmp_path / "best" / "scores.json").read_text())
+    assert set(best) >= {"bleu"} and best["bleu"] <= 0  # the test's validate: -|sum of weights|
     with pytest.raises(TrainingError, match="already has a checkpoint; resume with train.resume"):
         run_fit(tmp_path, max_steps=4)
 
