@@ -260,6 +260,7 @@ class ServeConfig(DecodeConfig):
     max_beam: int = MISSING
     max_output_len: int = MISSING
     max_output_ratio: float = MISSING
+    max_work: int = MISSING
     timeout_s: float = MISSING
     window_ms: float = MISSING
     batch_tokens: int = MISSING

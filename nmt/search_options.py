@@ -77,6 +77,11 @@ class SearchOptions:
             raise SearchError(f"unknown search options {unknown}")
         return dataclasses.replace(self, **changes)
 
+    def output_limit(self, src_len: int) -> int:
+        """The most tokens an output may have (its end included) for a source of ``src_len``
+        pieces (its end included): what the search functions stop at."""
+        return max(1, int(src_len * self.max_len_a + self.max_len_b))
+
     @property
     def is_greedy(self) -> bool:
         """Nothing here needs a beam: greedy search finds the same output, faster."""

@@ -57,6 +57,7 @@ class Limits:
     max_beam: int
     max_output_len: int  # the largest search.max_len_b, min_len and no_repeat_ngram
     max_output_ratio: float  # the largest search.max_len_a
+    max_work: int  # the most decoding steps of one request: beam x output limit, over its lines
     timeout_s: float
     window_ms: float
     batch_tokens: int
@@ -98,8 +99,7 @@ class Batcher:
             self.task.cancel()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str], search: SearchOptions) -> list:
-        pieces = sum(len(ids) for ids in self.translator.tokenizer.encode_src(texts))
+    async def submit(self, texts: list[str], search: SearchOptions, pieces: int) -> list:
         job = _Job(texts, search, pieces, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.done
@@ -269,6 +269,14 @@ def request_search(translator: Translator, asked: BaseModel) -> SearchOptions:
         return translator.search.replace(**changes)
     except SearchError as e:
         raise Refused(422, one_line(e)) from None
+
+
+def request_work(translator: Translator, ids: list[list[int]], search: SearchOptions) -> int:
+    """What a request may cost the decoder, in hypothesis-steps: for each line that will be
+    decoded, the beam times its output's length limit (the source as the translator truncates it,
+    with its end). A bound, not a forecast: outputs that end sooner cost less."""
+    lengths = [min(len(x), translator.max_src_len) + 1 for x in ids if x]
+    return sum(search.beam_size * search.output_limit(n) for n in lengths)
 
 
 def _name(loc: tuple) -> str:
@@ -451,9 +459,20 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
 
     async def translate(asked) -> Translations:
         search = request_search(translator, asked)
+        ids = translator.tokenizer.encode_src(asked.text)
+        work = request_work(translator, ids, search)
+        if work > limits.max_work:
+            raise Refused(
+                413,
+                f"this request may take {work:,} decoding steps (beam x output length limit, "
+                f"summed over its lines); at most {limits.max_work:,}: send fewer lines, or ask "
+                "for a smaller beam_size, max_len_a or max_len_b",
+            )
+        pieces = sum(len(x) for x in ids)
         began = time.perf_counter()
         try:
-            results = await asyncio.wait_for(batcher.submit(asked.text, search), limits.timeout_s)
+            job = batcher.submit(asked.text, search, pieces)
+            results = await asyncio.wait_for(job, limits.timeout_s)
         except TimeoutError:
             raise Refused(503, f"not translated within {limits.timeout_s} s; try again") from None
         log.info("%d lines in %.3f s", len(asked.text), time.perf_counter() - began)

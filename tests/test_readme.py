@@ -410,6 +410,20 @@ def check_serving_bench(result, tmp):
     assert "serve.sentences_per_s: " in result.stdout
 
 
+def check_hostile_bench(result, tmp):
+    serve = json.loads((tmp / "bench.json").read_text())["serve"]
+    assert serve["settings"] == "timeout_s=3 max_lines=4"  # --serve-args reached the server
+    assert serve["limits"]["timeout_s"] == 3 and serve["limits"]["max_lines"] == 4
+    for phase in (serve, serve["with_hostile"], serve["after_hostile"]):
+        assert sum(phase["statuses"].values()) == phase["requests"] > 0
+        assert set(phase["statuses"]) <= {"200", "503"} and phase["p99_ms"] >= phase["p50_ms"]
+    hostile = serve["with_hostile"]
+    assert hostile["hostile_requests"] >= 1 and set(hostile["hostile_statuses"]) <= {"200", "503"}
+    # A hostile request past its budget is answered at it: the decoding stopped there.
+    assert hostile["hostile_max_s"] < 3 + 2
+    assert serve["after_hostile"]["statuses"] == {"200": serve["after_hostile"]["requests"]}
+
+
 def check_lint(result, tmp):
     assert "All checks passed!" in result.stdout
 
@@ -593,6 +607,12 @@ CASES: dict[str, Case] = {
     'make bench ARGS="--what backends,serve --run-dir runs/X"': Case(
         ["--repeats", "1", "--sentences", "16", "--clients", "2", "--seconds", "2"],
         check_serving_bench,
+        needs_run=True,
+        run_dir=False,
+    ),
+    'make bench ARGS="--what serve --hostile --run-dir runs/X"': Case(
+        ["--clients", "2", "--seconds", "2", "--serve-args", "'timeout_s=3 max_lines=4'"],
+        check_hostile_bench,
         needs_run=True,
         run_dir=False,
     ),

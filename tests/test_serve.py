@@ -28,6 +28,7 @@ LIMITS = Limits(
     max_beam=6,
     max_output_len=50,
     max_output_ratio=2.0,
+    max_work=5_000,
     timeout_s=60.0,
     window_ms=20.0,
     batch_tokens=4000,
@@ -122,6 +123,14 @@ def test_n_best_with_scores(service):
         ({"text": ["x"], "search": {"beam_size": 2, "n_best": 3}}, 422, "search.n_best=3 with"),
         ({"text": ["x"], "search": [2]}, 422, "search=[2]: input should be a valid dictionary"),
         ({"text": ["x"], "n_best": 50}, 422, "n_best=50: at most 6"),
+        (
+            {
+                "text": ["A dog runs in the park. " * 7] * 8,
+                "search": {"beam_size": 6, "max_len_a": 2},
+            },
+            413,
+            "decoding steps (beam x output length limit, summed over its lines); at most 5,000",
+        ),
         ({"text": [1, 2]}, 422, "text[0]=1: input should be a valid string"),
         ({"lines": ["x"]}, 422, 'text: missing (expected {"text"'),
     ],
