@@ -34,7 +34,7 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.exceptions import HTTPException
 
 from nmt.errors import one_line
@@ -202,14 +202,6 @@ class Health(BaseModel):
     queued: int = 0
 
 
-def _unicode(line: str) -> str:
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"character {e.start} is a lone surrogate, not Unicode text") from None
-    return line
-
-
 def request_model(limits: Limits, search: SearchOptions) -> type[BaseModel]:
     """The body of ``POST /translate`` with this service's bounds (they are in its OpenAPI
     document): every search option that a request may change, each within what one request may
@@ -234,7 +226,7 @@ def request_model(limits: Limits, search: SearchOptions) -> type[BaseModel]:
         "SearchRequest", __config__=ConfigDict(extra="forbid"), **options
     )
     Lines = Annotated[  # noqa: N806
-        list[Annotated[str, Field(max_length=limits.max_chars), AfterValidator(_unicode)]],
+        list[Annotated[str, Field(max_length=limits.max_chars)]],
         Field(max_length=limits.max_lines),
     ]
 
@@ -313,6 +305,8 @@ def refusal_of(errors: list[dict]) -> tuple[int, str]:
             said.append(f"{name}={_short(given)}: at most {ctx['le']}")
         elif kind == "greater_than_equal":
             said.append(f"{name}={_short(given)}: at least {ctx['ge']}")
+        elif kind == "string_unicode":  # a lone surrogate (\ud800 in JSON): no tokenizer takes it
+            said.append(f"{name}: not Unicode text (a lone surrogate)")
         elif kind == "extra_forbidden":
             where = "search option" if name.startswith("search.") else "field"
             said.append(f"{name}: unknown {where}")

@@ -873,9 +873,9 @@ MUTANTS = [
     ),
     Mutant(
         "serve.py",
-        '        line.encode("utf-8")',
-        '        line.encode("utf-8", "surrogatepass")',
-        "a lone surrogate reaches the tokenizer",
+        '        elif kind == "string_unicode":',
+        '        elif kind == "string_unicode_":',
+        "a lone surrogate refused in pydantic's words, not as text that is not Unicode",
     ),
     Mutant(
         "serve.py",
