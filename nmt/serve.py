@@ -58,6 +58,7 @@ class Limits:
     max_output_len: int  # the largest search.max_len_b, min_len and no_repeat_ngram
     max_output_ratio: float  # the largest search.max_len_a
     max_work: int  # the most decoding steps of one request: beam x output limit, over its lines
+    max_decode_s: float  # the longest one decoding call may run (503 past it)
     timeout_s: float
     window_ms: float
     batch_tokens: int
@@ -76,6 +77,7 @@ class _Job:
     texts: list[str]
     search: SearchOptions
     pieces: int
+    work: int  # request_work: what it may cost the decoder
     done: asyncio.Future = field(repr=False)
 
 
@@ -99,8 +101,8 @@ class Batcher:
             self.task.cancel()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str], search: SearchOptions, pieces: int) -> list:
-        job = _Job(texts, search, pieces, asyncio.get_running_loop().create_future())
+    async def submit(self, texts: list[str], search: SearchOptions, pieces: int, work: int) -> list:
+        job = _Job(texts, search, pieces, work, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.done
 
@@ -126,11 +128,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
-            # One decoding call per search setting among the gathered jobs.
+            # One decoding call per search setting among the gathered jobs, the cheapest first:
+            # a costly request waits for the small ones that came with it, not they for it.
             groups: dict[SearchOptions, list[_Job]] = {}
             for job in jobs:
                 groups.setdefault(job.search, []).append(job)
-            for search, group in groups.items():
+            for search, group in sorted(groups.items(), key=lambda g: sum(j.work for j in g[1])):
                 live = [job for job in group if not job.done.done()]
                 if not live:
                     continue
@@ -140,7 +143,16 @@ class Batcher:
                         self.worker, self._decode, texts, search, live
                     )
                 except Cancelled:
-                    log.warning("stopped decoding %d lines: every request gave up", len(texts))
+                    too_long = Refused(
+                        503,
+                        f"needs more than max_decode_s={self.limits.max_decode_s} s of decoding; "
+                        "send fewer lines, or ask for a smaller beam_size, max_len_a or max_len_b",
+                    )
+                    waiting = [job for job in live if not job.done.done()]
+                    for job in waiting:
+                        job.done.set_exception(too_long)
+                    why = "its time ran out" if waiting else "every request gave up"
+                    log.warning("stopped decoding %d lines: %s", len(texts), why)
                     continue
                 except Exception as e:  # noqa: BLE001 - one bad batch answers its requests
                     for job in live:
@@ -157,10 +169,13 @@ class Batcher:
         """On the worker thread: decode, asking between steps whether anyone still waits (a
         future cancelled by the event loop reads as done here; reading it is thread-safe)."""
         self.decoding_since = time.monotonic()
+        deadline = self.decoding_since + self.limits.max_decode_s
+
+        def stop() -> bool:
+            return all(job.done.done() for job in jobs) or time.monotonic() > deadline
+
         try:
-            return self.translator.translate_full(
-                texts, search=search, stop=lambda: all(job.done.done() for job in jobs)
-            )
+            return self.translator.translate_full(texts, search=search, stop=stop)
         finally:
             self.decoding_since = None
 
@@ -443,7 +458,7 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
             return JSONResponse(Health(status="ok", queued=queued).model_dump())
         took = round(time.monotonic() - since, 3)
         # A call past its budget should have stopped within a step: one that has not is stuck.
-        stuck = took > 2 * limits.timeout_s + 5
+        stuck = took > 2 * min(limits.timeout_s, limits.max_decode_s) + 5
         answer = Health(status="stuck" if stuck else "busy", decoding_s=took, queued=queued)
         return JSONResponse(answer.model_dump(), status_code=503 if stuck else 200)
 
@@ -465,7 +480,7 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
         pieces = sum(len(x) for x in ids)
         began = time.perf_counter()
         try:
-            job = batcher.submit(asked.text, search, pieces)
+            job = batcher.submit(asked.text, search, pieces, work)
             results = await asyncio.wait_for(job, limits.timeout_s)
         except TimeoutError:
             raise Refused(503, f"not translated within {limits.timeout_s} s; try again") from None

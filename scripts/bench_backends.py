@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,7 +203,10 @@ def bench_serve(
     lines = split_pairs(run_dir, split)[0]
     port = _free_port()
     command = [str(Path(sys.executable).parent / "nmt-serve"), f"run_dir={run_dir}", f"port={port}"]
-    server = subprocess.Popen([*command, *extra], stderr=subprocess.PIPE, text=True)
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KiB: a line per request)
+    # and then blocks the server mid-request.
+    log_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed with the server, below
+    server = subprocess.Popen([*command, *extra], stdout=log_file, stderr=log_file, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -213,7 +217,8 @@ def bench_serve(
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"bench: nmt-serve did not start:\n{server.stderr.read()[-2000:]}")
+                log_file.seek(0)
+                raise SystemExit(f"bench: nmt-serve did not start:\n{log_file.read()[-2000:]}")
             time.sleep(0.2)
         url = f"{base}/translate"
         result = asyncio.run(_load(url, lines, clients, seconds, per_request))
@@ -235,6 +240,7 @@ def bench_serve(
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log_file.close()
     for key, value in result.items():
         print(f"serve.{key}: {value}", flush=True)
     return result

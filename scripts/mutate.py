@@ -855,13 +855,19 @@ MUTANTS = [
     ),
     Mutant(
         "serve.py",
-        "stop=lambda: all(job.done.done() for job in jobs)",
-        "stop=lambda: False",
+        "            return all(job.done.done() for job in jobs) or time.monotonic() > deadline",
+        "            return time.monotonic() > deadline",
         "a request past its budget keeps the decoder busy to its end",
     ),
     Mutant(
         "serve.py",
-        "        stuck = took > 2 * limits.timeout_s + 5",
+        "            for search, group in sorted(groups.items(), key=lambda g: sum(j.work for j in g[1])):",
+        "            for search, group in groups.items():",
+        "a costly request decoded before the cheap ones gathered with it",
+    ),
+    Mutant(
+        "serve.py",
+        "        stuck = took > 2 * min(limits.timeout_s, limits.max_decode_s) + 5",
         "        stuck = False",
         "/health never says stuck",
     ),

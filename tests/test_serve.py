@@ -29,6 +29,7 @@ LIMITS = Limits(
     max_output_len=50,
     max_output_ratio=2.0,
     max_work=5_000,
+    max_decode_s=60.0,
     timeout_s=60.0,
     window_ms=20.0,
     batch_tokens=4000,
@@ -209,6 +210,37 @@ def test_a_request_past_its_budget_stops_its_decoding(tiny_run):
         stuck = httpx.get(f"{url}/health")
         assert stuck.status_code == 503 and stuck.json()["status"] == "stuck"
         app.state.batcher.decoding_since = None
+
+
+def test_a_decoding_call_past_max_decode_s_stops_and_the_cheap_go_first(tiny_run):
+    """A request within every limit that is still slow on this machine (50 ms a step, 40 steps)
+    is stopped at max_decode_s with a 503 that says so, while a small request sent after it is
+    decoded first and answered."""
+    translator = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32", search="greedy")
+    steps: list[int] = []
+    step = translator.model.decoder.step
+
+    def slow(prev, state, memory):
+        steps.append(len(prev))
+        time.sleep(0.05)
+        return step(prev, state, memory)
+
+    translator.model.decoder.step = slow
+    limits = dataclasses.replace(LIMITS, max_decode_s=0.5, window_ms=300.0)
+    app = create_app(translator, limits, describe(translator))
+    costly = {"text": ["A dog runs."] * 3, "search": {"min_len": 40, "max_len_b": 40}}
+    cheap = {"text": ["A dog."], "search": {"max_len_a": 0, "max_len_b": 2}}
+    with serving(app) as url, ThreadPoolExecutor(2) as pool:
+        slow_answer = pool.submit(httpx.post, f"{url}/translate", json=costly, timeout=60)
+        time.sleep(0.1)  # within the collector's window: both are gathered together
+        quick = httpx.post(f"{url}/translate", json=cheap, timeout=60)
+        answer = slow_answer.result()
+    assert quick.status_code == 200
+    assert (
+        answer.status_code == 503 and "needs more than max_decode_s=0.5 s" in answer.json()["error"]
+    )
+    assert steps[:2] == [1, 1] and set(steps[2:]) == {3}  # the cheap one first, then the costly
+    assert len(steps) < 2 + 20  # stopped after about 0.5 s of 50 ms steps, not at its 40
 
 
 def test_n_best_widens_the_beam(service):
