@@ -134,13 +134,16 @@ async def _load(
     hostile: dict | None = None,
 ):
     """``clients`` clients sending ``per_request`` lines each, one request after another, for
-    ``seconds``; with ``hostile``, one more client sending that body over and over beside them
-    (its last request is waited for, so the next phase starts on an idle server)."""
+    ``seconds``; with ``hostile``, one more client sending that body over and over beside them,
+    halving its lines while the service refuses it as too costly (413: max_work), so that it
+    sends the costliest request the service takes (its last one is waited for, so the next
+    phase starts on an idle server)."""
     import httpx
 
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     hostile_seen: list[tuple[int, float]] = []
+    hostile_lines: list[int] = []
     sentences = 0
     stop = time.perf_counter() + seconds
 
@@ -158,10 +161,15 @@ async def _load(
                 sentences += len(response.json()["translations"])
 
     async def attacker(http: httpx.AsyncClient) -> None:
+        body = dict(hostile)
         while time.perf_counter() < stop:
             start = time.perf_counter()
-            response = await http.post(url, json=hostile)
+            response = await http.post(url, json=body)
+            if response.status_code == 413 and len(body["text"]) > 1:  # past max_work: fewer
+                body["text"] = body["text"][: len(body["text"]) // 2]
+                continue
             hostile_seen.append((response.status_code, time.perf_counter() - start))
+        hostile_lines.append(len(body["text"]))
 
     async with httpx.AsyncClient(timeout=600) as http:
         began = time.perf_counter()
@@ -178,6 +186,7 @@ async def _load(
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
     }
     if hostile:
+        result["hostile_lines"] = hostile_lines[0]  # the most the service's max_work took
         result["hostile_requests"] = len(hostile_seen)
         result["hostile_statuses"] = sorted({str(code) for code, _ in hostile_seen})
         result["hostile_max_s"] = round(max(t for _, t in hostile_seen), 1)

@@ -89,9 +89,11 @@ def serve_block(report: dict) -> list[str]:
     lines += [
         f"Three phases on one server, one after another: the clients alone; the same clients "
         f"beside one hostile client sending, over and over, the costliest request the limits "
-        f"allow ({limits['max_lines']} lines of {limits['max_chars']} characters, beam "
-        f"{limits['max_beam']}, `max_len_a` {limits['max_output_ratio']}, `max_len_b` and "
-        f"`min_len` {limits['max_output_len']}; `timeout_s` {limits['timeout_s']}): "
+        f"allow ({h['hostile_lines']} lines of {limits['max_chars']} characters, the most "
+        f"`max_work` {limits.get('max_work', 'none')} takes, beam {limits['max_beam']}, "
+        f"`max_len_a` {limits['max_output_ratio']}, `max_len_b` and `min_len` "
+        f"{limits['max_output_len']}; `timeout_s` {limits['timeout_s']}, `max_decode_s` "
+        f"{limits.get('max_decode_s', 'none')}): "
         f"{h['hostile_requests']} such requests, answered {', '.join(h['hostile_statuses'])}, "
         f"the longest after {h['hostile_max_s']} s; then the clients alone again. "
         f"Server peak RSS {s['server_peak_rss_mib']:.0f} MiB.",
