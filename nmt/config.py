@@ -262,6 +262,7 @@ class ServeConfig(DecodeConfig):
     max_output_ratio: float = MISSING
     max_work: int = MISSING
     max_decode_s: float = MISSING
+    preempt_after_s: float = MISSING
     timeout_s: float = MISSING
     window_ms: float = MISSING
     batch_tokens: int = MISSING

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -59,6 +60,7 @@ class Limits:
     max_output_ratio: float  # the largest search.max_len_a
     max_work: int  # the most decoding steps of one request: beam x output limit, over its lines
     max_decode_s: float  # the longest one decoding call may run (503 past it)
+    preempt_after_s: float  # a call this old stops for cheaper requests waiting this long
     timeout_s: float
     window_ms: float
     batch_tokens: int
@@ -92,6 +94,11 @@ class Batcher:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nmt-decode")
         self.task: asyncio.Task | None = None
         self.decoding_since: float | None = None  # time.monotonic() of the call under way
+        # Jobs queued and not yet gathered: when each came and what it may cost, read by the
+        # decoding thread to give way to cheaper ones (under the lock: two threads).
+        self.pending: dict[int, tuple[float, int]] = {}
+        self.lock = threading.Lock()
+        self.stopped_for = ""  # why the last call stopped early: deadline, preempted, gave up
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -103,13 +110,20 @@ class Batcher:
 
     async def submit(self, texts: list[str], search: SearchOptions, pieces: int, work: int) -> list:
         job = _Job(texts, search, pieces, work, asyncio.get_running_loop().create_future())
+        with self.lock:
+            self.pending[id(job)] = (time.monotonic(), work)
         await self.queue.put(job)
         return await job.done
+
+    def _taken(self, job: _Job) -> _Job:
+        with self.lock:
+            self.pending.pop(id(job), None)
+        return job
 
     async def _gather(self) -> list[_Job]:
         """The next job and those that arrive within the window, up to batch_tokens pieces."""
         loop = asyncio.get_running_loop()
-        jobs = [await self.queue.get()]
+        jobs = [self._taken(await self.queue.get())]
         deadline = loop.time() + self.limits.window_ms / 1000
         pieces = jobs[0].pieces
         while pieces < self.limits.batch_tokens:
@@ -120,7 +134,7 @@ class Batcher:
                 job = await asyncio.wait_for(self.queue.get(), left)
             except TimeoutError:
                 break
-            jobs.append(job)
+            jobs.append(self._taken(job))
             pieces += job.pieces
         return jobs
 
@@ -143,16 +157,10 @@ class Batcher:
                         self.worker, self._decode, texts, search, live
                     )
                 except Cancelled:
-                    too_long = Refused(
-                        503,
-                        f"needs more than max_decode_s={self.limits.max_decode_s} s of decoding; "
-                        "send fewer lines, or ask for a smaller beam_size, max_len_a or max_len_b",
-                    )
                     waiting = [job for job in live if not job.done.done()]
                     for job in waiting:
-                        job.done.set_exception(too_long)
-                    why = "its time ran out" if waiting else "every request gave up"
-                    log.warning("stopped decoding %d lines: %s", len(texts), why)
+                        job.done.set_exception(self._refusal(sum(j.work for j in live)))
+                    log.warning("stopped decoding %d lines: %s", len(texts), self.stopped_for)
                     continue
                 except Exception as e:  # noqa: BLE001 - one bad batch answers its requests
                     for job in live:
@@ -168,16 +176,47 @@ class Batcher:
     def _decode(self, texts: list[str], search: SearchOptions, jobs: list[_Job]) -> list:
         """On the worker thread: decode, asking between steps whether anyone still waits (a
         future cancelled by the event loop reads as done here; reading it is thread-safe)."""
-        self.decoding_since = time.monotonic()
-        deadline = self.decoding_since + self.limits.max_decode_s
+        began = self.decoding_since = time.monotonic()
+        deadline = began + self.limits.max_decode_s
+        patience = self.limits.preempt_after_s
+        work = sum(job.work for job in jobs)
 
         def stop() -> bool:
-            return all(job.done.done() for job in jobs) or time.monotonic() > deadline
+            now = time.monotonic()
+            if all(job.done.done() for job in jobs):
+                self.stopped_for = "every request gave up"
+            elif now > deadline:
+                self.stopped_for = "max_decode_s"
+            elif now - began > patience and self._cheaper_waiting(work, now - patience):
+                self.stopped_for = "preempted"
+            else:
+                return False
+            return True
 
         try:
             return self.translator.translate_full(texts, search=search, stop=stop)
         finally:
             self.decoding_since = None
+
+    def _cheaper_waiting(self, work: int, before: float) -> bool:
+        """Whether a job that may cost less than ``work`` has waited since before ``before``."""
+        with self.lock:
+            return any(since < before and w < work for since, w in self.pending.values())
+
+    def _refusal(self, work: int) -> Refused:
+        """The 503 of requests whose decoding was stopped before its end."""
+        if self.stopped_for == "preempted":
+            return Refused(
+                503,
+                f"stopped after preempt_after_s={self.limits.preempt_after_s} s to serve cheaper "
+                f"requests waiting behind it (it may take {work:,} decoding steps); send fewer "
+                "lines or ask for less, or try again when the service is idle",
+            )
+        return Refused(
+            503,
+            f"needs more than max_decode_s={self.limits.max_decode_s} s of decoding; send fewer "
+            "lines, or ask for a smaller beam_size, max_len_a or max_len_b",
+        )
 
 
 class Refusal(BaseModel):

@@ -861,6 +861,12 @@ MUTANTS = [
     ),
     Mutant(
         "serve.py",
+        "            elif now - began > patience and self._cheaper_waiting(work, now - patience):",
+        "            elif False:",
+        "a costly call never gives way to cheaper requests waiting behind it",
+    ),
+    Mutant(
+        "serve.py",
         "            for search, group in sorted(groups.items(), key=lambda g: sum(j.work for j in g[1])):",
         "            for search, group in groups.items():",
         "a costly request decoded before the cheap ones gathered with it",

@@ -30,6 +30,7 @@ LIMITS = Limits(
     max_output_ratio=2.0,
     max_work=5_000,
     max_decode_s=60.0,
+    preempt_after_s=60.0,
     timeout_s=60.0,
     window_ms=20.0,
     batch_tokens=4000,
@@ -241,6 +242,39 @@ def test_a_decoding_call_past_max_decode_s_stops_and_the_cheap_go_first(tiny_run
     )
     assert steps[:2] == [1, 1] and set(steps[2:]) == {3}  # the cheap one first, then the costly
     assert len(steps) < 2 + 20  # stopped after about 0.5 s of 50 ms steps, not at its 40
+
+
+def test_a_costly_call_gives_way_to_cheaper_requests_waiting_behind_it(tiny_run):
+    """preempt_after_s: a costly request decoding (50 ms a step, 40 steps) while a cheap one has
+    waited 0.3 s behind it stops with a 503 that says why, and the cheap one is answered; alone,
+    the same costly request is decoded to its end."""
+    translator = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32", search="greedy")
+    steps: list[int] = []
+    step = translator.model.decoder.step
+
+    def slow(prev, state, memory):
+        steps.append(len(prev))
+        time.sleep(0.05)
+        return step(prev, state, memory)
+
+    translator.model.decoder.step = slow
+    limits = dataclasses.replace(LIMITS, preempt_after_s=0.3)
+    app = create_app(translator, limits, describe(translator))
+    costly = {"text": ["A dog runs."] * 3, "search": {"min_len": 40, "max_len_b": 40}}
+    cheap = {"text": ["A dog."], "search": {"max_len_a": 0, "max_len_b": 2}}
+    with serving(app) as url, ThreadPoolExecutor(2) as pool:
+        slow_answer = pool.submit(httpx.post, f"{url}/translate", json=costly, timeout=60)
+        while not steps:
+            time.sleep(0.01)
+        quick = httpx.post(f"{url}/translate", json=cheap, timeout=60)
+        answer = slow_answer.result()
+        assert quick.status_code == 200
+        assert answer.status_code == 503, answer.text
+        assert "stopped after preempt_after_s=0.3 s to serve cheaper requests" in answer.text
+        assert steps.count(3) < 20  # stopped long before its 40 steps
+        steps.clear()
+        alone = httpx.post(f"{url}/translate", json=costly, timeout=60)
+        assert alone.status_code == 200 and steps.count(3) >= 40
 
 
 def test_n_best_widens_the_beam(service):
