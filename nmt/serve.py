@@ -179,7 +179,9 @@ class Batcher:
         began = self.decoding_since = time.monotonic()
         deadline = began + self.limits.max_decode_s
         patience = self.limits.preempt_after_s
-        work = sum(job.work for job in jobs)
+        # Only a call of costlier requests than a waiting one gives way to it: requests of one
+        # size do not stop each other.
+        cheapest = min(job.work for job in jobs)
 
         def stop() -> bool:
             now = time.monotonic()
@@ -187,7 +189,7 @@ class Batcher:
                 self.stopped_for = "every request gave up"
             elif now > deadline:
                 self.stopped_for = "max_decode_s"
-            elif now - began > patience and self._cheaper_waiting(work, now - patience):
+            elif now - began > patience and self._cheaper_waiting(cheapest, now - patience):
                 self.stopped_for = "preempted"
             else:
                 return False
@@ -199,7 +201,8 @@ class Batcher:
             self.decoding_since = None
 
     def _cheaper_waiting(self, work: int, before: float) -> bool:
-        """Whether a job that may cost less than ``work`` has waited since before ``before``."""
+        """Whether a job that may cost less than ``work`` (the cheapest request of the call under
+        way) has waited since before ``before``."""
         with self.lock:
             return any(since < before and w < work for since, w in self.pending.values())
 

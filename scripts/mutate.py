@@ -861,7 +861,7 @@ MUTANTS = [
     ),
     Mutant(
         "serve.py",
-        "            elif now - began > patience and self._cheaper_waiting(work, now - patience):",
+        "            elif now - began > patience and self._cheaper_waiting(cheapest, now - patience):",
         "            elif False:",
         "a costly call never gives way to cheaper requests waiting behind it",
     ),
