@@ -5,8 +5,10 @@ forward pass runs the steps without a graph and keeps per step only what the bac
 (the cells' gate activations and states, the attention weights, the combined output), and the
 backward pass walks the steps in reverse with hand-written derivatives, adding each step's weight
 gradients as it goes (one product per weight and step, as autograd does) and dropping the step's
-activations at once. Each cell's step and its derivative come from ``nmt.cell_grads``; Bahdanau
-attention uses ``nmt.attention``'s blocked kernels forward and backward.
+activations at once. Each cell's step and derivative come from its row of the cell table
+(``nmt.cells``; a row without a hand-written derivative has its step differentiated by autograd,
+step by step, ``nmt.cell_grads.fused_step``); Bahdanau attention uses ``nmt.attention``'s blocked
+kernels forward and backward.
 
 Dropout: the masks are drawn before the loop (standard dropout as one [T, B, ·] mask per site,
 variational dropout as today, one mask per sequence), so the fused and the autograd decoder differ
@@ -29,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nmt.attention import AdditiveScores, additive_scores_grad
-from nmt.cell_grads import CELL_GRADS
+from nmt.cell_grads import fused_step
+from nmt.cells import spec
 
 # Teacher forcing projects the target embeddings this many steps at a time, here and in the
 # decoder's autograd loop: all steps at once would hold a [B, T, G] tensor through the loop and its
@@ -87,8 +90,8 @@ class Plan:
     names: tuple[str, ...]  # the tensors handed to the function, in order
 
 
-def _mul(x: Tensor, mask: Tensor | None) -> Tensor:
-    return x if mask is None else x * mask
+def _mul(x: Tensor | None, mask: Tensor | None) -> Tensor | None:
+    return x if mask is None or x is None else x * mask
 
 
 class FusedLoop(torch.autograd.Function):
@@ -99,7 +102,7 @@ class FusedLoop(torch.autograd.Function):
         w = dict(zip(plan.names, tensors, strict=True))
         device = w["emb"].device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
-        fwd = CELL_GRADS[plan.cell][0]
+        fwd = _cell(plan)[0]
         top, steps = plan.layers - 1, w["emb"].shape[1]
         states = [
             tuple(w[f"state{k}"][i] for k in range(_states(plan))) for i in range(plan.layers)
@@ -157,7 +160,7 @@ class FusedLoop(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, g_feeds: Tensor):
         plan, saved, w = ctx.plan, ctx.saved, ctx.w
-        back = CELL_GRADS[plan.cell][1]
+        back = _cell(plan)[1]
         top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
         carry = [[None] * n_states for _ in range(plan.layers)]  # grads of the states after t
         g_feed_carry = None
@@ -178,6 +181,14 @@ class FusedLoop(torch.autograd.Function):
                     grads[bias] = torch.zeros_like(w[bias])
                 grads[bias][rows] += g.sum(0)
 
+        def add_whole(w_name: str, b_name: str, whole) -> None:
+            """A step's recurrent weight and bias gradients given whole (autograd's path)."""
+            for name, g in zip((w_name, b_name), whole or (), strict=False):
+                if g is not None and g.numel():
+                    if name not in grads:
+                        grads[name] = torch.zeros_like(w[name])
+                    grads[name] += g
+
         g_cs, attn_weights, queries = [], [], []
         keys = _scoring_keys(plan, w)
         emb = w["emb"]
@@ -197,9 +208,10 @@ class FusedLoop(torch.autograd.Function):
             g_query, g_cd = g_qc.split([g_pre.shape[-1], g_qc.shape[-1] - g_pre.shape[-1]], -1)
             g_new = [_add(carry[top][0], g_query), *carry[top][1:]]
             if plan.conditional:
-                g_x2, rows2, g_hm2, direct2 = back(keep["saved2"], g_new, w["w2_hh"])
+                g_x2, rows2, g_hm2, direct2, whole2 = back(keep["saved2"], g_new, w["w2_hh"])
                 for rows, g, x in rows2:
                     weight("w2_hh", g, x, rows, bias="b2_hh")
+                add_whole("w2_hh", "b2_hh", whole2)
                 weight("w2_ih", g_x2, keep["ctx_in"], bias="b2_ih")
                 g_cd = g_cd + _mul(g_x2 @ w["w2_ih"], w.get("x_vmask2"))
                 g_new = [_add(direct2[0], _mul(g_hm2, w.get("h_vmask2"))), *direct2[1:]]
@@ -218,9 +230,10 @@ class FusedLoop(torch.autograd.Function):
                 if i < top:
                     g_new = [_add(carry[i][0], g_below), *carry[i][1:]]
                 below, cell_saved = keep["layers"][i]
-                g_gx, rows, g_hm, direct = back(cell_saved, g_new, w[f"w_hh{i}"])
+                g_gx, rows, g_hm, direct, whole = back(cell_saved, g_new, w[f"w_hh{i}"])
                 for r, g, x in rows:
                     weight(f"w_hh{i}", g, x, r, bias=f"b_hh{i}")
+                add_whole(f"w_hh{i}", f"b_hh{i}", whole)
                 carry[i] = [_add(direct[0], _mul(g_hm, w.get(f"h_vmask{i}"))), *direct[1:]]
                 if i > 0:
                     weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
@@ -291,7 +304,13 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 
 
 def _states(plan: Plan) -> int:
-    return 2 if plan.cell == "lstm" else 1
+    return spec(plan.cell).states
+
+
+def _cell(plan: Plan):
+    """(forward, backward) of the plan's cell step."""
+    row = spec(plan.cell)
+    return fused_step(row.step, row.derivative)
 
 
 def _layer_mask(w: dict, i: int, t: int) -> Tensor | None:

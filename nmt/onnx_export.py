@@ -3,12 +3,16 @@ step, every batch and length axis dynamic, for ``nmt.ort``'s search over onnxrun
 
 The graphs are traced from the PyTorch model itself (``torch.onnx.export``'s TorchScript path:
 fixed-size loops only, here the layers), so they compute what ``Seq2Seq.encode``, ``init_state``
-and ``Decoder.step`` compute. The encoder's recurrence becomes ONNX's own RNN, GRU and LSTM ops,
-which carry the sequence lengths, so padding costs nothing there either. ``gru_cho`` (Cho et al.
-2014's reset gate, before the recurrent product) has no PyTorch kernel, but it is ONNX's GRU with
-its default ``linear_before_reset=0``: its weights go into a PyTorch GRU for the trace and the
-attribute is set back in the graph. int8 graphs are the same graphs with their matrix products
-quantized by onnxruntime's dynamic quantizer (int8 weights, activations quantized per call).
+and ``Decoder.step`` compute (the decoder's step is the cell's own step, whatever the cell). The
+encoder's recurrence becomes what its row of the cell table says (``CellSpec.export``): ONNX's own
+RNN, GRU and LSTM ops, which carry the sequence lengths, for cells with a PyTorch kernel; a
+``twin``, the kernel computing the cell's equations from rewritten weights (``gru_cho`` is ONNX's
+GRU with ``linear_before_reset=0``, set in the graph after the trace; ``gru_noreset`` and
+``lstm_nog`` hold a gate open), or the parallel scan's graph for linear recurrences (minGRU,
+minLSTM), traced over ``SCAN_POSITIONS`` so that it serves any length up to it. A cell with none
+cannot be exported: :func:`refusal` says so in one line, and ``backend=auto`` decodes it with
+PyTorch. int8 graphs are the same graphs with their matrix products quantized by onnxruntime's
+dynamic quantizer (int8 weights, activations quantized per call).
 """
 
 from __future__ import annotations
@@ -24,32 +28,40 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nmt.cells import state_size
-from nmt.errors import require_extra
+from nmt.cells import spec
+from nmt.errors import UserError, require_extra
 from nmt.model import Seq2Seq
 
 ENCODER, STEP = "encoder", "step"
 ONNX_DIR = "onnx"  # the graphs' directory inside a directory nmt-export format=onnx wrote
 OPSET = 17
+# The exported scan's reach: its graph holds log2 of this many rounds, whatever the input's length
+# (translation truncates sources at max_src_len, 250 by default).
+SCAN_POSITIONS = 4096
+
+
+class ExportError(UserError):
+    """A model whose encoder has no ONNX graph (its cell's row says how it would have one)."""
 
 
 @dataclass(frozen=True)
 class Signature:
     """The names of the graphs' inputs and outputs, from the model's shape: the cell's state
-    tensors (h, or h and c) and whether attention has keys (none has no keys and no weights)."""
+    tensors (the cell row's names: h, or h and c) and whether attention has keys (none has no
+    keys and no weights)."""
 
-    states: int
+    state_names: tuple[str, ...]
     keys: bool
     attention: bool
 
     @classmethod
     def of(cls, model: Seq2Seq) -> Signature:
         kind = model.decoder.attention.kind
-        return cls(state_size(model.encoder.rnn.cell), kind != "none", kind != "none")
+        return cls(spec(model.encoder.rnn.cell).state, kind != "none", kind != "none")
 
     @property
-    def state_names(self) -> list[str]:
-        return ["h", "c"][: self.states]
+    def states(self) -> int:
+        return len(self.state_names)
 
     @property
     def encoder_outputs(self) -> list[str]:
@@ -100,16 +112,30 @@ class _Step(nn.Module):
         return (out.logits, *out.state.rnn, out.state.feed, *attn)
 
 
-def _fused_twin(model: Seq2Seq) -> bool:
-    """For gru_cho: the encoder's stepped loop replaced by a PyTorch GRU holding its weights
-    (traced as ONNX GRU, whose linear_before_reset is then set to Cho's 0). True if replaced."""
+def refusal(model: Seq2Seq) -> str | None:
+    """Why this model's encoder has no ONNX graph, in one line; None when it has one."""
+    cell = model.encoder.rnn.cell
+    if spec(cell).export is not None:
+        return None
+    return (
+        f"model.cell={cell} cannot be exported to ONNX: no ONNX recurrent op computes its "
+        "equations and it is not a linear recurrence to scan; decode it with backend=torch"
+    )
+
+
+def _prepare_encoder(model: Seq2Seq) -> dict[str, int]:
+    """Make the copy's encoder traceable as its row says; the attributes to set on its
+    recurrent ops in the graph afterwards."""
     rnn = model.encoder.rnn
-    if rnn.rnn is not None:
-        return False
-    if rnn.cell != "gru_cho":
-        raise ValueError(f"no ONNX recurrence for the encoder cell {rnn.cell!r}")
+    row = spec(rnn.cell)
+    if row.export is None:
+        raise ExportError(refusal(model))
+    if row.export == "scan":
+        rnn.scan_positions = SCAN_POSITIONS
+    if row.export != "twin":
+        return {}
     first = rnn.loop[0]
-    twin = nn.GRU(
+    twin = row.twin.kernel(
         first.weight_ih.shape[1],
         rnn.hidden_size,
         num_layers=rnn.layers,
@@ -120,21 +146,22 @@ def _fused_twin(model: Seq2Seq) -> bool:
     with torch.no_grad():
         for i, weights in enumerate(rnn.layer_weights()):
             layer, d = divmod(i, rnn.dirs)
-            for name, value in zip(names, weights, strict=True):
+            for name, value in zip(names, row.twin.weights(*weights, rnn.hidden_size), strict=True):
                 getattr(twin, f"{name}_l{layer}{'_reverse' if d else ''}").copy_(value)
     rnn.rnn = twin
-    return True
+    return row.twin.attributes
 
 
-def _set_cho_reset(path: Path) -> None:
+def _set_attributes(path: Path, attributes: dict[str, int]) -> None:
+    """Set integer attributes on the graph's recurrent ops (ONNX GRU's linear_before_reset)."""
     import onnx
 
     graph = onnx.load(str(path))
     for node in graph.graph.node:
-        if node.op_type == "GRU":
+        if node.op_type in ("RNN", "GRU", "LSTM"):
             for attribute in node.attribute:
-                if attribute.name == "linear_before_reset":
-                    attribute.i = 0
+                if attribute.name in attributes:
+                    attribute.i = attributes[attribute.name]
     onnx.save(graph, str(path))
 
 
@@ -189,9 +216,11 @@ def export_graphs(model: Seq2Seq, out: str | Path, *, int8: bool = True) -> dict
     require_extra("onnx", "ONNX export")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if refusal(model) is not None:
+        raise ExportError(refusal(model))
     model = copy.deepcopy(model).float().eval()
     signature = Signature.of(model)
-    cho = _fused_twin(model)
+    attributes = _prepare_encoder(model)
     enc_in, step_in = _samples(model, signature)
     files = {ENCODER: out / "encoder.onnx", STEP: out / "step.onnx"}
     sentences, rows, source = {0: "sentences"}, {0: "rows"}, {0: "sentences", 1: "source"}
@@ -229,8 +258,8 @@ def export_graphs(model: Seq2Seq, out: str | Path, *, int8: bool = True) -> dict
             output_names=signature.step_outputs,
             dynamic_axes=step_axes,
         )
-    if cho:
-        _set_cho_reset(files[ENCODER])
+    if attributes:
+        _set_attributes(files[ENCODER], attributes)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -157,16 +157,26 @@ def check_backend(backend: str, quantize: str, *, ensemble: bool) -> None:
 
 
 def resolve_backend(
-    backend: str, quantize: str, *, device: torch.device, bf16: bool, ensemble: bool
+    backend: str,
+    quantize: str,
+    *,
+    device: torch.device,
+    bf16: bool,
+    ensemble: bool,
+    refused: str | None = None,
 ) -> tuple[str, str]:
     """(backend, quantize) with ``auto`` decided: onnxruntime with int8 weights on a CPU that
     does not multiply bf16 natively (measured fastest there, within 0.1 BLEU of fp32:
-    docs/serving.md), PyTorch elsewhere (CUDA; CPUs whose bf16 autocast is native) and for
-    ensembles; int8 wherever onnxruntime decodes unless ``quantize`` says otherwise."""
+    docs/serving.md), PyTorch elsewhere (CUDA; CPUs whose bf16 autocast is native), for
+    ensembles and for a model whose cell cannot be exported (``refused``: why, from
+    ``nmt.onnx_export.refusal``); int8 wherever onnxruntime decodes unless ``quantize`` says
+    otherwise."""
     from nmt.errors import has_extra
 
+    if backend == "onnxruntime" and refused:
+        raise BackendError(refused)
     if backend == "auto":
-        cpu_fp32 = device.type == "cpu" and not bf16
+        cpu_fp32 = device.type == "cpu" and not bf16 and not refused
         backend = "onnxruntime" if cpu_fp32 and not ensemble and has_extra("onnx") else "torch"
     if quantize == "auto":
         quantize = "int8" if backend == "onnxruntime" else "none"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from nmt.cells import CELLS  # noqa: E402
+from nmt.cells import CELLS, gate_names  # noqa: E402
 from nmt.stats import summarize  # noqa: E402
 
 if TYPE_CHECKING:
@@ -24,10 +24,13 @@ if TYPE_CHECKING:
 
 PLOTS = ("curves_updates.png", "curves_seconds.png", "bleu_by_length.png", "gates.png")
 # A colour per cell of the cell table, in its order (a cell added to it gets the next one).
-PALETTE = ("tab:red", "tab:blue", "tab:cyan", "tab:green", "tab:purple", "tab:brown", "tab:olive")
+PALETTE = (
+    "tab:red", "tab:blue", "tab:cyan", "tab:olive", "tab:green", "tab:purple", "tab:brown",
+    "tab:pink", "tab:orange", "tab:gray", "black", "gold",
+)  # fmt: skip
 COLORS = dict(zip(CELLS, PALETTE, strict=False))
 STYLES = {"none": ":", "bahdanau": "-", "luong_dot": "--", "luong_general": "-."}
-GATE_ORDER = ("update", "reset", "forget", "input", "output")
+GATE_ORDER = gate_names()  # every gate the cell table names
 
 
 def gates_by_layer(gates: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -214,8 +217,8 @@ def plot_gates(groups: list[Group], path: Path) -> None:
     gate_colors = dict(
         zip(
             GATE_ORDER,
-            ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:gray"),
-            strict=True,
+            ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:gray", "tab:olive") * 2,
+            strict=False,
         )
     )
     for ax, layer in zip(axes[0], layers, strict=False):

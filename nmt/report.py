@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from nmt import evaluate, stats
+from nmt.compose import compose
 from nmt.plots import PLOTS, plot_report
 from nmt.progress import VALIDATION_STOPS
 from nmt.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
@@ -168,16 +169,21 @@ def write_report(
     runs: list[Path] | None = None,
     split: str | None = None,
     search: str | None = None,
-    baseline: str = "gru",
-    edges: tuple[int, ...] = (10, 15, 20),
-    samples: int = 1000,
+    baseline: str | None = None,
+    edges: tuple[int, ...] | None = None,
+    samples: int | None = None,
     device: str,
 ) -> Path:
     """Write report.md, results.json and the four plots for the runs in ``sweep_dir`` (or the
     run directories ``runs``) into ``out`` (default ``sweep_dir/report``); return report.md.
+    ``baseline``, ``edges`` and ``samples`` default to conf/report.yaml's.
 
     ``split`` and ``search`` default to the runs' own: the first ``final_eval`` split and the
     ``search`` group they were trained with (what their final evaluation wrote)."""
+    settings = compose("report")
+    baseline = baseline or settings.baseline
+    edges = tuple(edges or settings.buckets)
+    samples = samples or settings.bootstrap_samples
     paths = find_runs(runs if runs else [Path(sweep_dir)])
     if not paths:
         raise ReportError(f"{sweep_dir}: no finished runs (directories with {DONE_FILE})")

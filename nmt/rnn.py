@@ -12,16 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.cells import (
-    CellLayer,
-    State,
-    gate_values,
-    init_weights,
-    sequence_mask,
-    spec,
-    state_size,
-    wrap,
-)
+from nmt.cells import CellLayer, State, gates_of, init_weights, sequence_mask, spec, wrap
 
 # Variational dropout masks of a layer: (input [B, I], h [B, H]), each None when off.
 Masks = list[tuple[Tensor | None, Tensor | None]]
@@ -93,10 +84,13 @@ class Recurrent(nn.Module):
         var_dropout: float,
     ):
         super().__init__()
-        fused = spec(cell).fused
+        fused = spec(cell).kernel
         # Variational dropout (training only) needs the stepped loop: a fused kernel cannot
         # mask its recurrent state.
         self.var_dropout = var_dropout
+        # A linear recurrence (spec.scan) runs as a parallel scan over time: None, over the
+        # batch's length; a number, always over that many positions (the exported graph's).
+        self.scan_positions: int | None = None
         self.cell, self.hidden_size, self.layers = cell, hidden_size, layers
         self.dirs = 2 if bidirectional else 1
         if fused is not None:
@@ -107,7 +101,7 @@ class Recurrent(nn.Module):
                 batch_first=True,
                 bidirectional=bidirectional,
                 dropout=dropout if layers > 1 else 0.0,
-                **spec(cell).fused_kwargs,
+                **spec(cell).kernel_kwargs,
             )
             init_weights(cell, hidden_size, list(self.rnn.named_parameters()))
         else:
@@ -128,6 +122,8 @@ class Recurrent(nn.Module):
             out, final = self.rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
             return out, wrap(final)
+        if spec(self.cell).scan is not None:
+            return self._scan(x, lens)
         return self._loop(x, lens)
 
     def layer_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
@@ -169,7 +165,7 @@ class Recurrent(nn.Module):
         mask = (torch.arange(length)[None, :] < lens[:, None]).to(x.device)  # [B, S]
         finals: list[State] = []
         weights = self.layer_weights()
-        step = spec(self.cell).step
+        row = spec(self.cell)
         for layer in range(self.layers):
             outs = []
             for d in range(self.dirs):
@@ -181,14 +177,15 @@ class Recurrent(nn.Module):
                 # per step would zero-fill a whole [B, S, G] gradient each time.
                 gxs = F.linear(inputs, w_ih, b_ih).unbind(1)
                 zero = x.new_zeros(batch, self.hidden_size)
-                state = (zero,) * state_size(self.cell)
+                state = (zero,) * row.states
                 steps = range(length) if d == 0 else reversed(range(length))
                 out = [None] * length
                 for t in steps:
-                    new = step(gxs[t], state, w_hh, b_hh, h_mask)
+                    hm = state[0] if h_mask is None else state[0] * h_mask
+                    new, saved = row.step(gxs[t], state, w_hh, b_hh, hm)
                     keep = mask[:, t, None]
                     if record is not None:
-                        record(layer, d, gate_values(self.cell, gxs[t], state, w_hh, b_hh), keep)
+                        record(layer, d, gates_of(self.cell, saved), keep)
                     # Padding leaves the state untouched, so the backward direction starts at
                     # each sentence's last real token and the final state is the true one.
                     state = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))
@@ -200,6 +197,52 @@ class Recurrent(nn.Module):
                 x = self.dropout(x)
         final = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
         return x, final
+
+    def _scan(self, x: Tensor, lens: Tensor) -> tuple[Tensor, State]:
+        """A linear recurrence h_t = a_t ⊙ h_{t-1} + b_t, its a and b from the input alone, as
+        a parallel (Hillis-Steele) scan: log2(S) rounds of whole-sequence products, the same
+        values as the stepped loop up to rounding. Padding is the identity (a = 1, b = 0): the
+        forward direction carries each sentence's last state to the end, the backward one starts
+        at each sentence's last token; outputs are zero at padding."""
+        length = x.shape[1]
+        keep = torch.arange(length, device=x.device)[None, :] < lens.to(x.device)[:, None]
+        keep = keep[..., None]  # [B, S, 1]
+        coefficients = spec(self.cell).scan
+        positions = self.scan_positions or length
+        finals: list[State] = []
+        weights = self.layer_weights()
+        for layer in range(self.layers):
+            outs = []
+            for d in range(self.dirs):
+                w_ih, _, b_ih, _ = weights[layer * self.dirs + d]
+                a, b, _ = coefficients(F.linear(x, w_ih, b_ih))
+                a = torch.where(keep, a, torch.ones_like(a))
+                b = torch.where(keep, b, torch.zeros_like(b))
+                h = scan(a, b, positions, reverse=d == 1)
+                outs.append(h * keep)
+                finals.append((h[:, 0] if d == 1 else h[:, -1],))
+            x = torch.cat(outs, dim=-1)
+            if layer < self.layers - 1:
+                x = self.dropout(x)
+        final = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
+        return x, final
+
+
+def scan(a: Tensor, b: Tensor, positions: int, *, reverse: bool = False) -> Tensor:
+    """h_t = a_t ⊙ h_{t-1} + b_t over dim 1 from h = 0 (``reverse``: from the end), for up to
+    ``positions`` steps, in ceil(log2(positions)) rounds; every shift a constant, so a traced
+    graph with ``positions`` fixed serves any length up to it."""
+    shift = 1
+    while shift < positions:
+        if reverse:  # combine with the element ``shift`` later; identity (1, 0) past the end
+            a_far = F.pad(a, (0, 0, 0, shift), value=1.0)[:, shift:]
+            b_far = F.pad(b, (0, 0, 0, shift))[:, shift:]
+        else:
+            a_far = F.pad(a, (0, 0, shift, 0), value=1.0)[:, :-shift]
+            b_far = F.pad(b, (0, 0, shift, 0))[:, :-shift]
+        a, b = a * a_far, a * b_far + b
+        shift *= 2
+    return b
 
 
 def final_top(state: State, layers: int, dirs: int) -> State:

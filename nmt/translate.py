@@ -24,6 +24,7 @@ from nmt.compose import compose
 from nmt.decode import decode_corpus
 from nmt.ensemble import Ensemble
 from nmt.model import Seq2Seq
+from nmt.onnx_export import refusal
 from nmt.ort import check_backend, onnx_model, resolve_backend
 from nmt.restore import RunDirError, restore
 from nmt.runtime import autocast, pick_device, pick_precision
@@ -224,7 +225,7 @@ class Translator:
         precision = pick_precision(cfg.precision, chosen)
         backend = resolve_backend(
             cfg.backend, cfg.quantize, device=chosen, bf16=precision == torch.bfloat16,
-            ensemble=bool(cfg.ensemble),
+            ensemble=bool(cfg.ensemble), refused=None if cfg.ensemble else refusal(model),
         )  # fmt: skip
         exported, parameters = None, sum(p.numel() for p in model.parameters())
         if backend[0] == "onnxruntime":  # a run directory keeps its graphs; a file's are temporary

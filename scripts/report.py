@@ -36,18 +36,22 @@ def main(argv: list[str] | None = None) -> int:
         default="beam5",
         help="search of eval/<split>-best-<search>/ (default: %(default)s)",
     )
-    parser.add_argument("--baseline", default="gru", help="cell the p-values compare with")
+    parser.add_argument(
+        "--baseline", help="cell the p-values compare with (default: conf/report.yaml's)"
+    )
     parser.add_argument(
         "--buckets",
-        default="10,15,20",
-        help="upper edges of the source-length buckets in words (default: %(default)s)",
+        help="upper edges of the source-length buckets in words, e.g. 10,15,20 "
+        "(default: conf/report.yaml's)",
     )
-    parser.add_argument("--bootstrap-samples", type=int, default=1000)
+    parser.add_argument(
+        "--bootstrap-samples", type=int, help="resamples (default: conf/report.yaml's)"
+    )
     parser.add_argument("--device", default="auto", help="for gate statistics: auto | cpu | cuda")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        edges = tuple(int(e) for e in args.buckets.split(","))
+        edges = tuple(int(e) for e in args.buckets.split(",")) if args.buckets else None
     except ValueError:
         parser.error(f"--buckets {args.buckets!r}: expected integers separated by commas")
     try:

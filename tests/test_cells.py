@@ -105,7 +105,8 @@ def test_wrap_unwrap_roundtrip():
 
 def test_unknown_cell_is_one_clear_error():
     with pytest.raises(
-        ValueError, match=r"model.cell='gruu': expected one of tanh, gru, gru_cho, lstm"
+        ValueError,
+        match=r"model.cell='gruu': expected one of tanh, gru, gru_cho, gru_noreset, lstm",
     ):
         CellLayer("gruu", 2, 2)
 

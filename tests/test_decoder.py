@@ -62,8 +62,9 @@ def test_conditional_decoder_adds_a_second_transition_on_the_context(cell):
     32 here), stepped after attention; the decoder's output depends on it."""
     plain, cond = tiny_model(cell), tiny_model(cell, conditional=True)
     gates = cond.decoder.second.weight_ih.shape[0]
+    recurrent = cond.decoder.second.weight_hh.shape[0]  # 0: gates that read the input alone
     assert cond.decoder.second.cell == cell and cond.decoder.second.weight_ih.shape[1] == 32
-    assert count_parameters(cond) - count_parameters(plain) == gates * (32 + 32 + 2)
+    assert count_parameters(cond) - count_parameters(plain) == gates * 33 + recurrent * 33
     batch = toy_batch()
     memory = cond.encode(batch.src_ids, batch.src_lens, batch.src_mask)
     before, _ = cond.decoder(batch.tgt_in, memory)

@@ -8,10 +8,10 @@ import torch
 from conftest import forced, greedy_alike, tiny_model, toy_pairs
 
 from nmt.attention import KINDS
-from nmt.cells import CELLS
+from nmt.cells import CELLS, spec
 from nmt.decode import decode_corpus
 from nmt.onnx_export import Signature, export_graphs
-from nmt.ort import BackendError, OrtSeq2Seq, check_backend
+from nmt.ort import BackendError, OrtSeq2Seq, check_backend, resolve_backend
 from nmt.search_options import SearchOptions
 from nmt.specials import EOS_ID
 
@@ -32,7 +32,15 @@ def options(beam: int) -> SearchOptions:
 
 
 # Every cell with every attention, with and without the conditional decoder.
-CASES = [(c, a, conditional) for c in CELLS for a in KINDS for conditional in (False, True)]
+# Every cell that exports, each attention for the cells with an ONNX op of their own (the step
+# graph is the same traced code for all cells: the encoder's strategy is what differs).
+CASES = [
+    (c, a, conditional)
+    for c in CELLS
+    if spec(c).export
+    for a in (KINDS if spec(c).export == "kernel" else ("bahdanau",))
+    for conditional in (False, True)
+]
 
 
 def assert_same_function(model, ort, src: list[int], hyp) -> None:
@@ -120,3 +128,18 @@ def test_what_does_not_apply_is_refused(tmp_path):
         ort.to("cuda")
     with pytest.raises(BackendError, match="decodes only"):
         ort.train()
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if not spec(c).export])
+def test_a_cell_without_a_graph_is_refused_in_one_line_and_auto_decodes_with_torch(cell):
+    from nmt.onnx_export import ExportError, refusal
+
+    model = tiny_model(cell, "bahdanau")
+    why = refusal(model)
+    assert why and "\n" not in why and f"model.cell={cell}" in why and "backend=torch" in why
+    with pytest.raises(ExportError, match=f"model.cell={cell} cannot be exported"):
+        export_graphs(model, "unused")
+    auto = resolve_backend("auto", "auto", device=CPU, bf16=False, ensemble=False, refused=why)
+    assert auto == ("torch", "none")
+    with pytest.raises(BackendError, match=f"model.cell={cell} cannot be exported"):
+        resolve_backend("onnxruntime", "auto", device=CPU, bf16=False, ensemble=False, refused=why)

@@ -38,10 +38,16 @@ def test_stepped_encoder_reads_the_fused_weights(cell):
     sums = rnn.gate_sums(x, lens)
     gates = {g for _, _, g in sums}
     expect = {
+        "tanh": set(),
         "gru": {"reset", "update"},
         "gru_cho": {"reset", "update"},
+        "gru_noreset": {"update"},
         "lstm": {"input", "forget", "output"},
-        "tanh": set(),
+        "lstm_nog": {"input", "forget"},
+        "lstm_cifg": {"forget", "output"},
+        "lstm_cifg_nog": {"forget"},
+        "mingru": {"update"},
+        "minlstm": {"forget"},
     }[cell]
     assert gates == expect
     for (layer, d, _), (total, count) in sums.items():
