@@ -220,7 +220,7 @@ class CellSpec:
     bias_one: str | None = None  # the block whose input bias starts at 1 (forget gates)
     scan: Coefficients | None = None  # a linear recurrence: the encoder scans it over time
     twin: Twin | None = None  # its encoder exported as this kernel's ONNX op
-    source: str = ""
+    cites: str = ""  # where its equations come from
 
     @property
     def states(self) -> int:
@@ -245,23 +245,25 @@ class CellSpec:
 
 
 _KEPT = "share of the old state kept"
+# In the order tables and plots list them: the share kept first (update, forget), as the rows
+# name their gates.
 _LSTM = {
-    "input": "share of the new candidate written to the memory",
     "forget": "share of the memory kept",
+    "input": "share of the new candidate written to the memory",
     "output": "share of the memory shown as h",
 }
-_GRU = {"reset": "share of h the candidate reads", "update": _KEPT}
+_GRU = {"update": _KEPT, "reset": "share of h the candidate reads"}
 
 
-def _lstm(blocks: tuple[str, ...], source: str, **extra) -> CellSpec:
+def _lstm(blocks: tuple[str, ...], cites: str, **extra) -> CellSpec:
     return CellSpec(
         blocks=blocks,
         step=_lstm_step(blocks),
-        gates={g: _LSTM[g] for g in ("input", "forget", "output") if g in blocks},
+        gates={g: meaning for g, meaning in _LSTM.items() if g in blocks},
         state=("h", "c"),
         derivative=lstm_back(blocks),
         bias_one="forget",
-        source=source,
+        cites=cites,
         **extra,
     )
 
@@ -278,7 +280,7 @@ SPECS = {
         derivative=tanh_back,
         kernel=nn.RNN,
         kernel_kwargs={"nonlinearity": "tanh"},
-        source="Elman (1990)",
+        cites="Elman (1990)",
     ),
     "gru": CellSpec(
         blocks=("reset", "update", "new"),
@@ -286,7 +288,7 @@ SPECS = {
         gates=_GRU,
         derivative=gru_back,
         kernel=nn.GRU,
-        source="Cho et al. (2014); the reset gate after the product, as in cuDNN",
+        cites="Cho et al. (2014); the reset gate after the product, as in cuDNN",
     ),
     "gru_cho": CellSpec(
         blocks=("reset", "update", "new"),
@@ -294,14 +296,14 @@ SPECS = {
         gates=_GRU,
         derivative=gru_cho_back,
         twin=Twin(nn.GRU, attributes={"linear_before_reset": 0}),
-        source="Cho et al. (2014), Eq. 5-8",
+        cites="Cho et al. (2014), Eq. 5-8",
     ),
     "gru_noreset": CellSpec(
         blocks=("update", "new"),
         step=_gru_noreset_step,
         gates={"update": _KEPT},
         twin=Twin(nn.GRU, _open_block(0)),
-        source="Cho et al. (2014) with r = 1; Jozefowicz et al. (2015)",
+        cites="Cho et al. (2014) with r = 1; Jozefowicz et al. (2015)",
     ),
     "lstm": _lstm(
         ("input", "forget", "cell", "output"),
@@ -319,7 +321,7 @@ SPECS = {
         gates={"update": _KEPT},
         recurrent=(),
         scan=_mingru,
-        source=_FENG,
+        cites=_FENG,
     ),
     "minlstm": CellSpec(
         blocks=("forget", "input", "new"),
@@ -328,7 +330,7 @@ SPECS = {
         recurrent=(),
         bias_one="forget",
         scan=_minlstm,
-        source=_FENG,
+        cites=_FENG,
     ),
 }
 CELLS = tuple(SPECS)

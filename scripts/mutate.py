@@ -87,8 +87,8 @@ MUTANTS = [
     # fused.py
     Mutant(
         "cell_grads.py",
-        "    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2 * f)",
-        "    return pre, [(slice(None), pre, hm)], pre @ w_hh, (None, g_c2)",
+        "        return Back(g_pre, [(slice(None), g_pre, hm)], g_pre @ w_hh, (None, g_c2 * f))",
+        "        return Back(g_pre, [(slice(None), g_pre, hm)], g_pre @ w_hh, (None, g_c2))",
         "the LSTM's memory cell carries its gradient past the forget gate",
     ),
     Mutant(
@@ -338,38 +338,38 @@ MUTANTS = [
     ),
     Mutant(
         "cells.py",
-        "    return (n + z * (h - n),)  # = (1 - z) * n + z * h",
-        "    return (h + z * (n - h),)  # = (1 - z) * n + z * h",
+        "    return (n + z * (h - n),), saved  # = (1 - z) * n + z * h",
+        "    return (h + z * (n - h),), saved  # = (1 - z) * n + z * h",
         "GRU update gate inverted",
     ),
     Mutant(
         "cells.py",
-        "    n = torch.tanh(x_n + F.linear(r * hm, w_hh[2 * size :], b_hh[2 * size :]))",
+        "    n = torch.tanh(x_n + F.linear(rh, w_hh[2 * size :], b_hh[2 * size :]))",
         "    n = torch.tanh(x_n + r * F.linear(hm, w_hh[2 * size :], b_hh[2 * size :]))",
         "Cho GRU resets after the product",
     ),
     Mutant(
         "cells.py",
-        "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)",
-        "    c = c + torch.sigmoid(i) * torch.tanh(g)",
+        "        c2 = f * c + i * g",
+        "        c2 = c + i * g",
         "LSTM without forget gate",
     ),
     Mutant(
         "cells.py",
-        "    return torch.sigmoid(o) * torch.tanh(c), c",
-        "    return torch.tanh(c), c",
+        "            return (o * tc, c2), saved",
+        "            return (tc, c2), saved",
         "LSTM without output gate",
     ),
     Mutant(
         "cells.py",
-        "    return (torch.tanh(gx + F.linear(_masked(h, h_mask), w_hh, b_hh)),)",
-        "    return (torch.relu(gx + F.linear(_masked(h, h_mask), w_hh, b_hh)),)",
+        "    h2 = torch.tanh(gx + F.linear(hm, w_hh, b_hh))",
+        "    h2 = torch.relu(gx + F.linear(hm, w_hh, b_hh))",
         "tanh RNN with relu",
     ),
     Mutant(
         "cells.py",
-        '        bias_one="forget",',
-        "        bias_one=None,",
+        '        bias_one="forget",\n        cites=cites,',
+        "        bias_one=None,\n        cites=cites,",
         "LSTM forget bias 0",
     ),
     Mutant(
@@ -378,7 +378,73 @@ MUTANTS = [
         "    return tuple(t.index_select(1, index.flip(0)) for t in state)",
         "select reorders wrongly",
     ),
-    Mutant("cells.py", "        states=2,", "        states=1,", "LSTM state without c"),
+    Mutant(
+        "cells.py", '        state=("h", "c"),', '        state=("h",),', "LSTM state without c"
+    ),
+    # the cells that change one gate, the minimal cells, and what every cell relies on
+    Mutant(
+        "cells.py",
+        "        return (tc, c2), saved",
+        '        return (torch.sigmoid(pre["cell"]) * tc, c2), saved',
+        "lstm_nog shows its memory through a gate",
+    ),
+    Mutant(
+        "cells.py",
+        '        i = torch.sigmoid(pre["input"]) if "input" in pre else 1 - f',
+        '        i = torch.sigmoid(pre["input"]) if "input" in pre else f',
+        "lstm_cifg writes what it keeps (the coupling broken)",
+    ),
+    Mutant(
+        "cells.py",
+        "    n = torch.tanh(x_n + h_n)\n    return",
+        "    n = torch.tanh(x_n + z * h_n)\n    return",
+        "gru_noreset gates its candidate's history (a reset gate left in)",
+    ),
+    Mutant(
+        "cells.py",
+        "    keep = 1 - z\n",
+        "    keep = z\n",
+        "minGRU keeps the share it writes",
+    ),
+    Mutant(
+        "cells.py",
+        "    keep = f / total\n",
+        "    keep = f\n",
+        "minLSTM's forget gate not normalised",
+    ),
+    Mutant(
+        "cells.py",
+        "        return insert(w_ih, 0.0), insert(w_hh, 0.0), insert(b_ih, OPEN), insert(b_hh, 0.0)",
+        "        return insert(w_ih, 0.0), insert(w_hh, 0.0), insert(b_ih, 0.0), insert(b_hh, 0.0)",
+        "the exported twin's held-open gate half shut",
+        ("test_ort.py",),
+    ),
+    Mutant(
+        "cell_grads.py",
+        '            pre["forget"] = g_c2 * (c - g) * f * (1 - f)',
+        '            pre["forget"] = g_c2 * c * f * (1 - f)',
+        "CIFG's forget-gate gradient misses the coupled input gate",
+    ),
+    Mutant(
+        "cell_grads.py",
+        "        return Back(g_gx, [], g_hm, g_state, whole=(g_w, g_b))",
+        "        return Back(g_gx, [], g_hm, g_state, whole=(g_w, None))",
+        "autograd's path drops the recurrent bias's gradient",
+    ),
+    Mutant(
+        "rnn.py",
+        "            b_far = F.pad(b, (0, 0, shift, 0))[:, :-shift]",
+        "            b_far = F.pad(b, (0, 0, shift + 1, 0))[:, : -shift - 1]",
+        "the scan shifted by one step",
+        ("test_cells.py", "test_rnn.py", "test_model.py"),
+    ),
+    Mutant(
+        "rnn.py",
+        "                a = torch.where(keep, a, torch.ones_like(a))",
+        "",
+        "padding enters the scan",
+        ("test_cells.py", "test_rnn.py", "test_model.py"),
+    ),
     # attention.py
     Mutant(
         "attention.py",
@@ -575,8 +641,8 @@ MUTANTS = [
     ),
     Mutant(
         "rnn.py",
-        "                    new = step(gxs[t], state, w_hh, b_hh, h_mask)",
-        "                    new = step(gxs[t], state, w_hh, b_hh)",
+        "                    hm = state[0] if h_mask is None else state[0] * h_mask",
+        "                    hm = state[0]",
         "encoder states without their variational mask",
         ("test_encoder.py::test_encoder_variational_masks_hide_the_input_and_the_history",),
     ),

@@ -62,7 +62,7 @@ def test_bad_data_root_is_one_line(tmp_path):
 def test_help_lists_groups():
     result = run("nmt-data", "--help")
     assert result.returncode == 0
-    assert "gru, gru_cho, lstm, tanh" in result.stdout and "run_dir:" in result.stdout
+    assert "gru, gru_cho, gru_noreset, lstm" in result.stdout and "run_dir:" in result.stdout
 
 
 def test_train_smoke_two_steps(corpus_dir, tmp_path):
