@@ -5,11 +5,16 @@ SentencePiece 8k, embeddings 256, bidirectional encoder 256 per direction, decod
 Bahdanau attention and input feeding, bridge-initialised, dropout 0.3, untied embeddings, batches of
 128 sentences of Multi30k en->de, Adam, fp32 (about 12.2M parameters for the GRU).
 
-Each cell runs in its own process, so its peak RSS is its own. Warm-up batches are excluded and
+Each cell runs in its own process, so its peak RSS is its own. Each cell's figure says which path
+trained it: its encoder (``kernel``: PyTorch's fused RNN op; ``scan``: the parallel scan of a
+linear recurrence, timed also against its step-by-step loop on the same batches; ``stepped``) and
+its fused decoder loop's derivative (``hand-written``, or ``autograd`` on the step: with
+--autograd-path every cell takes that path, for what it costs). Warm-up batches are excluded and
 the figure is the median over repeats. Prints ``name: value`` lines and writes JSON.
 
-    python scripts/bench.py                       # all cells, training; decoding if a run exists
+    python scripts/bench.py                       # every cell, training; decoding if a run exists
     python scripts/bench.py --cells gru --repeats 5
+    python scripts/bench.py --cells gru,lstm --autograd-path   # their steps through autograd
     python scripts/bench.py --what decode --run-dir runs/ende-default
     python scripts/bench.py --precision fp32      # auto (default): bf16 where the CPU has it
     python scripts/bench.py --what ddp            # one process of N threads vs N ranks of one
@@ -136,6 +141,7 @@ def bench_train_one(
     work_dir: Path,
     profile: bool = False,
     longest: bool = False,
+    autograd_path: bool = False,
 ) -> dict:
     """Train-step throughput of one cell (run inside its own process); with ``profile``, the top
     operators of one more step; with ``longest``, on the epoch's largest batches (largest_first)."""
@@ -151,7 +157,14 @@ def bench_train_one(
     from nmt.tokenizer import Tokenizer, load_encoded
 
     pick_device("cpu", threads)  # threads, and the allocator setting training uses
+    import dataclasses
+
+    from nmt import cells
     from nmt.runtime import autocast, pick_precision
+
+    if autograd_path:  # the row's hand-written derivative set aside: autograd on its step
+        cells.SPECS[cell] = dataclasses.replace(cells.SPECS[cell], derivative=None)
+    row = cells.spec(cell)
 
     cfg = compose([*REFERENCE, f"model={cell}", *overrides])
     device = torch.device("cpu")
@@ -217,6 +230,8 @@ def bench_train_one(
         "cell": cell,
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "fused": fused,
+        "training_path": row.training_path if fused else "autograd (model.fused=false)",
+        "encoder": "kernel" if row.kernel else ("scan" if row.scan else "stepped"),
         "flop_per_tgt_token": round(counter.get_total_flops() / tokens),
         "parameters": count_parameters(model),
         "train_tgt_tokens_per_s": round(statistics.median(rates), 1),
@@ -228,9 +243,39 @@ def bench_train_one(
         "batch_order": "largest first" if longest else "epoch",
         "first_batch": [len(chosen[warmup]), max(tgt_lens[i] for i in chosen[warmup])],  # B, T
     }
+    if row.scan is not None and not row.kernel:
+        result.update(scan_against_loop(model, src, chosen[warmup : warmup + batches], dtype))
     if profile:  # the profiler's event bookkeeping takes seconds: only --what profile pays for it
         result["profile"] = profiled(lambda: step(extra))
     return result
+
+
+def scan_against_loop(model, src, batches: list, dtype) -> dict:
+    """The encoder's recurrence of a linear-recurrence cell, forward and backward, as its
+    parallel scan and as its step-by-step loop on the same batches: milliseconds per batch
+    (medians), in the precision training ran in."""
+    import torch
+
+    from nmt.batching import collate
+    from nmt.runtime import autocast
+
+    rnn, device = model.encoder.rnn, torch.device("cpu")
+    times: dict[str, list[float]] = {"scan": [], "loop": []}
+    for indices in batches:
+        batch = collate([src[i] for i in indices], None, indices)
+        x = model.encoder.embedding(batch.src_ids).detach().requires_grad_()
+        for name, run in (("scan", rnn._scan), ("loop", rnn._loop)):
+            start = time.perf_counter()
+            with autocast(device, dtype):
+                out, _ = run(x, batch.src_lens)
+            out.float().square().sum().backward()
+            times[name].append(1000 * (time.perf_counter() - start))
+    scan, loop = statistics.median(times["scan"]), statistics.median(times["loop"])
+    return {
+        "encoder_scan_ms_per_batch": round(scan, 2),
+        "encoder_loop_ms_per_batch": round(loop, 2),
+        "encoder_scan_speedup": round(loop / scan, 2),
+    }
 
 
 def largest_first(batches: list, tgt_lens, warmup: int = 0, timed: int = 0) -> list:
@@ -440,7 +485,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ddp-steps", type=int, default=40, help="updates of each run of the ddp comparison"
     )
-    parser.add_argument("--cells", default="gru,lstm,tanh,gru_cho", help="cells to benchmark")
+    parser.add_argument(
+        "--cells", default="all", help="cells to benchmark, e.g. gru,lstm (default: every row)"
+    )
+    parser.add_argument(
+        "--autograd-path",
+        action="store_true",
+        help="train every cell's fused decoder loop through autograd on its step, as a cell "
+        "without a hand-written derivative does (what that path costs)",
+    )
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
@@ -542,7 +595,9 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
     the machine's matrix-product rate in the precision it trained in (the probe's 1024 product:
     a bf16 run against the bf16 rate, an fp32 one against the fp32 rate)."""
     section = {}
-    for cell in args.cells.split(","):
+    from nmt.cells import CELLS
+
+    for cell in CELLS if args.cells == "all" else args.cells.split(","):
         child = subprocess.run(
             [
                 sys.executable,
@@ -563,6 +618,7 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
                 args.precision,
                 *(["--one-train-profile"] if profile else []),
                 *(["--longest"] if args.longest else []),
+                *(["--autograd-path"] if args.autograd_path else []),
                 *(f"--set={o}" for o in args.set),
             ],
             capture_output=True,
@@ -580,6 +636,9 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
             "parameters",
             "precision",
             "fused",
+            "training_path",
+            "encoder",
+            *(k for k in result if k.startswith("encoder_")),
             "batch_order",
             "first_batch",
             "train_tgt_tokens_per_s",
@@ -676,6 +735,7 @@ def main(argv: list[str] | None = None) -> None:
             args.work_dir,
             profile=args.one_train_profile,
             longest=args.longest,
+            autograd_path=args.autograd_path,
         )
         print(json.dumps(result))
         return

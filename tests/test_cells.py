@@ -364,3 +364,22 @@ def test_every_row_has_its_presets(cell):
 
     cfg = compose("train", [f"model={cell}"])
     assert cfg.model.cell == cell and cfg.optim.name == cell
+
+
+def test_docs_list_every_row_with_its_paths():
+    """docs/cells.md has a line per row of the table, its derivative path and whether its
+    encoder exports as the row says."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text()
+    lines = {
+        parts[1].strip("` "): [p.strip() for p in parts[1:-1]]
+        for line in page.splitlines()
+        if line.startswith("| `") and len(parts := line.split("|")) == 10
+    }
+    assert list(lines) == list(CELLS)
+    for cell, columns in lines.items():
+        row = spec(cell)
+        assert columns[4] == row.training_path, cell
+        assert (columns[6] == "refused") == (row.export is None), cell
+        assert columns[5] == ("scan" if row.scan else "stepped") or row.kernel, cell

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from nmt.cells import CELLS, spec
 from nmt.evaluate import split_pairs
 from nmt.metrics import score
 
@@ -287,7 +288,7 @@ def check_slurm(result, tmp):
 
 
 def check_bench(
-    cells: list[str], decode: bool, profile: bool = False, reference: bool = True
+    cells: list[str], decode: bool, profile: bool = False, reference: bool = True, ddp: bool = True
 ) -> Callable:
     def check(result, tmp):
         report = json.loads((tmp / "bench.json").read_text())
@@ -307,6 +308,18 @@ def check_bench(
             # Each figure against the machine's limit: counted FLOPs per token over the probe.
             assert figures["flop_per_tgt_token"] > 2 * figures["parameters"]  # > forward's 2/weight
             assert figures["fused"] is True  # the default loop, model.fused
+            # Which path trained it: the row's derivative or autograd's, and its encoder's loop.
+            row = spec(cell)
+            assert figures["training_path"] == row.training_path
+            assert figures["encoder"] == (
+                "kernel" if row.kernel else "scan" if row.scan else "stepped"
+            )
+            if row.scan:  # the scan timed against the stepped loop on the same batches
+                scan, loop = (figures[f"encoder_{n}_ms_per_batch"] for n in ("scan", "loop"))
+                assert scan > 0 and figures["encoder_scan_speedup"] == pytest.approx(
+                    loop / scan, rel=0.05, abs=0.02
+                )
+                assert f"train.{cell}.encoder_scan_speedup:" in result.stdout
             peak = probe[f"matmul_{figures['precision']}_1024_gflops"] * 1e9
             rate = figures["train_tgt_tokens_per_s"] * figures["flop_per_tgt_token"] / peak
             assert figures["fraction_of_matmul_peak"] == pytest.approx(rate, rel=0.01)
@@ -351,14 +364,25 @@ def check_bench(
         else:
             assert ".op: " not in result.stdout
             assert not [key for key in report.get("decode", {}) if key.endswith("_profile")]
+        if ddp and not profile:
             # Data-parallel scaling: one process of all threads against a rank per thread.
-            ddp = report["ddp"]
-            assert ddp["ranks"]["processes"] == report["cpu_threads"]
-            assert len(ddp["ranks"]["peak_rss_mib_per_process"]) == report["cpu_threads"]
-            assert ddp["one_process"]["train_tgt_tokens_per_s"] > 0 and ddp["speedup"] > 0
+            scaling = report["ddp"]
+            assert scaling["ranks"]["processes"] == report["cpu_threads"]
+            assert len(scaling["ranks"]["peak_rss_mib_per_process"]) == report["cpu_threads"]
+            assert scaling["one_process"]["train_tgt_tokens_per_s"] > 0
+            assert scaling["speedup"] > 0
             assert "ddp.speedup:" in result.stdout
 
     return check
+
+
+def check_autograd_path(result, tmp):
+    train = json.loads((tmp / "bench.json").read_text())["train"]
+    assert sorted(train) == ["gru", "lstm_cifg"]
+    for cell, figures in train.items():
+        assert figures["training_path"] == "autograd" and figures["train_tgt_tokens_per_s"] > 0
+        assert f"train.{cell}.training_path: autograd" in result.stdout
+    assert spec("gru").training_path == "hand-written"  # only that run set it aside
 
 
 def check_longest(result, tmp):
@@ -555,12 +579,18 @@ CASES: dict[str, Case] = {
     "make ablate hydra/launcher=joblib hydra.launcher.n_jobs=2 train.threads=1": Case(
         SWEEP, check_sweep(2), sweep=True, run_dir=False
     ),
-    "make bench": Case(BENCH, check_bench(["gru", "lstm", "tanh", "gru_cho"], True), run_dir=False),
+    "make bench": Case(BENCH, check_bench(list(CELLS), True), run_dir=False),
     'make bench ARGS="--help"': Case([], check_bench_help, run_dir=False),
     'make bench ARGS="--what profile --cells gru"': Case(  # the reference shape: "make bench"
         [*BENCH, "--reference-steps", "0"],
         check_bench(["gru"], True, profile=True, reference=False),
         run_dir=False,
+    ),
+    'make bench ARGS="--what train --cells mingru,minlstm"': Case(
+        BENCH, check_bench(["mingru", "minlstm"], False, ddp=False), run_dir=False
+    ),
+    'make bench ARGS="--what train --cells gru,lstm_cifg --autograd-path"': Case(
+        BENCH, check_autograd_path, run_dir=False
     ),
     'make bench ARGS="--what train --longest"': Case(  # one cell, in bf16: the fused loop there
         [*BENCH, "--cells", "gru", "--precision", "bf16"], check_longest, run_dir=False
