@@ -19,9 +19,9 @@ from nmt.model import Seq2Seq
 def gate_statistics(model: Seq2Seq, batches: Iterable[Batch], device: torch.device) -> dict:
     """Mean activation of every gate over the real tokens of ``batches`` (teacher forcing).
 
-    Keys are ``encoder.l<layer>.<fwd|bwd>.<gate>`` and ``decoder.l<layer>.<gate>``; gates are
-    ``reset``/``update`` (GRUs) or ``input``/``forget``/``output`` (LSTM); empty for tanh.
-    ``update`` and ``forget`` are both the share of the previous state a unit keeps.
+    Keys are ``encoder.l<layer>.<fwd|bwd>.<gate>`` and ``decoder.l<layer>.<gate>``, gates named
+    as the cell's row names them (``nmt.cells``), none for a cell without gates. ``update`` and
+    ``forget`` are both the share of the previous state a unit keeps.
     """
     model.to(device).eval()
     sums: dict[str, list[float]] = {}
