@@ -288,7 +288,7 @@ def check_slurm(result, tmp):
 
 
 def check_bench(
-    cells: list[str], decode: bool, profile: bool = False, reference: bool = True, ddp: bool = True
+    cells: list[str], decode: bool, profile: bool = False, reference: bool = True
 ) -> Callable:
     def check(result, tmp):
         report = json.loads((tmp / "bench.json").read_text())
@@ -364,7 +364,7 @@ def check_bench(
         else:
             assert ".op: " not in result.stdout
             assert not [key for key in report.get("decode", {}) if key.endswith("_profile")]
-        if ddp and not profile:
+        if not profile:
             # Data-parallel scaling: one process of all threads against a rank per thread.
             scaling = report["ddp"]
             assert scaling["ranks"]["processes"] == report["cpu_threads"]
@@ -585,9 +585,6 @@ CASES: dict[str, Case] = {
         [*BENCH, "--reference-steps", "0"],
         check_bench(["gru"], True, profile=True, reference=False),
         run_dir=False,
-    ),
-    'make bench ARGS="--what train --cells mingru,minlstm"': Case(
-        BENCH, check_bench(["mingru", "minlstm"], False, ddp=False), run_dir=False
     ),
     'make bench ARGS="--what train --cells gru,lstm_cifg --autograd-path"': Case(
         BENCH, check_autograd_path, run_dir=False
