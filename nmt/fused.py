@@ -99,9 +99,10 @@ class FusedLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan: Plan, *tensors):
-        w = dict(zip(plan.names, tensors, strict=True))
-        device = w["emb"].device.type
+        params = dict(zip(plan.names, tensors, strict=True))
+        device = params["emb"].device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        w = _once(params, ctx.autocast)
         fwd = _cell(plan)[0]
         top, steps = plan.layers - 1, w["emb"].shape[1]
         states = [
@@ -145,7 +146,7 @@ class FusedLoop(torch.autograd.Function):
             saved.append(keep)
             feeds.append(feed)
             attns.append(a)
-        ctx.plan, ctx.saved, ctx.w = plan, saved, w
+        ctx.plan, ctx.saved, ctx.w, ctx.params = plan, saved, w, params
         attn = None if attns[0] is None else torch.stack(attns, dim=1)
         if attn is not None:
             ctx.mark_non_differentiable(attn)
@@ -159,7 +160,7 @@ class FusedLoop(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, g_feeds: Tensor):
-        plan, saved, w = ctx.plan, ctx.saved, ctx.w
+        plan, saved, w, params = ctx.plan, ctx.saved, ctx.w, ctx.params
         back = _cell(plan)[1]
         top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
         carry = [[None] * n_states for _ in range(plan.layers)]  # grads of the states after t
@@ -171,22 +172,22 @@ class FusedLoop(torch.autograd.Function):
             """grad of w[name][rows, cols] += g^T x (and of the bias, the sum of g): a product
             per step, as autograd does; the step's saved tensors can go right after."""
             if name not in grads:
-                grads[name] = torch.zeros_like(w[name])
+                grads[name] = torch.zeros_like(params[name])
             if g.dtype == x.dtype == grads[name].dtype:
                 grads[name][rows, cols].addmm_(g.T, x)
-            else:  # bf16 autocast: the product in bf16, added to the float32 gradient
-                grads[name][rows, cols] += g.T @ x
+            else:  # bf16 autocast: the product in bf16, added (converted as it adds) in float32
+                grads[name][rows, cols].add_(g.T @ x)
             if bias is not None:
                 if bias not in grads:
-                    grads[bias] = torch.zeros_like(w[bias])
-                grads[bias][rows] += g.sum(0)
+                    grads[bias] = torch.zeros_like(params[bias])
+                grads[bias][rows].add_(g.sum(0))
 
         def add_whole(w_name: str, b_name: str, whole) -> None:
             """A step's recurrent weight and bias gradients given whole (autograd's path)."""
             for name, g in zip((w_name, b_name), whole or (), strict=False):
                 if g is not None and g.numel():
                     if name not in grads:
-                        grads[name] = torch.zeros_like(w[name])
+                        grads[name] = torch.zeros_like(params[name])
                     grads[name] += g
 
         g_cs, attn_weights, queries = [], [], []
@@ -197,7 +198,7 @@ class FusedLoop(torch.autograd.Function):
             keep = saved[t]
             start = t - t % STEP_BLOCK
             if t == steps - 1 or t % STEP_BLOCK == STEP_BLOCK - 1:  # a block's last step
-                g_block = emb.new_empty(emb.shape[0], t + 1 - start, w["w_emb"].shape[0])
+                g_block, block_steps = None, t + 1 - start  # allocated in g_gx's dtype
             g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
             g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
             g_pre = g_u * (1 - keep["u"] * keep["u"])
@@ -238,10 +239,12 @@ class FusedLoop(torch.autograd.Function):
                 if i > 0:
                     weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
                     g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
+            if g_block is None:  # under bf16 autocast g_gx is bf16: no per-step conversion
+                g_block = g_gx.new_empty(emb.shape[0], block_steps, g_gx.shape[-1])
             g_block[:, t - start] = g_gx
             if t == start:  # the block's embeddings and their projection's weights, at once
                 stop = start + g_block.shape[1]
-                g_emb[:, start:stop] = g_block @ w["w_emb"]
+                g_emb[:, start:stop] = g_block @ w["w_emb"]  # (converted as it is stored)
                 weight(
                     "w_emb",
                     g_block.view(-1, g_block.shape[-1]),
@@ -264,7 +267,7 @@ class FusedLoop(torch.autograd.Function):
                 [torch.zeros_like(w[f"state{k}"][0]) if c[k] is None else c[k] for c in carry]
             )
         grads["feed0"] = g_feed_carry
-        ctx.saved = ctx.w = None
+        ctx.saved = ctx.w = ctx.params = None
         wanted = ctx.needs_input_grad[1:]
         return (
             None,
@@ -295,6 +298,25 @@ def _scoring_keys(plan: Plan, w: dict) -> Tensor | None:
     if plan.attention != "bahdanau" or keys.dtype in (torch.float32, torch.float64):
         return keys
     return keys.float()
+
+
+# The first decoder layer's weight views: autocast caches the casts of whole parameters only, so
+# under bf16 autocast these would be cast at every step (w_feed) or block (w_emb), forward and
+# backward; and the embeddings, which every block's projection casts.
+_CAST_ONCE = ("w_emb", "w_feed", "emb")
+
+
+def _once(params: dict, autocast: tuple) -> dict:
+    """The loop's tensors, with those autocast would cast again and again cast once per call
+    under bf16 autocast (the parameters' gradients stay float32: ``params`` keeps them)."""
+    _, enabled, dtype = autocast
+    if not enabled or dtype in (torch.float32, torch.float64):
+        return params
+    once = dict(params)
+    for name in _CAST_ONCE:
+        if name in params and params[name].dtype != dtype:
+            once[name] = params[name].to(dtype)
+    return once
 
 
 def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:

@@ -162,3 +162,65 @@ def provenance() -> dict:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+class OperatorCounter:
+    """Counts what a block of PyTorch code dispatches (``with OperatorCounter() as ops: ...``):
+    ``casts``, the dtype conversions (``_to_copy`` and ``copy_`` between two dtypes: autocast's
+    casts among them), and, with ``timed=True``, the wall time spent in matrix products (``mm``,
+    ``addmm``, ``bmm``, ``baddbmm``) and in everything. For benchmarks and tests of how much work
+    a step does beside its products; timing each operator adds its own overhead."""
+
+    PRODUCTS = frozenset({"mm", "addmm", "bmm", "baddbmm", "_addmm_activation"})
+
+    def __init__(self, timed: bool = False, watch=()):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                return counter._dispatch(func, args, kwargs or {})
+
+        self._mode = _Mode()
+        self.timed = timed
+        self.casts = 0
+        self.watched_casts = 0
+        self._watched = {t.untyped_storage().data_ptr() for t in watch}
+        self.product_seconds = 0.0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _dispatch(self, func, args, kwargs):
+        import time
+
+        name = func.overloadpacket.__name__
+        start = time.perf_counter() if self.timed and name in self.PRODUCTS else None
+        out = func(*args, **kwargs)
+        if start is not None:
+            self.product_seconds += time.perf_counter() - start
+        if name in ("_to_copy", "copy_"):
+            src, dst = (args[1], args[0]) if name == "copy_" else (args[0], out)
+            tensors = isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor)
+            if tensors and src.dtype != dst.dtype:
+                self.casts += 1
+                self.watched_casts += src.untyped_storage().data_ptr() in self._watched
+        return out
+
+    def __enter__(self) -> OperatorCounter:
+        import time
+
+        self._start = time.perf_counter()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        self._mode.__exit__(*exc)
+        self.seconds = time.perf_counter() - self._start
+
+    @property
+    def product_share(self) -> float:
+        """The share of the block's wall time spent in matrix products (``timed=True``)."""
+        return self.product_seconds / self.seconds if self.seconds else 0.0

@@ -160,7 +160,7 @@ def bench_train_one(
     import dataclasses
 
     from nmt import cells
-    from nmt.runtime import autocast, pick_precision
+    from nmt.runtime import OperatorCounter, autocast, pick_precision
 
     if autograd_path:  # the row's hand-written derivative set aside: autograd on its step
         cells.SPECS[cell] = dataclasses.replace(cells.SPECS[cell], derivative=None)
@@ -226,6 +226,19 @@ def bench_train_one(
     with FlopCounterMode(display=False) as counter:
         tokens = step(extra)
     model.decoder.fused = fused
+    # Work beside the products: dtype conversions per step on the timed batches with the
+    # shortest and the longest targets (a count that grows with the length is per time step),
+    # and the share of a step's time in matrix products (each operator timed: approximate).
+    timed_batches = chosen[warmup:]
+    by_length = sorted(timed_batches, key=lambda b: max(tgt_lens[i] for i in b))
+    casts, weight_casts = {}, {}
+    for indices in (by_length[0], by_length[-1]):
+        with OperatorCounter(watch=list(model.parameters())) as ops:
+            step(indices)
+        longest = str(max(tgt_lens[i] for i in indices))
+        casts[longest], weight_casts[longest] = ops.casts, ops.watched_casts
+    with OperatorCounter(timed=True) as ops:
+        step(extra)
     result = {
         "cell": cell,
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
@@ -235,6 +248,9 @@ def bench_train_one(
         "flop_per_tgt_token": round(counter.get_total_flops() / tokens),
         "parameters": count_parameters(model),
         "train_tgt_tokens_per_s": round(statistics.median(rates), 1),
+        "casts_per_step_by_tgt_len": casts,  # every dtype conversion of one training step
+        "weight_casts_per_step_by_tgt_len": weight_casts,  # of parameters and views of them
+        "matmul_time_share": round(ops.product_share, 3),
         "train_tgt_tokens_per_s_runs": [round(x, 1) for x in rates],
         "peak_rss_mib": round(training_peak, 1),
         "threads": threads,
@@ -645,6 +661,9 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
             "peak_rss_mib",
             "flop_per_tgt_token",
             "fraction_of_matmul_peak",
+            "casts_per_step_by_tgt_len",
+            "weight_casts_per_step_by_tgt_len",
+            "matmul_time_share",
         ):
             print(f"train.{cell}.{key}: {result[key]}", flush=True)
         if profile:

@@ -165,3 +165,28 @@ def test_sixty_updates_train_the_same_with_and_without_fusion(tmp_path):
     assert fused.decoder.fused and not plain.decoder.fused
     for (name, a), b in zip(plain.state_dict().items(), fused.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm_cifg", "mingru"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general"])
+def test_under_bf16_a_step_casts_its_weights_as_often_whatever_the_length(cell, attention):
+    """One bf16 training step, forward and backward through the fused loop, casts the parameters
+    (and views of them, such as the first layer's embedding and feed columns) as many times for
+    8 target steps as for 24: once per autocast region, never per time step. Counted, not timed:
+    the same on every CPU, native bf16 or not."""
+    from nmt.batching import collate
+    from nmt.runtime import OperatorCounter
+
+    counts = {}
+    for steps in (8, 24):
+        torch.manual_seed(0)
+        model = tiny_model(cell, attention, fused=True, dropout=0.3).train()
+        src = [[5 + (i * 7 + j) % 30 for i in range(6 + j)] for j in range(4)]
+        tgt = [[6 + (i * 5 + j) % 30 for i in range(steps - j)] for j in range(4)]
+        batch = collate(src, tgt, range(4))
+        with OperatorCounter(watch=list(model.parameters())) as ops:
+            with bf16():
+                out = sequence_loss(model, batch, 0.1)
+            (out.loss / out.n_tokens).backward()
+        counts[steps] = ops.watched_casts
+    assert counts[8] == counts[24] > 0, counts

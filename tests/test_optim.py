@@ -56,3 +56,25 @@ def test_constant_schedule_keeps_the_rate(tmp_path):
         model=model,
     )
     assert {float(row["lr"]) for row in metrics_rows(tmp_path)} == {3e-3}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_the_optimizer_is_pytorchs_fused_one_and_updates_as_the_plain_one(optimizer):
+    """One kernel over every parameter (fused=True on the CPU), the same updates as PyTorch's
+    per-tensor loop to rounding, over a few steps."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 5), torch.nn.Linear(6, 5)
+    b.load_state_dict(a.state_dict())
+    mine = build_optimizer(a, optimizer=optimizer, lr=0.01, weight_decay=0.01, betas=[0.9, 0.99])
+    assert mine.defaults["fused"] is True
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    extra = {} if optimizer == "sgd" else {"betas": (0.9, 0.99)}
+    plain = kinds[optimizer](b.parameters(), lr=0.01, weight_decay=0.01, foreach=False, **extra)
+    for _ in range(5):
+        x = torch.randn(4, 6)
+        for model, opt in ((a, mine), (b, plain)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -308,6 +308,14 @@ def check_bench(
             # Each figure against the machine's limit: counted FLOPs per token over the probe.
             assert figures["flop_per_tgt_token"] > 2 * figures["parameters"]  # > forward's 2/weight
             assert figures["fused"] is True  # the default loop, model.fused
+            # The work beside the products: conversions counted, the products' share of a step.
+            casts, weights = (
+                figures[f"{k}_per_step_by_tgt_len"] for k in ("casts", "weight_casts")
+            )
+            assert casts.keys() == weights.keys() and casts
+            assert all(casts[n] >= weights[n] >= 0 for n in casts)
+            assert 0 < figures["matmul_time_share"] < 1
+            assert f"train.{cell}.matmul_time_share:" in result.stdout
             # Which path trained it: the row's derivative or autograd's, and its encoder's loop.
             row = spec(cell)
             assert figures["training_path"] == row.training_path
@@ -391,6 +399,7 @@ def check_longest(result, tmp):
     gru = report["train"]["gru"]
     assert gru["batch_order"] == "largest first" and gru["precision"] == "bf16"
     assert gru["fused"] is True and gru["peak_rss_mib"] > 0
+    assert min(gru["weight_casts_per_step_by_tgt_len"].values()) > 0  # bf16: the weights, once
     assert "train.gru.first_batch:" in result.stdout
 
 

@@ -80,3 +80,22 @@ def test_large_tensors_are_on_huge_pages_in_processes_that_import_nmt(first, set
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
+
+
+def test_operator_counter_counts_dtype_conversions_and_times_products():
+    """Casts are dtype conversions only (autocast's among them), and the products' share of the
+    block's time is a share."""
+    import torch.nn.functional as F
+
+    from nmt.runtime import OperatorCounter
+
+    x, w = torch.randn(8, 16), torch.randn(32, 16, requires_grad=True)
+    with OperatorCounter() as plain:
+        F.linear(x, w).clone().to(torch.float32)  # same dtype: no conversion
+    assert plain.casts == 0
+    with OperatorCounter(timed=True) as mixed:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = F.linear(x, w)  # autocast casts the input and the weight
+        y.float()
+    assert mixed.casts == 3 and y.dtype == torch.bfloat16
+    assert mixed.product_seconds > 0 and 0 < mixed.product_share <= 1
