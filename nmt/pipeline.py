@@ -238,7 +238,7 @@ def _train_run(
     world.barrier()  # the others read what rank 0 prepared
     if not world.main:
         corpus_report = data.read_report(run_dir / data.ARTIFACT)
-    precision = pick_precision(cfg.precision, device)
+    precision = pick_precision(cfg.precision, device, training=True)
     seed_everything(cfg.seed)
     parts = _trainee(cfg, run_dir, corpus_report, device, precision)
     if world.enabled:

@@ -224,8 +224,8 @@ class Translator:
         chosen = pick_device(cfg.device)
         precision = pick_precision(cfg.precision, chosen)
         backend = resolve_backend(
-            cfg.backend, cfg.quantize, device=chosen, bf16=precision == torch.bfloat16,
-            ensemble=bool(cfg.ensemble), refused=None if cfg.ensemble else refusal(model),
+            cfg.backend, cfg.quantize, device=chosen, ensemble=bool(cfg.ensemble),
+            refused=None if cfg.ensemble else refusal(model),
         )  # fmt: skip
         exported, parameters = None, sum(p.numel() for p in model.parameters())
         if backend[0] == "onnxruntime":  # a run directory keeps its graphs; a file's are temporary

@@ -168,7 +168,7 @@ def bench_train_one(
 
     cfg = compose([*REFERENCE, f"model={cell}", *overrides])
     device = torch.device("cpu")
-    dtype = pick_precision(precision, device)
+    dtype = pick_precision(precision, device, training=True)
     run_dir = prepared_run(cfg, work_dir / "data")
     tok = Tokenizer.from_dir(run_dir, cfg.data.src, cfg.data.tgt)
     train = load_encoded(run_dir)["train"]

@@ -141,7 +141,6 @@ def test_done_json_records_the_run(tiny_run):
     from nmt.compose import read_run_config
     from nmt.config import group_kwargs
     from nmt.model import build_model, count_parameters
-    from nmt.runtime import cpu_flags
     from nmt.tokenizer import Tokenizer
 
     done = json.loads((tiny_run / "done.json").read_text())
@@ -159,8 +158,7 @@ def test_done_json_records_the_run(tiny_run):
     assert done["cell"] == "gru" and done["attention"] == "bahdanau"
     assert 0.1 < done["process_peak_rss_gib"] < 8
     assert done["hardware"].startswith("CPU ") and "threads" in done["hardware"]
-    native = {"amx_bf16", "avx512_bf16"} & cpu_flags()  # precision=auto
-    assert done["precision"] == ("bf16" if native else "fp32")
+    assert done["precision"] == "fp32"  # precision=auto trains in fp32 on every CPU
     assert done["spm_sha256"] == tok.sha256() and done["torch"]
     # Both rates are of the same target tokens: over the whole time, and without validations.
     tokens = done["tokens_per_s"] * done["minutes"] * 60

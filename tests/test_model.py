@@ -272,6 +272,10 @@ def test_precision_auto_follows_the_hardware(name, device, flags, expected, monk
 
     monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
     assert runtime.pick_precision(name, torch.device(device)) == expected
+    # Training on a CPU: auto is fp32 whatever the CPU (bf16 measured no faster there); a
+    # precision named is kept.
+    trained = runtime.pick_precision(name, torch.device(device), training=True)
+    assert trained == (torch.float32 if name == "auto" else expected)
 
 
 def test_precision_names_are_checked():
