@@ -3,6 +3,7 @@ launcher and the real nmt-train, checked against one process doing the same arit
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from pytest import approx
 from safetensors.torch import load_file
 
 from nmt import data, tokenizer
@@ -173,9 +175,17 @@ def test_interrupted_and_resumed_equals_uninterrupted(corpus_dir, tmp_path):
     assert json.loads((straight / "done.json").read_text())["steps"] == target
     for name in b:
         assert torch.equal(a[name], b[name]), name
-    assert (stopped / "metrics.csv").read_text().splitlines()[-1].split(",")[4:] == (
-        (straight / "metrics.csv").read_text().splitlines()[-1].split(",")[4:]
-    )
+    # The last validation of both, from the same weights: the same teacher-forced loss to
+    # rounding. Its greedy outputs are not compared: an untrained model's near-ties may be
+    # decided differently by two processes' kernels (under a loaded suite chrF differed, 0.37
+    # against 0.44, with every weight equal).
+    last = []
+    for run in (stopped, straight):
+        with open(run / "metrics.csv", newline="") as f:
+            last.append(list(csv.DictReader(f))[-1])
+    assert last[0]["step"] == last[1]["step"]
+    for key in ("loss", "ppl"):
+        assert float(last[0][key]) == approx(float(last[1][key]), rel=1e-5), key
 
 
 def test_a_crashed_rank_ends_the_job_and_keeps_the_checkpoint(corpus_dir, tmp_path):
