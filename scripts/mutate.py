@@ -93,6 +93,12 @@ MUTANTS = [
     ),
     Mutant(
         "fused.py",
+        '_CAST_ONCE = ("w_emb", "w_feed", "emb")',
+        '_CAST_ONCE = ("emb",)',
+        "under bf16 the first layer's weight views cast at every step again",
+    ),
+    Mutant(
+        "fused.py",
         '                g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))',
         '                g_feed_carry = g_gx @ w["w_feed"]',
         "the fed-back output's variational mask left out of its gradient",
