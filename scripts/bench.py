@@ -15,6 +15,7 @@ the figure is the median over repeats. Prints ``name: value`` lines and writes J
     python scripts/bench.py                       # every cell, training; decoding if a run exists
     python scripts/bench.py --cells gru --repeats 5
     python scripts/bench.py --cells gru,lstm --autograd-path   # their steps through autograd
+    python scripts/bench.py --cells gru,lstm --compile-steps   # their steps through torch.compile
     python scripts/bench.py --what decode --run-dir runs/ende-default
     python scripts/bench.py --precision fp32      # auto (default): bf16 where the CPU has it
     python scripts/bench.py --what ddp            # one process of N threads vs N ranks of one
@@ -142,6 +143,7 @@ def bench_train_one(
     profile: bool = False,
     longest: bool = False,
     autograd_path: bool = False,
+    compile_steps: bool = False,
 ) -> dict:
     """Train-step throughput of one cell (run inside its own process); with ``profile``, the top
     operators of one more step; with ``longest``, on the epoch's largest batches (largest_first)."""
@@ -164,6 +166,13 @@ def bench_train_one(
 
     if autograd_path:  # the row's hand-written derivative set aside: autograd on its step
         cells.SPECS[cell] = dataclasses.replace(cells.SPECS[cell], derivative=None)
+    if compile_steps:  # the fused loop's per-step bodies through Inductor (its C++ backend: gcc)
+        eager = cells.SPECS[cell]
+        cells.SPECS[cell] = dataclasses.replace(
+            eager,
+            step=torch.compile(eager.step, dynamic=True),
+            derivative=eager.derivative and torch.compile(eager.derivative, dynamic=True),
+        )
     row = cells.spec(cell)
 
     cfg = compose([*REFERENCE, f"model={cell}", *overrides])
@@ -210,8 +219,11 @@ def bench_train_one(
         opt.step()
         return out.n_tokens
 
+    warmup_seconds = []  # the first includes compiling, where --compile-steps
     for indices in chosen[:warmup]:
+        start = time.perf_counter()
         step(indices)
+        warmup_seconds.append(time.perf_counter() - start)
     rates = []
     for r in range(repeats):
         block = chosen[warmup + r * batches : warmup + (r + 1) * batches]
@@ -244,6 +256,8 @@ def bench_train_one(
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "fused": fused,
         "training_path": row.training_path if fused else "autograd (model.fused=false)",
+        "step_bodies": "compiled" if compile_steps else "eager",
+        "first_step_s": round(warmup_seconds[0], 3) if warmup_seconds else None,
         "encoder": "kernel" if row.kernel else ("scan" if row.scan else "stepped"),
         "flop_per_tgt_token": round(counter.get_total_flops() / tokens),
         "parameters": count_parameters(model),
@@ -510,6 +524,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train every cell's fused decoder loop through autograd on its step, as a cell "
         "without a hand-written derivative does (what that path costs)",
     )
+    parser.add_argument(
+        "--compile-steps",
+        action="store_true",
+        help="compile each cell's step and derivative (the fused loop's per-step bodies) with "
+        "torch.compile; first_step_s then includes the compile time",
+    )
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
@@ -635,6 +655,7 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
                 *(["--one-train-profile"] if profile else []),
                 *(["--longest"] if args.longest else []),
                 *(["--autograd-path"] if args.autograd_path else []),
+                *(["--compile-steps"] if args.compile_steps else []),
                 *(f"--set={o}" for o in args.set),
             ],
             capture_output=True,
@@ -653,6 +674,8 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
             "precision",
             "fused",
             "training_path",
+            "step_bodies",
+            "first_step_s",
             "encoder",
             *(k for k in result if k.startswith("encoder_")),
             "batch_order",
@@ -755,6 +778,7 @@ def main(argv: list[str] | None = None) -> None:
             profile=args.one_train_profile,
             longest=args.longest,
             autograd_path=args.autograd_path,
+            compile_steps=args.compile_steps,
         )
         print(json.dumps(result))
         return
