@@ -72,7 +72,7 @@ def plot_groups(runs: list[Run]) -> list[tuple[str, list[Run]]]:
     return out
 
 
-def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
+def seed_comparisons(runs: list[Run], baseline: str, samples: int) -> dict:
     """Each row against the baseline cell's row of the same context, over all their seeds:
     {(cell, context): {"bleu": seed_bootstrap, "chrf": seed_bootstrap, "welch_bleu_p": p}}."""
     groups = _groups([r for r in runs if r.finished and r.hyps is not None])
@@ -81,7 +81,7 @@ def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: i
     def sentence_stats(metric: str, group: list[Run]) -> list:
         for r in group:
             if (metric, str(r.path)) not in cached:
-                cached[metric, str(r.path)] = stats.sentence_statistics(metric, r.hyps, refs)
+                cached[metric, str(r.path)] = stats.sentence_statistics(metric, r.hyps, r.refs)
         return [cached[metric, str(r.path)] for r in group]
 
     out = {}
@@ -195,9 +195,13 @@ def write_report(
         if run.finished:
             run.analysis = analyze_run(run, split, search, edges, device)
     finished = [r for r in loaded if r.finished]
-    refs = evaluate.split_pairs(finished[0].path, split)[1] if finished else []
-    pvalues = paired_pvalues(loaded, refs, baseline, samples) if finished else {}
-    comparisons = seed_comparisons(loaded, refs, baseline, samples) if finished else {}
+    references: dict[str, list[str]] = {}  # per language pair
+    for run in finished:
+        if run.pair not in references:
+            references[run.pair] = evaluate.split_pairs(run.path, split)[1]
+        run.refs = references[run.pair]
+    pvalues = paired_pvalues(loaded, baseline, samples)
+    comparisons = seed_comparisons(loaded, baseline, samples)
     rows = build_rows(loaded, comparisons)
     groups = plot_groups(loaded)
     plot_report(groups, out)

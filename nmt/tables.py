@@ -11,6 +11,7 @@ import torch
 
 from nmt.plots import GATE_ORDER, PLOTS, bleu_by_length_rows, gates_by_layer
 from nmt.runs import Run, run_order
+from nmt.tuning import bracket
 
 
 def length_table(groups: list[tuple[str, list[Run]]]) -> str:
@@ -116,11 +117,20 @@ def gates_table(runs: list[Run]) -> str:
 
 
 def tuning_table(tuning: dict) -> str:
-    """The learning-rate search of nmt-ablate: each rate's best validation BLEU, chosen in bold."""
-    rates = tuning["lrs"]
+    """The learning-rate search of nmt-ablate: each rate's best validation BLEU, chosen in bold,
+    and whether each cell's optimum is bracketed (a worse rate on each side) or still at an edge
+    of the rates tried."""
+    rates = sorted({run["lr"] for run in tuning["runs"]})
+    start = ", ".join(f"{r:g}" for r in tuning["lrs"])
+    widened = (
+        f"from {{{start}}}, widened by a factor {tuning['factor']:g} past whichever edge held the "
+        f"best, up to {tuning['max_points']} rates a cell"
+        if tuning.get("max_points")
+        else f"the grid {{{start}}}"
+    )
     lines = [
-        f"Learning rates tuned on validation with the same budget for every cell: {len(rates)} "
-        f"rates, {tuning['max_steps']} updates each, seed {tuning['seed']}, picked by "
+        f"Learning rates tuned on validation with the same search for every cell: {widened}; "
+        f"{tuning['max_steps']} updates a rate, seed {tuning['seed']}, picked by "
         f"{tuning['metric']} (bold)"
         + (
             f"; tuned with attention {tuning['attention']}, the rate serves every attention:"
@@ -128,20 +138,27 @@ def tuning_table(tuning: dict) -> str:
             else ":"
         ),
         "",
-        "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
-        "|---|---|" + "---|" * len(rates),
+        "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " | optimum |",
+        "|---|---|" + "---|" * len(rates) + "---|",
     ]
-    scores: dict[tuple[str, str], dict[float, str]] = {}
+    scores: dict[tuple[str, str], dict[float, float | None]] = {}
     for run in tuning["runs"]:
-        key, bleu = (run["cell"], run["attention"]), run["valid_bleu"]
-        text = "diverged" if bleu is None else f"{bleu:.2f}"
-        if run["lr"] == tuning["chosen"][run["cell"]][run["attention"]]:
-            text = f"**{text}**"
-        scores.setdefault(key, {})[run["lr"]] = text
+        scores.setdefault((run["cell"], run["attention"]), {})[run["lr"]] = run["valid_bleu"]
     for (cell, attention), by_rate in scores.items():
-        lines.append(
-            f"| {cell} | {attention} | " + " | ".join(by_rate.get(r, "–") for r in rates) + " |"
-        )
+        chosen, beyond = bracket(by_rate, tuning.get("factor", 2.0))
+        cells = []
+        for r in rates:
+            text = (
+                "–"
+                if r not in by_rate
+                else "diverged"
+                if by_rate[r] is None
+                else f"{by_rate[r]:.2f}"
+            )
+            cells.append(f"**{text}**" if r == chosen else text)
+        edge = "lowest" if beyond is not None and beyond < chosen else "highest"
+        optimum = "bracketed" if beyond is None else f"**at the {edge} rate tried: not tuned**"
+        lines.append(f"| {cell} | {attention} | " + " | ".join(cells) + f" | {optimum} |")
     return "\n".join(lines)
 
 
