@@ -46,7 +46,8 @@ class Run:
     metrics: list[dict] = field(default_factory=list)
     test: dict | None = None  # scores.json of the test split
     hyps: list[str] | None = None
-    refs: list[str] | None = None  # the test split's references, in the run's own language pair
+    sources: list[str] | None = None  # the test split, in the run's own language pair
+    refs: list[str] | None = None
     analysis: dict | None = None
 
     @property

@@ -136,6 +136,27 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
         k = versus["bleu"]["p"] * 1001 - 1
         assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
     assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
+    assert (sweep_dir / "report" / "lr_search.png").stat().st_size > 0
+    # the table of differences: conf/report.yaml's pair (gru, tanh) in each setting, b - a
+    differences = results["differences"]
+    assert [(d["a"], d["b"], d["pair"]) for d in differences] == [
+        ("gru", "tanh", "en-de"),
+        ("gru", "tanh", "en-fr"),
+    ]
+    for d in differences:
+        variant = f"data.tgt={d['pair'][-2:]}"
+        delta = (
+            rows["tanh", variant]["test_bleu"]["mean"] - rows["gru", variant]["test_bleu"]["mean"]
+        )
+        assert d["bleu"]["delta"] == pytest.approx(delta, abs=1e-9) and d["seeds"] in (
+            [2, 2],
+            [1, 1],
+        )
+        assert d["parameters"] == [
+            rows["gru", variant]["parameters"],
+            rows["tanh", variant]["parameters"],
+        ]
+    assert "| no gates at all | gru → tanh | en-de, none | 2 / 2 |" in text
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
@@ -223,3 +244,20 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
     plan.tune.attention = None  # every attention tuned on its own: none was not
     with pytest.raises(UserError, match="no tuning run of gru, none"):
         choose_rates(tmp_path / "tune", plan)
+
+
+def test_the_large_preset_asks_the_same_question_at_the_default_size():
+    from nmt.compose import compose
+
+    small = compose("train", ["experiment=ablation_gates"], hydra_config=True)
+    large = compose("train", ["experiment=ablation_gates_large"], hydra_config=True)
+    default = compose("train", [])
+    for key in ("emb_dim", "enc_hidden", "dec_hidden"):
+        assert large.model[key] == default.model[key] and small.model[key] < default.model[key]
+    assert large.tokenizer.vocab_size == default.tokenizer.vocab_size
+    assert (
+        large.ablation.cells == small.ablation.cells and large.ablation.also == small.ablation.also
+    )
+    assert large.ablation.seeds == small.ablation.seeds
+    assert large.ablation.tune.max_points == small.ablation.tune.max_points
+    assert large.hydra.sweep.dir == "runs/ablation_gates_large"

@@ -97,6 +97,18 @@ CONVERGED = [
     "ablation.tune.max_steps=2",
     "ablation.jobs=2",
 ]
+# ablation_gates cut to one cell, one seed, a second pair, two rates and no widening.
+GATES = [
+    *TINY,
+    "ablation.cells=[gru]",
+    "~ablation.seeds.bahdanau",
+    "+ablation.seeds.none=[1]",
+    "ablation.also=[{cells:[gru],attention:none,seeds:[1],extra:['data.tgt=fr']}]",
+    "ablation.tune.lrs=[0.001,0.003]",
+    "ablation.tune.max_points=2",
+    "ablation.tune.max_steps=2",
+    "ablation.tune.attention=none",
+]
 
 
 @dataclass
@@ -278,6 +290,15 @@ def check_converged(result, tmp):
     )
 
 
+def check_gates(result, tmp):
+    done = sorted((tmp / "sweep").glob("*/done.json"))  # gru on en-de and on en-fr
+    assert [json.loads(p.read_text())["status"] for p in done] == ["finished", "finished"]
+    assert len({(p.parent / "spm.model").read_bytes() for p in done}) == 2  # a vocabulary a pair
+    tuning = json.loads((tmp / "sweep" / "tuning.json").read_text())
+    assert tuning["chosen"].keys() == {"gru"} and tuning["bracketed"] == {"gru": {"none": False}}
+    assert "not tuned" in (tmp / "sweep" / "report" / "report.md").read_text()
+
+
 def check_report(result, tmp):
     assert "| gru | none |" in result.stdout
 
@@ -358,7 +379,9 @@ def check_bench(
                 )
                 assert 2 * greedy < beam < 5 * greedy  # five rows a step, one encoder
             if reference:
-                shape = OmegaConf.load(tmp / "bench" / "decode_reference" / "config.yaml")
+                # named after the --set shapes: another bench's shapes train their own model
+                (trained,) = (tmp / "bench").glob("decode_reference-*")
+                shape = OmegaConf.load(trained / "config.yaml")
                 assert shape.model.tie_output is False  # conf/experiment/reference.yaml
                 assert report["decode_reference"]["precision"] in ("fp32", "bf16")
             else:
@@ -570,6 +593,7 @@ CASES: dict[str, Case] = {
     "make ablate experiment=ablation_converged": Case(
         CONVERGED, check_converged, sweep=True, run_dir=False
     ),
+    "make ablate experiment=ablation_gates": Case(GATES, check_gates, sweep=True, run_dir=False),
     "make ablate experiment=ablation_full": Case(
         SWEEP_ONE, check_sweep(1), sweep=True, run_dir=False
     ),
