@@ -156,7 +156,11 @@ class TrainConfig:
 @dataclass
 class TuneConfig:
     """The learning-rate search every cell gets, the same for all: each rate trains
-    ``max_steps`` updates with ``seed`` and the best validation BLEU picks it."""
+    ``max_steps`` updates with ``seed``, judged by its best validation BLEU. While a cell's best
+    rate is the lowest or the highest it has tried, the next rate beyond that edge (the edge
+    divided or multiplied by ``factor``) is tried too, up to ``max_points`` rates per cell: the
+    chosen rate then has a worse rate on each side (it is bracketed) or the report says it has
+    not."""
 
     lrs: list[float] = field(default_factory=list)  # empty: no tuning, optim.lr as configured
     max_steps: int = MISSING
@@ -164,6 +168,19 @@ class TuneConfig:
     # Tune each cell with this attention only and give its rate to every attention of the cell;
     # null: every cell x attention is tuned on its own.
     attention: str | None = None
+    factor: float = MISSING  # the log grid's step beyond an edge
+    max_points: int = MISSING  # rates tried per cell at most; 0: the grid lrs only, never widened
+
+
+@dataclass
+class SettingConfig:
+    """One more setting of an ablation sweep: some of its cells with an attention and ``extra``
+    overrides (another language pair, ...), over seeds, each cell with its tuned rate."""
+
+    cells: list[str] = MISSING
+    attention: str = MISSING
+    seeds: list[int] = MISSING
+    extra: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -172,6 +189,7 @@ class AblationConfig:
 
     cells: list[str] = MISSING
     seeds: dict[str, list[int]] = MISSING  # attention -> seeds: one multirun over the cells each
+    also: list[SettingConfig] = field(default_factory=list)  # then one multirun per setting
     tune: TuneConfig = field(default_factory=TuneConfig)
     jobs: int = MISSING  # training runs at once (hydra/launcher=joblib when more than one)
 

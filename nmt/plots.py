@@ -18,11 +18,13 @@ from torch import Tensor  # noqa: E402
 
 from nmt.cells import CELLS, gate_names  # noqa: E402
 from nmt.stats import summarize  # noqa: E402
+from nmt.tuning import bracket  # noqa: E402
 
 if TYPE_CHECKING:
     from nmt.runs import Run
 
 PLOTS = ("curves_updates.png", "curves_seconds.png", "bleu_by_length.png", "gates.png")
+TUNING_PLOT = "lr_search.png"  # drawn when the sweep tuned its learning rates
 # A colour per cell of the cell table, in its order (a cell added to it gets the next one).
 PALETTE = (
     "tab:red", "tab:blue", "tab:cyan", "tab:olive", "tab:green", "tab:purple", "tab:brown",
@@ -251,3 +253,42 @@ def plot_report(groups: list[Group], out: Path) -> None:
     plot_curves(groups, "seconds", out / PLOTS[1])
     plot_bleu_by_length(groups, out / PLOTS[2])
     plot_gates(groups, out / PLOTS[3])
+
+
+def plot_tuning(tuning: dict, path: Path) -> None:
+    """The learning-rate search: validation BLEU against the rate (log axis), a line per cell and
+    tuned attention; the chosen rate filled, an optimum still at an edge of the rates tried
+    drawn as a cross and named in the legend. A failed run is left out of its line."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    scores: dict[tuple[str, str], dict[float, float | None]] = {}
+    for run in tuning["runs"]:
+        scores.setdefault((run["cell"], run["attention"]), {})[run["lr"]] = run["valid_bleu"]
+    for (cell, attention), by_rate in scores.items():
+        chosen, beyond = bracket(by_rate, tuning.get("factor", 2.0))
+        rates = sorted(r for r, v in by_rate.items() if v is not None)
+        style = {"color": COLORS.get(cell, "black"), "linestyle": STYLES.get(attention, "-")}
+        label = cell if len(scores) == len({c for c, _ in scores}) else f"{cell}+{attention}"
+        if beyond is not None:
+            label += " (at an edge: not tuned)"
+        ax.plot(
+            rates, [by_rate[r] for r in rates], marker="o", fillstyle="none", label=label, **style
+        )
+        ax.plot(
+            [chosen],
+            [by_rate[chosen]],
+            marker="X" if beyond is not None else "o",
+            markersize=9,
+            color=style["color"],
+            linestyle="none",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("best validation BLEU (greedy)")
+    ax.set_title(
+        f"Learning-rate search: {tuning['max_steps']} updates a rate, seed {tuning['seed']}"
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

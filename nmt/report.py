@@ -1,7 +1,9 @@
-"""The ablation report: finished runs -> a Markdown table, results.json and four plots.
+"""The ablation report: finished runs -> a Markdown table, results.json and the plots.
 
 Runs (``runs.py``) are grouped into rows by (cell, attention, other settings); seeds become
 mean ± std, and each cell is compared with the baseline cell by sacreBLEU's paired bootstrap.
+The table of differences sets each pair of cells that differ in one thing (conf/report.yaml)
+against each other in every setting that has both.
 The test split and search are the sweep's own (``final_eval`` and ``search`` of its runs).
 """
 
@@ -16,7 +18,7 @@ from omegaconf import OmegaConf
 
 from nmt import evaluate, stats
 from nmt.compose import compose
-from nmt.plots import PLOTS, plot_report
+from nmt.plots import PLOTS, TUNING_PLOT, plot_report, plot_tuning
 from nmt.progress import VALIDATION_STOPS
 from nmt.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.runs import (
@@ -72,18 +74,26 @@ def plot_groups(runs: list[Run]) -> list[tuple[str, list[Run]]]:
     return out
 
 
-def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
+class SentenceStats:
+    """sacreBLEU's per-sentence statistics of each run's test translations, computed once."""
+
+    def __init__(self) -> None:
+        self.cached: dict[tuple[str, str], object] = {}
+
+    def __call__(self, metric: str, group: list[Run]) -> list:
+        for r in group:
+            if (metric, str(r.path)) not in self.cached:
+                self.cached[metric, str(r.path)] = stats.sentence_statistics(metric, r.hyps, r.refs)
+        return [self.cached[metric, str(r.path)] for r in group]
+
+
+def seed_comparisons(
+    runs: list[Run], baseline: str, samples: int, sentence_stats: SentenceStats | None = None
+) -> dict:
     """Each row against the baseline cell's row of the same context, over all their seeds:
     {(cell, context): {"bleu": seed_bootstrap, "chrf": seed_bootstrap, "welch_bleu_p": p}}."""
     groups = _groups([r for r in runs if r.finished and r.hyps is not None])
-    cached: dict[tuple[str, str], object] = {}
-
-    def sentence_stats(metric: str, group: list[Run]) -> list:
-        for r in group:
-            if (metric, str(r.path)) not in cached:
-                cached[metric, str(r.path)] = stats.sentence_statistics(metric, r.hyps, refs)
-        return [cached[metric, str(r.path)] for r in group]
-
+    sentence_stats = sentence_stats or SentenceStats()
     out = {}
     for (cell, context), group in groups.items():
         base = groups.get((baseline, context))
@@ -99,6 +109,66 @@ def seed_comparisons(runs: list[Run], refs: list[str], baseline: str, samples: i
             [r.test["bleu"] for r in base], [r.test["bleu"] for r in group]
         )
     return out
+
+
+def differences(
+    runs: list[Run],
+    pairs: list[dict],
+    longest_over: int,
+    samples: int,
+    sentence_stats: SentenceStats | None = None,
+) -> list[dict]:
+    """The table of differences: for each pair of cells that differ in one thing (``pairs``:
+    conf/report.yaml's ``differences``, each {a, b, what}) and each setting holding both, b - a
+    over all their seeds by the two-level paired bootstrap, in BLEU and chrF on the whole test
+    split and in BLEU on its sentences with more than ``longest_over`` source words; with each
+    side's parameters, training speed and time to its best checkpoint."""
+    groups = _groups([r for r in runs if r.finished and r.hyps is not None])
+    sentence_stats = sentence_stats or SentenceStats()
+    contexts = list(dict.fromkeys(context for _, context in groups))
+    out = []
+    for context in contexts:
+        for pair in pairs:
+            a, b = groups.get((pair["a"], context)), groups.get((pair["b"], context))
+            if not a or not b:
+                continue
+            long = [i for i, s in enumerate(a[0].sources) if len(s.split()) > longest_over]
+            bleu_a, bleu_b = sentence_stats("bleu", a), sentence_stats("bleu", b)
+            row = {
+                "a": pair["a"],
+                "b": pair["b"],
+                "what": pair["what"],
+                "pair": a[0].pair,
+                "attention": a[0].attention,
+                "seeds": [len(a), len(b)],
+                "bleu": stats.seed_bootstrap("bleu", bleu_a, bleu_b, samples=samples),
+                "chrf": stats.seed_bootstrap(
+                    "chrf", sentence_stats("chrf", a), sentence_stats("chrf", b), samples=samples
+                ),
+                "longest": None,
+                "longest_over_words": longest_over,
+                "longest_sentences": len(long),
+            }
+            if long:
+                row["longest"] = stats.seed_bootstrap(
+                    "bleu", [s[long] for s in bleu_a], [s[long] for s in bleu_b], samples=samples
+                )
+            for key, value in (
+                ("parameters", lambda g: g[0].done.get("parameters")),
+                (
+                    "train_tokens_per_s",
+                    lambda g: _mean(r.done.get("train_tokens_per_s") for r in g),
+                ),
+                ("minutes_to_best", lambda g: _mean(_minutes_to_best(r) for r in g)),
+            ):
+                row[key] = [value(a), value(b)]
+            out.append(row)
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
 
 
 def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
@@ -195,9 +265,15 @@ def write_report(
         if run.finished:
             run.analysis = analyze_run(run, split, search, edges, device)
     finished = [r for r in loaded if r.finished]
-    refs = evaluate.split_pairs(finished[0].path, split)[1] if finished else []
-    pvalues = paired_pvalues(loaded, refs, baseline, samples) if finished else {}
-    comparisons = seed_comparisons(loaded, refs, baseline, samples) if finished else {}
+    texts: dict[str, tuple[list[str], list[str]]] = {}  # per language pair
+    for run in finished:
+        if run.pair not in texts:
+            texts[run.pair] = evaluate.split_pairs(run.path, split)
+        run.sources, run.refs = texts[run.pair]
+    pvalues = paired_pvalues(loaded, baseline, samples)
+    sentence_stats = SentenceStats()
+    comparisons = seed_comparisons(loaded, baseline, samples, sentence_stats)
+    table = differences(loaded, list(settings.differences), edges[-1], samples, sentence_stats)
     rows = build_rows(loaded, comparisons)
     groups = plot_groups(loaded)
     plot_report(groups, out)
@@ -216,6 +292,7 @@ def write_report(
             samples,
             tuning,
             groups,
+            table,
         ),
     )
     runs_json = [
@@ -231,5 +308,10 @@ def write_report(
         }
         for r in loaded
     ]
-    write_json(out / "results.json", {"rows": rows, "runs": runs_json, "tuning": tuning})
+    if tuning:
+        plot_tuning(tuning, out / TUNING_PLOT)
+    write_json(
+        out / "results.json",
+        {"rows": rows, "differences": table, "runs": runs_json, "tuning": tuning},
+    )
     return out / "report.md"

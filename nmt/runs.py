@@ -46,6 +46,8 @@ class Run:
     metrics: list[dict] = field(default_factory=list)
     test: dict | None = None  # scores.json of the test split
     hyps: list[str] | None = None
+    sources: list[str] | None = None  # the test split, in the run's own language pair
+    refs: list[str] | None = None
     analysis: dict | None = None
 
     @property
@@ -59,6 +61,11 @@ class Run:
     @property
     def seed(self) -> int:
         return int(self.config["seed"])
+
+    @property
+    def pair(self) -> str:
+        data = self.config.get("data", {})
+        return f"{data.get('src', '')}-{data.get('tgt', '')}"
 
     @property
     def finished(self) -> bool:
@@ -152,7 +159,7 @@ def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], devic
 def run_order(run: Run) -> tuple:
     att = ATTENTION_ORDER.index(run.attention) if run.attention in ATTENTION_ORDER else 99
     cell = CELLS.index(run.cell) if run.cell in CELLS else len(CELLS)  # the cell table's order
-    return att, cell, run.seed
+    return run.pair, att, cell, run.seed
 
 
 # Not part of what a run is: where it ran, how it logged, which seed (seeds are a row's samples).
@@ -191,7 +198,7 @@ def context(run: Run) -> frozenset:
     )
 
 
-def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int) -> dict:
+def paired_pvalues(runs: list[Run], baseline: str, samples: int) -> dict:
     """p-values of sacreBLEU's paired bootstrap, each run against the baseline cell with the same
     context (attention and all other settings) and seed: {run path: {"bleu_p", "chrf_p"}}."""
     out: dict[str, dict] = {}
@@ -205,7 +212,7 @@ def paired_pvalues(runs: list[Run], refs: list[str], baseline: str, samples: int
         if not base or not others:
             continue
         systems = {str(base[0].path): base[0].hyps, **{str(r.path): r.hyps for r in others}}
-        paired = metrics.paired_bootstrap(systems, refs, samples=samples)
+        paired = metrics.paired_bootstrap(systems, base[0].refs, samples=samples)
         for r in others:
             out[str(r.path)] = {
                 "bleu_p": paired[str(r.path)]["bleu_p"],

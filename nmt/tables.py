@@ -9,8 +9,9 @@ import platform
 
 import torch
 
-from nmt.plots import GATE_ORDER, PLOTS, bleu_by_length_rows, gates_by_layer
+from nmt.plots import GATE_ORDER, PLOTS, TUNING_PLOT, bleu_by_length_rows, gates_by_layer
 from nmt.runs import Run, run_order
+from nmt.tuning import bracket
 
 
 def length_table(groups: list[tuple[str, list[Run]]]) -> str:
@@ -115,12 +116,60 @@ def gates_table(runs: list[Run]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def tuning_table(tuning: dict) -> str:
-    """The learning-rate search of nmt-ablate: each rate's best validation BLEU, chosen in bold."""
-    rates = tuning["lrs"]
+def differences_table(rows: list[dict], samples: int) -> str:
+    """One line per pair of cells that differ in one thing and per setting: b - a."""
+    over = rows[0]["longest_over_words"]
     lines = [
-        f"Learning rates tuned on validation with the same budget for every cell: {len(rates)} "
-        f"rates, {tuning['max_steps']} updates each, seed {tuning['seed']}, picked by "
+        "What each difference does: b − a, the difference of seed means on the test split, "
+        f"with the 95 % interval and the two-sided p of the two-level paired bootstrap ({samples} "
+        "samples, test sentences and seeds both resampled); parameters, training speed (target "
+        "tokens/s) and minutes to the best checkpoint as a / b; the last column on the test "
+        f"sentences with more than {over} source words only.",
+        "",
+        "| difference | a → b | setting | seeds | Δ BLEU [95 % CI] | p | Δ chrF [95 % CI] | p "
+        f"| parameters | train tok/s | minutes to best | Δ BLEU, > {over} words [95 % CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        longest = (
+            "–"
+            if r["longest"] is None
+            else (f"{_interval(r['longest'])} ({r['longest_sentences']} sentences)")
+        )
+        lines.append(
+            f"| {r['what']} | {r['a']} → {r['b']} | {r['pair']}, {r['attention']} | "
+            f"{r['seeds'][0]} / {r['seeds'][1]} | {_interval(r['bleu'])} | {r['bleu']['p']:.4f} | "
+            f"{_interval(r['chrf'])} | {r['chrf']['p']:.4f} | {_pair(r['parameters'], ',')} | "
+            f"{_pair(r['train_tokens_per_s'], ',.0f')} | {_pair(r['minutes_to_best'], '.1f')} | "
+            f"{longest} |"
+        )
+    return "\n".join(lines)
+
+
+def _interval(boot: dict) -> str:
+    low, high = boot["ci"]
+    return f"{boot['delta']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _pair(values: list, spec: str) -> str:
+    return " / ".join("–" if v is None else format(v, spec) for v in values)
+
+
+def tuning_table(tuning: dict) -> str:
+    """The learning-rate search of nmt-ablate: each rate's best validation BLEU, chosen in bold,
+    and whether each cell's optimum is bracketed (a worse rate on each side) or still at an edge
+    of the rates tried."""
+    rates = sorted({run["lr"] for run in tuning["runs"]})
+    start = ", ".join(f"{r:g}" for r in tuning["lrs"])
+    widened = (
+        f"from {{{start}}}, widened by a factor {tuning['factor']:g} past whichever edge held the "
+        f"best, up to {tuning['max_points']} rates a cell"
+        if tuning.get("max_points")
+        else f"the grid {{{start}}}"
+    )
+    lines = [
+        f"Learning rates tuned on validation with the same search for every cell: {widened}; "
+        f"{tuning['max_steps']} updates a rate, seed {tuning['seed']}, picked by "
         f"{tuning['metric']} (bold)"
         + (
             f"; tuned with attention {tuning['attention']}, the rate serves every attention:"
@@ -128,20 +177,27 @@ def tuning_table(tuning: dict) -> str:
             else ":"
         ),
         "",
-        "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
-        "|---|---|" + "---|" * len(rates),
+        "| cell | attention | " + " | ".join(f"lr {r:g}" for r in rates) + " | optimum |",
+        "|---|---|" + "---|" * len(rates) + "---|",
     ]
-    scores: dict[tuple[str, str], dict[float, str]] = {}
+    scores: dict[tuple[str, str], dict[float, float | None]] = {}
     for run in tuning["runs"]:
-        key, bleu = (run["cell"], run["attention"]), run["valid_bleu"]
-        text = "diverged" if bleu is None else f"{bleu:.2f}"
-        if run["lr"] == tuning["chosen"][run["cell"]][run["attention"]]:
-            text = f"**{text}**"
-        scores.setdefault(key, {})[run["lr"]] = text
+        scores.setdefault((run["cell"], run["attention"]), {})[run["lr"]] = run["valid_bleu"]
     for (cell, attention), by_rate in scores.items():
-        lines.append(
-            f"| {cell} | {attention} | " + " | ".join(by_rate.get(r, "–") for r in rates) + " |"
-        )
+        chosen, beyond = bracket(by_rate, tuning.get("factor", 2.0))
+        cells = []
+        for r in rates:
+            text = (
+                "–"
+                if r not in by_rate
+                else "diverged"
+                if by_rate[r] is None
+                else f"{by_rate[r]:.2f}"
+            )
+            cells.append(f"**{text}**" if r == chosen else text)
+        edge = "lowest" if beyond is not None and beyond < chosen else "highest"
+        optimum = "bracketed" if beyond is None else f"**at the {edge} rate tried: not tuned**"
+        lines.append(f"| {cell} | {attention} | " + " | ".join(cells) + f" | {optimum} |")
     return "\n".join(lines)
 
 
@@ -163,11 +219,12 @@ def report_markdown(
     samples: int,
     tuning: dict | None,
     groups: list[tuple[str, list[Run]]],
+    differences: list[dict] | None = None,
 ) -> str:
     finished = [r for r in loaded if r.finished]
     signature = finished[0].test["bleu_signature"] if finished else ""
     p_signature = next(iter(pvalues.values()))["signature"] if pvalues else ""
-    lang = f"{finished[0].test['src']}→{finished[0].test['tgt']}" if finished else ""
+    lang = ", ".join(dict.fromkeys(f"{r.test['src']}→{r.test['tgt']}" for r in finished))
     intro = (
         f"{len(loaded)} runs ({len(loaded) - len(finished)} diverged); {lang}; test split "
         f"`{split}` translated with `{search}` from each run's best checkpoint (greedy validation "
@@ -194,7 +251,8 @@ def report_markdown(
             "",
             markdown_table(rows, baseline),
             "",
-            *([tuning_table(tuning), ""] if tuning else []),
+            *([differences_table(differences, samples), ""] if differences else []),
+            *([tuning_table(tuning), "", f"![{TUNING_PLOT}]({TUNING_PLOT})", ""] if tuning else []),
             "Test BLEU by source length in words (sentences per bucket), mean over seeds "
             "[95 % t-interval]:",
             "",

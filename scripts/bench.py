@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import resource
@@ -475,7 +476,11 @@ def fallback_run(
 ) -> Path:
     """A model trained for ``steps`` updates, for decoding: the default model when no trained run
     exists (a fresh clone), and the reference one; trained once, then reused
-    (``train.resume=auto``)."""
+    (``train.resume=auto``). Its directory is named after the overrides too (--set shapes it), so
+    a bench with other shapes trains its own model instead of finding this one in the way."""
+    shaped = [o for o in overrides if o not in REFERENCE]
+    if shaped:
+        name += "-" + hashlib.sha256("\n".join(shaped).encode()).hexdigest()[:10]
     run_dir = work_dir / name
     print(
         f"decode: training {' '.join(overrides) or 'the default model'} for {steps} updates "

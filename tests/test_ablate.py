@@ -1,4 +1,5 @@
-"""nmt-ablate: a preset with an ablation block (tuning, the arms at matched size, the report)."""
+"""nmt-ablate: a preset with an ablation block (the bracketing search of each cell's learning rate,
+the arms at matched size in every setting, the report)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
-        "experiment=ablation_converged",
+        "experiment=ablation_gates",
         f"hydra.sweep.dir={tmp / 'sweep'}",
         f"data.root={corpus_dir}",
         f"cache_dir={tmp / 'cache'}",
@@ -30,10 +31,14 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
         "train.max_epochs=1",
         "ablation.cells=[gru,tanh]",
         "~ablation.seeds.bahdanau",
-        "ablation.seeds.none=[1,2]",
+        "+ablation.seeds.none=[1,2]",
+        "ablation.also=[{cells:[gru,tanh],attention:none,seeds:[1],extra:['data.tgt=fr']}]",
         "ablation.tune.lrs=[0.001,0.003]",
+        "ablation.tune.factor=3",
+        "ablation.tune.max_points=3",
         "ablation.tune.max_steps=2",
-        "ablation.jobs=1",
+        "ablation.tune.attention=none",
+        "ablation.jobs=2",
         *extra,
     ]
     return subprocess.run(
@@ -55,26 +60,30 @@ def tiny_ablation(corpus_dir, tmp_path_factory):
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
-def test_ablation_tunes_every_cell_with_the_same_budget(tiny_ablation):
+def test_ablation_widens_every_cells_search_past_the_edge_with_the_same_budget(tiny_ablation):
+    from nmt.tuning import bracket
+
     sweep_dir, _ = tiny_ablation
     tuning = json.loads((sweep_dir / "tuning.json").read_text())
     assert tuning["lrs"] == [0.001, 0.003] and tuning["max_steps"] == 2
-    budget = {}
-    for run in sorted((sweep_dir / "tune").iterdir()):
-        if not (run / "done.json").is_file():
-            continue
+    assert tuning["factor"] == 3 and tuning["max_points"] == 3
+    tried = {}
+    for run in sorted(p.parent for p in (sweep_dir / "tune").glob("*/done.json")):
         done = json.loads((run / "done.json").read_text())
         config = _yaml(run / "config.yaml")
         assert done["steps"] == 2 and config["seed"] == 1 and config["final_eval"] == []
-        budget.setdefault(done["cell"], []).append((config["optim"]["lr"], done["steps"]))
-    assert {cell: sorted(runs) for cell, runs in budget.items()} == {
-        cell: [(0.001, 2), (0.003, 2)] for cell in ("gru", "tanh")
-    }
-    # the chosen rate is the one with the best validation BLEU of its cell
-    for cell in ("gru", "tanh"):
-        scored = {r["lr"]: r["valid_bleu"] for r in tuning["runs"] if r["cell"] == cell}
-        best = max(scored.values())
-        assert scored[tuning["chosen"][cell]["none"]] == best
+        assert config["model"]["attention"] == "none"
+        tried.setdefault(done["cell"], {})[config["optim"]["lr"]] = done["bleu"]
+    assert tried.keys() == {"gru", "tanh"}
+    for cell, scored in tried.items():
+        # Two rates always leave the best at an edge: one more past it, then the budget is spent.
+        first_two = {lr: scored[lr] for lr in (0.001, 0.003)}
+        _, beyond = bracket(first_two, 3.0)
+        assert sorted(scored) == sorted([0.001, 0.003, beyond])
+        chosen, after = bracket(scored, 3.0)
+        assert tuning["chosen"][cell]["none"] == chosen
+        assert tuning["bracketed"][cell] == {"none": after is None}
+        assert max(scored.values()) == scored[chosen]
 
 
 def _yaml(path: Path) -> dict:
@@ -94,11 +103,15 @@ def test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size(tiny_ablati
         done, config = json.loads((run / "done.json").read_text()), _yaml(run / "config.yaml")
         assert done["status"] == "finished"
         assert config["optim"]["lr"] == tuning["chosen"][done["cell"]]["none"]
-        seen.add((done["cell"], config["seed"]))
+        seen.add((done["cell"], config["seed"], config["data"]["tgt"]))
         parameters[done["cell"]] = done["parameters"]
         if done["cell"] == "tanh":  # resized to the GRU's count
             assert (done["enc_hidden"], done["dec_hidden"]) != (16, 32)
-    assert seen == {("gru", 1), ("gru", 2), ("tanh", 1), ("tanh", 2)}
+    # the seeds of the first setting over every cell, then the further setting (en->fr)
+    assert seen == {(c, s, "de") for c in ("gru", "tanh") for s in (1, 2)} | {
+        ("gru", 1, "fr"),
+        ("tanh", 1, "fr"),
+    }
     assert abs(parameters["tanh"] - parameters["gru"]) <= 0.02 * parameters["gru"]
 
 
@@ -108,16 +121,42 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
     text = (sweep_dir / "report" / "report.md").read_text()
     assert "Learning rates tuned on validation" in text and "| tanh | none |" in text
     results = json.loads((sweep_dir / "report" / "results.json").read_text())
-    rows = {r["cell"]: r for r in results["rows"]}
-    assert rows["gru"]["test_bleu"]["n"] == 2 and rows["tanh"]["test_bleu"]["n"] == 2
-    versus = rows["tanh"]["versus"]
-    assert versus["bleu"]["samples"] == 1000
-    # The difference of the seed means, and a bootstrap p of (1 + k) / (1 + samples).
-    delta = rows["tanh"]["test_bleu"]["mean"] - rows["gru"]["test_bleu"]["mean"]
-    assert versus["bleu"]["delta"] == pytest.approx(delta, abs=1e-9)
-    k = versus["bleu"]["p"] * 1001 - 1
-    assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
+    rows = {(r["cell"], r["variant"]): r for r in results["rows"]}
+    assert rows["gru", "data.tgt=de"]["test_bleu"]["n"] == 2
+    assert rows["tanh", "data.tgt=de"]["test_bleu"]["n"] == 2
+    for tgt in ("de", "fr"):  # each pair against its own references
+        variant = f"data.tgt={tgt}"
+        versus = rows["tanh", variant]["versus"]
+        assert versus["bleu"]["samples"] == 1000
+        # The difference of the seed means, and a bootstrap p of (1 + k) / (1 + samples).
+        delta = (
+            rows["tanh", variant]["test_bleu"]["mean"] - rows["gru", variant]["test_bleu"]["mean"]
+        )
+        assert versus["bleu"]["delta"] == pytest.approx(delta, abs=1e-9)
+        k = versus["bleu"]["p"] * 1001 - 1
+        assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
     assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
+    assert (sweep_dir / "report" / "lr_search.png").stat().st_size > 0
+    # the table of differences: conf/report.yaml's pair (gru, tanh) in each setting, b - a
+    differences = results["differences"]
+    assert [(d["a"], d["b"], d["pair"]) for d in differences] == [
+        ("gru", "tanh", "en-de"),
+        ("gru", "tanh", "en-fr"),
+    ]
+    for d in differences:
+        variant = f"data.tgt={d['pair'][-2:]}"
+        delta = (
+            rows["tanh", variant]["test_bleu"]["mean"] - rows["gru", variant]["test_bleu"]["mean"]
+        )
+        assert d["bleu"]["delta"] == pytest.approx(delta, abs=1e-9) and d["seeds"] in (
+            [2, 2],
+            [1, 1],
+        )
+        assert d["parameters"] == [
+            rows["gru", variant]["parameters"],
+            rows["tanh", variant]["parameters"],
+        ]
+    assert "| no gates at all | gru → tanh | en-de, none | 2 / 2 |" in text
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
@@ -174,8 +213,16 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
             status = "finished" if bleu is not None else "failed"
             fake_tuning_run(tmp_path / "tune", cell, "bahdanau", lr, bleu, status)
     tune = {"lrs": [0.0005, 0.001, 0.002], "max_steps": 7, "seed": 1, "attention": "bahdanau"}
-    plan = OmegaConf.create(
-        {"cells": ["gru", "tanh", "lstm"], "seeds": {"bahdanau": [1, 2], "none": [1]}, "tune": tune}
+    tune |= {"factor": 2.0, "max_points": 0}
+    from nmt.config import AblationConfig
+
+    plan = OmegaConf.merge(
+        OmegaConf.structured(AblationConfig),
+        {
+            "cells": ["gru", "tanh", "lstm"],
+            "seeds": {"bahdanau": [1, 2], "none": [1]},
+            "tune": tune,
+        },
     )
     tuning = choose_rates(tmp_path / "tune", plan)
     # best validation BLEU per cell; the diverged rate never wins; a tie goes to the smaller
@@ -185,7 +232,32 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
         "tanh": {"bahdanau": 0.0005, "none": 0.0005},
         "lstm": {"bahdanau": 0.001, "none": 0.001},
     }
+    # only gru's best has a worse rate on each side; lstm's best ties with the top rate
+    assert tuning["bracketed"] == {
+        "gru": {"bahdanau": True},
+        "tanh": {"bahdanau": False},
+        "lstm": {"bahdanau": False},
+    }
+    fake_tuning_run(tmp_path / "tune", "lstm", "bahdanau", 0.004, 21.5)  # a rate beyond the edge
+    assert choose_rates(tmp_path / "tune", plan)["bracketed"]["lstm"] == {"bahdanau": True}
     assert [r["valid_bleu"] for r in tuning["runs"] if r["cell"] == "tanh"] == [15.0, 9.0, None]
     plan.tune.attention = None  # every attention tuned on its own: none was not
     with pytest.raises(UserError, match="no tuning run of gru, none"):
         choose_rates(tmp_path / "tune", plan)
+
+
+def test_the_large_preset_asks_the_same_question_at_the_default_size():
+    from nmt.compose import compose
+
+    small = compose("train", ["experiment=ablation_gates"], hydra_config=True)
+    large = compose("train", ["experiment=ablation_gates_large"], hydra_config=True)
+    default = compose("train", [])
+    for key in ("emb_dim", "enc_hidden", "dec_hidden"):
+        assert large.model[key] == default.model[key] and small.model[key] < default.model[key]
+    assert large.tokenizer.vocab_size == default.tokenizer.vocab_size
+    assert (
+        large.ablation.cells == small.ablation.cells and large.ablation.also == small.ablation.also
+    )
+    assert large.ablation.seeds == small.ablation.seeds
+    assert large.ablation.tune.max_points == small.ablation.tune.max_points
+    assert large.hydra.sweep.dir == "runs/ablation_gates_large"

@@ -383,3 +383,19 @@ def test_docs_list_every_row_with_its_paths():
         assert columns[4] == row.training_path, cell
         assert (columns[6] == "refused") == (row.export is None), cell
         assert columns[5] == ("scan" if row.scan else "stepped") or row.kernel, cell
+
+
+def test_the_pairs_docs_explain_are_the_reports_differences():
+    """docs/cells.md's table of pairs and conf/report.yaml's differences name the same pairs."""
+    import re
+    from pathlib import Path
+
+    from nmt.compose import compose
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text(encoding="utf-8")
+    section = text.split("What each pair of rows isolates")[1].split("\n\n")[1]
+    documented = set()
+    for line in section.splitlines()[2:]:
+        documented |= set(re.findall(r"`(\w+)` – `(\w+)`", line.split("|")[1]))
+    configured = {(d.a, d.b) for d in compose("report").differences}
+    assert documented == configured and len(configured) == 8

@@ -51,7 +51,8 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if option == "tuned":  # its beam size and alpha come from the run's search.json
         overrides.append(f"run_dir={tuned_run(tmp_path)}")
-    if option == "ablation_converged":  # its rate comes from nmt-ablate's tuning.json in the sweep
+    if option.startswith("ablation_") and option not in ("ablation_quick", "ablation_full"):
+        # its rate comes from nmt-ablate's tuning.json in the sweep
         overrides.append("optim.lr=0.001")  # directory (tests/test_ablate.py), as in the tuning
     cfg = compose_train(*overrides)
     obj = OmegaConf.to_object(cfg)  # resolves every value and checks it against the schema

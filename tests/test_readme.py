@@ -97,6 +97,21 @@ CONVERGED = [
     "ablation.tune.max_steps=2",
     "ablation.jobs=2",
 ]
+# ablation_gates cut to one cell and one seed in each of its settings (en-de with and without
+# attention, en-fr), two rates and no widening.
+GATES = [
+    *TINY,
+    "ablation.cells=[gru]",
+    "ablation.seeds.bahdanau=[1]",
+    *(
+        f"ablation.also.{i}.{key}=[{value}]"
+        for i in (0, 1)
+        for key, value in (("cells", "gru"), ("seeds", 1))
+    ),
+    "ablation.tune.lrs=[0.001,0.003]",
+    "ablation.tune.max_points=2",
+    "ablation.tune.max_steps=2",
+]
 
 
 @dataclass
@@ -278,6 +293,16 @@ def check_converged(result, tmp):
     )
 
 
+def check_gates(result, tmp):
+    done = sorted((tmp / "sweep").glob("*/done.json"))  # gru: en-de with and without, en-fr
+    assert [json.loads(p.read_text())["status"] for p in done] == ["finished"] * 3
+    assert len({(p.parent / "spm.model").read_bytes() for p in done}) == 2  # a vocabulary a pair
+    tuning = json.loads((tmp / "sweep" / "tuning.json").read_text())
+    assert tuning["chosen"].keys() == {"gru"}
+    assert tuning["bracketed"] == {"gru": {"bahdanau": False}}  # two rates: the best at an edge
+    assert "not tuned" in (tmp / "sweep" / "report" / "report.md").read_text()
+
+
 def check_report(result, tmp):
     assert "| gru | none |" in result.stdout
 
@@ -358,7 +383,9 @@ def check_bench(
                 )
                 assert 2 * greedy < beam < 5 * greedy  # five rows a step, one encoder
             if reference:
-                shape = OmegaConf.load(tmp / "bench" / "decode_reference" / "config.yaml")
+                # named after the --set shapes: another bench's shapes train their own model
+                (trained,) = (tmp / "bench").glob("decode_reference-*")
+                shape = OmegaConf.load(trained / "config.yaml")
                 assert shape.model.tie_output is False  # conf/experiment/reference.yaml
                 assert report["decode_reference"]["precision"] in ("fp32", "bf16")
             else:
@@ -570,6 +597,7 @@ CASES: dict[str, Case] = {
     "make ablate experiment=ablation_converged": Case(
         CONVERGED, check_converged, sweep=True, run_dir=False
     ),
+    "make ablate experiment=ablation_gates": Case(GATES, check_gates, sweep=True, run_dir=False),
     "make ablate experiment=ablation_full": Case(
         SWEEP_ONE, check_sweep(1), sweep=True, run_dir=False
     ),

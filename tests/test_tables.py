@@ -28,10 +28,42 @@ def test_tuning_table_marks_the_chosen_rate_per_cell_and_a_diverged_one():
         ],
     }
     table = tuning_table(tuning)
-    assert "2 rates, 100 updates each, seed 1" in table and "serves every attention" in table
-    assert "| gru | bahdanau | 10.00 | **12.50** |" in table
-    assert "| tanh | bahdanau | **4.00** | diverged |" in table
-    assert columns(table) == {5}
+    assert "the grid {0.001, 0.003}; 100 updates a rate, seed 1" in table
+    assert "serves every attention" in table
+    # two rates: every best is at an edge, and the table says the cell is not tuned
+    assert (
+        "| gru | bahdanau | 10.00 | **12.50** | **at the highest rate tried: not tuned** |" in table
+    )
+    assert (
+        "| tanh | bahdanau | **4.00** | diverged | **at the lowest rate tried: not tuned** |"
+        in table
+    )
+    assert columns(table) == {6}
+
+
+def test_tuning_table_has_every_rate_a_widened_search_tried_and_says_what_is_bracketed():
+    tuning = {
+        "lrs": [1e-3, 2e-3],
+        "factor": 2.0,
+        "max_points": 4,
+        "max_steps": 100,
+        "seed": 1,
+        "metric": "bleu",
+        "attention": None,
+        "runs": [
+            {"cell": "gru", "attention": "none", "lr": 1e-3, "valid_bleu": 10.0},
+            {"cell": "gru", "attention": "none", "lr": 2e-3, "valid_bleu": 12.5},
+            {"cell": "gru", "attention": "none", "lr": 4e-3, "valid_bleu": 11.0},
+            {"cell": "lstm", "attention": "none", "lr": 5e-4, "valid_bleu": 9.0},
+            {"cell": "lstm", "attention": "none", "lr": 1e-3, "valid_bleu": 8.0},
+            {"cell": "lstm", "attention": "none", "lr": 2e-3, "valid_bleu": 7.0},
+        ],
+    }
+    table = tuning_table(tuning)
+    assert "widened by a factor 2 past whichever edge held the best, up to 4 rates" in table
+    assert "| cell | attention | lr 0.0005 | lr 0.001 | lr 0.002 | lr 0.004 | optimum |" in table
+    assert "| gru | none | – | 10.00 | **12.50** | 11.00 | bracketed |" in table
+    assert "| lstm | none | **9.00** | 8.00 | 7.00 | – | **at the lowest rate tried" in table
 
 
 def run(cell, seed, gates):
