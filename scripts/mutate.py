@@ -59,6 +59,7 @@ TESTS = {
         "test_cli.py::test_a_stopped_service_leaves_no_unpacked_model",
     ],
     "stats.py": ["test_stats.py"],
+    "tuning.py": ["test_tuning.py", "test_tables.py"],
     "sweep.py": [
         "test_ablate.py::test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention"
     ],
@@ -142,8 +143,8 @@ MUTANTS = [
     ),
     Mutant(
         "tables.py",
-        '        if run["lr"] == tuning["chosen"][run["cell"]][run["attention"]]:',
-        '        if run["lr"] == max(tuning["lrs"]):',
+        '            cells.append(f"**{text}**" if r == chosen else text)',
+        '            cells.append(f"**{text}**" if r == max(rates) else text)',
         "the tuning table bolds the largest rate, not the chosen one",
     ),
     # search.py
@@ -756,22 +757,49 @@ MUTANTS = [
     ),
     # sweep.py
     Mutant(
-        "sweep.py",
-        '                    scored.append((done["bleu"], -float(lr), float(lr)))',
-        '                    scored.append((done["bleu"], float(lr), float(lr)))',
+        "tuning.py",
+        "    first = values.index(best)",
+        "    first = len(values) - 1 - values[::-1].index(best)",
         "a tie of rates goes to the larger",
     ),
     Mutant(
+        "tuning.py",
+        "    if last == len(rates) - 1:",
+        "    if False:",
+        "a best at the highest rate tried is called bracketed",
+    ),
+    Mutant(
         "sweep.py",
-        '                ok = done.get("status") == "finished"',
-        "                ok = True",
+        '    return done.get("bleu") if done.get("status") == "finished" else None',
+        '    return done.get("bleu")',
         "a failed tuning run counted",
     ),
     Mutant(
         "sweep.py",
-        "            chosen[cell] = {plan.tune.attention: rate, **{a: rate for a in plan.seeds}}",
+        "            chosen[cell] = {a: rate for a in [plan.tune.attention, *_served(plan)]}",
         "            chosen[cell] = {plan.tune.attention: rate}",
         "one tuned rate does not serve every attention",
+    ),
+    Mutant(
+        "sweep.py",
+        "        if len(rates) >= plan.tune.max_points:",
+        "        if len(rates) > plan.tune.max_points:",
+        "the search tries one rate more than tune.max_points",
+        ("test_ablate.py::test_the_search_stops_at_max_points_even_with_its_best_at_an_edge",),
+    ),
+    Mutant(
+        "report.py",
+        '            a, b = groups.get((pair["a"], context)), groups.get((pair["b"], context))',
+        '            b, a = groups.get((pair["a"], context)), groups.get((pair["b"], context))',
+        "the table of differences takes a - b",
+        ("test_ablate.py::test_ablation_report_has_seed_statistics_and_the_tuning",),
+    ),
+    Mutant(
+        "report.py",
+        "            texts[run.pair] = evaluate.split_pairs(run.path, split)",
+        "            texts[run.pair] = evaluate.split_pairs(finished[0].path, split)",
+        "every language pair scored against the first pair's references",
+        ("test_ablate.py::test_ablation_report_has_seed_statistics_and_the_tuning",),
     ),
     # report.py
     Mutant(

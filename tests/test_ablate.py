@@ -128,11 +128,15 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
         variant = f"data.tgt={tgt}"
         versus = rows["tanh", variant]["versus"]
         assert versus["bleu"]["samples"] == 1000
-        # The difference of the seed means, and a bootstrap p of (1 + k) / (1 + samples).
-        delta = (
-            rows["tanh", variant]["test_bleu"]["mean"] - rows["gru", variant]["test_bleu"]["mean"]
-        )
-        assert versus["bleu"]["delta"] == pytest.approx(delta, abs=1e-9)
+        # The difference of the seed means (chrF too: tiny models' BLEU can be 0 on both sides),
+        # and a bootstrap p of (1 + k) / (1 + samples).
+        for metric in ("bleu", "chrf"):
+            delta = (
+                rows["tanh", variant][f"test_{metric}"]["mean"]
+                - rows["gru", variant][f"test_{metric}"]["mean"]
+            )
+            assert versus[metric]["delta"] == pytest.approx(delta, abs=1e-9)
+        assert versus["chrf"]["delta"] != 0
         k = versus["bleu"]["p"] * 1001 - 1
         assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
     assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
@@ -145,13 +149,13 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
     ]
     for d in differences:
         variant = f"data.tgt={d['pair'][-2:]}"
-        delta = (
-            rows["tanh", variant]["test_bleu"]["mean"] - rows["gru", variant]["test_bleu"]["mean"]
-        )
-        assert d["bleu"]["delta"] == pytest.approx(delta, abs=1e-9) and d["seeds"] in (
-            [2, 2],
-            [1, 1],
-        )
+        for metric in ("bleu", "chrf"):
+            delta = (
+                rows["tanh", variant][f"test_{metric}"]["mean"]
+                - rows["gru", variant][f"test_{metric}"]["mean"]
+            )
+            assert d[metric]["delta"] == pytest.approx(delta, abs=1e-9)
+        assert d["chrf"]["delta"] != 0 and d["seeds"] in ([2, 2], [1, 1])
         assert d["parameters"] == [
             rows["gru", variant]["parameters"],
             rows["tanh", variant]["parameters"],
@@ -207,10 +211,11 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
     from nmt.errors import UserError
     from nmt.sweep import choose_rates
 
-    tuned = {"gru": (20.0, 25.0, 24.0), "tanh": (15.0, 9.0, None), "lstm": (21.0, 22.0, 22.0)}
+    # tanh's third rate failed after a validation that scored well: a failed run never wins
+    tuned = {"gru": (20.0, 25.0, 24.0), "tanh": (15.0, 9.0, 99.0), "lstm": (21.0, 22.0, 22.0)}
     for cell, scores in tuned.items():
         for lr, bleu in zip((0.0005, 0.001, 0.002), scores, strict=True):
-            status = "finished" if bleu is not None else "failed"
+            status = "failed" if bleu == 99.0 else "finished"
             fake_tuning_run(tmp_path / "tune", cell, "bahdanau", lr, bleu, status)
     tune = {"lrs": [0.0005, 0.001, 0.002], "max_steps": 7, "seed": 1, "attention": "bahdanau"}
     tune |= {"factor": 2.0, "max_points": 0}
@@ -261,3 +266,19 @@ def test_the_large_preset_asks_the_same_question_at_the_default_size():
     assert large.ablation.seeds == small.ablation.seeds
     assert large.ablation.tune.max_points == small.ablation.tune.max_points
     assert large.hydra.sweep.dir == "runs/ablation_gates_large"
+
+
+def test_the_search_stops_at_max_points_even_with_its_best_at_an_edge():
+    from omegaconf import OmegaConf
+
+    from nmt.sweep import _beyond_edges
+
+    plan = OmegaConf.create({"tune": {"max_points": 3, "factor": 2.0}})
+    key = ("gru", "none")
+    ended = {(*key, lr): {"status": "finished", "bleu": bleu} for lr, bleu in ((1.0, 3), (2.0, 2))}
+    points = {key: [1.0, 2.0]}
+    assert _beyond_edges(plan, points, ended, busy=set()) == [(key, 0.5)]  # the best is lowest
+    assert points[key] == [1.0, 2.0, 0.5]
+    ended[(*key, 0.5)] = {"status": "finished", "bleu": 4}  # still at the edge, budget spent
+    assert _beyond_edges(plan, points, ended, busy=set()) == []
+    assert _beyond_edges(plan, {key: [1.0, 2.0]}, ended, busy={key}) == []  # one still running
