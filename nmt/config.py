@@ -151,6 +151,7 @@ class TrainConfig:
     keep_last: int = MISSING
     keep_best: int = MISSING
     max_lr_decays: int = MISSING  # stop once the plateau schedule has cut the rate this often
+    min_steps: int = MISSING  # before this update no validation counts against the run
 
 
 @dataclass

@@ -48,6 +48,7 @@ class TrainOptions:
     keep_last: int  # weights of the last N validations kept in kept/, for averaging
     keep_best: int  # and of the N best
     max_lr_decays: int  # stop once the plateau schedule has cut the rate this often; 0: never
+    min_steps: int  # before this update: no early stop, no plateau cut (the best is still kept)
 
 
 @dataclass

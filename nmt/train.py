@@ -195,8 +195,12 @@ class _Loop:
             state.bad_validations += 1
         if state.best_step == 0:  # a first validation with no finite score is still the best so far
             state.best_step, improved = state.step, True
-        self.schedule.after_validation(value)
-        stop = self.stop_reason()
+        stop = None
+        if state.step < self.options.min_steps:  # settling: only the best checkpoint counts
+            state.bad_validations = 0
+        else:
+            self.schedule.after_validation(value)
+            stop = self.stop_reason()
         if self.metrics is None:
             self.save(self.last_dir, with_state=True)  # takes part in gathering the RNG states
             return stop
@@ -242,7 +246,7 @@ def fit(
     world: World = SINGLE,
 ) -> dict:
     """Train until max_steps / max_epochs / max_minutes / early stopping (``patience``,
-    ``max_lr_decays``); return the best scores.
+    ``max_lr_decays``, neither before ``min_steps``); return the best scores.
 
     ``validate(model)`` returns a dict with at least ``early_stop_metric`` (higher is better for
     bleu/chrf; for loss/ppl lower is better). Checkpoints: ``run_dir/last`` (every validation,

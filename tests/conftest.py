@@ -305,6 +305,7 @@ def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, *
         keep_last=0,
         keep_best=0,
         max_lr_decays=0,
+        min_steps=0,
         precision=torch.float32,
         meta={"cell": "gru"},
     )

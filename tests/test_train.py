@@ -249,6 +249,33 @@ def test_training_stops_once_the_schedule_has_cut_the_rate_max_lr_decays_times(t
     )
 
 
+def test_before_min_steps_no_validation_stops_the_run_or_cuts_its_rate(tmp_path):
+    # Without min_steps the rate would be cut at update 8 (0.5 after 1.0); nothing counts
+    # before update 12, so the cuts come at 24 and 32, and the second stops the run.
+    scores = iter([1.0, 0.5, 0.4, 1.5, 3.0, 2.5, 4.0, 3.5, 3.0, 2.0])
+    _, result = run_fit(
+        tmp_path,
+        max_steps=100,
+        validate=lambda m: {"bleu": next(scores)},
+        max_lr_decays=2,
+        min_steps=12,
+    )
+    assert result["stop_reason"] == "lr_decayed"
+    assert result["steps"] == 32 and result["best_step"] == 28
+    assert [float(row["lr"]) for row in metrics_rows(tmp_path)] == pytest.approx(
+        [3e-3, 3e-3, 3e-3, 3e-3, 3e-3, 1.5e-3, 1.5e-3, 7.5e-4]
+    )
+    early = tmp_path / "early"
+    scores = iter([2.0, 1.0, 0.5, 0.4, 3.0, 1.0, 1.0])
+    _, result = run_fit(
+        early, max_steps=100, validate=lambda m: {"bleu": next(scores)}, patience=2, min_steps=16
+    )
+    # Patience 2 would stop the run at update 12; the validations before 16 count for nothing,
+    # and after the best at 20 two more without one (24, 28) stop it.
+    assert result["stop_reason"] == "early_stopping"
+    assert result["steps"] == 28 and result["best_step"] == 20
+
+
 def test_max_lr_decays_counts_the_cuts_made_before_a_resume(tmp_path):
     scores = iter([1.0, 0.5, 2.0, 1.5, 3.0, 2.5, 4.0, 3.5])
 
