@@ -114,6 +114,12 @@ class Decoder(nn.Module):
         )
         return DecoderState(rnn=rnn, feed=rnn[0].new_zeros(rnn[0].shape[1:]))
 
+    def train(self, mode: bool = True) -> Decoder:
+        """Switching between training and decoding drops the output-layer copy of ``logits``:
+        whatever training did to the weight, decoding starts from the weight itself."""
+        self._decode_weight = None
+        return super().train(mode)
+
     def output_layer(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(x, weight, bias) with logits = x @ weight.T + bias: hidden [..., H] -> x [..., E or H].
 
@@ -128,8 +134,9 @@ class Decoder(nn.Module):
 
         Decoding (no gradient, not exporting) multiplies by a [E, V] copy of the weight laid out
         for the product: a few dozen rows against a wide, short weight run ~20 % faster on CPU
-        that way than through the transposed [V, E] view. The copy follows the weight's version,
-        so an update or a loaded checkpoint makes a new one."""
+        that way than through the transposed [V, E] view. The copy follows the weight's version
+        (an update of nmt.optim's optimizers or a loaded checkpoint makes a new one) and is
+        dropped at every switch between training and evaluation."""
         x, weight, bias = self.output_layer(hidden)
         if torch.is_grad_enabled() or torch.jit.is_tracing() or x.dim() != 2:
             return F.linear(x, weight, bias)

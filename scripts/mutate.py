@@ -46,6 +46,7 @@ TESTS = {
     "train.py": ["test_train.py", "test_saver.py"],  # the loop's saving is tested with the saver
     "saver.py": ["test_saver.py", "test_train.py"],
     "decoder.py": ["test_decoder.py", "test_model.py"],
+    "optim.py": ["test_optim.py"],
     "rnn.py": ["test_encoder.py", "test_rnn.py", "test_cells.py"],
     "ensemble.py": ["test_ensemble.py"],
     "distributed.py": ["test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"],
@@ -85,6 +86,19 @@ TESTS = {
 }
 
 MUTANTS = [
+    # optim.py, decoder.py: decoding after an update sees the update
+    Mutant(
+        "optim.py",
+        "    opt.register_step_post_hook(_count_the_write)\n",
+        "",
+        "a fused optimizer's step leaves the parameters' versions where they were",
+    ),
+    Mutant(
+        "decoder.py",
+        "        self._decode_weight = None\n        return super().train(mode)",
+        "        return super().train(mode)",
+        "the output-layer copy for decoding survives a switch to training and back",
+    ),
     # fused.py
     Mutant(
         "cell_grads.py",

@@ -159,3 +159,18 @@ def test_decoding_logits_follow_the_weights_they_were_laid_out_from(tie_output):
         after = decoder.logits(hidden)
     torch.testing.assert_close(after, decoder.logits(hidden.requires_grad_()).detach())
     assert not torch.allclose(after, first)
+
+
+def test_switching_to_training_and_back_drops_the_decoding_copy():
+    model = tiny_model("gru").eval()
+    hidden = torch.randn(4, model.decoder.combine.out_features)
+    with torch.no_grad():
+        first = model.decoder.logits(hidden)
+        model.train()
+        model.decoder.output_layer(hidden)[1].data.mul_(-2.0)  # a write no version counts
+        model.eval()
+        after = model.decoder.logits(hidden)
+    with torch.enable_grad():
+        reference = model.decoder.logits(hidden).detach()
+    assert not torch.allclose(after, first)
+    torch.testing.assert_close(after, reference)
