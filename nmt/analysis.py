@@ -67,7 +67,7 @@ def length_buckets(edges: Iterable[int]) -> list[tuple[int, float, str]]:
 
 
 def bleu_by_length(
-    sources: list[str], hyps: list[str], refs: list[str], edges: Iterable[int] = (10, 15, 20)
+    sources: list[str], hyps: list[str], refs: list[str], edges: Iterable[int]
 ) -> list[dict]:
     """Corpus BLEU and chrF of the sentences in each source-length bucket (words, whitespace
     split), as in Cho et al. (2014) and Bahdanau et al. (2015)."""

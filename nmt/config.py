@@ -100,7 +100,7 @@ class OptimConfig:
     optimizer: str = MISSING
     lr: float = MISSING
     weight_decay: float = MISSING
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = MISSING
     # constant | warmup_decay | plateau
     schedule: str = MISSING
     warmup_steps: int = MISSING

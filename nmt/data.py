@@ -19,16 +19,7 @@ if TYPE_CHECKING:  # loaded where a dataset is built or read: it costs a second 
     import datasets
 
 from nmt.rundir import building_dir, cache_lock, copy_dir, write_json
-from nmt.sources import (
-    DataError,
-    all_split_files,
-    load_hub,
-    locate,
-    read_jsonl,
-    read_lines,
-    read_parallel,
-    read_tsv,
-)
+from nmt.sources import DataError, Located, find_corpus, read_lines
 
 __all__ = ["DataError", "clean_pairs", "load_corpus", "prepare_corpus", "read_lines"]
 
@@ -138,34 +129,24 @@ def prepare_corpus(
         normalize_whitespace=normalize_whitespace,
     )
     cache_dir = Path(cache_dir)
-    if source == "hub":
-        if not hub_id:
-            raise DataError("data.source=hub needs data.hub_id=<owner/name>")
-        key, files = _fingerprint(settings, []), {}
-    else:
-        root_path = locate(
-            source,
-            root=root,
-            url=url,
-            cache_dir=cache_dir,
-            src=src,
-            tgt=tgt,
-            splits=[train_split, valid_split],
-            test_splits=test_splits,
-        )
-        test_splits, files = all_split_files(
-            root_path, src, tgt, train_split, valid_split, test_splits
-        )
-        key = _fingerprint(settings, [p for _, paths in files.values() for p in paths])
-    build = dict(
-        source=source,
-        files=files,
+    located = find_corpus(
+        source,
+        root=root,
+        url=url,
         hub_id=hub_id,
+        cache_dir=cache_dir,
+        src=src,
+        tgt=tgt,
+        splits=[train_split, valid_split],
+        test_splits=test_splits,
+    )
+    key = _fingerprint(settings, located.inputs())
+    build = dict(
+        located=located,
         src=src,
         tgt=tgt,
         train_split=train_split,
         valid_split=valid_split,
-        test_splits=test_splits,
         tsv_columns=tsv_columns,
         max_len=max_len,
         max_ratio=max_ratio,
@@ -199,36 +180,24 @@ def _cached(key: str, build: dict, cache_dir: Path, out: Path) -> dict:
 
 def _build(
     *,
-    source: str,
-    files: dict,
-    hub_id: str | None,
+    located: Located,
     src: str,
     tgt: str,
     train_split: str,
     valid_split: str,
-    test_splits: list[str] | None,
     tsv_columns: list[str] | None,
     max_len: int,
     max_ratio: float,
     normalize_whitespace: bool,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Read every split, clean the training split: the corpus and its report (without key)."""
-    if source == "hub":
-        pairs_by_split = load_hub(hub_id, [train_split, valid_split], test_splits, src, tgt)
-        test_splits = [s for s in pairs_by_split if s not in (train_split, valid_split)]
-    else:
-        pairs_by_split = {}
-        for split, (fmt, paths) in files.items():
-            if fmt == "text":
-                pairs_by_split[split] = read_parallel(*paths)
-            elif fmt == "tsv":
-                pairs_by_split[split] = read_tsv(paths[0], tsv_columns or [src, tgt], src, tgt)
-            else:
-                pairs_by_split[split] = read_jsonl(paths[0], src, tgt)
+    pairs_by_split = located.read(
+        splits=[train_split, valid_split], src=src, tgt=tgt, tsv_columns=tsv_columns
+    )
+    test_splits = [s for s in pairs_by_split if s not in (train_split, valid_split)]
     for split, pairs in pairs_by_split.items():
         if not pairs:
-            where = files[split][1][0] if split in files else f"{hub_id}:{split}"
-            raise DataError(f"{where}: empty corpus (no lines)")
+            raise DataError(f"{located.where(split)}: empty corpus (no lines)")
 
     kept, clean = clean_pairs(
         pairs_by_split[train_split],
@@ -247,7 +216,7 @@ def _build(
     report = {
         "src": src,
         "tgt": tgt,
-        "source": hub_id if source == "hub" else str(next(iter(files.values()))[1][0].parent),
+        "source": located.describe(),
         "train_split": train_split,
         "valid_split": valid_split,
         "test_splits": list(test_splits),

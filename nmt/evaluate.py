@@ -22,7 +22,7 @@ from nmt.rundir import SEARCH_FILE, write_json, write_text
 from nmt.runtime import describe_device, precision_name, provenance
 
 if TYPE_CHECKING:
-    from nmt.translate import Translation, Translator
+    from nmt.translator import Translation, Translator
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ def score(
 
 
 def paired_bootstrap(
-    systems: dict[str, list[str]], refs: list[str], *, samples: int = 1000
+    systems: dict[str, list[str]], refs: list[str], *, samples: int
 ) -> dict[str, dict]:
     """sacreBLEU's paired bootstrap resampling of BLEU and chrF; the first system is the baseline.
 

@@ -45,7 +45,7 @@ def gates_by_layer(gates: dict[str, float]) -> dict[str, dict[str, float]]:
 
 
 def attention_heatmaps(translations: list, target_pieces, out_dir: Path) -> list[Path]:
-    """A heatmap per translation (``nmt.translate.Translation``, its best hypothesis) that has
+    """A heatmap per translation (``nmt.translator.Translation``, its best hypothesis) that has
     attention: ``out_dir/0000.png``, ... ``target_pieces(hyp)``: the pieces of its rows."""
     drawn = []
     for i, result in enumerate(translations):

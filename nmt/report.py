@@ -242,11 +242,11 @@ def write_report(
     baseline: str | None = None,
     edges: tuple[int, ...] | None = None,
     samples: int | None = None,
-    device: str,
+    device: str | None = None,
 ) -> Path:
     """Write report.md, results.json and the four plots for the runs in ``sweep_dir`` (or the
     run directories ``runs``) into ``out`` (default ``sweep_dir/report``); return report.md.
-    ``baseline``, ``edges`` and ``samples`` default to conf/report.yaml's.
+    ``baseline``, ``edges``, ``samples`` and ``device`` default to conf/report.yaml's.
 
     ``split`` and ``search`` default to the runs' own: the first ``final_eval`` split and the
     ``search`` group they were trained with (what their final evaluation wrote)."""
@@ -254,6 +254,7 @@ def write_report(
     baseline = baseline or settings.baseline
     edges = tuple(edges or settings.buckets)
     samples = samples or settings.bootstrap_samples
+    device = device or settings.device
     paths = find_runs(runs if runs else [Path(sweep_dir)])
     if not paths:
         raise ReportError(f"{sweep_dir}: no finished runs (directories with {DONE_FILE})")

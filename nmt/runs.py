@@ -21,8 +21,9 @@ from nmt.batching import ordered_batches
 from nmt.cells import CELLS
 from nmt.errors import UserError
 from nmt.evaluate import split_pairs
+from nmt.restore import restore
 from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json
-from nmt.translate import Translator
+from nmt.runtime import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +144,13 @@ def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], devic
             return cached
     sources, refs = split_pairs(run.path, split)
     by_length = analysis.bleu_by_length(sources, run.hyps, refs, edges)
-    translator = Translator.from_run_dir(
-        run.path, checkpoint="best", device=device, backend="torch", quantize="none"
-    )  # the gate statistics read the PyTorch model
+    model = restore(run.path, "best").model  # the gate statistics read the PyTorch model
+    chosen = pick_device(device)
     encoded = tokenizer.load_encoded(run.path)
     valid = encoded[data.read_report(run.path / data.ARTIFACT)["valid_split"]]
     src_ids, tgt_ids = list(valid["src_ids"]), list(valid["tgt_ids"])
     batches = ordered_batches(src_ids, tgt_ids, max_tokens=GATE_BATCH_TOKENS, batch_size=None)
-    gates = analysis.gate_statistics(translator.model, batches, translator.device)
+    gates = analysis.gate_statistics(model.to(chosen).eval(), batches, chosen)
     result = {"key": key, "bleu_by_length": by_length, "gates": gates}
     write_json(place, result)
     return result

@@ -14,7 +14,7 @@ from nmt.errors import UserError
 from nmt.evaluate import split_pairs
 from nmt.metrics import score
 from nmt.rundir import SEARCH_FILE, write_json
-from nmt.translate import Translator
+from nmt.translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,14 @@ def tune_search(
     for beam, alpha in tqdm(
         pairs, desc=f"search on {split}", disable=None if progress is None else not progress
     ):
-        translator.search = base.replace(beam_size=beam, alpha=alpha, n_best=1)
-        scores = score(translator.translate(sources), refs)
+        search = base.replace(beam_size=beam, alpha=alpha, n_best=1)
+        scores = score(translator.translate(sources, search=search), refs)
         rows.append(
             {"beam_size": beam, "alpha": alpha, "bleu": scores["bleu"], "chrf": scores["chrf"]}
         )
         log.info(
             "beam %d alpha %.2f: BLEU %.2f chrF %.2f", beam, alpha, scores["bleu"], scores["chrf"]
         )
-    translator.search = base
     best = choose(rows)
     chosen = (best["beam_size"], best["alpha"])
     edges = on_edge(chosen, beam_sizes, alphas)

@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from nmt.errors import one_line
 from nmt.search import Cancelled
 from nmt.search_options import MAX_ALPHA, SearchError, SearchOptions
-from nmt.translate import Translator
+from nmt.translator import Translator
 
 log = logging.getLogger(__name__)
 # The page at /: plain HTML and JavaScript, nothing to build (a package file beside this module).

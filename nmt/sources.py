@@ -14,6 +14,7 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.errors import UserError, first_line
@@ -299,3 +300,73 @@ def locate(
         for split in URL_TEST_SPLITS:
             download_split(url, root_path, split, (src, tgt), missing_ok=True)
     return root_path
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a corpus's splits are: files under a directory (``data.source=local`` or ``url``) or
+    a Hub dataset (``hub``). What the data stage asks of a source, whichever it is."""
+
+    test_splits: list[str] | None  # None: the Hub's test splits, known once it is read
+    files: dict[str, tuple[str, list[Path]]] = field(default_factory=dict)  # split: (format, paths)
+    hub_id: str | None = None
+
+    def inputs(self) -> list[Path]:
+        """The files whose size and time key the data stage's cache (none for the Hub)."""
+        return [p for _, paths in self.files.values() for p in paths]
+
+    def describe(self) -> str:
+        """The source in the stage's report: the Hub id, or the directory of the files."""
+        return self.hub_id or str(next(iter(self.files.values()))[1][0].parent)
+
+    def where(self, split: str) -> str:
+        """A split's place in an error message: its first file, or hub_id:split."""
+        return str(self.files[split][1][0]) if split in self.files else f"{self.hub_id}:{split}"
+
+    def read(
+        self, *, splits: list[str], src: str, tgt: str, tsv_columns: list[str] | None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Every split's pairs: ``splits`` (training, validation), then the test splits."""
+        if self.hub_id:
+            return load_hub(self.hub_id, splits, self.test_splits, src, tgt)
+        pairs = {}
+        for split, (fmt, paths) in self.files.items():
+            if fmt == "text":
+                pairs[split] = read_parallel(*paths)
+            elif fmt == "tsv":
+                pairs[split] = read_tsv(paths[0], tsv_columns or [src, tgt], src, tgt)
+            else:
+                pairs[split] = read_jsonl(paths[0], src, tgt)
+        return pairs
+
+
+def find_corpus(
+    source: str,
+    *,
+    root: str,
+    url: str,
+    hub_id: str | None,
+    cache_dir: Path,
+    src: str,
+    tgt: str,
+    splits: list[str],
+    test_splits: list[str] | None,
+) -> Located:
+    """The corpus of ``data.source``: local files under data.root, the files of data.url
+    (downloaded into the cache), or the Hub dataset data.hub_id (read when the stage builds)."""
+    if source == "hub":
+        if not hub_id:
+            raise DataError("data.source=hub needs data.hub_id=<owner/name>")
+        return Located(test_splits=test_splits, hub_id=hub_id)
+    root_path = locate(
+        source,
+        root=root,
+        url=url,
+        cache_dir=cache_dir,
+        src=src,
+        tgt=tgt,
+        splits=splits,
+        test_splits=test_splits,
+    )
+    test_splits, files = all_split_files(root_path, src, tgt, *splits, test_splits)
+    return Located(test_splits=test_splits, files=files)

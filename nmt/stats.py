@@ -81,7 +81,7 @@ def seed_bootstrap(
     base: list[np.ndarray],
     other: list[np.ndarray],
     *,
-    samples: int = 1000,
+    samples: int,
     rng_seed: int = 12345,  # the resampling's own generator, not a training seed
 ) -> dict:
     """Two-level paired bootstrap of ``other`` against ``base`` (lists of per-seed sentence

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from nmt.errors import UserError
-from nmt.translate import Translator
+from nmt.translator import Translator
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="output directory (default: <first path>/report)")
     parser.add_argument(
-        "--split", default="test_2016_flickr", help="test split (default: %(default)s)"
+        "--split", help="test split (default: the runs' own, the first of their final_eval)"
     )
     parser.add_argument(
         "--search",
-        default="beam5",
-        help="search of eval/<split>-best-<search>/ (default: %(default)s)",
+        help="search of eval/<split>-best-<search>/ (default: the runs' own search group)",
     )
     parser.add_argument(
         "--baseline", help="cell the p-values compare with (default: conf/report.yaml's)"
@@ -47,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap-samples", type=int, help="resamples (default: conf/report.yaml's)"
     )
-    parser.add_argument("--device", default="auto", help="for gate statistics: auto | cpu | cuda")
+    parser.add_argument(
+        "--device", help="for gate statistics: auto | cpu | cuda (default: conf/report.yaml's)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:

@@ -48,10 +48,10 @@ def test_bleu_by_length_partitions_the_test_set():
     sources = ["a " * n for n in (3, 9, 12, 18, 30, 14)]
     refs = ["the cat sat on the mat", "a dog", "two men", "a red car", "blue sky", "a b c d"]
     hyps = ["the cat sat on a mat", "a dog", "two women", "a red car", "sky", "a b c"]
-    rows = bleu_by_length(sources, hyps, refs)
+    rows = bleu_by_length(sources, hyps, refs, (10, 15, 20))
     assert [r["sentences"] for r in rows] == [2, 2, 1, 1]
     picked = [2, 5]  # 12 and 14 words
     expected = BLEU().corpus_score([hyps[i] for i in picked], [[refs[i] for i in picked]]).score
     assert rows[1]["bleu"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="5 hypotheses"):
-        bleu_by_length(sources, hyps[:5], refs)
+        bleu_by_length(sources, hyps[:5], refs, (10, 15, 20))

@@ -145,22 +145,52 @@ def schema_keys() -> set[str]:
     return keys
 
 
+# Parameters that carry a conf key under another name.
+ALIASES = {"samples": "bootstrap_samples", "edges": "buckets"}
+
+
+def report_keys() -> set[str]:
+    """The keys of conf/report.yaml (the report's settings, which have no dataclass)."""
+    return set(OmegaConf.load(ROOT / "conf" / "report.yaml").keys())
+
+
 def defaults_in_code(keys: set[str]) -> list[str]:
-    """Parameters and class fields of nmt/ named as a config key whose default is a value: the
+    """Parameters and class fields of nmt/ named as a config key (or its alias) whose default is
+    a value, and options of scripts/report.py (which reads conf/report.yaml) with a default: the
     YAML under conf/ is that key's one home. None (the key's absence, or "as conf/ says") is no
-    value; in the schema (config.py) MISSING and field(default_factory=...) are none either."""
+    value; in the schema (config.py) MISSING, a nested group's field(default_factory=Group) and
+    an empty list's are none either."""
     import ast
 
-    found = []
-    for path in sorted((ROOT / "nmt").glob("*.py")):
-        schema = path.name == "config.py"
+    def is_value(node: ast.expr, schema: bool) -> bool:
+        if isinstance(node, ast.Constant) and node.value is None:
+            return False
+        if schema and isinstance(node, ast.Name) and node.id == "MISSING":
+            return False
+        if schema and isinstance(node, ast.Call) and ast.unparse(node.func) == "field":
+            factory = ast.unparse(node.keywords[0].value) if node.keywords else ""
+            return factory.startswith("lambda")  # a value made by a function is a default too
+        return True
 
-        def is_value(node: ast.expr, schema: bool = schema) -> bool:
-            if isinstance(node, ast.Constant) and node.value is None:
-                return False
-            if schema and isinstance(node, ast.Name) and node.id == "MISSING":
-                return False
-            return not (schema and isinstance(node, ast.Call) and ast.unparse(node.func) == "field")
+    def named(name: str) -> bool:
+        return name in keys or ALIASES.get(name) in keys
+
+    found = []
+    script = ROOT / "scripts" / "report.py"
+    for node in ast.walk(ast.parse(script.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func).endswith("add_argument")
+            and str(getattr(node.args[0], "value", "")).startswith("--")
+        ):
+            name = node.args[0].value[2:].replace("-", "_")
+            found += [
+                f"{script.name}:{node.lineno} {name}={ast.unparse(k.value)}"
+                for k in node.keywords
+                if k.arg == "default" and named(name) and is_value(k.value, False)
+            ]
+    for path in sorted((ROOT / "nmt").rglob("*.py")):
+        schema = path.name == "config.py"
 
         for node in ast.walk(ast.parse(path.read_text())):
             pairs = []
@@ -186,27 +216,47 @@ def defaults_in_code(keys: set[str]) -> list[str]:
             found += [
                 f"{path.name}:{d.lineno} {name}={ast.unparse(d)}"
                 for name, d in pairs
-                if name in keys and is_value(d)
+                if named(name) and is_value(d, schema)
             ]
     return found
 
 
 def test_no_default_in_code_for_a_key_of_conf():
-    keys = schema_keys()
+    keys = schema_keys() | report_keys()
     assert {"var_dropout", "max_tokens", "max_lr_decays", "checkpoint", "beam_size"} <= keys
+    assert {"baseline", "buckets", "bootstrap_samples", "betas", "device"} <= keys
     assert defaults_in_code(keys) == []
 
 
-def test_the_check_finds_a_default_added_back(tmp_path, monkeypatch):
-    """The scan above, on a copy of nmt/ where build_model gets var_dropout=0.0 back."""
+@pytest.mark.parametrize(
+    ("path", "old", "new", "said"),
+    [
+        ("nmt/model.py", "var_dropout: float,", "var_dropout: float = 0.0,", " var_dropout=0.0"),
+        ("nmt/stats.py", "samples: int,", "samples: int = 1000,", " samples=1000"),
+        (
+            "nmt/config.py",
+            "betas: list[float] = MISSING",
+            "betas: list[float] = field(default_factory=lambda: [0.9, 0.999])",
+            " betas=field(default_factory=lambda: [0.9, 0.999])",
+        ),
+        (
+            "scripts/report.py",
+            '"--device", help',
+            '"--device", default="cpu", help',
+            " device='cpu'",
+        ),
+    ],
+)
+def test_the_check_finds_a_default_added_back(tmp_path, monkeypatch, path, old, new, said):
+    """The scan above, on a copy of the tree where one default comes back into the code."""
     import shutil
 
     copy = tmp_path / "repo"
-    shutil.copytree(ROOT / "nmt", copy / "nmt")
-    model = copy / "nmt" / "model.py"
-    model.write_text(
-        model.read_text().replace("var_dropout: float,", "var_dropout: float = 0.0,", 1)
-    )
+    for part in ("nmt", "scripts", "conf"):
+        shutil.copytree(ROOT / part, copy / part)
+    changed = copy / path
+    assert old in changed.read_text()
+    changed.write_text(changed.read_text().replace(old, new, 1))
     monkeypatch.setattr(sys.modules[__name__], "ROOT", copy)
-    (found,) = defaults_in_code(schema_keys())
-    assert found.startswith("model.py:") and found.endswith(" var_dropout=0.0")
+    (found,) = defaults_in_code(schema_keys() | report_keys())
+    assert found.startswith(f"{Path(path).name}:") and found.endswith(said)
