@@ -3,7 +3,7 @@
 Each ``*_main`` is a console script (``nmt-data``, ``nmt-spm``, ``nmt-train``, ``nmt-translate``,
 ``nmt-eval``). A stage reads its input artifact from ``run_dir`` (running the cheap, cached
 upstream stages when it is missing) and writes its own artifact there. Errors the user can fix
-(:class:`nmt.errors.UserError`) print as one line and exit with status 1.
+(:class:`nmt.core.errors.UserError`) print as one line and exit with status 1.
 """
 
 from __future__ import annotations
@@ -24,19 +24,19 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
 from nmt import __version__, pipeline, resume, sweep
-from nmt.compose import conf_dir
-from nmt.config import register_configs
-from nmt.distributed import World
-from nmt.errors import UserError, one_line, os_error_line, require_extra
-from nmt.evaluate import evaluate_split, score_files
-from nmt.export import check_out, write_bundle, write_onnx
-from nmt.overrides import cell_as_preset, check_overrides
-from nmt.runtime import record_command
-from nmt.search_tuning import choose_split, tune_search
-from nmt.stream import check_output, translate_file
+from nmt.core.compose import conf_dir
+from nmt.core.config import register_configs
+from nmt.core.errors import UserError, one_line, os_error_line, require_extra
+from nmt.core.overrides import cell_as_preset, check_overrides
+from nmt.core.runtime import record_command
+from nmt.decoding.stream import check_output, translate_file
+from nmt.scoring.evaluate import evaluate_split, score_files
+from nmt.scoring.search_tuning import choose_split, tune_search
+from nmt.serving.export import check_out, write_bundle, write_onnx
+from nmt.training.distributed import World
 from nmt.translate import Translator
 
-CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.compose.conf_dir)
+CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.core.compose.conf_dir)
 
 
 def _run_dir() -> Path:
@@ -101,9 +101,9 @@ def eval_task(cfg: DictConfig) -> dict:
         progress=cfg.progress,
     )
     if cfg.attention_plots:
-        # Imported here: matplotlib (and scipy through nmt.stats) cost every nmt-* command about a
+        # Imported here: matplotlib (and scipy through nmt.scoring.stats) cost every nmt-* command about a
         # second at start-up, and only this step draws.
-        from nmt.plots import attention_heatmaps
+        from nmt.report.plots import attention_heatmaps
 
         first = evaluation.translations[: cfg.attention_plots]
         attention_heatmaps(first, translator.target_pieces, evaluation.out_dir / "attention")
@@ -151,7 +151,7 @@ def serve_task(cfg: DictConfig) -> None:
     require_extra("serve", "nmt-serve")
     import uvicorn
 
-    from nmt.serve import Limits, create_app, describe
+    from nmt.serving.serve import Limits, create_app, describe
 
     # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
     # process would die there (or while loading), before the model file unpacked in the temporary

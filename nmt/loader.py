@@ -1,6 +1,6 @@
 """Loading a model to translate with: a run directory, a one-file bundle or an exported
 directory → the model (PyTorch, an ensemble, or onnxruntime's graphs), its tokenizer, its
-settings and its backend, as a complete :class:`nmt.translator.Translator`.
+settings and its backend, as a complete :class:`nmt.decoding.translator.Translator`.
 
 The one place that turns where a model is into a model. ``load`` takes plain arguments;
 ``from_config`` reads them from a composed ``translate``/``eval``/``tune_search`` config (the
@@ -20,15 +20,15 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from nmt.bundle import extract, read_export_dir
-from nmt.compose import compose
-from nmt.ensemble import Ensemble
-from nmt.onnx_export import refusal
-from nmt.ort import check_backend, onnx_model, resolve_backend
-from nmt.restore import RestoredModel, RunDirError, restore
-from nmt.runtime import pick_device, pick_precision
-from nmt.search_options import SearchOptions
-from nmt.translator import Translator
+from nmt.core.compose import compose
+from nmt.core.runtime import pick_device, pick_precision
+from nmt.core.search_options import SearchOptions
+from nmt.decoding.translator import Translator
+from nmt.model.ensemble import Ensemble
+from nmt.model.restore import RestoredModel, RunDirError, restore
+from nmt.serving.bundle import extract, read_export_dir
+from nmt.serving.onnx_export import refusal
+from nmt.serving.ort import check_backend, onnx_model, resolve_backend
 
 T = TypeVar("T", bound=Translator)
 
@@ -61,7 +61,7 @@ def load(
             manifest = read_export_dir(model_file)
             run_dir = model_file
         else:
-            # The file unpacked and checked (nmt.bundle) into a directory that lives as long as
+            # The file unpacked and checked (nmt.serving.bundle) into a directory that lives as long as
             # the translator; the model loads from there, so search=tuned reads its own choice.
             unpacked = tempfile.TemporaryDirectory(prefix="nmt-model-")
             keep.append(unpacked)

@@ -19,17 +19,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nmt import data, resume, tokenizer
-from nmt.batching import BatchSampler
-from nmt.checkpoint import CheckpointError
-from nmt.config import group_kwargs
-from nmt.distributed import World
-from nmt.errors import UserError, one_line, os_error_line
-from nmt.evaluate import evaluate_split
-from nmt.model import build_model, count_parameters
-from nmt.optim import Schedule, build_optimizer
-from nmt.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
-from nmt.runtime import (
+from nmt import resume
+from nmt.core.config import group_kwargs
+from nmt.core.errors import UserError, one_line, os_error_line
+from nmt.core.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
+from nmt.core.runtime import (
     describe_device,
     pick_device,
     pick_precision,
@@ -37,10 +31,18 @@ from nmt.runtime import (
     provenance,
     seed_everything,
 )
-from nmt.search_options import SearchOptions
-from nmt.train import Interrupted, TrainingError, TrainOptions, fit
+from nmt.core.search_options import SearchOptions
+from nmt.data import prepare as data
+from nmt.data import tokenizer
+from nmt.data.batching import BatchSampler
+from nmt.model.checkpoint import CheckpointError
+from nmt.model.seq2seq import build_model, count_parameters
+from nmt.scoring.evaluate import evaluate_split
+from nmt.training.distributed import World
+from nmt.training.optim import Schedule, build_optimizer
+from nmt.training.train import Interrupted, TrainingError, TrainOptions, fit
+from nmt.training.validation import Validator
 from nmt.translate import Translator
-from nmt.validation import Validator
 
 log = logging.getLogger("nmt")
 
@@ -200,7 +202,7 @@ def train_run(cfg: DictConfig, run_dir: Path, *, in_sweep: bool) -> float:
     ``train.resume=auto`` skips a finished run and continues an unfinished one.
 
     Under torchrun every rank runs this; rank 0 prepares the data, decides on resuming,
-    validates, writes the run directory and evaluates (``nmt.distributed``)."""
+    validates, writes the run directory and evaluates (``nmt.training.distributed``)."""
     world = World.from_env()
     threads = world.threads(cfg.train.threads) if world.enabled else cfg.train.threads
     device = pick_device(world.device(cfg.device), threads)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from nmt.checkpoint import find_checkpoint
-from nmt.errors import UserError
-from nmt.overrides import changed_settings
-from nmt.rundir import CONFIG_FILE, DONE_FILE
+from nmt.core.errors import UserError
+from nmt.core.overrides import changed_settings
+from nmt.core.rundir import CONFIG_FILE, DONE_FILE
+from nmt.model.checkpoint import find_checkpoint
 
 log = logging.getLogger("nmt")
 

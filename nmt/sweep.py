@@ -36,10 +36,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.compose import compose
-from nmt.errors import UserError, require_extra
-from nmt.rundir import DONE_FILE, TUNING_FILE, write_json
-from nmt.tuning import bracket
+from nmt.core.compose import compose
+from nmt.core.errors import UserError, require_extra
+from nmt.core.rundir import DONE_FILE, TUNING_FILE, write_json
+from nmt.scoring.tuning import bracket
 
 log = logging.getLogger("nmt")
 JOBLIB = "hydra_plugins.hydra_joblib_launcher"  # ablation.jobs > 1 runs its jobs through it
@@ -49,7 +49,7 @@ PLANNED = ("model", "model.cell", "model.attention", "seed", "optim.lr")  # set 
 
 
 class ReportCallback(Callback):
-    """After the last job of a multirun: ``nmt.report.write_report(<sweep dir>)``."""
+    """After the last job of a multirun: ``nmt.report.ablation.write_report(<sweep dir>)``."""
 
     def __init__(self, out: str | None = None):
         self.out = out
@@ -64,7 +64,7 @@ class ReportCallback(Callback):
 def write_report_or_say_why(sweep_dir: Path, out: Path | None = None, *, device: str) -> int:
     """The report of a finished sweep; on failure one line that says how to rebuild it, and 1
     (every run is saved; only the report is missing)."""
-    from nmt import report  # imported late: the jobs never need matplotlib
+    from nmt.report import ablation as report  # imported late: the jobs never need matplotlib
 
     try:
         written = report.write_report(sweep_dir, out, device=device)

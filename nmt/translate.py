@@ -4,7 +4,7 @@ The run directory supplies everything: ``config.yaml`` (the model's shape and th
 ``spm.model`` and ``best/`` or ``last/`` weights. Nothing in it is executed: the config is plain
 YAML, the weights are safetensors. A missing or mismatched piece is a :class:`RunDirError`.
 
-The public face of ``nmt.translator.Translator`` (what translates) and ``nmt.loader`` (what loads):
+The public face of ``nmt.decoding.translator.Translator`` (what translates) and ``nmt.loader`` (what loads):
 a translator built from where the model is, with ``nmt-translate``'s defaults.
 """
 
@@ -15,10 +15,10 @@ import os
 from omegaconf import DictConfig
 
 from nmt import loader
-from nmt.restore import RunDirError
-from nmt.search_options import SearchOptions
-from nmt.translator import Translation, single_line
-from nmt.translator import Translator as _Translator
+from nmt.core.search_options import SearchOptions
+from nmt.decoding.translator import Translation, single_line
+from nmt.decoding.translator import Translator as _Translator
+from nmt.model.restore import RunDirError
 
 __all__ = ["RunDirError", "Translation", "Translator", "single_line"]
 
@@ -49,7 +49,7 @@ class Translator(_Translator):
         keys of the ``search`` group over the default preset (``{"beam_size": 12}``), or
         :class:`SearchOptions`. ``checkpoint``: best, last, or avg-last-N / avg-best-N (the mean
         of the N most recent or best kept checkpoints). ``ensemble``: more run directories whose
-        models decode together with this one's (``nmt.ensemble``); they must have its
+        models decode together with this one's (``nmt.model.ensemble``); they must have its
         SentencePiece model and language pair. ``backend``: ``"torch"`` or ``"onnxruntime"`` (the
         model's ONNX graphs, exported as it loads), ``quantize``: ``"int8"`` with onnxruntime.
         """

@@ -117,15 +117,16 @@ def print_profile(name: str, result: dict) -> None:
 
 
 def compose(overrides: list[str]):
-    from nmt.compose import compose as compose_config
+    from nmt.core.compose import compose as compose_config
 
     return compose_config("train", overrides)
 
 
 def prepared_run(cfg, run_dir: Path) -> Path:
     """Data and tokenizer stages into run_dir (cached: seconds after the first time)."""
-    from nmt import data, tokenizer
-    from nmt.config import group_kwargs as _kwargs
+    from nmt.core.config import group_kwargs as _kwargs
+    from nmt.data import prepare as data
+    from nmt.data import tokenizer
 
     data.prepare_corpus(**_kwargs(cfg.data), cache_dir=cfg.cache_dir, out_dir=run_dir)
     tokenizer.prepare_tokenizer(**_kwargs(cfg.tokenizer), cache_dir=cfg.cache_dir, run_dir=run_dir)
@@ -151,19 +152,19 @@ def bench_train_one(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nmt.batching import BatchSampler, collate
-    from nmt.config import group_kwargs as _kwargs
-    from nmt.loss import sequence_loss
-    from nmt.model import build_model, count_parameters
-    from nmt.optim import build_optimizer
-    from nmt.runtime import pick_device
-    from nmt.tokenizer import Tokenizer, load_encoded
+    from nmt.core.config import group_kwargs as _kwargs
+    from nmt.core.runtime import pick_device
+    from nmt.data.batching import BatchSampler, collate
+    from nmt.data.tokenizer import Tokenizer, load_encoded
+    from nmt.model.loss import sequence_loss
+    from nmt.model.seq2seq import build_model, count_parameters
+    from nmt.training.optim import build_optimizer
 
     pick_device("cpu", threads)  # threads, and the allocator setting training uses
     import dataclasses
 
-    from nmt import cells
-    from nmt.runtime import OperatorCounter, autocast, pick_precision
+    from nmt.core.runtime import OperatorCounter, autocast, pick_precision
+    from nmt.model import cells
 
     if autograd_path:  # the row's hand-written derivative set aside: autograd on its step
         cells.SPECS[cell] = dataclasses.replace(cells.SPECS[cell], derivative=None)
@@ -212,7 +213,7 @@ def bench_train_one(
 
     def step(indices) -> int:
         batch = collate([src[i] for i in indices], [tgt[i] for i in indices], indices)
-        opt.zero_grad(set_to_none=True)  # before the forward pass, as nmt.train does
+        opt.zero_grad(set_to_none=True)  # before the forward pass, as nmt.training.train does
         with autocast(device, dtype):
             out = sequence_loss(model, batch, 0.1)
         (out.loss / out.n_tokens).backward()
@@ -287,8 +288,8 @@ def scan_against_loop(model, src, batches: list, dtype) -> dict:
     (medians), in the precision training ran in."""
     import torch
 
-    from nmt.batching import collate
-    from nmt.runtime import autocast
+    from nmt.core.runtime import autocast
+    from nmt.data.batching import collate
 
     rnn, device = model.encoder.rnn, torch.device("cpu")
     times: dict[str, list[float]] = {"scan": [], "loop": []}
@@ -336,10 +337,10 @@ def bench_decode(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nmt.data import load_corpus
-    from nmt.decode import decode_corpus
-    from nmt.runtime import autocast, pick_device
-    from nmt.search import SearchOptions
+    from nmt.core.runtime import autocast, pick_device
+    from nmt.data.prepare import load_corpus
+    from nmt.decoding.decode import decode_corpus
+    from nmt.decoding.search import SearchOptions
     from nmt.translate import Translator
 
     pick_device("cpu", threads)
@@ -625,7 +626,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.threads is None:
-        from nmt.runtime import cpu_threads
+        from nmt.core.runtime import cpu_threads
 
         args.threads = cpu_threads()
     return args
@@ -636,7 +637,7 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
     the machine's matrix-product rate in the precision it trained in (the probe's 1024 product:
     a bf16 run against the bf16 rate, an fp32 one against the fp32 rate)."""
     section = {}
-    from nmt.cells import CELLS
+    from nmt.model.cells import CELLS
 
     for cell in CELLS if args.cells == "all" else args.cells.split(","):
         child = subprocess.run(
@@ -791,7 +792,7 @@ def main(argv: list[str] | None = None) -> None:
 
     what = set(args.what.split(","))
     profile = "profile" in what
-    from nmt.runtime import provenance, record_command
+    from nmt.core.runtime import provenance, record_command
 
     record_command(["scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
     report = {

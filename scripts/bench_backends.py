@@ -36,12 +36,12 @@ FORCED20 = {"min_len": 19, "max_len_a": 0.0, "max_len_b": 20}
 def bench_backends(run_dir: Path, splits: list[str], repeats: int, speed_sentences: int) -> dict:
     import torch
 
-    from nmt.compose import compose
-    from nmt.decode import decode_corpus
-    from nmt.evaluate import split_pairs
-    from nmt.metrics import score
-    from nmt.runtime import autocast, pick_precision
-    from nmt.search_options import SearchOptions
+    from nmt.core.compose import compose
+    from nmt.core.runtime import autocast, pick_precision
+    from nmt.core.search_options import SearchOptions
+    from nmt.decoding.decode import decode_corpus
+    from nmt.scoring.evaluate import split_pairs
+    from nmt.scoring.metrics import score
     from nmt.translate import Translator
 
     result: dict = {"run_dir": str(run_dir), "threads": torch.get_num_threads(), "variants": {}}
@@ -207,7 +207,7 @@ def bench_serve(
     allows, then the same clients alone again; the normal clients' latency in each phase."""
     import httpx
 
-    from nmt.evaluate import split_pairs
+    from nmt.scoring.evaluate import split_pairs
 
     lines = split_pairs(run_dir, split)[0]
     port = _free_port()

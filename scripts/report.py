@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from nmt.errors import MissingExtra, require_extra
+from nmt.core.errors import MissingExtra, require_extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except MissingExtra as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from nmt.report import PLOTS, ReportError, write_report
+    from nmt.report.ablation import PLOTS, ReportError, write_report
 
     sweep = args.paths[0]
     try:

@@ -72,7 +72,7 @@ def cache_dir(tmp_path) -> Path:
 
 def tiny_model(cell: str, attention: str = "bahdanau", vocab: int = 40, **overrides):
     """A small Seq2Seq for fast tests, every option explicit."""
-    from nmt.model import build_model
+    from nmt.model.seq2seq import build_model
 
     args = dict(
         cell=cell,
@@ -173,7 +173,7 @@ def tiny_run_v500(corpus_dir, tiny_cache, tmp_path_factory) -> Path:
 
 def toy_batch(n=4, seed=0):
     """A padded batch of n toy pairs."""
-    from nmt.batching import collate
+    from nmt.data.batching import collate
 
     src, tgt = toy_pairs(n, seed=seed)
     return collate(src, tgt, range(n))
@@ -193,8 +193,8 @@ def forced(model, src: list[int], tokens: list[int]):
     on the same inputs, whatever their searches chose."""
     import torch
 
-    from nmt.batching import collate
-    from nmt.specials import BOS_ID, EOS_ID
+    from nmt.core.specials import BOS_ID, EOS_ID
+    from nmt.data.batching import collate
 
     b = collate([src], None, [0])
     with torch.no_grad():
@@ -235,10 +235,10 @@ def greedy_alike(model, src: list[int], mine: list[int], theirs: list[int]) -> b
 
 
 def bf16():
-    """The project's own switch (nmt.runtime.autocast), so that a switch left off fails here."""
+    """The project's own switch (nmt.core.runtime.autocast), so that a switch left off fails here."""
     import torch
 
-    from nmt.runtime import autocast
+    from nmt.core.runtime import autocast
 
     return autocast(torch.device("cpu"), torch.bfloat16)
 
@@ -248,15 +248,15 @@ def relative_error(a, b) -> float:
 
 
 def run_fit(run_dir, *, max_steps, resume=False, validate=None, model_fn=None, **over):
-    """nmt.train.fit on 40 toy pairs with a tiny GRU (any argument or option overridden)."""
+    """nmt.training.train.fit on 40 toy pairs with a tiny GRU (any argument or option overridden)."""
     import dataclasses
 
     import torch
 
-    from nmt.batching import BatchSampler
-    from nmt.optim import Schedule, build_optimizer
-    from nmt.runtime import seed_everything
-    from nmt.train import TrainOptions, fit
+    from nmt.core.runtime import seed_everything
+    from nmt.data.batching import BatchSampler
+    from nmt.training.optim import Schedule, build_optimizer
+    from nmt.training.train import TrainOptions, fit
 
     seed_everything(3)
     model = (model_fn or (lambda: tiny_model("gru", dropout=0.3, emb_dropout=0.2)))()

@@ -61,7 +61,7 @@ def tiny_ablation(corpus_dir, tmp_path_factory):
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_ablation_widens_every_cells_search_past_the_edge_with_the_same_budget(tiny_ablation):
-    from nmt.tuning import bracket
+    from nmt.scoring.tuning import bracket
 
     sweep_dir, _ = tiny_ablation
     tuning = json.loads((sweep_dir / "tuning.json").read_text())
@@ -208,7 +208,7 @@ def fake_tuning_run(tune_dir: Path, cell: str, attention: str, lr: float, bleu, 
 def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_path):
     from omegaconf import OmegaConf
 
-    from nmt.errors import UserError
+    from nmt.core.errors import UserError
     from nmt.sweep import choose_rates
 
     # tanh's third rate failed after a validation that scored well: a failed run never wins
@@ -219,7 +219,7 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
             fake_tuning_run(tmp_path / "tune", cell, "bahdanau", lr, bleu, status)
     tune = {"lrs": [0.0005, 0.001, 0.002], "max_steps": 7, "seed": 1, "attention": "bahdanau"}
     tune |= {"factor": 2.0, "max_points": 0}
-    from nmt.config import AblationConfig
+    from nmt.core.config import AblationConfig
 
     plan = OmegaConf.merge(
         OmegaConf.structured(AblationConfig),
@@ -252,7 +252,7 @@ def test_tuning_picks_the_best_rate_per_cell_and_can_serve_every_attention(tmp_p
 
 
 def test_the_large_preset_asks_the_same_question_at_the_default_size():
-    from nmt.compose import compose
+    from nmt.core.compose import compose
 
     small = compose("train", ["experiment=ablation_gates"], hydra_config=True)
     large = compose("train", ["experiment=ablation_gates_large"], hydra_config=True)

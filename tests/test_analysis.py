@@ -10,8 +10,8 @@ import torch
 from conftest import tiny_model, toy_pairs
 from sacrebleu.metrics import BLEU
 
-from nmt.analysis import bleu_by_length, gate_statistics, length_buckets
-from nmt.batching import collate
+from nmt.data.batching import collate
+from nmt.scoring.analysis import bleu_by_length, gate_statistics, length_buckets
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

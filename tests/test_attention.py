@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nmt.attention import KINDS, Attention
+from nmt.model.attention import KINDS, Attention
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -71,8 +71,8 @@ def test_additive_scores_and_gradients_equal_the_plain_formula(dtype, group, blo
     """v^T tanh(k + q) computed through the sigmoid (and recomputed in backward), in one block
     of sentences or several, gives the plain formula's values, not only up to the constant a
     softmax would forgive, and its gradients."""
-    from nmt import attention
-    from nmt.attention import AdditiveScores
+    from nmt.model import attention
+    from nmt.model.attention import AdditiveScores
 
     if block:  # 200 floats: one sentence per block at group 3, two at group 1
         monkeypatch.setattr(attention, "ENERGY_BLOCK", block)
@@ -101,7 +101,7 @@ def test_float32_additive_scores_ignore_bf16_autocast():
     (2 v^T s - sum(v), and the gradient's sums) cancel, so autocast must not take them to bf16."""
     from conftest import bf16
 
-    from nmt.attention import AdditiveScores
+    from nmt.model.attention import AdditiveScores
 
     torch.manual_seed(0)
     keys = torch.randn(3, 7, 16, requires_grad=True)

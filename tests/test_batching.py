@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from nmt.batching import BatchSampler, collate
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.data.batching import BatchSampler, collate
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def lengths(n=2000, seed=0):

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from nmt.bundle import FORMAT, MANIFEST, BundleError, extract, pack, read_manifest
+from nmt.serving.bundle import FORMAT, MANIFEST, BundleError, extract, pack, read_manifest
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Each cell's step as the fused loop takes it (nmt.cell_grads.fused_step: the row's hand-written
+"""Each cell's step as the fused loop takes it (nmt.model.cell_grads.fused_step: the row's hand-written
 derivative, or autograd on the step) against autograd's, in float64: the input's, the old
 state's and every recurrent weight's gradient."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nmt.cell_grads import fused_step
-from nmt.cells import CELLS, spec
+from nmt.model.cell_grads import fused_step
+from nmt.model.cells import CELLS, spec
 
 
 def test_the_classic_cells_have_hand_written_derivatives():

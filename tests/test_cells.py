@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nmt.cells import (
+from nmt.model.cells import (
     CELLS,
     CellLayer,
     gate_names,
@@ -17,7 +17,7 @@ from nmt.cells import (
     unwrap,
     wrap,
 )
-from nmt.rnn import Recurrent, StackedCell
+from nmt.model.rnn import Recurrent, StackedCell
 
 torch.manual_seed(0)
 
@@ -269,7 +269,7 @@ def _fpool(gx):
 
 
 def _rows():
-    from nmt.cells import CellSpec, linear_step
+    from nmt.model.cells import CellSpec, linear_step
 
     return {
         "janet": CellSpec(
@@ -299,10 +299,10 @@ def test_a_cell_added_at_run_time_trains_fused_decodes_and_exports_or_refuses(
     graphs that decode as PyTorch does (fpool: the scan) or refuses in one line (janet)."""
     from conftest import tiny_model, toy_batch
 
-    from nmt import cells
-    from nmt.loss import sequence_loss
-    from nmt.onnx_export import ExportError, Signature, export_graphs, refusal
-    from nmt.search import SearchOptions, beam_search, greedy
+    from nmt.decoding.search import SearchOptions, beam_search, greedy
+    from nmt.model import cells
+    from nmt.model.loss import sequence_loss
+    from nmt.serving.onnx_export import ExportError, Signature, export_graphs, refusal
 
     monkeypatch.setitem(cells.SPECS, cell, _rows()[cell])
     torch.manual_seed(0)
@@ -348,7 +348,7 @@ def test_a_cell_added_at_run_time_trains_fused_decodes_and_exports_or_refuses(
         with pytest.raises(ExportError, match="decode it with backend=torch"):
             export_graphs(model, tmp_path)
         return
-    from nmt.ort import OrtSeq2Seq
+    from nmt.serving.ort import OrtSeq2Seq
 
     graphs = export_graphs(model, tmp_path, int8=False)
     ort = OrtSeq2Seq(graphs, Signature.of(model), quantize="none", threads=1)
@@ -360,7 +360,7 @@ def test_a_cell_added_at_run_time_trains_fused_decodes_and_exports_or_refuses(
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_row_has_its_presets(cell):
     """make train model=<cell> composes: conf/model/<cell>.yaml and conf/optim/<cell>.yaml."""
-    from nmt.compose import compose
+    from nmt.core.compose import compose
 
     cfg = compose("train", [f"model={cell}"])
     assert cfg.model.cell == cell and cfg.optim.name == cell
@@ -390,7 +390,7 @@ def test_the_pairs_docs_explain_are_the_reports_differences():
     import re
     from pathlib import Path
 
-    from nmt.compose import compose
+    from nmt.core.compose import compose
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text(encoding="utf-8")
     section = text.split("What each pair of rows isolates")[1].split("\n\n")[1]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from nmt.checkpoint import (
+from nmt.model.checkpoint import (
     CheckpointError,
     kept_checkpoints,
     load_average,

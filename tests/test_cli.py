@@ -91,7 +91,7 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
     # Each artifact read back as what it is, not only found.
     from safetensors.torch import load_file
 
-    from nmt.checkpoint import load_train_state
+    from nmt.model.checkpoint import load_train_state
 
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert (saved.model.cell, saved.model.dec_hidden, saved.tokenizer.vocab_size) == (
@@ -138,10 +138,10 @@ def test_train_smoke_two_steps(corpus_dir, tmp_path):
 
 def test_done_json_records_the_run(tiny_run):
 
-    from nmt.compose import read_run_config
-    from nmt.config import group_kwargs
-    from nmt.model import build_model, count_parameters
-    from nmt.tokenizer import Tokenizer
+    from nmt.core.compose import read_run_config
+    from nmt.core.config import group_kwargs
+    from nmt.data.tokenizer import Tokenizer
+    from nmt.model.seq2seq import build_model, count_parameters
 
     done = json.loads((tiny_run / "done.json").read_text())
     cfg = read_run_config(tiny_run / "config.yaml")

@@ -7,8 +7,8 @@ import datasets
 import pytest
 from conftest import tiny_args, train_tiny
 
-from nmt.columns import read_splits
-from nmt.sources import DataError
+from nmt.data.columns import read_splits
+from nmt.data.sources import DataError
 
 
 def saved(tmp_path):

@@ -11,7 +11,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from nmt.compose import compose, conf_dir, read_run_config
+from nmt.core.compose import compose, conf_dir, read_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

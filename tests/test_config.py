@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nmt.cli import CONF_DIR
-from nmt.config import Config, register_configs
+from nmt.core.config import Config, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "hydra")
@@ -116,7 +116,7 @@ def test_cli_typo_fails_with_one_line(tmp_path):
 def test_translate_and_eval_configs_compose(name, search, tmp_path):
     cfg = compose_train(f"run_dir={tuned_run(tmp_path)}", f"search={search}", name=name)
     assert cfg.hydra.job_logging.handlers.console.stream == "ext://sys.stderr"
-    from nmt.config import EvalConfig, TranslateConfig
+    from nmt.core.config import EvalConfig, TranslateConfig
 
     schema = TranslateConfig if name == "translate" else EvalConfig
     node = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
@@ -131,7 +131,7 @@ def schema_keys() -> set[str]:
     import dataclasses
     import typing
 
-    from nmt import config
+    from nmt.core import config
 
     keys, todo = set(), [config.Config, config.TranslateConfig, config.EvalConfig]
     todo.append(config.TuneSearchConfig)
@@ -205,9 +205,10 @@ def defaults_in_code(keys: set[str]) -> list[str]:
                     if d is not None
                 ]
                 pairs = [(p.arg, d) for p, d in pairs]
-            elif isinstance(node, ast.ClassDef) and not any(
-                ast.unparse(base) == "BaseModel" for base in node.bases
-            ):  # a pydantic model is an HTTP body (nmt.serve), whose fields are not conf/'s keys
+            elif (
+                isinstance(node, ast.ClassDef)
+                and not any(ast.unparse(base) == "BaseModel" for base in node.bases)
+            ):  # a pydantic model is an HTTP body (nmt.serving.serve), whose fields are not conf/'s keys
                 pairs = [
                     (s.target.id, s.value)
                     for s in node.body
@@ -231,10 +232,15 @@ def test_no_default_in_code_for_a_key_of_conf():
 @pytest.mark.parametrize(
     ("path", "old", "new", "said"),
     [
-        ("nmt/model.py", "var_dropout: float,", "var_dropout: float = 0.0,", " var_dropout=0.0"),
-        ("nmt/stats.py", "samples: int,", "samples: int = 1000,", " samples=1000"),
         (
-            "nmt/config.py",
+            "nmt/model/seq2seq.py",
+            "var_dropout: float,",
+            "var_dropout: float = 0.0,",
+            " var_dropout=0.0",
+        ),
+        ("nmt/scoring/stats.py", "samples: int,", "samples: int = 1000,", " samples=1000"),
+        (
+            "nmt/core/config.py",
             "betas: list[float] = MISSING",
             "betas: list[float] = field(default_factory=lambda: [0.9, 0.999])",
             " betas=field(default_factory=lambda: [0.9, 0.999])",

@@ -1,13 +1,13 @@
-"""Corpus decoding (nmt.decode): batches of any shape, hypotheses back in input order."""
+"""Corpus decoding (nmt.decoding.decode): batches of any shape, hypotheses back in input order."""
 
 from __future__ import annotations
 
 import torch
 from test_search import LIMITS, run_beam, sentences, trained
 
-from nmt.decode import decode_corpus
-from nmt.ensemble import Ensemble
-from nmt.search import Decodable, SearchOptions
+from nmt.decoding.decode import decode_corpus
+from nmt.decoding.search import Decodable, SearchOptions
+from nmt.model.ensemble import Ensemble
 
 
 def test_decode_corpus_keeps_input_order():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import tiny_model, toy_batch
 
-from nmt.cells import CELLS, sequence_mask
-from nmt.loss import sequence_loss
-from nmt.model import count_parameters
+from nmt.model.cells import CELLS, sequence_mask
+from nmt.model.loss import sequence_loss
+from nmt.model.seq2seq import count_parameters
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -119,8 +119,8 @@ def test_word_dropout_drops_whole_words():
 
 def test_decoder_masks_are_drawn_once_per_batch(monkeypatch):
     """Teacher forcing over T steps draws the variational masks once, not per step."""
-    import nmt.decoder
-    import nmt.rnn
+    import nmt.model.decoder
+    import nmt.model.rnn
 
     drawn = []
 
@@ -129,8 +129,8 @@ def test_decoder_masks_are_drawn_once_per_batch(monkeypatch):
         drawn.append(mask)
         return mask
 
-    monkeypatch.setattr(nmt.rnn, "sequence_mask", counting)
-    monkeypatch.setattr(nmt.decoder, "sequence_mask", counting)
+    monkeypatch.setattr(nmt.model.rnn, "sequence_mask", counting)
+    monkeypatch.setattr(nmt.model.decoder, "sequence_mask", counting)
     model = tiny_model("gru", dec_layers=2, var_dropout=0.5, conditional=True).train()
     batch = toy_batch()
     memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)

@@ -19,13 +19,14 @@ from omegaconf import OmegaConf
 from pytest import approx
 from safetensors.torch import load_file
 
-from nmt import data, tokenizer
-from nmt.batching import collate
-from nmt.config import Config
-from nmt.distributed import SINGLE, World, shard
-from nmt.loss import sequence_loss
+from nmt.core.config import Config
+from nmt.core.runtime import seed_everything
+from nmt.data import prepare as data
+from nmt.data import tokenizer
+from nmt.data.batching import collate
+from nmt.model.loss import sequence_loss
 from nmt.pipeline import _build
-from nmt.runtime import seed_everything
+from nmt.training.distributed import SINGLE, World, shard
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,9 +96,9 @@ def test_shard_gives_each_rank_its_share_in_equal_counts():
 
 
 def test_each_rank_computes_on_its_share_of_the_cores(monkeypatch):
-    import nmt.distributed
+    import nmt.training.distributed
 
-    monkeypatch.setattr(nmt.distributed, "usable_cores", lambda: 8)
+    monkeypatch.setattr(nmt.training.distributed, "usable_cores", lambda: 8)
     assert World(rank=1, size=4, local_rank=1, local_size=2).threads(None) == 4
     assert World(rank=0, size=2, local_rank=0, local_size=2).threads(3) == 3  # asked for
     assert World(rank=0, size=16, local_rank=0, local_size=16).threads(None) == 1

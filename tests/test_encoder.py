@@ -8,22 +8,22 @@ import dataclasses
 import pytest
 import torch
 
-from nmt import cells
-from nmt.cells import CELLS
-from nmt.rnn import Recurrent
+from nmt.model import cells
+from nmt.model.cells import CELLS
+from nmt.model.rnn import Recurrent
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_encoder_masks_stay_the_same_over_time_and_are_off_in_eval(cell, monkeypatch):
     """Every step of a layer and direction sees h times the same mask; in eval no mask at all
     and the outputs are those of the model without variational dropout."""
-    import nmt.rnn
+    import nmt.model.rnn
 
     torch.manual_seed(0)
     seen: list = []
     made: list = []
     real = cells.SPECS[cell]
-    real_mask = nmt.rnn.sequence_mask
+    real_mask = nmt.model.rnn.sequence_mask
 
     def making(batch, size, p, like):
         made.append(real_mask(batch, size, p, like))
@@ -34,7 +34,7 @@ def test_encoder_masks_stay_the_same_over_time_and_are_off_in_eval(cell, monkeyp
         return real.step(gx, state, w_hh, b_hh, hm)
 
     monkeypatch.setitem(cells.SPECS, cell, dataclasses.replace(real, step=recording))
-    monkeypatch.setattr(nmt.rnn, "sequence_mask", making)
+    monkeypatch.setattr(nmt.model.rnn, "sequence_mask", making)
     rnn = Recurrent(
         cell=cell,
         input_size=8,
@@ -70,7 +70,7 @@ def test_encoder_variational_masks_hide_the_input_and_the_history(cell, monkeypa
     RNN whose recurrent weights are zero."""
     import copy
 
-    import nmt.rnn
+    import nmt.model.rnn
 
     rnn = Recurrent(
         cell=cell,
@@ -93,12 +93,12 @@ def test_encoder_variational_masks_hide_the_input_and_the_history(cell, monkeypa
         return mask
 
     with torch.no_grad():
-        monkeypatch.setattr(nmt.rnn, "sequence_mask", masks(0.0, 1.0))
+        monkeypatch.setattr(nmt.model.rnn, "sequence_mask", masks(0.0, 1.0))
         hidden_input, _ = rnn.train()(x, lens)
         expected, _ = rnn.eval()(torch.zeros_like(x), lens)
         torch.testing.assert_close(hidden_input, expected * real, atol=1e-5, rtol=1e-4)
 
-        monkeypatch.setattr(nmt.rnn, "sequence_mask", masks(1.0, 0.0))
+        monkeypatch.setattr(nmt.model.rnn, "sequence_mask", masks(1.0, 0.0))
         no_history, _ = rnn.train()(x, lens)
         blind = copy.deepcopy(rnn).eval()
         for _, w_hh, _, _ in blind.layer_weights():

@@ -14,9 +14,9 @@ from conftest import multi30k_lines
 from omegaconf import OmegaConf
 from test_search import run_beam, run_greedy, sentences, trained
 
-from nmt.batching import collate
-from nmt.ensemble import Ensemble
-from nmt.specials import BOS_ID
+from nmt.core.specials import BOS_ID
+from nmt.data.batching import collate
+from nmt.model.ensemble import Ensemble
 from nmt.translate import RunDirError, Translator
 
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""How errors become one line (nmt.errors): an exception's message, the operating system's
+"""How errors become one line (nmt.core.errors): an exception's message, the operating system's
 refusals with what to do, a missing extra with what to install."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nmt.errors import MissingExtra, has_extra, one_line, os_error_line, require_extra
+from nmt.core.errors import MissingExtra, has_extra, one_line, os_error_line, require_extra
 
 
 def test_one_line_joins_a_message_of_several():

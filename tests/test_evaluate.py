@@ -1,4 +1,4 @@
-"""nmt-eval (nmt.evaluate): a split translated and scored, hypothesis files compared."""
+"""nmt-eval (nmt.scoring.evaluate): a split translated and scored, hypothesis files compared."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_eval_split_scores_and_plots(tiny_run):
 
 
 def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
-    from nmt.data import load_corpus
+    from nmt.data.prepare import load_corpus
 
     corpus, _ = load_corpus(tiny_run)
     ref = [r["de"] for r in corpus["test_2016_flickr"]["translation"]]

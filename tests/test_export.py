@@ -1,4 +1,4 @@
-"""A model in one file (nmt-export format=bundle, nmt.bundle): it translates exactly as its run
+"""A model in one file (nmt-export format=bundle, nmt.serving.bundle): it translates exactly as its run
 directory did, without the run directory; a damaged or foreign file is one line."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import greedy_alike, multi30k_lines
 
-from nmt.bundle import BundleError, read_manifest
+from nmt.serving.bundle import BundleError, read_manifest
 from nmt.translate import Translator
 
 BIN = Path(sys.executable).parent
@@ -41,7 +41,7 @@ def test_the_file_translates_as_its_run_directory(bundle, tiny_run, caplog):
     assert manifest["parameters"] == done["parameters"] and manifest["steps"] == [done["best_step"]]
     assert manifest["valid"]["bleu_signature"] == done["bleu_signature"]
     expected = Translator.from_run_dir(tiny_run).translate(LINES)
-    with caplog.at_level("INFO", logger="nmt.restore"):
+    with caplog.at_level("INFO", logger="nmt.model.restore"):
         loaded = Translator.from_file(bundle)
     assert ", gru en->de)" in caplog.text  # the cell a served bundle logs (was None)
     assert loaded.translate(LINES) == expected

@@ -1,4 +1,4 @@
-"""The fused decoder loop (nmt.fused) against autograd's: the same loss and the same gradient of
+"""The fused decoder loop (nmt.model.fused) against autograd's: the same loss and the same gradient of
 every parameter, in float64, for every cell, attention, conditional decoder and regulariser, with
 padding in the batch; its own backward against finite differences with every dropout mask."""
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import bf16, relative_error, run_fit, tiny_model, toy_batch
 
-from nmt import fused as fused_loop
-from nmt.attention import KINDS
-from nmt.cells import CELLS
-from nmt.fused import FusedLoop
-from nmt.loss import sequence_loss
+from nmt.model import fused as fused_loop
+from nmt.model.attention import KINDS
+from nmt.model.cells import CELLS
+from nmt.model.fused import FusedLoop
+from nmt.model.loss import sequence_loss
 
 CASES = [(c, a, conditional) for c in CELLS for a in KINDS for conditional in (False, True)]
 # bf16: additive attention (scored in float32) for every cell, and each other kind once.
@@ -174,8 +174,8 @@ def test_under_bf16_a_step_casts_its_weights_as_often_whatever_the_length(cell, 
     (and views of them, such as the first layer's embedding and feed columns) as many times for
     8 target steps as for 24: once per autocast region, never per time step. Counted, not timed:
     the same on every CPU, native bf16 or not."""
-    from nmt.batching import collate
-    from nmt.runtime import OperatorCounter
+    from nmt.core.runtime import OperatorCounter
+    from nmt.data.batching import collate
 
     counts = {}
     for steps in (8, 24):

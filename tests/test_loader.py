@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from nmt import loader
-from nmt.compose import compose
-from nmt.restore import RunDirError
-from nmt.search_options import SearchOptions
+from nmt.core.compose import compose
+from nmt.core.search_options import SearchOptions
+from nmt.model.restore import RunDirError
 
 SEARCH = SearchOptions(
     beam_size=2,
@@ -51,7 +51,7 @@ def test_one_model_is_named_once(tiny_run, tmp_path):
 
 
 def test_a_file_is_unpacked_for_as_long_as_its_translator_lives(tiny_run, tmp_path):
-    from nmt.export import write_bundle
+    from nmt.serving.export import write_bundle
 
     write_bundle(tiny_run, tmp_path / "m.nmt", "best")
     translator = loader.load(model_file=tmp_path / "m.nmt", **PLAIN)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import bf16
 
-from nmt.loss import LinearSmoothedCrossEntropy
+from nmt.model.loss import LinearSmoothedCrossEntropy
 
 
 @pytest.mark.parametrize("n", [7, 5000])  # one chunk, and several
@@ -32,7 +32,7 @@ def test_fused_output_layer_loss_matches_torch(n):
 
 
 def test_fused_output_layer_under_bf16_autocast():
-    from nmt.loss import LinearSmoothedCrossEntropy
+    from nmt.model.loss import LinearSmoothedCrossEntropy
 
     torch.manual_seed(0)
     x = torch.randn(300, 24, requires_grad=True)

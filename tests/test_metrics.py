@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from conftest import multi30k_lines
 
-from nmt.metrics import check_streams, lt_tokenize, paired_bootstrap, score
+from nmt.scoring.metrics import check_streams, lt_tokenize, paired_bootstrap, score
 
 
 def test_text_against_itself_is_100():

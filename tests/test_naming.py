@@ -1,8 +1,8 @@
-"""Run-directory names of sweep jobs (nmt.naming)."""
+"""Run-directory names of sweep jobs (nmt.core.naming)."""
 
 from __future__ import annotations
 
-from nmt.naming import run_dirname
+from nmt.core.naming import run_dirname
 
 
 def test_run_names_cover_the_data_and_never_nest():
@@ -23,7 +23,7 @@ def test_the_default_data_root_is_the_same_from_any_directory(monkeypatch, tmp_p
     import sys
     from pathlib import Path
 
-    from nmt import naming
+    from nmt.core import naming
 
     monkeypatch.delenv("NMT_DATA_DIR", raising=False)
     monkeypatch.setattr(naming, "CLONE_DATA", tmp_path / "no-clone")
@@ -46,5 +46,5 @@ def test_the_default_data_root_is_the_same_from_any_directory(monkeypatch, tmp_p
         text=True,
         timeout=120,
     )
-    root = Path(naming.__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+    root = Path(naming.__file__).resolve().parents[3] / "shared" / "data" / "multi30k"
     assert f"root: {root}\n" in shown.stdout, shown.stderr[-2000:]

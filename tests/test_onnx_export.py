@@ -7,7 +7,7 @@ import onnx
 import pytest
 from conftest import tiny_model
 
-from nmt.onnx_export import Signature, export_graphs
+from nmt.serving.onnx_export import Signature, export_graphs
 
 
 def dims(value_info) -> list:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import metrics_rows, run_fit, tiny_model
 
-from nmt.optim import Schedule, build_optimizer
+from nmt.training.optim import Schedule, build_optimizer
 
 
 def test_sgd_steps_against_the_gradient():

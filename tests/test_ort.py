@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import forced, greedy_alike, tiny_model, toy_pairs
 
-from nmt.attention import KINDS
-from nmt.cells import CELLS, spec
-from nmt.decode import decode_corpus
-from nmt.onnx_export import Signature, export_graphs
-from nmt.ort import BackendError, OrtSeq2Seq, check_backend, resolve_backend
-from nmt.search_options import SearchOptions
-from nmt.specials import EOS_ID
+from nmt.core.search_options import SearchOptions
+from nmt.core.specials import EOS_ID
+from nmt.decoding.decode import decode_corpus
+from nmt.model.attention import KINDS
+from nmt.model.cells import CELLS, spec
+from nmt.serving.onnx_export import Signature, export_graphs
+from nmt.serving.ort import BackendError, OrtSeq2Seq, check_backend, resolve_backend
 
 CPU = torch.device("cpu")
 
@@ -98,7 +98,7 @@ def test_int8_decodes_close_to_fp32(tmp_path):
     signature = Signature.of(model)
     int8 = OrtSeq2Seq(graphs, signature, quantize="int8", threads=1)
     batch = toy_pairs(4)[0]
-    from nmt.batching import collate
+    from nmt.data.batching import collate
 
     b = collate(batch, None, range(4))
     with torch.no_grad():
@@ -132,7 +132,7 @@ def test_what_does_not_apply_is_refused(tmp_path):
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if not spec(c).export])
 def test_a_cell_without_a_graph_is_refused_in_one_line_and_auto_decodes_with_torch(cell):
-    from nmt.onnx_export import ExportError, refusal
+    from nmt.serving.onnx_export import ExportError, refusal
 
     model = tiny_model(cell, "bahdanau")
     why = refusal(model)

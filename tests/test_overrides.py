@@ -1,4 +1,4 @@
-"""What differs between a saved run and a command's settings (nmt.overrides)."""
+"""What differs between a saved run and a command's settings (nmt.core.overrides)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path
     """precision, like the device, may change between a run and its continuation (another
     machine), and a run saved before the key existed is not 'trained with other settings'; a
     key that changes results still is."""
-    from nmt.overrides import changed_settings
+    from nmt.core.overrides import changed_settings
 
     saved = tmp_path / "config.yaml"
     cfg = compose_train("precision=bf16")
@@ -25,7 +25,7 @@ def test_a_run_continues_under_another_precision_or_from_before_the_key(tmp_path
 def test_an_option_added_since_a_run_was_made_counts_only_when_on(tmp_path):
     """A run saved before model.conditional and train.keep_last existed continues under
     today's defaults (off); turning the new option on is another run."""
-    from nmt.overrides import changed_settings
+    from nmt.core.overrides import changed_settings
 
     saved = tmp_path / "config.yaml"
     old = OmegaConf.to_container(compose_train(), resolve=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conftest import tiny_args
 
-from nmt.checkpoint import find_checkpoint, load_train_state
+from nmt.model.checkpoint import find_checkpoint, load_train_state
 
 BIN = Path(sys.executable).parent
 # Big enough for every file of a tiny run but the training state of last/ (about 720 kB).

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nmt.cells import CELLS
-from nmt.plots import (
+from nmt.model.cells import CELLS
+from nmt.report.plots import (
     COLORS,
     PLOTS,
     _over_seeds,
@@ -17,7 +17,7 @@ from nmt.plots import (
     gates_by_layer,
     plot_report,
 )
-from nmt.runs import Run
+from nmt.report.runs import Run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Where training stands (nmt.progress): the limits that stop it, the summary done.json gets, the
+"""Where training stands (nmt.training.progress): the limits that stop it, the summary done.json gets, the
 TensorBoard switch."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from nmt.progress import Progress, TrainOptions, limit_reached
+from nmt.training.progress import Progress, TrainOptions, limit_reached
 
 
 def options(**changes) -> TrainOptions:

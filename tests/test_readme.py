@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nmt.cells import spec
-from nmt.evaluate import split_pairs
-from nmt.metrics import score
+from nmt.model.cells import spec
+from nmt.scoring.evaluate import split_pairs
+from nmt.scoring.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -447,14 +447,14 @@ SERVE = "test_serve.py::test_translations_come_back_in_order"
 
 
 def check_bundle(result, tmp):
-    from nmt.bundle import read_manifest
+    from nmt.serving.bundle import read_manifest
 
     manifest = read_manifest(tmp / "model.nmt")
     assert manifest["src"] == "en" and f"nmt-translate model={tmp / 'model.nmt'}" in result.stdout
 
 
 def check_onnx_export(result, tmp):
-    from nmt.bundle import read_export_dir
+    from nmt.serving.bundle import read_export_dir
 
     manifest = read_export_dir(tmp / "model-onnx")  # every listed file present, hashes checked
     assert set(manifest["graphs"]) == {"encoder", "step", "encoder.int8", "step.int8"}
@@ -805,7 +805,7 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
             shutil.copytree(readme_run, tmp_path / name)
     (tmp_path / "in.en").write_text("A dog runs.\nTwo men talk.\n")
     if "hyps=[" in command:
-        from nmt.data import load_corpus
+        from nmt.data.prepare import load_corpus
 
         refs = [r["de"] for r in load_corpus(tmp_path / "X")[0]["test_2016_flickr"]["translation"]]
         (tmp_path / "a.txt").write_text("".join(r + "\n" for r in refs))

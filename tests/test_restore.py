@@ -28,7 +28,7 @@ def test_missing_or_mismatched_pieces_are_clear_errors(tiny_run, tmp_path):
     assert result.returncode == 1
     assert len(result.stderr.decode().strip().splitlines()) == 1
     # A valid SentencePiece model, but not the one the weights were trained with.
-    from nmt.tokenizer import train_spm
+    from nmt.data.tokenizer import train_spm
 
     original = (tiny_run / "spm.model").read_bytes()
     other = train_spm(

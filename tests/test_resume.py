@@ -10,8 +10,8 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from nmt.compose import read_run_config
-from nmt.errors import UserError
+from nmt.core.compose import read_run_config
+from nmt.core.errors import UserError
 from nmt.resume import DEFINING, check_run_dir, decide
 
 

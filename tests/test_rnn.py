@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmt.cells import CELLS
-from nmt.rnn import Recurrent
+from nmt.model.cells import CELLS
+from nmt.model.rnn import Recurrent
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

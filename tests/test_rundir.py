@@ -7,8 +7,8 @@ import json
 import pytest
 from filelock import Timeout
 
-from nmt import rundir
-from nmt.rundir import building_dir, cache_lock, copy_dir, write_json, write_text
+from nmt.core import rundir
+from nmt.core.rundir import building_dir, cache_lock, copy_dir, write_json, write_text
 
 
 def test_a_write_that_dies_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

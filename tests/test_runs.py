@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from nmt.cells import CELLS
-from nmt.runs import ReportError, Run, context, find_runs, load_run, run_order
+from nmt.model.cells import CELLS
+from nmt.report.runs import ReportError, Run, context, find_runs, load_run, run_order
 
 
 def make_run(path, cell="gru", attention="bahdanau", seed=1, status="running", **config):

@@ -1,4 +1,4 @@
-"""Where a run computes and what it records (nmt.runtime): the precision auto chooses, and the
+"""Where a run computes and what it records (nmt.core.runtime): the precision auto chooses, and the
 provenance every result carries."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmt import runtime
+from nmt.core import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_operator_counter_counts_dtype_conversions_and_times_products():
     block's time is a share."""
     import torch.nn.functional as F
 
-    from nmt.runtime import OperatorCounter
+    from nmt.core.runtime import OperatorCounter
 
     x, w = torch.randn(8, 16), torch.randn(32, 16, requires_grad=True)
     with OperatorCounter() as plain:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_fit
 
-from nmt.checkpoint import (
+from nmt.model.checkpoint import (
     CheckpointError,
     choose_kept,
     find_checkpoint,
@@ -38,7 +38,7 @@ def test_kept_checkpoints_are_the_last_and_the_best(tmp_path):
 def test_best_scores_arrive_with_the_best_weights(tmp_path, monkeypatch):
     """best/scores.json is written inside the checkpoint directory before it is renamed in:
     a save killed half-way leaves the previous best whole, scores and weights together."""
-    from nmt import checkpoint
+    from nmt.model import checkpoint
 
     scores = iter([1.0, 2.0])
     real_replace, renamed_in = os.replace, []

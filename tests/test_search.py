@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import tiny_model, toy_pairs
 
-from nmt.batching import collate
-from nmt.cells import CELLS
-from nmt.loss import sequence_loss
-from nmt.search import Cancelled, SearchOptions, beam_search, greedy, length_penalty
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.data.batching import collate
+from nmt.data.tokenizer import BOS_ID, EOS_ID
+from nmt.decoding.search import Cancelled, SearchOptions, beam_search, greedy, length_penalty
+from nmt.model.cells import CELLS
+from nmt.model.loss import sequence_loss
 
 LIMITS = dict(max_len_a=1.5, max_len_b=4)
 
@@ -208,7 +208,7 @@ def test_coverage_penalty_is_added_to_the_score_and_changes_the_ranking():
 
 
 def test_in_place_log_softmax_equals_torchs_over_several_blocks():
-    from nmt.search import log_softmax_
+    from nmt.decoding.search import log_softmax_
 
     logits = torch.randn(150, 37) * 5
     expected = torch.log_softmax(logits, dim=-1)

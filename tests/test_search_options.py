@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from nmt.search_options import MAX_ALPHA, SearchError, SearchOptions
+from nmt.core.search_options import MAX_ALPHA, SearchError, SearchOptions
 
 GOOD = dict(
     beam_size=2,

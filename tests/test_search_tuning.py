@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nmt.search_tuning import choose, edge_gains, grid, on_edge
+from nmt.scoring.search_tuning import choose, edge_gains, grid, on_edge
 
 BIN = Path(sys.executable).parent
 

@@ -1,4 +1,4 @@
-"""The translation service (nmt.serve) under a real uvicorn on loopback, with a real HTTP client:
+"""The translation service (nmt.serving.serve) under a real uvicorn on loopback, with a real HTTP client:
 order kept, empty lines, every limit a JSON 4xx, concurrent clients each with their own answers,
 the server alive after every bad request."""
 
@@ -18,7 +18,7 @@ import uvicorn
 from conftest import multi30k_lines
 from hypothesis import Phase, settings
 
-from nmt.serve import Limits, create_app, describe
+from nmt.serving.serve import Limits, create_app, describe
 from nmt.translate import Translator
 
 LIMITS = Limits(

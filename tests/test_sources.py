@@ -7,7 +7,14 @@ import gzip
 import pytest
 from conftest import write_lines
 
-from nmt.sources import DataError, find_test_splits, read_jsonl, read_lines, read_tsv, split_files
+from nmt.data.sources import (
+    DataError,
+    find_test_splits,
+    read_jsonl,
+    read_lines,
+    read_tsv,
+    split_files,
+)
 
 
 def test_invalid_utf8_names_line_and_byte(tmp_path):

@@ -7,7 +7,7 @@ import random
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
-from nmt.stats import corpus_score, seed_bootstrap, sentence_statistics, summarize, welch
+from nmt.scoring.stats import corpus_score, seed_bootstrap, sentence_statistics, summarize, welch
 
 
 def test_summary_of_five_runs():

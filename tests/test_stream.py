@@ -1,4 +1,4 @@
-"""nmt-translate's line stream (nmt.stream): one line out per line in, invalid input, files written whole."""
+"""nmt-translate's line stream (nmt.decoding.stream): one line out per line in, invalid input, files written whole."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmt.data import load_corpus
-from nmt.metrics import paired_bootstrap
-from nmt.report import PLOTS
+from nmt.data.prepare import load_corpus
+from nmt.report.ablation import PLOTS
+from nmt.scoring.metrics import paired_bootstrap
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

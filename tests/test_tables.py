@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmt.runs import Run
-from nmt.tables import gates_table, length_table, tuning_table
+from nmt.report.runs import Run
+from nmt.report.tables import gates_table, length_table, tuning_table
 
 
 def columns(table: str) -> set[int]:

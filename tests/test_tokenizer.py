@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import MULTI30K, multi30k_lines
-from test_data import prepare
+from test_prepare import prepare
 
-from nmt.data import load_corpus
-from nmt.tokenizer import (
+from nmt.data.prepare import load_corpus
+from nmt.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,

@@ -10,7 +10,7 @@ import torch
 from conftest import metrics_rows, run_fit, tiny_model
 from safetensors.torch import load_file, save_model
 
-from nmt.checkpoint import (
+from nmt.model.checkpoint import (
     CheckpointError,
     find_checkpoint,
     load_average,
@@ -18,7 +18,7 @@ from nmt.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from nmt.train import TrainingError
+from nmt.training.train import TrainingError
 
 
 def test_resume_reaches_the_same_weights(tmp_path):
@@ -36,7 +36,7 @@ def test_checkpoint_contents_and_refusing_to_overwrite(tmp_path):
     # last/ holds the model as training left it, and the state to continue it, as tensors.
     from safetensors.torch import load_file
 
-    from nmt.checkpoint import load_train_state
+    from nmt.model.checkpoint import load_train_state
 
     weights = load_file(tmp_path / "last" / "model.safetensors")
     own = model.state_dict()  # tied weights are stored once
@@ -185,7 +185,7 @@ def test_non_finite_losses_stop_training_with_checkpoint_intact(tmp_path):
 
 
 def test_signal_saves_a_checkpoint_and_stops(tmp_path):
-    from nmt.train import Interrupted
+    from nmt.training.train import Interrupted
 
     def validate(m):
         # Arrives during the validation of step 4; the loop stops before the next update, as

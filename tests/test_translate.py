@@ -31,7 +31,7 @@ def test_api_one_output_per_input(tiny_run):
 def test_api_and_command_line_translate_alike(tiny_run):
     """With nothing chosen, the API decodes as nmt-translate does (conf/translate.yaml: beam 5,
     precision auto), not with the search the run was trained with (greedy)."""
-    from nmt.runtime import pick_device, pick_precision
+    from nmt.core.runtime import pick_device, pick_precision
 
     lines = ["A dog runs in the park.", "", "Two men talk.", "A woman reads a book."]
     api = Translator.from_run_dir(tiny_run)

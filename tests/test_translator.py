@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from nmt.restore import restore
-from nmt.search_options import SearchOptions
-from nmt.translator import Translator
+from nmt.core.search_options import SearchOptions
+from nmt.decoding.translator import Translator
+from nmt.model.restore import restore
 
 GREEDY = SearchOptions(
     beam_size=1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nmt.tuning import bracket
+from nmt.scoring.tuning import bracket
 
 
 @pytest.mark.parametrize(

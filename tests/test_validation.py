@@ -7,12 +7,14 @@ import math
 import torch
 from conftest import tiny_model, toy_pairs
 
-from nmt import data, metrics, tokenizer
-from nmt.batching import ordered_batches
-from nmt.decode import decode_corpus
-from nmt.search import SearchOptions
+from nmt.data import prepare as data
+from nmt.data import tokenizer
+from nmt.data.batching import ordered_batches
+from nmt.decoding.decode import decode_corpus
+from nmt.decoding.search import SearchOptions
+from nmt.scoring import metrics
+from nmt.training.validation import Validator, validation_loss
 from nmt.translate import Translator
-from nmt.validation import Validator, validation_loss
 
 CPU = torch.device("cpu")
 

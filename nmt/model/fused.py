@@ -1,0 +1,342 @@
+"""The decoder's teacher-forced time loop as one autograd node (``model.fused=true``).
+
+Autograd records a dozen small nodes per decoder step and keeps every tensor they saved; here the
+forward pass runs the steps without a graph and keeps per step only what the backward pass needs
+(the cells' gate activations and states, the attention weights, the combined output), and the
+backward pass walks the steps in reverse with hand-written derivatives, adding each step's weight
+gradients as it goes (one product per weight and step, as autograd does) and dropping the step's
+activations at once. Each cell's step and derivative come from its row of the cell table
+(``nmt.model.cells``; a row without a hand-written derivative has its step differentiated by autograd,
+step by step, ``nmt.model.cell_grads.fused_step``); Bahdanau attention uses ``nmt.model.attention``'s blocked
+kernels forward and backward.
+
+Dropout: the masks are drawn before the loop (standard dropout as one [T, B, ·] mask per site,
+variational dropout as today, one mask per sequence), so the fused and the autograd decoder differ
+in the random numbers they draw, not in what they compute. ``tests/test_fused.py`` compares the
+gradients of every parameter with autograd's in float64 for every cell, attention, conditional
+decoder and regulariser.
+
+Under bf16 autocast the products run in bf16 (backward too: it enters the forward's autocast
+state), the weight gradients add up in float32, and additive attention scores in float32: its
+scores and their softmax differ in the third digit, and in bf16 the query's gradient was lost in
+the cancellation (autograd's bf16 loop keeps that error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nmt.model.attention import AdditiveScores, additive_scores_grad
+from nmt.model.cell_grads import fused_step
+from nmt.model.cells import spec
+
+# Teacher forcing projects the target embeddings this many steps at a time, here and in the
+# decoder's autograd loop: all steps at once would hold a [B, T, G] tensor through the loop and its
+# gradient in backward (44 MiB each for 128 sentences of 56 tokens at G = 1536).
+STEP_BLOCK = 8
+
+# --------------------------------------------------------------------------------------------
+# Attention of one step (one query per sentence) and its derivative.
+
+
+def _attend(kind, q, w, keys, values, mask, summary):
+    """(context, weights or None, projected query or None)."""
+    if kind == "none":
+        return summary, None, None
+    qp = None
+    if kind == "bahdanau":  # attention's own blocked kernel (sigmoid energy, never [B, S, A])
+        qp = F.linear(q, w["att_wq"], w["att_bq"]).to(keys.dtype)  # keys: _scoring_keys
+        scores = AdditiveScores.apply(keys, qp.unsqueeze(1), w["att_v"]).squeeze(1)
+    else:
+        scores = torch.bmm(keys, q.unsqueeze(-1)).squeeze(-1)
+    a = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.bmm(a.unsqueeze(1), values).squeeze(1), a, qp
+
+
+def _attend_back(kind, g_c, a, qp, keys, values, w, acc):
+    """The query's gradient; the memory's and attention weights' go into ``acc``."""
+    if kind == "none":
+        acc["summary"] = acc.get("summary", 0) + g_c
+        return None
+    g_a = torch.bmm(values, g_c.unsqueeze(-1)).squeeze(-1)
+    g_e = a * (g_a - (a * g_a).sum(-1, keepdim=True))
+    acc["g_e"].append(g_e)
+    if kind != "bahdanau":
+        return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)
+    g_keys, g_qp, g_v = additive_scores_grad(keys, qp.unsqueeze(1), w["att_v"], g_e.unsqueeze(1))
+    acc["keys"] = g_keys if "keys" not in acc else acc["keys"].add_(g_keys)
+    acc["att_v"] = g_v if "att_v" not in acc else acc["att_v"].add_(g_v)
+    g_qp = g_qp.squeeze(1)
+    acc["g_qp"].append(g_qp)
+    return g_qp @ w["att_wq"]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The shape of the loop: which cell, layers, attention, and which masks and weights exist."""
+
+    cell: str
+    layers: int
+    attention: str
+    conditional: bool
+    input_feeding: bool
+    names: tuple[str, ...]  # the tensors handed to the function, in order
+
+
+def _mul(x: Tensor | None, mask: Tensor | None) -> Tensor | None:
+    return x if mask is None or x is None else x * mask
+
+
+class FusedLoop(torch.autograd.Function):
+    """feeds [B, T, H], attention [B, T, S] or None = FusedLoop.apply(plan, *tensors)."""
+
+    @staticmethod
+    def forward(ctx, plan: Plan, *tensors):
+        params = dict(zip(plan.names, tensors, strict=True))
+        device = params["emb"].device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        w = _once(params, ctx.autocast)
+        fwd = _cell(plan)[0]
+        top, steps = plan.layers - 1, w["emb"].shape[1]
+        states = [
+            tuple(w[f"state{k}"][i] for k in range(_states(plan))) for i in range(plan.layers)
+        ]
+        feed, saved, feeds, attns = w["feed0"], [], [], []
+        keys = _scoring_keys(plan, w)
+        for t in range(steps):
+            keep: dict = {"layers": []}
+            if t % STEP_BLOCK == 0:  # the embeddings' projection for the next block of steps
+                block = F.linear(w["emb"][:, t : t + STEP_BLOCK], w["w_emb"], w["b_ih0"])
+            gx = block[:, t % STEP_BLOCK]
+            if plan.input_feeding:
+                gx = gx + F.linear(_mul(feed, w.get("feed_vmask")), w["w_feed"])  # again backward
+            for i in range(plan.layers):
+                if i > 0:
+                    below = _mul(states[i - 1][0], _layer_mask(w, i, t))
+                    gx = F.linear(below, w[f"w_ih{i}"], w[f"b_ih{i}"])
+                else:
+                    below = None
+                hm = _mul(states[i][0], w.get(f"h_vmask{i}"))
+                states[i], cell_saved = fwd(gx, states[i], w[f"w_hh{i}"], w[f"b_hh{i}"], hm)
+                keep["layers"].append((below, cell_saved))
+            q1 = states[top][0]
+            c, a, qp = _attend(plan.attention, q1, w, keys, w["values"], w["mask"], w["summary"])
+            cd = _mul(c, w["ctx_mask"][t] if "ctx_mask" in w else None)
+            query = q1
+            if plan.conditional:
+                ctx_in = _mul(cd, w.get("x_vmask2"))
+                gx2 = F.linear(ctx_in, w["w2_ih"], w["b2_ih"])
+                hm2 = _mul(q1, w.get("h_vmask2"))
+                states[top], saved2 = fwd(gx2, states[top], w["w2_hh"], w["b2_hh"], hm2)
+                keep.update(ctx_in=ctx_in, saved2=saved2)
+                query = states[top][0]
+            qc = torch.cat([query, cd], dim=-1)
+            u = torch.tanh(F.linear(qc, w["w_c"]))
+            feed = _mul(u, w["feed_mask"][t] if "feed_mask" in w else None)
+            keep.update(q1=q1, a=a, qp=qp, cd=cd, u=u)  # qc's halves: [query, cd]
+            if plan.conditional:
+                keep["query"] = query
+            saved.append(keep)
+            feeds.append(feed)
+            attns.append(a)
+        ctx.plan, ctx.saved, ctx.w, ctx.params = plan, saved, w, params
+        attn = None if attns[0] is None else torch.stack(attns, dim=1)
+        if attn is not None:
+            ctx.mark_non_differentiable(attn)
+        return torch.stack(feeds, dim=1), attn
+
+    @staticmethod
+    def backward(ctx, g_feeds: Tensor, _g_attn):
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            return FusedLoop._backward(ctx, g_feeds)
+
+    @staticmethod
+    def _backward(ctx, g_feeds: Tensor):
+        plan, saved, w, params = ctx.plan, ctx.saved, ctx.w, ctx.params
+        back = _cell(plan)[1]
+        top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
+        carry = [[None] * n_states for _ in range(plan.layers)]  # grads of the states after t
+        g_feed_carry = None
+        acc: dict = {"g_e": [], "g_qp": []}
+        grads: dict = {}
+
+        def weight(name: str, g: Tensor, x: Tensor, rows=slice(None), bias=None, cols=slice(None)):
+            """grad of w[name][rows, cols] += g^T x (and of the bias, the sum of g): a product
+            per step, as autograd does; the step's saved tensors can go right after."""
+            if name not in grads:
+                grads[name] = torch.zeros_like(params[name])
+            if g.dtype == x.dtype == grads[name].dtype:
+                grads[name][rows, cols].addmm_(g.T, x)
+            else:  # bf16 autocast: the product in bf16, added (converted as it adds) in float32
+                grads[name][rows, cols].add_(g.T @ x)
+            if bias is not None:
+                if bias not in grads:
+                    grads[bias] = torch.zeros_like(params[bias])
+                grads[bias][rows].add_(g.sum(0))
+
+        def add_whole(w_name: str, b_name: str, whole) -> None:
+            """A step's recurrent weight and bias gradients given whole (autograd's path)."""
+            for name, g in zip((w_name, b_name), whole or (), strict=False):
+                if g is not None and g.numel():
+                    if name not in grads:
+                        grads[name] = torch.zeros_like(params[name])
+                    grads[name] += g
+
+        g_cs, attn_weights, queries = [], [], []
+        keys = _scoring_keys(plan, w)
+        emb = w["emb"]
+        g_emb = torch.empty_like(emb)
+        for t in reversed(range(steps)):
+            keep = saved[t]
+            start = t - t % STEP_BLOCK
+            if t == steps - 1 or t % STEP_BLOCK == STEP_BLOCK - 1:  # a block's last step
+                g_block, block_steps = None, t + 1 - start  # allocated in g_gx's dtype
+            g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
+            g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
+            g_pre = g_u * (1 - keep["u"] * keep["u"])
+            query = keep["query"] if plan.conditional else keep["q1"]
+            weight("w_c", g_pre, query, cols=slice(None, query.shape[-1]))
+            weight("w_c", g_pre, keep["cd"], cols=slice(query.shape[-1], None))
+            g_qc = g_pre @ w["w_c"]
+            g_query, g_cd = g_qc.split([g_pre.shape[-1], g_qc.shape[-1] - g_pre.shape[-1]], -1)
+            g_new = [_add(carry[top][0], g_query), *carry[top][1:]]
+            if plan.conditional:
+                g_x2, rows2, g_hm2, direct2, whole2 = back(keep["saved2"], g_new, w["w2_hh"])
+                for rows, g, x in rows2:
+                    weight("w2_hh", g, x, rows, bias="b2_hh")
+                add_whole("w2_hh", "b2_hh", whole2)
+                weight("w2_ih", g_x2, keep["ctx_in"], bias="b2_ih")
+                g_cd = g_cd + _mul(g_x2 @ w["w2_ih"], w.get("x_vmask2"))
+                g_new = [_add(direct2[0], _mul(g_hm2, w.get("h_vmask2"))), *direct2[1:]]
+            g_c = _mul(g_cd, w["ctx_mask"][t] if "ctx_mask" in w else None)
+            g_cs.append(g_c)
+            attn_weights.append(keep["a"])
+            queries.append(keep["q1"])
+            g_q1 = _attend_back(
+                plan.attention, g_c, keep["a"], keep["qp"], keys, w["values"], w, acc
+            )
+            if plan.attention == "bahdanau":
+                weight("att_wq", acc["g_qp"].pop(), keep["q1"], bias="att_bq")
+            g_new[0] = _add(g_new[0], g_q1)
+            g_below = None
+            for i in reversed(range(plan.layers)):
+                if i < top:
+                    g_new = [_add(carry[i][0], g_below), *carry[i][1:]]
+                below, cell_saved = keep["layers"][i]
+                g_gx, rows, g_hm, direct, whole = back(cell_saved, g_new, w[f"w_hh{i}"])
+                for r, g, x in rows:
+                    weight(f"w_hh{i}", g, x, r, bias=f"b_hh{i}")
+                add_whole(f"w_hh{i}", f"b_hh{i}", whole)
+                carry[i] = [_add(direct[0], _mul(g_hm, w.get(f"h_vmask{i}"))), *direct[1:]]
+                if i > 0:
+                    weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
+                    g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
+            if g_block is None:  # under bf16 autocast g_gx is bf16: no per-step conversion
+                g_block = g_gx.new_empty(emb.shape[0], block_steps, g_gx.shape[-1])
+            g_block[:, t - start] = g_gx
+            if t == start:  # the block's embeddings and their projection's weights, at once
+                stop = start + g_block.shape[1]
+                g_emb[:, start:stop] = g_block @ w["w_emb"]  # (converted as it is stored)
+                weight(
+                    "w_emb",
+                    g_block.view(-1, g_block.shape[-1]),
+                    emb[:, start:stop].reshape(-1, emb.shape[-1]),
+                    bias="b_ih0",
+                )
+            if plan.input_feeding:
+                before = w["feed0"]  # the feed that entered step t, from step t - 1's output
+                if t > 0:
+                    before = _mul(
+                        saved[t - 1]["u"], w["feed_mask"][t - 1] if "feed_mask" in w else None
+                    )
+                weight("w_feed", g_gx, _mul(before, w.get("feed_vmask")))
+                g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))
+            saved[t] = None  # this step's activations are no longer needed
+        _memory_grads(plan, acc, grads, g_cs, attn_weights, queries)
+        grads["emb"] = g_emb
+        for k in range(n_states):
+            grads[f"state{k}"] = torch.stack(
+                [torch.zeros_like(w[f"state{k}"][0]) if c[k] is None else c[k] for c in carry]
+            )
+        grads["feed0"] = g_feed_carry
+        ctx.saved = ctx.w = ctx.params = None
+        wanted = ctx.needs_input_grad[1:]
+        return (
+            None,
+            *(grads.get(n) if need else None for n, need in zip(plan.names, wanted, strict=True)),
+        )
+
+
+def _memory_grads(plan, acc, grads, g_cs, attn_weights, queries) -> None:
+    """The gradients of the encoder's memory (keys, values, summary) and of v, from the steps'
+    small [B, S] and [B, ·] pieces by one batched product each (steps in reverse order)."""
+    if plan.attention == "none":
+        grads["summary"] = acc["summary"]
+        return
+    a = torch.stack(attn_weights, dim=1)  # [B, T, S]
+    grads["values"] = torch.bmm(a.transpose(1, 2), torch.stack(g_cs, dim=1))
+    if plan.attention == "bahdanau":
+        grads["keys"], grads["att_v"] = acc["keys"], acc["att_v"]
+    else:
+        g_e = torch.stack(acc["g_e"], dim=1)
+        grads["keys"] = torch.bmm(g_e.transpose(1, 2), torch.stack(queries, dim=1))
+
+
+def _scoring_keys(plan: Plan, w: dict) -> Tensor | None:
+    """The keys additive attention scores against: in float32 under bf16 autocast, where scores
+    that differ in the third digit decide the weights (scored in bf16, the query projection's
+    gradient was off by tens of percent, as it is in autograd's bf16 loop)."""
+    keys = w.get("keys")
+    if plan.attention != "bahdanau" or keys.dtype in (torch.float32, torch.float64):
+        return keys
+    return keys.float()
+
+
+# The first decoder layer's weight views: autocast caches the casts of whole parameters only, so
+# under bf16 autocast these would be cast at every step (w_feed) or block (w_emb), forward and
+# backward; and the embeddings, which every block's projection casts.
+_CAST_ONCE = ("w_emb", "w_feed", "emb")
+
+
+def _once(params: dict, autocast: tuple) -> dict:
+    """The loop's tensors, with those autocast would cast again and again cast once per call
+    under bf16 autocast (the parameters' gradients stay float32: ``params`` keeps them)."""
+    _, enabled, dtype = autocast
+    if not enabled or dtype in (torch.float32, torch.float64):
+        return params
+    once = dict(params)
+    for name in _CAST_ONCE:
+        if name in params and params[name].dtype != dtype:
+            once[name] = params[name].to(dtype)
+    return once
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _states(plan: Plan) -> int:
+    return spec(plan.cell).states
+
+
+def _cell(plan: Plan):
+    """(forward, backward) of the plan's cell step."""
+    row = spec(plan.cell)
+    return fused_step(row.step, row.derivative)
+
+
+def _layer_mask(w: dict, i: int, t: int) -> Tensor | None:
+    """What multiplies the input of layer i > 0: its variational mask, or step t's dropout."""
+    if f"x_vmask{i}" in w:
+        return w[f"x_vmask{i}"]
+    return w[f"drop{i}"][t] if f"drop{i}" in w else None
