@@ -487,14 +487,21 @@ MUTANTS = [
     ),
     Mutant(
         "model/attention.py",
-        "            scores = torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))",
-        "            scores = 0.5 * torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))",
+        "    acc.setdefault(\"g_e\", []).append(g_e)\n    return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)",
+        "    acc.setdefault(\"g_e\", []).append(g_e)\n    return 0.5 * torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)",
+        "the fused loop's query gradient of a dot product halved",
+        ("test_fused.py",),
+    ),
+    Mutant(
+        "model/attention.py",
+        "    return torch.bmm(query, keys.transpose(1, 2))",
+        "    return 0.5 * torch.bmm(query, keys.transpose(1, 2))",
         "Luong scores scaled",
     ),
     Mutant(
         "model/attention.py",
-        '        return outputs if self.kind == "luong_dot" else None',
-        "        return None",
+        "        keys=lambda module, outputs: outputs,\n        scores=_dot_scores,",
+        "        keys=lambda module, outputs: None,\n        scores=_dot_scores,",
         "luong_dot without keys",
     ),
     # checkpoint.py

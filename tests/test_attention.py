@@ -133,3 +133,70 @@ def test_grouped_queries_read_their_sentences_memory(kind):
     torch.testing.assert_close(context, expected)
     if kind != "none":
         torch.testing.assert_close(weights, expected_weights)
+
+
+def test_no_module_outside_the_table_names_a_kind():
+    """The attention table is the one place that names kinds: no string of a kind (but "none",
+    which names much else) anywhere else in nmt/, and no comparison of an attention with one."""
+    import ast
+    from pathlib import Path
+
+    import nmt
+
+    found = []
+    for path in sorted(Path(nmt.__file__).parent.rglob("*.py")):
+        if path.name == "attention.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in KINDS and node.value != "none":
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = any(isinstance(s, ast.Constant) and s.value in KINDS for s in sides)
+                if named and "attention" in ast.unparse(node):
+                    found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    assert found == []
+
+
+def test_a_kind_added_from_its_row_alone_trains_fused_as_with_autograd(monkeypatch):
+    """A new row (the scaled dot product, q^T k / sqrt(d)) in the table at run time: the model
+    builds with it, and the fused loop's gradients equal autograd's in float64."""
+    import math
+
+    from conftest import tiny_model, toy_batch
+    from test_fused import gradients
+
+    from nmt.model import attention
+
+    def scaled(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return x / math.sqrt(keys.shape[-1])
+
+    def query_grad(w, g_e, kept, q, keys, acc, weight):
+        return attention._dot_query_grad(w, scaled(g_e, keys), kept, q, keys, acc, weight)
+
+    row = attention.AttentionKind(
+        name="luong_scaled",
+        score="q^T k_s / sqrt(d)",
+        style=(0, (1, 1)),
+        reads_memory=True,
+        build=attention._luong_dot_build,
+        keys=lambda module, outputs: outputs,
+        scores=lambda module, query, keys: scaled(attention._dot_scores(module, query, keys), keys),
+        step_scores=lambda w, q, keys: (
+            scaled(attention._dot_step_scores(w, q, keys)[0], keys),
+            None,
+        ),
+        query_grad=query_grad,
+        keys_grad=attention._dot_keys_grad,
+    )
+    monkeypatch.setitem(attention._BY_NAME, row.name, row)
+    torch.manual_seed(0)
+    model = tiny_model("gru", "luong_scaled", var_dropout=0.3).double().train()
+    assert model.decoder.attention.row is row
+    batch = toy_batch(5, seed=3)
+    plain_loss, plain = gradients(model, batch, seed=7)
+    model.decoder.fused = True
+    fused_loss, fused = gradients(model, batch, seed=7)
+    assert fused_loss == pytest.approx(plain_loss, rel=1e-12)
+    for name, grad in plain.items():
+        torch.testing.assert_close(fused[name], grad, rtol=1e-9, atol=1e-10, msg=name)

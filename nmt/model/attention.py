@@ -1,5 +1,9 @@
 """Attention: (query, memory) -> (context, weights), padded source positions getting exactly zero.
 
+The attention table: one :class:`AttentionKind` row per kind, everything the toolkit knows of
+it: its score, its parameters, its keys, the fused training loop's forward and derivative, and
+its place and line style in the report. No other module names a kind; adding one is adding a row.
+
 - ``none``: the Cho et al. (2014) encoder-decoder: one fixed context vector, the encoder's final
   state, fed at every step; no weights.
 - ``bahdanau``: additive, score = v^T tanh(W_k k_s + W_q q).
@@ -11,14 +15,169 @@ Keys are projected once per sentence by ``keys`` and kept in the encoder's Memor
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from collections.abc import Callable
+from dataclasses import dataclass
 
-KINDS = ("none", "bahdanau", "luong_dot", "luong_general")
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def _bits(dtype: torch.dtype) -> int:
     return torch.finfo(dtype).bits
+
+
+@dataclass(frozen=True)
+class AttentionKind:
+    """One row of the attention table.
+
+    ``build(module, query_size, memory_size, attn_size)`` makes its parameters on the module;
+    ``keys(module, outputs [B, S, D])`` what scores read, once per sentence; ``scores(module,
+    query [B, K, Q], keys)`` -> [B, K, S]. The fused loop (``nmt.model.fused``) sees it through
+    ``weights(module)`` (its parameters under the loop's names), ``step_scores(w, q [B, Q],
+    keys)`` -> (scores [B, S], what its derivative keeps), ``query_grad(w, g_e, kept, q, keys,
+    acc, weight)`` -> the query's gradient (its own parameters' gradients through ``weight`` and
+    ``acc``), ``keys_grad(acc, queries)`` -> the gradients of the keys (and of parameters the loop
+    adds up in ``acc``) after the last step, and ``scoring_keys(keys)`` (the keys in the precision
+    it scores in). ``reads_memory``: False for ``none``, whose context is the encoder's summary.
+    """
+
+    name: str
+    score: str  # the formula, as the docs write it
+    style: str  # the report's line style
+    reads_memory: bool
+    build: Callable = lambda module, query_size, memory_size, attn_size: None
+    keys: Callable = lambda module, outputs: None
+    scores: Callable | None = None
+    weights: Callable = lambda module: {}
+    step_scores: Callable | None = None
+    query_grad: Callable | None = None
+    keys_grad: Callable | None = None
+    scoring_keys: Callable = lambda keys: keys
+
+
+def _dot_scores(module, query: Tensor, keys: Tensor) -> Tensor:
+    return torch.bmm(query, keys.transpose(1, 2))
+
+
+def _dot_step_scores(w: dict, q: Tensor, keys: Tensor) -> tuple[Tensor, None]:
+    return torch.bmm(keys, q.unsqueeze(-1)).squeeze(-1), None
+
+
+def _dot_query_grad(w, g_e, kept, q, keys, acc, weight) -> Tensor:
+    acc.setdefault("g_e", []).append(g_e)
+    return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)
+
+
+def _dot_keys_grad(acc: dict, queries: list[Tensor]) -> dict:
+    g_e = torch.stack(acc["g_e"], dim=1)  # [B, T, S]
+    return {"keys": torch.bmm(g_e.transpose(1, 2), torch.stack(queries, dim=1))}
+
+
+def _luong_dot_build(module, query_size: int, memory_size: int, attn_size: int) -> None:
+    if query_size != memory_size:
+        raise ValueError(
+            f"model.attention=luong_dot needs decoder size {query_size} == encoder output "
+            f"size {memory_size}; use luong_general"
+        )
+
+
+def _general_build(module, query_size: int, memory_size: int, attn_size: int) -> None:
+    module.key_proj = nn.Linear(memory_size, query_size, bias=False)
+
+
+def _additive_build(module, query_size: int, memory_size: int, attn_size: int) -> None:
+    module.key_proj = nn.Linear(memory_size, attn_size, bias=False)
+    module.query_proj = nn.Linear(query_size, attn_size, bias=True)
+    module.v = nn.Linear(attn_size, 1, bias=False)
+
+
+def _additive_scores(module, query: Tensor, keys: Tensor) -> Tensor:
+    return AdditiveScores.apply(keys, module.query_proj(query), module.v.weight.squeeze(0))
+
+
+def _additive_weights(module) -> dict:
+    return {
+        "att_wq": module.query_proj.weight,
+        "att_bq": module.query_proj.bias,
+        "att_v": module.v.weight.squeeze(0),
+    }
+
+
+def _additive_step_scores(w: dict, q: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    # attention's own blocked kernel (sigmoid energy, never [B, S, A]); keys: scoring_keys
+    qp = F.linear(q, w["att_wq"], w["att_bq"]).to(keys.dtype)
+    return AdditiveScores.apply(keys, qp.unsqueeze(1), w["att_v"]).squeeze(1), qp
+
+
+def _additive_query_grad(w, g_e, qp, q, keys, acc, weight) -> Tensor:
+    g_keys, g_qp, g_v = additive_scores_grad(keys, qp.unsqueeze(1), w["att_v"], g_e.unsqueeze(1))
+    acc["keys"] = g_keys if "keys" not in acc else acc["keys"].add_(g_keys)
+    acc["att_v"] = g_v if "att_v" not in acc else acc["att_v"].add_(g_v)
+    g_qp = g_qp.squeeze(1)
+    weight("att_wq", g_qp, q, bias="att_bq")
+    return g_qp @ w["att_wq"]
+
+
+def _additive_scoring_keys(keys: Tensor) -> Tensor:
+    """In float32 under bf16 autocast, where scores that differ in the third digit decide the
+    weights (scored in bf16, the query projection's gradient was off by tens of percent, as it
+    is in autograd's bf16 loop)."""
+    return keys if keys.dtype in (torch.float32, torch.float64) else keys.float()
+
+
+ATTENTIONS: tuple[AttentionKind, ...] = (
+    AttentionKind(
+        name="none", score="(none: the encoder's summary, fixed)", style=":", reads_memory=False
+    ),
+    AttentionKind(
+        name="bahdanau",
+        score="v^T tanh(W_k k_s + W_q q)",
+        style="-",
+        reads_memory=True,
+        build=_additive_build,
+        keys=lambda module, outputs: module.key_proj(outputs),
+        scores=_additive_scores,
+        weights=_additive_weights,
+        step_scores=_additive_step_scores,
+        query_grad=_additive_query_grad,
+        keys_grad=lambda acc, queries: {"keys": acc["keys"], "att_v": acc["att_v"]},
+        scoring_keys=_additive_scoring_keys,
+    ),
+    AttentionKind(
+        name="luong_dot",
+        score="q^T k_s",
+        style="--",
+        reads_memory=True,
+        build=_luong_dot_build,
+        keys=lambda module, outputs: outputs,
+        scores=_dot_scores,
+        step_scores=_dot_step_scores,
+        query_grad=_dot_query_grad,
+        keys_grad=_dot_keys_grad,
+    ),
+    AttentionKind(
+        name="luong_general",
+        score="q^T W k_s",
+        style="-.",
+        reads_memory=True,
+        build=_general_build,
+        keys=lambda module, outputs: module.key_proj(outputs),
+        scores=_dot_scores,
+        step_scores=_dot_step_scores,
+        query_grad=_dot_query_grad,
+        keys_grad=_dot_keys_grad,
+    ),
+)
+KINDS = tuple(row.name for row in ATTENTIONS)  # the table's order: the report's too
+_BY_NAME = {row.name: row for row in ATTENTIONS}
+
+
+def attention_kind(name: str) -> AttentionKind:
+    """The table's row of ``model.attention=name``."""
+    if name not in _BY_NAME:
+        raise ValueError(f"model.attention={name!r}: expected one of {', '.join(KINDS)}")
+    return _BY_NAME[name]
 
 
 class Attention(nn.Module):
@@ -34,39 +193,20 @@ class Attention(nn.Module):
 
     def __init__(self, *, kind: str, query_size: int, memory_size: int, attn_size: int):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"model.attention={kind!r}: expected one of {', '.join(KINDS)}")
-        if kind == "luong_dot" and query_size != memory_size:
-            raise ValueError(
-                f"model.attention=luong_dot needs decoder size {query_size} == encoder output "
-                f"size {memory_size}; use luong_general"
-            )
+        self.row = attention_kind(kind)
         self.kind = kind
-        if kind == "bahdanau":
-            self.key_proj = nn.Linear(memory_size, attn_size, bias=False)
-            self.query_proj = nn.Linear(query_size, attn_size, bias=True)
-            self.v = nn.Linear(attn_size, 1, bias=False)
-        elif kind == "luong_general":
-            self.key_proj = nn.Linear(memory_size, query_size, bias=False)
+        self.row.build(self, query_size, memory_size, attn_size)
 
     def keys(self, outputs: Tensor) -> Tensor | None:
-        if self.kind in ("bahdanau", "luong_general"):
-            return self.key_proj(outputs)
-        return outputs if self.kind == "luong_dot" else None
+        return self.row.keys(self, outputs)
 
     def forward(
         self, query: Tensor, keys: Tensor | None, values: Tensor, mask: Tensor, summary: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         group = query.shape[0] // values.shape[0]  # K queries per sentence
-        if self.kind == "none":
+        if not self.row.reads_memory:
             return summary.repeat_interleave(group, dim=0) if group > 1 else summary, None
-        if self.kind == "bahdanau":
-            query = self.query_proj(query)
-            scores = AdditiveScores.apply(
-                keys, query.view(-1, group, query.shape[-1]), self.v.weight.squeeze(0)
-            )
-        else:
-            scores = torch.bmm(query.view(-1, group, query.shape[-1]), keys.transpose(1, 2))
+        scores = self.row.scores(self, query.view(-1, group, query.shape[-1]), keys)
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, K, S]
         # fp32 under autocast too (half precision's weights would not sum to one); fp64 stays fp64.
         weights = torch.softmax(scores, dim=-1, dtype=max(scores.dtype, torch.float32, key=_bits))

@@ -249,12 +249,7 @@ class Decoder(nn.Module):
                     w[f"x_vmask{i}"] = masks[i][0]
             elif i > 0:
                 w[f"drop{i}"] = dropout_mask(self.dropout.p, hidden)
-        if self.attention.kind == "bahdanau":
-            w["att_wq"], w["att_bq"] = (
-                self.attention.query_proj.weight,
-                self.attention.query_proj.bias,
-            )
-            w["att_v"] = self.attention.v.weight.squeeze(0)
+        w.update(self.attention.row.weights(self.attention))
         w["w_c"] = self.combine.weight
         w["ctx_mask"] = dropout_mask(self.ctx_dropout.p, context_size)
         w["feed_mask"] = dropout_mask(self.dropout.p, hidden)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nmt.model.attention import AdditiveScores, additive_scores_grad
+from nmt.model.attention import AttentionKind, attention_kind
 from nmt.model.cell_grads import fused_step
 from nmt.model.cells import spec
 
@@ -43,36 +43,24 @@ STEP_BLOCK = 8
 # Attention of one step (one query per sentence) and its derivative.
 
 
-def _attend(kind, q, w, keys, values, mask, summary):
-    """(context, weights or None, projected query or None)."""
-    if kind == "none":
+def _attend(row: AttentionKind, q, w, keys, values, mask, summary):
+    """(context, weights or None, what the row's derivative keeps)."""
+    if not row.reads_memory:
         return summary, None, None
-    qp = None
-    if kind == "bahdanau":  # attention's own blocked kernel (sigmoid energy, never [B, S, A])
-        qp = F.linear(q, w["att_wq"], w["att_bq"]).to(keys.dtype)  # keys: _scoring_keys
-        scores = AdditiveScores.apply(keys, qp.unsqueeze(1), w["att_v"]).squeeze(1)
-    else:
-        scores = torch.bmm(keys, q.unsqueeze(-1)).squeeze(-1)
+    scores, kept = row.step_scores(w, q, keys)
     a = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-    return torch.bmm(a.unsqueeze(1), values).squeeze(1), a, qp
+    return torch.bmm(a.unsqueeze(1), values).squeeze(1), a, kept
 
 
-def _attend_back(kind, g_c, a, qp, keys, values, w, acc):
-    """The query's gradient; the memory's and attention weights' go into ``acc``."""
-    if kind == "none":
+def _attend_back(row: AttentionKind, g_c, a, kept, q, keys, values, w, acc, weight):
+    """The query's gradient; the memory's and attention weights' go into ``acc``, the row's
+    parameters' through ``weight``."""
+    if not row.reads_memory:
         acc["summary"] = acc.get("summary", 0) + g_c
         return None
     g_a = torch.bmm(values, g_c.unsqueeze(-1)).squeeze(-1)
     g_e = a * (g_a - (a * g_a).sum(-1, keepdim=True))
-    acc["g_e"].append(g_e)
-    if kind != "bahdanau":
-        return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)
-    g_keys, g_qp, g_v = additive_scores_grad(keys, qp.unsqueeze(1), w["att_v"], g_e.unsqueeze(1))
-    acc["keys"] = g_keys if "keys" not in acc else acc["keys"].add_(g_keys)
-    acc["att_v"] = g_v if "att_v" not in acc else acc["att_v"].add_(g_v)
-    g_qp = g_qp.squeeze(1)
-    acc["g_qp"].append(g_qp)
-    return g_qp @ w["att_wq"]
+    return row.query_grad(w, g_e, kept, q, keys, acc, weight)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +97,7 @@ class FusedLoop(torch.autograd.Function):
             tuple(w[f"state{k}"][i] for k in range(_states(plan))) for i in range(plan.layers)
         ]
         feed, saved, feeds, attns = w["feed0"], [], [], []
-        keys = _scoring_keys(plan, w)
+        keys, row = _scoring_keys(plan, w), attention_kind(plan.attention)
         for t in range(steps):
             keep: dict = {"layers": []}
             if t % STEP_BLOCK == 0:  # the embeddings' projection for the next block of steps
@@ -127,7 +115,7 @@ class FusedLoop(torch.autograd.Function):
                 states[i], cell_saved = fwd(gx, states[i], w[f"w_hh{i}"], w[f"b_hh{i}"], hm)
                 keep["layers"].append((below, cell_saved))
             q1 = states[top][0]
-            c, a, qp = _attend(plan.attention, q1, w, keys, w["values"], w["mask"], w["summary"])
+            c, a, qp = _attend(row, q1, w, keys, w["values"], w["mask"], w["summary"])
             cd = _mul(c, w["ctx_mask"][t] if "ctx_mask" in w else None)
             query = q1
             if plan.conditional:
@@ -165,7 +153,7 @@ class FusedLoop(torch.autograd.Function):
         top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
         carry = [[None] * n_states for _ in range(plan.layers)]  # grads of the states after t
         g_feed_carry = None
-        acc: dict = {"g_e": [], "g_qp": []}
+        acc: dict = {}
         grads: dict = {}
 
         def weight(name: str, g: Tensor, x: Tensor, rows=slice(None), bias=None, cols=slice(None)):
@@ -191,7 +179,7 @@ class FusedLoop(torch.autograd.Function):
                     grads[name] += g
 
         g_cs, attn_weights, queries = [], [], []
-        keys = _scoring_keys(plan, w)
+        keys, row = _scoring_keys(plan, w), attention_kind(plan.attention)
         emb = w["emb"]
         g_emb = torch.empty_like(emb)
         for t in reversed(range(steps)):
@@ -221,10 +209,8 @@ class FusedLoop(torch.autograd.Function):
             attn_weights.append(keep["a"])
             queries.append(keep["q1"])
             g_q1 = _attend_back(
-                plan.attention, g_c, keep["a"], keep["qp"], keys, w["values"], w, acc
+                row, g_c, keep["a"], keep["qp"], keep["q1"], keys, w["values"], w, acc, weight
             )
-            if plan.attention == "bahdanau":
-                weight("att_wq", acc["g_qp"].pop(), keep["q1"], bias="att_bq")
             g_new[0] = _add(g_new[0], g_q1)
             g_below = None
             for i in reversed(range(plan.layers)):
@@ -276,28 +262,22 @@ class FusedLoop(torch.autograd.Function):
 
 
 def _memory_grads(plan, acc, grads, g_cs, attn_weights, queries) -> None:
-    """The gradients of the encoder's memory (keys, values, summary) and of v, from the steps'
-    small [B, S] and [B, ·] pieces by one batched product each (steps in reverse order)."""
-    if plan.attention == "none":
+    """The gradients of the encoder's memory (keys, values, summary) and of the row's
+    parameters added up over the steps, from the steps' small [B, S] and [B, ·] pieces by one
+    batched product each (steps in reverse order)."""
+    row = attention_kind(plan.attention)
+    if not row.reads_memory:
         grads["summary"] = acc["summary"]
         return
     a = torch.stack(attn_weights, dim=1)  # [B, T, S]
     grads["values"] = torch.bmm(a.transpose(1, 2), torch.stack(g_cs, dim=1))
-    if plan.attention == "bahdanau":
-        grads["keys"], grads["att_v"] = acc["keys"], acc["att_v"]
-    else:
-        g_e = torch.stack(acc["g_e"], dim=1)
-        grads["keys"] = torch.bmm(g_e.transpose(1, 2), torch.stack(queries, dim=1))
+    grads.update(row.keys_grad(acc, queries))
 
 
 def _scoring_keys(plan: Plan, w: dict) -> Tensor | None:
-    """The keys additive attention scores against: in float32 under bf16 autocast, where scores
-    that differ in the third digit decide the weights (scored in bf16, the query projection's
-    gradient was off by tens of percent, as it is in autograd's bf16 loop)."""
+    """The keys in the precision the row scores in (``AttentionKind.scoring_keys``)."""
     keys = w.get("keys")
-    if plan.attention != "bahdanau" or keys.dtype in (torch.float32, torch.float64):
-        return keys
-    return keys.float()
+    return None if keys is None else attention_kind(plan.attention).scoring_keys(keys)
 
 
 # The first decoder layer's weight views: autocast caches the casts of whole parameters only, so

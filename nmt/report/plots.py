@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from nmt.model.attention import ATTENTIONS  # noqa: E402
 from nmt.model.cells import CELLS, gate_names  # noqa: E402
 from nmt.scoring.stats import summarize  # noqa: E402
 from nmt.scoring.tuning import bracket  # noqa: E402
@@ -31,7 +32,7 @@ PALETTE = (
     "tab:pink", "tab:orange", "tab:gray", "black", "gold",
 )  # fmt: skip
 COLORS = dict(zip(CELLS, PALETTE, strict=False))
-STYLES = {"none": ":", "bahdanau": "-", "luong_dot": "--", "luong_general": "-."}
+STYLES = {row.name: row.style for row in ATTENTIONS}  # the attention table's line styles
 GATE_ORDER = gate_names()  # every gate the cell table names
 
 

@@ -22,6 +22,7 @@ from nmt.core.runtime import pick_device
 from nmt.data import prepare as data
 from nmt.data import tokenizer
 from nmt.data.batching import ordered_batches
+from nmt.model.attention import KINDS
 from nmt.model.cells import CELLS
 from nmt.model.restore import restore
 from nmt.scoring import analysis, metrics
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 ANALYSIS_FILE = "analysis.json"
 # The report's gate statistics teacher-force the validation split in batches of this many tokens.
 GATE_BATCH_TOKENS = 4000
-ATTENTION_ORDER = ("none", "bahdanau", "luong_dot", "luong_general")
 
 
 class ReportError(UserError):
@@ -159,7 +159,7 @@ def analyze_run(run: Run, split: str, search: str, edges: tuple[int, ...], devic
 
 
 def run_order(run: Run) -> tuple:
-    att = ATTENTION_ORDER.index(run.attention) if run.attention in ATTENTION_ORDER else 99
+    att = KINDS.index(run.attention) if run.attention in KINDS else 99  # the table's order
     cell = CELLS.index(run.cell) if run.cell in CELLS else len(CELLS)  # the cell table's order
     return run.pair, att, cell, run.seed
 

@@ -56,8 +56,8 @@ class Signature:
 
     @classmethod
     def of(cls, model: Seq2Seq) -> Signature:
-        kind = model.decoder.attention.kind
-        return cls(spec(model.encoder.rnn.cell).state, kind != "none", kind != "none")
+        reads = model.decoder.attention.row.reads_memory
+        return cls(spec(model.encoder.rnn.cell).state, reads, reads)
 
     @property
     def states(self) -> int:
