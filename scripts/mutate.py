@@ -182,8 +182,8 @@ MUTANTS = [
     ),
     Mutant(
         "decoding/search.py",
-        "        if t < options.min_len:\n",
-        "        if t < options.min_len - 1:\n",
+        "    if t < options.min_len:\n",
+        "    if t < options.min_len - 1:\n",
         "beam min_len one short",
     ),
     Mutant(
@@ -200,8 +200,8 @@ MUTANTS = [
     ),
     Mutant(
         "decoding/search.py",
-        "                    score=log_prob / lp + coverage_penalty * cov,",
-        "                    score=log_prob / lp,",
+        "            score=log_prob / lp + options.coverage_penalty * cov,",
+        "            score=log_prob / lp,",
         "coverage penalty dropped",
     ),
     Mutant(
@@ -619,7 +619,7 @@ MUTANTS = [
     ),
     Mutant(
         "decoding/search.py",
-        "        cand = lprobs.add_(scores.view(n * K, 1)).view(n, K * V)",
+        "        cand = lprobs.add_(beams.scores.view(n * K, 1)).view(n, K * V)",
         "        cand = lprobs.view(n, K * V)",
         "beam candidates ranked without their beam's score",
     ),
@@ -1042,8 +1042,8 @@ MUTANTS = [
     ),
     Mutant(
         "decoding/search.py",
-        "        _check(stop)\n        n = active.shape[0]\n",
-        "        n = active.shape[0]\n",
+        "        _check(stop)\n        n = beams.active.shape[0]\n",
+        "        n = beams.active.shape[0]\n",
         "beam search never asks whether to stop",
     ),
     Mutant(

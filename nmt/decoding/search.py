@@ -202,6 +202,112 @@ class _Finished:
                 self.nth[sent] = ranked[n_best - 1]
 
 
+@dataclass
+class _Beams:
+    """The live beams of the sentences still undecided: K rows per sentence, in blocks.
+
+    ``active``: the original sentence of each block; ``scores`` [n, K]; ``prev`` [n*K] the last
+    token, ``history`` [n*K, t] every token; the decoder's ``state`` and ``memory``; the
+    attention of every step ``attn`` [n*K, t, S] and its running sum ``coverage`` [n*K, S]
+    (None without attention, or without a coverage penalty)."""
+
+    active: Tensor
+    scores: Tensor
+    prev: Tensor
+    history: Tensor
+    state: Any
+    memory: Any
+    attn: Tensor | None = None
+    coverage: Tensor | None = None
+
+    def record_attention(self, attn: Tensor | None, coverage_penalty: float) -> None:
+        if attn is None:
+            return
+        step = attn.float().unsqueeze(1)
+        self.attn = step if self.attn is None else torch.cat([self.attn, step], dim=1)
+        if coverage_penalty > 0:
+            self.coverage = attn.float() if self.coverage is None else self.coverage + attn.float()
+
+    def follow(self, rows: Tensor, prev: Tensor, state: Any) -> None:
+        """Each new beam continues row ``rows[i]`` with token ``prev[i]``."""
+        self.history = torch.cat([self.history.index_select(0, rows), prev.unsqueeze(1)], dim=1)
+        self.prev, self.state = prev, state.select(rows)
+        if self.attn is not None:
+            self.attn = self.attn.index_select(0, rows)
+        if self.coverage is not None:
+            self.coverage = self.coverage.index_select(0, rows)
+
+    def keep(self, blocks: Tensor, K: int) -> None:
+        """Only the sentences of ``blocks`` go on (the others are decided)."""
+        rows = (blocks.unsqueeze(1) * K + torch.arange(K, device=blocks.device)).view(-1)
+        self.active, self.scores, self.memory = (
+            self.active[blocks],
+            self.scores[blocks],
+            self.memory.select(blocks),
+        )
+        self.prev, self.history, self.state = (
+            self.prev[rows],
+            self.history[rows],
+            self.state.select(rows),
+        )
+        if self.attn is not None:
+            self.attn = self.attn[rows]
+        if self.coverage is not None:
+            self.coverage = self.coverage[rows]
+
+
+def _scored_step(out: StepOutput, t: int, ending: Tensor, history: Tensor, options) -> Tensor:
+    """A step's log-probabilities [n*K, V] with the search's rules applied: no end before
+    ``min_len``, no repeated n-gram, the end forced where a beam reaches its length limit
+    (``ending`` [n*K])."""
+    lprobs = log_softmax_(out.logits.float())
+    eos = lprobs[:, EOS_ID].clone()
+    if t < options.min_len:
+        lprobs[:, EOS_ID] = float("-inf")
+    if options.no_repeat_ngram > 0:
+        _block_repeats(lprobs, history, options.no_repeat_ngram)
+    _force_end(lprobs, eos, ending)
+    return lprobs
+
+
+def _ended(
+    beams: _Beams,
+    block: Tensor,
+    slot: Tensor,
+    top_beam: Tensor,
+    top_scores: Tensor,
+    K: int,
+    real: Tensor,
+    lens: list[int],
+    options: SearchOptions,
+) -> tuple[list[int], list[Hypothesis]]:
+    """The hypotheses that end at this step (candidate ``slot`` of each ``block``) and their
+    sentences: scores with the length and coverage penalties, attention cut to the source."""
+    sents, rows = beams.active[block], block * K + top_beam[block, slot]
+    covered = [0.0] * len(rows)
+    if beams.coverage is not None:
+        logs = beams.coverage[rows].clamp(max=1.0).log().masked_fill(~real[sents], 0.0)
+        covered = logs.sum(dim=1).tolist()
+    lp = float(length_penalty(beams.history.shape[1] + 1, options.alpha))
+    hyps = [
+        Hypothesis(
+            tokens=tokens,
+            log_prob=log_prob,
+            score=log_prob / lp + options.coverage_penalty * cov,
+            attn=None if beams.attn is None else beams.attn[row, :, : lens[sent]].cpu(),
+        )
+        for sent, row, tokens, log_prob, cov in zip(
+            sents.tolist(),
+            rows.tolist(),
+            beams.history[rows].tolist(),
+            top_scores[block, slot].tolist(),
+            covered,
+            strict=True,
+        )
+    ]
+    return sents.tolist(), hyps
+
+
 @torch.no_grad()
 def beam_search(
     model: Decodable,
@@ -214,17 +320,15 @@ def beam_search(
     """Beam search of a batch: src_ids [B, S] -> for each sentence its n_best hypotheses, best first
     (``stop`` as in :func:`greedy`).
 
-    One loop over time steps whose stages read in order (score, finish, continue, decide, drop
-    decided sentences); it is longer than most functions here because cutting it further would pass
-    its nine per-step tensors back and forth between functions. The K beams of a sentence read one
-    copy of its encoder memory (attention takes K queries per sentence)."""
-    alpha, n_best, coverage_penalty = options.alpha, options.n_best, options.coverage_penalty
-    batch, device, K = src_ids.shape[0], src_ids.device, options.beam_size
+    One loop over time steps whose stages read in order: score (``_scored_step``), finish
+    (``_ended``), continue, decide, drop the decided sentences (``_Beams``). The K beams of a
+    sentence read one copy of its encoder memory (attention takes K queries per sentence)."""
+    n_best, batch, device, K = options.n_best, src_ids.shape[0], src_ids.device, options.beam_size
     memory = model.encode(src_ids, src_lens, src_mask)  # [n, ...]: one copy per sentence
     flat = torch.arange(batch, device=device).repeat_interleave(K)
-    state = model.decoder.init_state(memory).select(flat)  # [n*K, ...]: one row per beam
     limits = _limits(src_lens, options).to(device)
     # Live log-probs only fall, so the best score a live beam can reach is score / lp(limit).
+    alpha = options.alpha
     reach = length_penalty(limits.double(), alpha) if alpha > 0 else torch.ones_like(limits)
     real = torch.arange(src_ids.shape[1], device=device) < src_lens.to(device)[:, None]  # [B, S]
     lens = src_lens.tolist()
@@ -232,33 +336,25 @@ def beam_search(
         [[] for _ in range(batch)],
         torch.full((batch,), float("-inf"), dtype=torch.float64, device=device),
     )
-    active = torch.arange(batch, device=device)  # original sentence of each active block of K
-    scores = torch.full((batch, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # only the first beam is live at the start
-    history = torch.full((batch * K, 0), BOS_ID, dtype=torch.long, device=device)
-    prev = torch.full((batch * K,), BOS_ID, dtype=torch.long, device=device)
-    attn_hist: Tensor | None = None  # [n*K, t, S]
-    coverage: Tensor | None = None  # [n*K, S]
+    beams = _Beams(
+        active=torch.arange(batch, device=device),  # original sentence of each block of K
+        scores=torch.full((batch, K), float("-inf"), device=device),
+        prev=torch.full((batch * K,), BOS_ID, dtype=torch.long, device=device),
+        history=torch.full((batch * K, 0), BOS_ID, dtype=torch.long, device=device),
+        state=model.decoder.init_state(memory).select(flat),  # [n*K, ...]: one row per beam
+        memory=memory,
+    )
+    beams.scores[:, 0] = 0.0  # only the first beam is live at the start
 
     for t in range(int(limits.max())):
         _check(stop)
-        n = active.shape[0]
-        out = model.decoder.step(prev, state, memory)
-        lprobs = log_softmax_(out.logits.float())  # [n*K, V]
+        n = beams.active.shape[0]
+        out = model.decoder.step(beams.prev, beams.state, beams.memory)
+        ending = (t + 1 >= limits[beams.active]).repeat_interleave(K)
+        lprobs = _scored_step(out, t, ending, beams.history, options)
+        beams.record_attention(out.attn, options.coverage_penalty)
         V = lprobs.shape[1]
-        eos = lprobs[:, EOS_ID].clone()
-        if t < options.min_len:
-            lprobs[:, EOS_ID] = float("-inf")
-        if options.no_repeat_ngram > 0:
-            _block_repeats(lprobs, history, options.no_repeat_ngram)
-        _force_end(lprobs, eos, (t + 1 >= limits[active]).repeat_interleave(K))
-        if out.attn is not None:
-            step_attn = out.attn.float().unsqueeze(1)
-            attn_hist = step_attn if attn_hist is None else torch.cat([attn_hist, step_attn], dim=1)
-            if coverage_penalty > 0:
-                coverage = out.attn.float() if coverage is None else coverage + out.attn.float()
-
-        cand = lprobs.add_(scores.view(n * K, 1)).view(n, K * V)  # lprobs is not read again
+        cand = lprobs.add_(beams.scores.view(n * K, 1)).view(n, K * V)  # lprobs not read again
         top_scores, top_ids = cand.topk(min(2 * K, K * V), dim=1)  # [n, 2K]
         top_beam, top_tok = top_ids // V, top_ids % V
         is_eos = (top_tok == EOS_ID) & torch.isfinite(top_scores)
@@ -267,60 +363,28 @@ def beam_search(
         rank = torch.arange(top_ids.shape[1], device=device).expand_as(top_ids)
         block, slot = (is_eos & (rank < K)).nonzero().unbind(1)
         if block.numel():
-            sents, rows = active[block], block * K + top_beam[block, slot]
-            covered = [0.0] * len(rows)
-            if coverage is not None:
-                logs = coverage[rows].clamp(max=1.0).log().masked_fill(~real[sents], 0.0)
-                covered = logs.sum(dim=1).tolist()
-            lp = float(length_penalty(history.shape[1] + 1, alpha))
-            hyps = [
-                Hypothesis(
-                    tokens=tokens,
-                    log_prob=log_prob,
-                    score=log_prob / lp + coverage_penalty * cov,
-                    attn=None if attn_hist is None else attn_hist[row, :, : lens[sent]].cpu(),
-                )
-                for sent, row, tokens, log_prob, cov in zip(
-                    sents.tolist(),
-                    rows.tolist(),
-                    history[rows].tolist(),
-                    top_scores[block, slot].tolist(),
-                    covered,
-                    strict=True,
-                )
-            ]
-            finished.add(sents.tolist(), hyps, n_best)
+            sents, hyps = _ended(beams, block, slot, top_beam, top_scores, K, real, lens, options)
+            finished.add(sents, hyps, n_best)
 
         # Continue with the K best candidates that are not end-of-sentence. A beam row has one end
         # token, so at most K of the top 2K are finished: the first K after pushing those back are
         # live (an end token kept there scored -inf, and stays dead).
         order = (rank + is_eos.long() * (2 * K)).argsort(dim=1)[:, :K]
-        scores = top_scores.gather(1, order)
-        beams = top_beam.gather(1, order)
-        prev = top_tok.gather(1, order).view(-1)
-        rows = (torch.arange(n, device=device).unsqueeze(1) * K + beams).view(-1)
+        beams.scores = top_scores.gather(1, order)
+        rows = (torch.arange(n, device=device).unsqueeze(1) * K + top_beam.gather(1, order)).view(
+            -1
+        )
 
         # Decided: nothing live can beat the sentence's n-th best finished hypothesis.
-        best_live = scores.max(dim=1).values.double()
+        best_live = beams.scores.max(dim=1).values.double()
+        active = beams.active
         done = (best_live == float("-inf")) | (finished.nth[active] >= best_live / reach[active])
         ended = int(done.sum())
         if ended == n:
             break
-        history = torch.cat([history.index_select(0, rows), prev.unsqueeze(1)], dim=1)
-        state = out.state.select(rows)
-        if attn_hist is not None:
-            attn_hist = attn_hist.index_select(0, rows)
-        if coverage is not None:
-            coverage = coverage.index_select(0, rows)
+        beams.follow(rows, top_tok.gather(1, order).view(-1), out.state)
         if ended:
-            keep = (~done).nonzero().squeeze(1)
-            keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-            active, scores, memory = active[keep], scores[keep], memory.select(keep)
-            prev, history, state = prev[keep_rows], history[keep_rows], state.select(keep_rows)
-            if attn_hist is not None:
-                attn_hist = attn_hist[keep_rows]
-            if coverage is not None:
-                coverage = coverage[keep_rows]
+            beams.keep((~done).nonzero().squeeze(1), K)
     return [sorted(h, key=lambda h: -h.score)[:n_best] for h in finished.hyps]
 
 
