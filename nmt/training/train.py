@@ -285,39 +285,55 @@ def fit(
         reason = loop.stop_reason()
     with Signals() as signals:
         while reason is None and state.epoch < options.max_epochs:
-            for position, indices in shard(sampler.iterate(state.epoch, state.position), world):
-                batch = collate(
-                    [src_ids[i] for i in indices], [tgt_ids[i] for i in indices], indices
-                )
-                # Before each update the ranks agree on its target tokens, a caught signal and
-                # the clock, so that they stop at the same one (one process agrees with itself).
-                tokens, caught, late = world.total(
-                    int(batch.tgt_mask.sum()),
-                    signals.caught is not None,
-                    limit_reached(state, options) is not None,
-                    device=device,
-                )
-                if caught:
-                    bar.close()
-                    raise loop.interrupted()
-                if late:
-                    reason = limit_reached(state, options) or "max_minutes"
-                    break
-                state.position = position + 1  # consumed, whatever its update does
-                if not loop.update(batch.to(device), tokens):
-                    continue
-                bar.update(1)
-                if state.step % options.log_every == 0:
-                    loop.log_window(bar)
-                if state.step % options.valid_every == 0 and (stop := loop.validate()):
-                    reason = stop
-                elif options.max_steps and state.step >= options.max_steps:
-                    reason = "max_steps"
-                if reason is not None:
-                    break
-            else:  # the epoch is over
-                state.epoch, state.position = state.epoch + 1, 0
+            reason = _epoch(loop, sampler, src_ids, tgt_ids, signals, bar)
     bar.close()
+    return _finish(loop, reason)
+
+
+def _epoch(
+    loop: _Loop,
+    sampler: BatchSampler,
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    signals: Signals,
+    bar: tqdm,
+) -> str | None:
+    """The updates of the rest of an epoch: why training stops, or None at the epoch's end (the
+    next epoch then starts at its first batch)."""
+    state, options, world, device = loop.state, loop.options, loop.world, loop.device
+    for position, indices in shard(sampler.iterate(state.epoch, state.position), world):
+        batch = collate([src_ids[i] for i in indices], [tgt_ids[i] for i in indices], indices)
+        # Before each update the ranks agree on its target tokens, a caught signal and the
+        # clock, so that they stop at the same one (one process agrees with itself).
+        tokens, caught, late = world.total(
+            int(batch.tgt_mask.sum()),
+            signals.caught is not None,
+            limit_reached(state, options) is not None,
+            device=device,
+        )
+        if caught:
+            bar.close()
+            raise loop.interrupted()
+        if late:
+            return limit_reached(state, options) or "max_minutes"
+        state.position = position + 1  # consumed, whatever its update does
+        if not loop.update(batch.to(device), tokens):
+            continue
+        bar.update(1)
+        if state.step % options.log_every == 0:
+            loop.log_window(bar)
+        if state.step % options.valid_every == 0 and (stop := loop.validate()):
+            return stop
+        if options.max_steps and state.step >= options.max_steps:
+            return "max_steps"
+    state.epoch, state.position = state.epoch + 1, 0
+    return None
+
+
+def _finish(loop: _Loop, reason: str | None) -> dict:
+    """The last validation (unless the last update had one), the time, the log line; the best
+    scores."""
+    state, options = loop.state, loop.options
     if state.last_valid_step != state.step:
         loop.validate()
     state.train_seconds = time.monotonic() - loop.start  # the last validation included
