@@ -120,8 +120,8 @@ MUTANTS = [
     ),
     Mutant(
         "model/fused.py",
-        "                    emb[:, start:stop].reshape(-1, emb.shape[-1]),",
-        "                    emb[:, : stop - start].reshape(-1, emb.shape[-1]),",
+        "        emb[:, start:stop].reshape(-1, emb.shape[-1]),",
+        "        emb[:, : stop - start].reshape(-1, emb.shape[-1]),",
         "a block of steps' projection weights multiplied by the first block's embeddings",
     ),
     Mutant(
@@ -550,8 +550,8 @@ MUTANTS = [
     ),
     Mutant(
         "training/train.py",
-        "                if caught:",
-        "                if False:",
+        "        if caught:",
+        "        if False:",
         "signals ignored",
     ),
     Mutant(

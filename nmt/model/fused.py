@@ -148,36 +148,14 @@ class FusedLoop(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, g_feeds: Tensor):
-        plan, saved, w, params = ctx.plan, ctx.saved, ctx.w, ctx.params
+        plan, saved, w = ctx.plan, ctx.saved, ctx.w
         back = _cell(plan)[1]
         top, steps, n_states = plan.layers - 1, len(saved), _states(plan)
         carry = [[None] * n_states for _ in range(plan.layers)]  # grads of the states after t
         g_feed_carry = None
         acc: dict = {}
-        grads: dict = {}
-
-        def weight(name: str, g: Tensor, x: Tensor, rows=slice(None), bias=None, cols=slice(None)):
-            """grad of w[name][rows, cols] += g^T x (and of the bias, the sum of g): a product
-            per step, as autograd does; the step's saved tensors can go right after."""
-            if name not in grads:
-                grads[name] = torch.zeros_like(params[name])
-            if g.dtype == x.dtype == grads[name].dtype:
-                grads[name][rows, cols].addmm_(g.T, x)
-            else:  # bf16 autocast: the product in bf16, added (converted as it adds) in float32
-                grads[name][rows, cols].add_(g.T @ x)
-            if bias is not None:
-                if bias not in grads:
-                    grads[bias] = torch.zeros_like(params[bias])
-                grads[bias][rows].add_(g.sum(0))
-
-        def add_whole(w_name: str, b_name: str, whole) -> None:
-            """A step's recurrent weight and bias gradients given whole (autograd's path)."""
-            for name, g in zip((w_name, b_name), whole or (), strict=False):
-                if g is not None and g.numel():
-                    if name not in grads:
-                        grads[name] = torch.zeros_like(params[name])
-                    grads[name] += g
-
+        sums = _Grads(ctx.params)
+        grads = sums.grads
         g_cs, attn_weights, queries = [], [], []
         keys, row = _scoring_keys(plan, w), attention_kind(plan.attention)
         emb = w["emb"]
@@ -188,62 +166,28 @@ class FusedLoop(torch.autograd.Function):
             if t == steps - 1 or t % STEP_BLOCK == STEP_BLOCK - 1:  # a block's last step
                 g_block, block_steps = None, t + 1 - start  # allocated in g_gx's dtype
             g_feed = g_feeds[:, t] + (0 if g_feed_carry is None else g_feed_carry)
-            g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
-            g_pre = g_u * (1 - keep["u"] * keep["u"])
-            query = keep["query"] if plan.conditional else keep["q1"]
-            weight("w_c", g_pre, query, cols=slice(None, query.shape[-1]))
-            weight("w_c", g_pre, keep["cd"], cols=slice(query.shape[-1], None))
-            g_qc = g_pre @ w["w_c"]
-            g_query, g_cd = g_qc.split([g_pre.shape[-1], g_qc.shape[-1] - g_pre.shape[-1]], -1)
-            g_new = [_add(carry[top][0], g_query), *carry[top][1:]]
-            if plan.conditional:
-                g_x2, rows2, g_hm2, direct2, whole2 = back(keep["saved2"], g_new, w["w2_hh"])
-                for rows, g, x in rows2:
-                    weight("w2_hh", g, x, rows, bias="b2_hh")
-                add_whole("w2_hh", "b2_hh", whole2)
-                weight("w2_ih", g_x2, keep["ctx_in"], bias="b2_ih")
-                g_cd = g_cd + _mul(g_x2 @ w["w2_ih"], w.get("x_vmask2"))
-                g_new = [_add(direct2[0], _mul(g_hm2, w.get("h_vmask2"))), *direct2[1:]]
+            g_new, g_cd = _output_back(plan, w, keep, g_feed, carry[top], t, back, sums)
             g_c = _mul(g_cd, w["ctx_mask"][t] if "ctx_mask" in w else None)
             g_cs.append(g_c)
             attn_weights.append(keep["a"])
             queries.append(keep["q1"])
             g_q1 = _attend_back(
-                row, g_c, keep["a"], keep["qp"], keep["q1"], keys, w["values"], w, acc, weight
+                row, g_c, keep["a"], keep["qp"], keep["q1"], keys, w["values"], w, acc, sums.weight
             )
             g_new[0] = _add(g_new[0], g_q1)
-            g_below = None
-            for i in reversed(range(plan.layers)):
-                if i < top:
-                    g_new = [_add(carry[i][0], g_below), *carry[i][1:]]
-                below, cell_saved = keep["layers"][i]
-                g_gx, rows, g_hm, direct, whole = back(cell_saved, g_new, w[f"w_hh{i}"])
-                for r, g, x in rows:
-                    weight(f"w_hh{i}", g, x, r, bias=f"b_hh{i}")
-                add_whole(f"w_hh{i}", f"b_hh{i}", whole)
-                carry[i] = [_add(direct[0], _mul(g_hm, w.get(f"h_vmask{i}"))), *direct[1:]]
-                if i > 0:
-                    weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
-                    g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
+            g_gx = _layers_back(plan, w, keep, g_new, carry, t, back, sums)
             if g_block is None:  # under bf16 autocast g_gx is bf16: no per-step conversion
                 g_block = g_gx.new_empty(emb.shape[0], block_steps, g_gx.shape[-1])
             g_block[:, t - start] = g_gx
             if t == start:  # the block's embeddings and their projection's weights, at once
-                stop = start + g_block.shape[1]
-                g_emb[:, start:stop] = g_block @ w["w_emb"]  # (converted as it is stored)
-                weight(
-                    "w_emb",
-                    g_block.view(-1, g_block.shape[-1]),
-                    emb[:, start:stop].reshape(-1, emb.shape[-1]),
-                    bias="b_ih0",
-                )
+                _embeddings_back(w, g_block, start, g_emb, sums)
             if plan.input_feeding:
                 before = w["feed0"]  # the feed that entered step t, from step t - 1's output
                 if t > 0:
                     before = _mul(
                         saved[t - 1]["u"], w["feed_mask"][t - 1] if "feed_mask" in w else None
                     )
-                weight("w_feed", g_gx, _mul(before, w.get("feed_vmask")))
+                sums.weight("w_feed", g_gx, _mul(before, w.get("feed_vmask")))
                 g_feed_carry = _mul(g_gx @ w["w_feed"], w.get("feed_vmask"))
             saved[t] = None  # this step's activations are no longer needed
         _memory_grads(plan, acc, grads, g_cs, attn_weights, queries)
@@ -259,6 +203,93 @@ class FusedLoop(torch.autograd.Function):
             None,
             *(grads.get(n) if need else None for n, need in zip(plan.names, wanted, strict=True)),
         )
+
+
+class _Grads:
+    """The parameters' gradients, added up step by step."""
+
+    def __init__(self, params: dict):
+        self.params, self.grads = params, {}
+
+    def _zero(self, name: str) -> Tensor:
+        if name not in self.grads:
+            self.grads[name] = torch.zeros_like(self.params[name])
+        return self.grads[name]
+
+    def weight(
+        self, name: str, g: Tensor, x: Tensor, rows=slice(None), bias=None, cols=slice(None)
+    ) -> None:
+        """grad of w[name][rows, cols] += g^T x (and of the bias, the sum of g): a product per
+        step, as autograd does; the step's saved tensors can go right after."""
+        grad = self._zero(name)
+        if g.dtype == x.dtype == grad.dtype:
+            grad[rows, cols].addmm_(g.T, x)
+        else:  # bf16 autocast: the product in bf16, added (converted as it adds) in float32
+            grad[rows, cols].add_(g.T @ x)
+        if bias is not None:
+            self._zero(bias)[rows].add_(g.sum(0))
+
+    def add_whole(self, w_name: str, b_name: str, whole) -> None:
+        """A step's recurrent weight and bias gradients given whole (autograd's path)."""
+        for name, g in zip((w_name, b_name), whole or (), strict=False):
+            if g is not None and g.numel():
+                self._zero(name).add_(g)
+
+    def recurrent(self, w_name: str, b_name: str, rows, whole) -> None:
+        """A cell's recurrent weight and bias gradients: its rows' products, or whole."""
+        for r, g, x in rows:
+            self.weight(w_name, g, x, r, bias=b_name)
+        self.add_whole(w_name, b_name, whole)
+
+
+def _output_back(plan, w, keep, g_feed, carry_top, t, back, sums: _Grads):
+    """One step's output (u = tanh(W_c [query; context])) and, conditional, its second
+    transition, backwards: the gradients of the top layer's new state and of the context."""
+    g_u = _mul(g_feed, w["feed_mask"][t] if "feed_mask" in w else None)
+    g_pre = g_u * (1 - keep["u"] * keep["u"])
+    query = keep["query"] if plan.conditional else keep["q1"]
+    sums.weight("w_c", g_pre, query, cols=slice(None, query.shape[-1]))
+    sums.weight("w_c", g_pre, keep["cd"], cols=slice(query.shape[-1], None))
+    g_qc = g_pre @ w["w_c"]
+    g_query, g_cd = g_qc.split([g_pre.shape[-1], g_qc.shape[-1] - g_pre.shape[-1]], -1)
+    g_new = [_add(carry_top[0], g_query), *carry_top[1:]]
+    if plan.conditional:
+        g_x2, rows2, g_hm2, direct2, whole2 = back(keep["saved2"], g_new, w["w2_hh"])
+        sums.recurrent("w2_hh", "b2_hh", rows2, whole2)
+        sums.weight("w2_ih", g_x2, keep["ctx_in"], bias="b2_ih")
+        g_cd = g_cd + _mul(g_x2 @ w["w2_ih"], w.get("x_vmask2"))
+        g_new = [_add(direct2[0], _mul(g_hm2, w.get("h_vmask2"))), *direct2[1:]]
+    return g_new, g_cd
+
+
+def _layers_back(plan, w, keep, g_new, carry, t, back, sums: _Grads) -> Tensor:
+    """One step's recurrent layers backwards, top to bottom: ``carry`` becomes the gradients
+    of the states before the step; returns the first layer's projected input's gradient."""
+    top, g_below = plan.layers - 1, None
+    for i in reversed(range(plan.layers)):
+        if i < top:
+            g_new = [_add(carry[i][0], g_below), *carry[i][1:]]
+        below, cell_saved = keep["layers"][i]
+        g_gx, rows, g_hm, direct, whole = back(cell_saved, g_new, w[f"w_hh{i}"])
+        sums.recurrent(f"w_hh{i}", f"b_hh{i}", rows, whole)
+        carry[i] = [_add(direct[0], _mul(g_hm, w.get(f"h_vmask{i}"))), *direct[1:]]
+        if i > 0:
+            sums.weight(f"w_ih{i}", g_gx, below, bias=f"b_ih{i}")
+            g_below = _mul(g_gx @ w[f"w_ih{i}"], _layer_mask(w, i, t))
+    return g_gx
+
+
+def _embeddings_back(w, g_block: Tensor, start: int, g_emb: Tensor, sums: _Grads) -> None:
+    """A block of steps' embeddings and their projection's weights, at once."""
+    emb = w["emb"]
+    stop = start + g_block.shape[1]
+    g_emb[:, start:stop] = g_block @ w["w_emb"]  # (converted as it is stored)
+    sums.weight(
+        "w_emb",
+        g_block.view(-1, g_block.shape[-1]),
+        emb[:, start:stop].reshape(-1, emb.shape[-1]),
+        bias="b_ih0",
+    )
 
 
 def _memory_grads(plan, acc, grads, g_cs, attn_weights, queries) -> None:
