@@ -43,13 +43,18 @@ TESTS = {
     "model/cells.py": ["test_cells.py", "test_seq2seq.py"],
     "model/attention.py": ["test_attention.py", "test_seq2seq.py"],
     "model/checkpoint.py": ["test_checkpoint.py", "test_train.py"],
-    "training/train.py": ["test_train.py", "test_saver.py"],  # the loop's saving is tested with the saver
+    "training/train.py": [
+        "test_train.py",
+        "test_saver.py",
+    ],  # the loop's saving is tested with the saver
     "training/saver.py": ["test_saver.py", "test_train.py"],
     "model/decoder.py": ["test_decoder.py", "test_seq2seq.py"],
     "training/optim.py": ["test_optim.py"],
     "model/rnn.py": ["test_encoder.py", "test_rnn.py", "test_cells.py"],
     "model/ensemble.py": ["test_ensemble.py"],
-    "training/distributed.py": ["test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"],
+    "training/distributed.py": [
+        "test_distributed.py::test_shard_gives_each_rank_its_share_in_equal_counts"
+    ],
     "scoring/search_tuning.py": ["test_search_tuning.py"],
     "serving/serve.py": ["test_serve.py"],
     "serving/export.py": ["test_export.py"],
@@ -400,7 +405,10 @@ MUTANTS = [
         "select reorders wrongly",
     ),
     Mutant(
-        "model/cells.py", '        state=("h", "c"),', '        state=("h",),', "LSTM state without c"
+        "model/cells.py",
+        '        state=("h", "c"),',
+        '        state=("h",),',
+        "LSTM state without c",
     ),
     # the cells that change one gate, the minimal cells, and what every cell relies on
     Mutant(
@@ -487,8 +495,8 @@ MUTANTS = [
     ),
     Mutant(
         "model/attention.py",
-        "    acc.setdefault(\"g_e\", []).append(g_e)\n    return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)",
-        "    acc.setdefault(\"g_e\", []).append(g_e)\n    return 0.5 * torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)",
+        '    acc.setdefault("g_e", []).append(g_e)\n    return torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)',
+        '    acc.setdefault("g_e", []).append(g_e)\n    return 0.5 * torch.bmm(g_e.unsqueeze(1), keys).squeeze(1)',
         "the fused loop's query gradient of a dot product halved",
         ("test_fused.py",),
     ),

@@ -31,7 +31,9 @@ def test_a_stale_mutant_is_listed_before_anything_runs(tmp_path):
         sys.path.pop(0)
     stale = script.Mutant("decoding/search.py", "no such line in search.py", "", "a stale one")
     twice = script.Mutant("decoding/search.py", "import", "", "found many times")
-    missing = script.Mutant("decoding/search.py", "def beam_search(", "", "names a test", ("test_x.py",))
+    missing = script.Mutant(
+        "decoding/search.py", "def beam_search(", "", "names a test", ("test_x.py",)
+    )
     problems = script.snippet_problems([stale, twice, missing], ROOT / "tests")
     assert len(problems) == 3
     assert "'a stale one' found 0 times" in problems[0]

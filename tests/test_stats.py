@@ -109,4 +109,4 @@ def test_seeds_that_disagree_widen_the_interval_and_weaken_the_evidence():
 def test_bootstrap_refuses_runs_on_other_sentences():
     runs = stats([0.3])
     with pytest.raises(ValueError, match="same sentences"):
-        seed_bootstrap("bleu", runs, [runs[0][:10]])
+        seed_bootstrap("bleu", runs, [runs[0][:10]], samples=100)
