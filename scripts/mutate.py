@@ -8,6 +8,7 @@ The tree is restored after every mutant, also when interrupted.
     python scripts/mutate.py                          # every module; prints the score per module
     python scripts/mutate.py --modules search,cells   # some of them
     python scripts/mutate.py --tests /tmp/old/tests   # score another test suite (e.g. an older one)
+    python scripts/mutate.py --out mutants.json --resume   # go on where an interrupted run stopped
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from nmt.core.rundir import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -1170,7 +1173,14 @@ def main() -> None:
     parser.add_argument("--modules", default=",".join(by_name))
     parser.add_argument("--tests", type=Path, default=ROOT / "tests", help="the test directory")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the results as JSON, after every mutant"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the mutants --out already records as killed (not those killed by the timeout)",
+    )
     parser.add_argument(
         "--check", action="store_true", help="only check that every snippet matches; run nothing"
     )
@@ -1182,6 +1192,20 @@ def main() -> None:
     if unknown:
         sys.exit(f"mutate: unknown module {unknown[0]}; choose from {', '.join(by_name)}")
     mutants = [m for m in MUTANTS if m.module in chosen]
+    if args.resume:
+        if args.out is None:
+            sys.exit("mutate: --resume goes on from the results of --out; name it")
+        earlier = json.loads(args.out.read_text()) if args.out.is_file() else []
+        settled = {
+            (r["module"], r["what"])
+            for r in earlier
+            if r["killed"] and r.get("seconds", 0) < args.timeout
+        }
+        mutants = [m for m in mutants if (m.module, m.what) not in settled]
+        results = [r for r in earlier if (r["module"], r["what"]) in settled]
+        print(f"mutate: {len(settled)} mutants settled in {args.out}, {len(mutants)} to run")
+    else:
+        results = []
     problems = snippet_problems(mutants, args.tests)
     if problems:
         print("\n".join(f"mutate: {p}" for p in problems), file=sys.stderr)
@@ -1192,9 +1216,8 @@ def main() -> None:
 
     # Every test a mutant will run passes on the unchanged tree (one run, on every core).
     needed = sorted({t for m in mutants for t in (m.tests or TESTS[m.module])})
-    if not run_tests(needed, args.tests, args.timeout * 4, workers="auto"):
+    if needed and not run_tests(needed, args.tests, args.timeout * 4, workers="auto"):
         sys.exit(f"mutate: tests fail without any mutant ({' '.join(needed)}); fix them first")
-    results = []
     for mutant in mutants:
         path = ROOT / "nmt" / mutant.module
         original = path.read_text()
@@ -1206,12 +1229,19 @@ def main() -> None:
             )
         finally:
             path.write_text(original)
+        seconds = time.monotonic() - start
         status = "SURVIVED" if survived else "killed"
-        print(
-            f"{mutant.module:16} {status:8} {time.monotonic() - start:5.1f}s  {mutant.what}",
-            flush=True,
+        print(f"{mutant.module:16} {status:8} {seconds:5.1f}s  {mutant.what}", flush=True)
+        results.append(
+            {
+                "module": mutant.module,
+                "what": mutant.what,
+                "killed": not survived,
+                "seconds": round(seconds, 1),
+            }
         )
-        results.append({"module": mutant.module, "what": mutant.what, "killed": not survived})
+        if args.out:
+            write_json(args.out, results)
     print()
     for module in chosen:
         mine = [r for r in results if r["module"] == module]
@@ -1219,8 +1249,6 @@ def main() -> None:
         print(f"score {module}: {killed}/{len(mine)} killed")
     total = sum(r["killed"] for r in results)
     print(f"score total: {total}/{len(results)} killed")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
     if not all(r["killed"] for r in results):
         sys.exit(1)
 

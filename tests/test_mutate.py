@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,26 @@ def test_a_stale_mutant_is_listed_before_anything_runs(tmp_path):
     assert "'a stale one' found 0 times" in problems[0]
     assert "'found many times' found" in problems[1] and "found 1 times" not in problems[1]
     assert "names test_x.py, which does not exist" in problems[2]
+
+
+def test_resume_skips_what_was_killed_and_reruns_the_rest(tmp_path):
+    """--resume goes on from --out: a mutant killed there is not run again, one killed only by
+    the timeout is, and every result is written as it comes."""
+    tests = tmp_path / "tests"  # a suite that notices nothing: every mutant survives it
+    tests.mkdir()
+    (tests / "test_rundir.py").write_text("def test_nothing():\n    pass\n")
+    out = tmp_path / "mutants.json"
+    first = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
+    assert first.returncode == 1, first.stderr  # it ran, and the mutant survived
+    [result] = json.loads(out.read_text())
+    assert result["module"] == "core/rundir.py" and result["killed"] is False
+
+    out.write_text(json.dumps([{**result, "killed": True, "seconds": 3.0}]))
+    settled = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
+    assert settled.returncode == 0, settled.stderr
+    assert "1 mutants settled" in settled.stdout and "0 to run" in settled.stdout
+    assert "SURVIVED" not in settled.stdout
+
+    out.write_text(json.dumps([{**result, "killed": True, "seconds": 600.0}]))
+    timed_out = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
+    assert timed_out.returncode == 1 and "SURVIVED" in timed_out.stdout
