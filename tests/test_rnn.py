@@ -35,8 +35,8 @@ def test_stepped_encoder_reads_the_fused_weights(cell):
     torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=1e-4)
     for a, b in zip(stepped_final, final, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    sums = rnn.gate_sums(x, lens)
-    gates = {g for _, _, g in sums}
+    steps = rnn.gate_steps(x, lens)
+    gates = {g for _, _, g in steps}
     expect = {
         "tanh": set(),
         "gru": {"reset", "update"},
@@ -50,7 +50,33 @@ def test_stepped_encoder_reads_the_fused_weights(cell):
         "minlstm": {"forget"},
     }[cell]
     assert gates == expect
-    for (layer, d, _), (total, count) in sums.items():
+    real = torch.arange(7)[None, :] < lens[:, None]  # [B, S]
+    for (layer, d, _), g in steps.items():
         assert layer in (0, 1) and d in (0, 1)
-        assert count == int(lens.sum()) * 6  # real positions only, every unit
-        assert 0.0 < total / count < 1.0
+        assert g.shape == (3, 7, 6)
+        assert (g[~real] == 0).all()  # padding: nothing
+        assert ((g[real] > 0) & (g[real] < 1)).all()  # a sigmoid's activations, in place
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "mingru"])
+def test_stepped_gates_stand_at_their_tokens(cell):
+    """gate_steps puts each step's gates at its token, the backward direction's too: the forward
+    direction's gates at t depend on tokens up to t alone, the backward's on tokens from t on."""
+    torch.manual_seed(0)
+    rnn = Recurrent(
+        cell=cell,
+        input_size=5,
+        hidden_size=6,
+        layers=1,
+        bidirectional=True,
+        dropout=0.0,
+        var_dropout=0.0,
+    ).eval()
+    x = torch.randn(1, 7, 5)
+    whole = rnn.gate_steps(x, torch.tensor([7]))
+    for t in (0, 3, 6):
+        prefix = rnn.gate_steps(x[:, : t + 1], torch.tensor([t + 1]))
+        suffix = rnn.gate_steps(x[:, t:], torch.tensor([7 - t]))
+        for (layer, d, gate), g in whole.items():
+            alone = suffix[layer, d, gate][:, 0] if d else prefix[layer, d, gate][:, t]
+            torch.testing.assert_close(g[:, t], alone, atol=1e-6, rtol=1e-5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
 import torch
@@ -17,6 +17,7 @@ from nmt.core.runtime import autocast
 from nmt.core.search_options import SearchOptions
 from nmt.data.tokenizer import Tokenizer
 from nmt.decoding.decode import decode_corpus
+from nmt.decoding.gates import GatesRefused, GateTrace, trace
 from nmt.decoding.search import Decodable, Hypothesis, Stop
 from nmt.model.ensemble import Ensemble
 from nmt.model.seq2seq import Seq2Seq
@@ -24,12 +25,14 @@ from nmt.model.seq2seq import Seq2Seq
 
 @dataclass
 class Translation:
-    """One input's result: n-best hypotheses (text and score) and the source/target pieces."""
+    """One input's result: n-best hypotheses (text and score), the source's pieces and ids (as
+    decoded: truncated to ``max_src_len``)."""
 
     texts: list[str]
     hyps: list[Hypothesis]
     src_pieces: list[str]
     truncated: bool = False
+    src_ids: list[int] = field(default_factory=list)
 
 
 def single_line(text: str) -> str:
@@ -139,7 +142,9 @@ class Translator:
             texts_i = [single_line(t) for t in self.tokenizer.decode_tgt([h.tokens for h in hyps])]
             pieces = self.tokenizer.src.id_to_piece(x) if x else []
             out.append(
-                Translation(texts=texts_i, hyps=hyps, src_pieces=pieces, truncated=truncated[i])
+                Translation(
+                    texts=texts_i, hyps=hyps, src_pieces=pieces, truncated=truncated[i], src_ids=x
+                )
             )
         return out
 
@@ -159,3 +164,38 @@ class Translator:
 
     def target_pieces(self, hyp: Hypothesis) -> list[str]:
         return self.tokenizer.tgt.id_to_piece(hyp.tokens) + ["</s>"]
+
+    def gates_refusal(self) -> str | None:
+        """Why this translator cannot show its gates (one line), or None when it can."""
+        backend = self.backend[0]
+        if backend != "torch":
+            return (
+                f"gates: this model decodes with backend={backend}, whose graphs output no gates; "
+                "load it with backend=torch to see them"
+            )
+        if isinstance(self.model, Ensemble):
+            return (
+                f"gates: an ensemble of {len(self.model.models)} models has no one set of gates; "
+                "load one model to see them"
+            )
+        return None
+
+    def gates(self, result: Translation) -> GateTrace | None:
+        """What each gate did on ``result``'s best hypothesis (``nmt.decoding.gates``), in the
+        decoding's precision; None for an empty input. :class:`GatesRefused` with
+        :meth:`gates_refusal`'s line for a model whose gates cannot be traced."""
+        refusal = self.gates_refusal()
+        if refusal is not None:
+            raise GatesRefused(refusal)
+        if not result.src_ids or not result.hyps:
+            return None
+        hyp = result.hyps[0]
+        with autocast(self.device, self.precision):
+            return trace(
+                self.model,
+                result.src_ids,
+                hyp.tokens,
+                device=self.device,
+                source=result.src_pieces + ["</s>"],
+                target=self.target_pieces(hyp),
+            )

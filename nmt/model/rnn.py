@@ -137,24 +137,21 @@ class Recurrent(nn.Module):
             for d in range(self.dirs)
         ]
 
-    def gate_sums(self, x: Tensor, lens: Tensor) -> dict[tuple[int, int, str], tuple[float, int]]:
-        """Sum and count of each gate's activations over real positions, per (layer, direction,
-        gate), by stepping the gate equations with this module's weights (fused kernels do not
-        expose their gates). Also the check that those weights are read correctly: the stepped
-        outputs equal ``forward``'s (tests)."""
-        sums: dict[tuple[int, int, str], tuple[float, int]] = {}
+    def gate_steps(self, x: Tensor, lens: Tensor) -> dict[tuple[int, int, str], Tensor]:
+        """Each gate's activations at every position, ``[B, S, H]`` per (layer, direction, gate),
+        in source order for both directions and zero at padding, by stepping the gate equations
+        with this module's weights (fused kernels do not expose their gates). Also the check that
+        those weights are read correctly: the stepped outputs equal ``forward``'s (tests)."""
+        steps: dict[tuple[int, int, str], list[Tensor]] = {}
+        length = x.shape[1]
 
-        def record(layer: int, d: int, gates: dict[str, Tensor], keep: Tensor) -> None:
+        def record(layer: int, d: int, t: int, gates: dict[str, Tensor], keep: Tensor) -> None:
             for name, g in gates.items():
-                total, count = sums.get((layer, d, name), (0.0, 0))
-                sums[layer, d, name] = (
-                    total + float((g * keep).sum()),
-                    count + int(keep.sum()) * g.shape[-1],
-                )
+                steps.setdefault((layer, d, name), [g] * length)[t] = g * keep
 
         with torch.no_grad():
             self._loop(x, lens, record)
-        return sums
+        return {key: torch.stack(per, dim=1) for key, per in steps.items()}
 
     def _loop(
         self, x: Tensor, lens: Tensor, record: Callable | None = None, variational: float = 0.0
@@ -185,7 +182,7 @@ class Recurrent(nn.Module):
                     new, saved = row.step(gxs[t], state, w_hh, b_hh, hm)
                     keep = mask[:, t, None]
                     if record is not None:
-                        record(layer, d, gates_of(self.cell, saved), keep)
+                        record(layer, d, t, gates_of(self.cell, saved), keep)
                     # Padding leaves the state untouched, so the backward direction starts at
                     # each sentence's last real token and the final state is the true one.
                     state = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import torch
 
 from nmt.data.batching import Batch
+from nmt.decoding.gates import recording
 from nmt.model.seq2seq import Seq2Seq
 from nmt.scoring.metrics import score
 
@@ -36,17 +37,13 @@ def gate_statistics(model: Seq2Seq, batches: Iterable[Batch], device: torch.devi
         batch = batch.to(device)
         enc = model.encoder.rnn
         x = model.encoder.embedding(batch.src_ids)
-        for (layer, d, gate), (total, count) in enc.gate_sums(x, batch.src_lens).items():
-            add(f"encoder.l{layer}.{'bwd' if d else 'fwd'}.{gate}", total, count)
-        records: list[list[dict]] = [[] for _ in layers]
-        for layer, record in zip(layers, records, strict=True):
-            layer.recorder = record.append
-        try:
+        real = int(batch.src_mask.sum())
+        for (layer, d, gate), g in enc.gate_steps(x, batch.src_lens).items():
+            key = f"encoder.l{layer}.{'bwd' if d else 'fwd'}.{gate}"
+            add(key, float(g.sum()), real * g.shape[-1])
+        with recording(layers) as records:
             memory = model.encode(batch.src_ids, batch.src_lens, batch.src_mask)
             model.decoder(batch.tgt_in, memory)
-        finally:
-            for layer in layers:
-                layer.recorder = None
         mask = batch.tgt_mask.float()  # [B, T]; one record per time step
         for i, steps in enumerate(records):
             for gate in steps[0] if steps else {}:
