@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
-from nmt import __version__, pipeline, resume, sweep
+from nmt import __version__, loader, pipeline, resume, sweep
 from nmt.core.compose import conf_dir
 from nmt.core.config import register_configs
 from nmt.core.errors import UserError, one_line, os_error_line, require_extra
@@ -151,20 +151,25 @@ def serve_task(cfg: DictConfig) -> None:
     require_extra("serve", "nmt-serve")
     import uvicorn
 
-    from nmt.serving.serve import Limits, create_app, describe
+    from nmt.serving.serve import Limits, create_app
 
     # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
     # process would die there (or while loading), before the model file unpacked in the temporary
     # directory goes. As an exit, the translator's temporary directories are removed.
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
-    translator = Translator.from_config(cfg)
+    models = loader.compared(cfg)
     limits = Limits(**{k: cfg[k] for k in Limits.__dataclass_fields__})
-    app = create_app(translator, limits, describe(translator))
-    print(f"serving on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)", flush=True)
+    app = create_app(models, limits)
+    names = f" ({', '.join(models)})" if len(models) > 1 else ""
+    print(
+        f"serving{names} on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)",
+        flush=True,
+    )
     try:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     finally:
-        translator.close()
+        for translator in models.values():
+            translator.close()
 
 
 def _fail(message: str) -> NoReturn:

@@ -11,6 +11,7 @@ directory, in a temporary directory the translator owns for a file; never while 
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -157,6 +158,32 @@ def from_config(
         ensemble=tuple(str(e) for e in cfg.ensemble or ()),
         cls=cls,
     )
+
+
+def compared(cfg: DictConfig) -> dict[str, Translator]:
+    """The models ``nmt-serve`` shows side by side, by name: the config's own (``run_dir=`` or
+    ``model=``), then each of ``compare`` (a run directory, or a file or directory
+    ``nmt-export`` wrote), every one with the config's other settings. A name is the place's last
+    part (``runs/gru`` -> ``gru``), numbered where two are the same."""
+    places = [cfg.get("model_file") or cfg.run_dir, *(str(p) for p in cfg.compare or ())]
+    models: dict[str, Translator] = {}
+    try:
+        for i, place in enumerate(places):
+            one = copy.deepcopy(cfg)
+            if i > 0:  # a run directory has its config; anything else nmt-export wrote
+                is_run = (Path(place) / "config.yaml").is_file()
+                one.run_dir, one.model_file = (place, None) if is_run else (None, place)
+                one.ensemble = []
+            translator = from_config(one)
+            name = Path(str(place)).name or str(place)
+            if name in models:
+                name = f"{name} ({i + 1})"
+            models[name] = translator
+    except BaseException:
+        for translator in models.values():
+            translator.close()
+        raise
+    return models
 
 
 def translate_config(search, given: dict) -> tuple[DictConfig, SearchOptions | None]:

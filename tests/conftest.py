@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -335,3 +338,23 @@ def nmt_translate(run_dir, stdin: bytes, *args: str):
         capture_output=True,
         timeout=300,
     )
+
+
+@contextlib.contextmanager
+def serving(app):
+    """A uvicorn server of ``app`` on a free loopback port, in a thread: its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

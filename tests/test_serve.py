@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
-from conftest import multi30k_lines
+from conftest import serving
 from hypothesis import Phase, settings
 
-from nmt.serving.serve import Limits, create_app, describe
+from nmt.model.cells import spec
+from nmt.serving.serve import Limits, create_app
 from nmt.translate import Translator
 
 LIMITS = Limits(
     max_lines=8,
+    max_gate_lines=2,
     max_chars=200,
     max_body_bytes=4000,
     max_beam=6,
@@ -38,24 +37,6 @@ LIMITS = Limits(
 LINES = ["A dog runs in the park.", "", "Two men talk.", "A woman reads a book."]
 
 
-@contextmanager
-def serving(app):
-    """A uvicorn server of ``app`` on a free loopback port, in a thread: its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def service(tiny_run):
     """(base URL, translator): the tiny run served."""
@@ -63,7 +44,7 @@ def service(tiny_run):
     # lines translated in other batches; in bf16 (precision=auto on CPUs that multiply it) a
     # batch's shape may break a near tie of this barely trained model either way.
     translator = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32")
-    with serving(create_app(translator, LIMITS, describe(translator))) as url:
+    with serving(create_app({"tiny": translator}, LIMITS)) as url:
         yield url, translator
 
 
@@ -134,6 +115,7 @@ def test_n_best_with_scores(service):
             "decoding steps (beam x output length limit, summed over its lines); at most 5,000",
         ),
         ({"text": [1, 2]}, 422, "text[0]=1: input should be a valid string"),
+        ({"text": ["x"], "model": "other"}, 422, "model=\"other\": input should be 'tiny'"),
         ({"lines": ["x"]}, 422, 'text: missing (expected {"text"'),
     ],
 )
@@ -184,7 +166,7 @@ def test_a_request_past_its_budget_stops_its_decoding(tiny_run):
         return step(*args)
 
     translator.model.decoder.step = slow
-    app = create_app(translator, dataclasses.replace(LIMITS, timeout_s=0.5), describe(translator))
+    app = create_app({"tiny": translator}, dataclasses.replace(LIMITS, timeout_s=0.5))
     hostile = {"text": ["A dog runs."], "search": {"min_len": 40, "max_len_b": 40}}
     with serving(app) as url, ThreadPoolExecutor(1) as pool:
         asked = pool.submit(httpx.post, f"{url}/translate", json=hostile, timeout=60)
@@ -228,7 +210,7 @@ def test_a_decoding_call_past_max_decode_s_stops_and_the_cheap_go_first(tiny_run
 
     translator.model.decoder.step = slow
     limits = dataclasses.replace(LIMITS, max_decode_s=0.5, window_ms=300.0)
-    app = create_app(translator, limits, describe(translator))
+    app = create_app({"tiny": translator}, limits)
     costly = {"text": ["A dog runs."] * 3, "search": {"min_len": 40, "max_len_b": 40}}
     cheap = {"text": ["A dog."], "search": {"max_len_a": 0, "max_len_b": 2}}
     with serving(app) as url, ThreadPoolExecutor(2) as pool:
@@ -259,7 +241,7 @@ def test_a_costly_call_gives_way_to_cheaper_requests_waiting_behind_it(tiny_run)
 
     translator.model.decoder.step = slow
     limits = dataclasses.replace(LIMITS, preempt_after_s=0.3)
-    app = create_app(translator, limits, describe(translator))
+    app = create_app({"tiny": translator}, limits)
     costly = {"text": ["A dog runs."] * 3, "search": {"min_len": 40, "max_len_b": 40}}
     cheap = {"text": ["A dog."], "search": {"max_len_a": 0, "max_len_b": 2}}
     with serving(app) as url, ThreadPoolExecutor(2) as pool:
@@ -324,46 +306,70 @@ def test_attention_comes_with_its_pieces_and_the_page_is_served(service):
     assert all(abs(sum(row) - 1) < 1e-3 for row in first["weights"])
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert 'id="attention"' in page.text and 'fetch("translate"' in page.text
+    assert 'id="models"' in page.text and 'fetch("translate"' in page.text
 
 
-def test_the_page_translates_in_a_real_browser(service):
-    """Chromium (the system's package, headless, driven by Selenium): the page loads, a sentence
-    typed in comes back translated, and its heatmap has one row per output token."""
-    import shutil
+@pytest.fixture(scope="module")
+def two_models(tiny_run, tiny_run_b):
+    """(base URL, translators): two models served side by side, the first with PyTorch, the
+    second under onnxruntime."""
+    first = Translator.from_run_dir(tiny_run, device="cpu", precision="fp32", backend="torch")
+    second = Translator.from_run_dir(
+        tiny_run_b, device="cpu", precision="fp32", backend="onnxruntime", quantize="none"
+    )
+    models = {"first": first, "second": second}
+    with serving(create_app(models, LIMITS)) as url:
+        yield url, models
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    url, translator = service
-    sentence = multi30k_lines("test_2016_flickr", "en", 1)[0]
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    try:
-        driver.get(f"{url}/")
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: "en→de" in d.find_element(By.ID, "model").text)
-        box = driver.find_element(By.ID, "text")
-        box.clear()
-        box.send_keys(sentence)
-        driver.find_element(By.ID, "go").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#out li"))
-        (item,) = driver.find_elements(By.CSS_SELECTOR, "#out li")
-        (expected,) = translator.translate_full([sentence])
-        assert item.text == " ".join(expected.texts[0].split())  # as HTML shows white space
-        rows = driver.find_elements(By.CSS_SELECTOR, "#attention table.heatmap tbody tr")
-        assert len(rows) == len(expected.hyps[0].tokens) + 1  # every output token and </s>
-        heads = [r.find_element(By.TAG_NAME, "th").get_attribute("textContent") for r in rows]
-        assert heads == translator.target_pieces(expected.hyps[0])  # the pieces it decoded
-        source = driver.find_elements(By.CSS_SELECTOR, "#attention table.heatmap thead th")
-        assert len(source) == len(expected.src_pieces) + 2  # a corner, the pieces, </s>
-    finally:
-        driver.quit()
+def test_gates_token_by_token(two_models):
+    """ "gates": true: each layer's gates of each line's translation, rows as the attention's
+    (source pieces on the encoder's side, output pieces on the decoder's), the values the
+    translator's own trace gives."""
+    url, models = two_models
+    translator = models["first"]  # PyTorch (backend=auto may choose onnxruntime)
+    body = {"text": [LINES[0], ""], "gates": True, "attention": True}
+    answer = httpx.post(f"{url}/translate", json=body, timeout=60).json()
+    traced, empty = answer["gates"]
+    assert empty is None  # an empty line has no gates
+    attention = answer["attention"][0]
+    assert traced["cell"] == "gru" and traced["meanings"] == spec("gru").gates
+    assert (traced["source"], traced["target"]) == (attention["source"], attention["target"])
+    names = [layer["name"] for layer in traced["layers"]]
+    assert names == ["encoder layer 1, forward", "encoder layer 1, backward", "decoder layer 1"]
+    expected = translator.gates(translator.translate_full(LINES[0])).as_dict()
+    for got, want in zip(traced["layers"], expected["layers"], strict=True):
+        rows = len(traced["source"] if got["side"] == "encoder" else traced["target"])
+        assert list(got["gates"]) == ["update", "reset"]
+        for name, gate in got["gates"].items():
+            assert len(gate["mean"]) == len(gate["units"]) == rows
+            assert gate["mean"] == pytest.approx(want["gates"][name]["mean"], abs=2e-3)
+    assert "gates" not in httpx.post(f"{url}/translate", json={"text": LINES[:1]}).json()
+    many = httpx.post(f"{url}/translate", json={"text": ["x"] * 3, "gates": True}, timeout=60)
+    assert many.status_code == 413 and many.json()["error"].startswith(
+        "text: 3 lines with gates; at most 2"
+    )
+
+
+def test_two_models_side_by_side(two_models):
+    """A request names its model; each answers with its own translations; GET /models lists
+    both and which can show their gates; the onnxruntime one refuses them in one line."""
+    url, models = two_models
+    listed = httpx.get(f"{url}/models").json()
+    assert [m["name"] for m in listed] == ["first", "second"]
+    assert [m["backend"] for m in listed] == ["torch", "onnxruntime"]
+    assert [m["gates"] for m in listed] == [True, False]
+    assert "backend=onnxruntime, whose graphs output no gates" in listed[1]["gates_refusal"]
+    assert httpx.get(f"{url}/model").json()["name"] == "first"  # the default
+    for name, translator in models.items():
+        answer = httpx.post(f"{url}/translate", json={"text": LINES, "model": name}, timeout=60)
+        assert answer.json()["translations"] == translator.translate(LINES)
+    default = httpx.post(f"{url}/translate", json={"text": LINES}, timeout=60)
+    assert default.json()["translations"] == models["first"].translate(LINES)
+    refused = httpx.post(
+        f"{url}/translate", json={"text": LINES[:1], "model": "second", "gates": True}
+    )
+    assert refused.status_code == 422 and refused.json()["error"] == listed[1]["gates_refusal"]
 
 
 @pytest.fixture(scope="module")

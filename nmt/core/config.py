@@ -271,9 +271,11 @@ class TuneSearchConfig(DecodeConfig):
 class ServeConfig(DecodeConfig):
     """nmt-serve: where it listens and what one request may ask."""
 
+    compare: list[str] = MISSING
     host: str = MISSING
     port: int = MISSING
     max_lines: int = MISSING
+    max_gate_lines: int = MISSING
     max_chars: int = MISSING
     max_body_bytes: int = MISSING
     max_beam: int = MISSING

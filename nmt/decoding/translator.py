@@ -33,6 +33,7 @@ class Translation:
     src_pieces: list[str]
     truncated: bool = False
     src_ids: list[int] = field(default_factory=list)
+    gates: GateTrace | None = None  # Translator.gates of the best hypothesis, when asked
 
 
 def single_line(text: str) -> str:

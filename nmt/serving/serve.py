@@ -1,13 +1,14 @@
 """A translation service: ``nmt-serve model=model.nmt`` (or ``run_dir=runs/X``), a FastAPI
-application under uvicorn, on localhost by default.
+application under uvicorn, on localhost by default; ``compare=[...]`` serves more models beside it.
 
-``POST /translate`` takes ``{"text": [...], "search": {...}, "n_best": N, "attention": bool}`` and
-answers ``{"translations": [...]}`` in the order of ``text`` (with ``n_best``, a list of
-``{"text", "score"}`` per line; with ``"attention": true``, each line's attention weights); its
-request and answer are declared models, so the OpenAPI document at ``/openapi.json`` (and the page
-at ``/docs``) gives every field and bound. ``GET /health`` tells an idle decoder from a busy or a
-stuck one; ``GET /model`` the model's manifest and the service's limits; ``GET /`` a page to try
-the model. Requests that arrive together share batches: a collector waits ``window_ms`` for more
+``POST /translate`` takes ``{"text": [...], "search": {...}, "n_best": N, "attention": bool,
+"gates": bool, "model": NAME}`` and answers ``{"translations": [...]}`` in the order of ``text``
+(with ``n_best``, a list of ``{"text", "score"}`` per line; with ``"attention": true``, each line's
+attention weights; with ``"gates": true``, each recurrent layer's gates token by token,
+``nmt.decoding.gates``); its request and answer are declared models, so the OpenAPI document at
+``/openapi.json`` (and the page at ``/docs``) gives every field and bound. ``GET /health`` tells an
+idle decoder from a busy or a stuck one; ``GET /model`` the (first) model's manifest and the
+service's limits, ``GET /models`` every model's; ``GET /`` a page to try them, side by side. Requests that arrive together share batches: a collector waits ``window_ms`` for more
 lines, up to ``batch_tokens`` source pieces, and the model decodes them as one call, so many small
 requests cost about what one large one does.
 
@@ -42,6 +43,7 @@ from nmt.core.errors import one_line
 from nmt.core.search_options import MAX_ALPHA, SearchError, SearchOptions
 from nmt.decoding.search import Cancelled
 from nmt.decoding.translator import Translator
+from nmt.model.seq2seq import Seq2Seq
 
 log = logging.getLogger(__name__)
 # The page at /: plain HTML and JavaScript, nothing to build (a package file beside this module).
@@ -53,6 +55,7 @@ class Limits:
     """What one request may ask (conf/serve.yaml holds the values)."""
 
     max_lines: int
+    max_gate_lines: int  # lines of a request that asks for the gates
     max_chars: int
     max_body_bytes: int
     max_beam: int
@@ -81,6 +84,7 @@ class _Job:
     pieces: int
     work: int  # request_work: what it may cost the decoder
     done: asyncio.Future = field(repr=False)
+    gates: bool = False  # trace each line's gates once decoded
 
 
 class Batcher:
@@ -108,8 +112,10 @@ class Batcher:
             self.task.cancel()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str], search: SearchOptions, pieces: int, work: int) -> list:
-        job = _Job(texts, search, pieces, work, asyncio.get_running_loop().create_future())
+    async def submit(
+        self, texts: list[str], search: SearchOptions, pieces: int, work: int, gates: bool = False
+    ) -> list:
+        job = _Job(texts, search, pieces, work, asyncio.get_running_loop().create_future(), gates)
         with self.lock:
             self.pending[id(job)] = (time.monotonic(), work)
         await self.queue.put(job)
@@ -196,7 +202,14 @@ class Batcher:
             return True
 
         try:
-            return self.translator.translate_full(texts, search=search, stop=stop)
+            results = self.translator.translate_full(texts, search=search, stop=stop)
+            start = 0
+            for job in jobs:  # the gates of the lines that asked, on this thread too
+                if job.gates:
+                    for result in results[start : start + len(job.texts)]:
+                        result.gates = self.translator.gates(result)
+                start += len(job.texts)
+            return results
         finally:
             self.decoding_since = None
 
@@ -242,12 +255,40 @@ class Attention(BaseModel):
     weights: list[list[float]]
 
 
+class Gate(BaseModel):
+    """One gate of one layer: its mean over units at each token, and each unit at each token."""
+
+    mean: list[float]
+    units: list[list[float]]
+
+
+class GateLayer(BaseModel):
+    """A recurrent layer's gates by name: a row per source piece (and </s>) on the encoder's side,
+    per output piece (and </s>) on the decoder's."""
+
+    name: str
+    side: Literal["encoder", "decoder"]
+    gates: dict[str, Gate]
+
+
+class Gates(BaseModel):
+    """The best hypothesis's gates, layer by layer (none for a cell without gates), and what
+    each gate means."""
+
+    cell: str
+    meanings: dict[str, str]
+    source: list[str]
+    target: list[str]
+    layers: list[GateLayer]
+
+
 class Translations(BaseModel):
     """One entry per line of ``text``, in order: the best translation, or with ``n_best`` a list
-    of hypotheses; ``attention`` when asked (null for a line with none)."""
+    of hypotheses; ``attention`` and ``gates`` when asked (null for a line with none)."""
 
     translations: list[str] | list[list[Hypothesis]]
     attention: list[Attention | None] | None = None
+    gates: list[Gates | None] | None = None
 
 
 class Health(BaseModel):
@@ -259,10 +300,13 @@ class Health(BaseModel):
     queued: int = 0
 
 
-def request_model(limits: Limits, search: SearchOptions) -> type[BaseModel]:
+def request_model(
+    limits: Limits, search: SearchOptions, names: tuple[str, ...] = ("model",)
+) -> type[BaseModel]:
     """The body of ``POST /translate`` with this service's bounds (they are in its OpenAPI
     document): every search option that a request may change, each within what one request may
-    cost; ``search`` holds the service's defaults, shown as each option's default."""
+    cost; ``search`` holds the service's defaults, shown as each option's default; ``names`` the
+    models a request may choose, the first its default."""
     length = {"ge": 0, "le": limits.max_output_len}
     bounds = {
         "beam_size": (int, {"ge": 1, "le": limits.max_beam}),
@@ -297,6 +341,14 @@ def request_model(limits: Limits, search: SearchOptions) -> type[BaseModel]:
             None, ge=1, le=limits.max_beam, description="hypotheses per line, with their scores"
         )
         attention: bool = False
+        gates: bool = Field(
+            False,
+            description="each recurrent layer's gates token by token, for at most "
+            f"{limits.max_gate_lines} lines",
+        )
+        model: Literal[names] | None = Field(  # type: ignore[valid-type]
+            None, description=f"which model translates (GET /models); default {names[0]}"
+        )
 
         @field_validator("text", mode="before")
         @classmethod
@@ -400,10 +452,15 @@ def describe(translator: Translator) -> dict:
         return {**{k: v for k, v in translator.manifest.items() if k not in drop}, **backend}
     from nmt import __version__
 
+    model = translator.model
+    shape = {}
+    if isinstance(model, Seq2Seq):  # a run directory's model: its cell and attention, as a file's
+        shape = {"cell": model.encoder.rnn.cell, "attention": model.decoder.attention.kind}
     return {
         "nmt": __version__,
         "src": translator.src_lang,
         "tgt": translator.tgt_lang,
+        **shape,
         "parameters": translator.parameters,
         "models": translator.sources,
         "search": translator.search.as_dict(),
@@ -457,21 +514,56 @@ class RequestBody:
         await answer(scope, receive, send)
 
 
-def create_app(translator: Translator, limits: Limits, manifest: dict):
-    """The FastAPI application (its OpenAPI page at /docs comes from FastAPI)."""
-    batcher = Batcher(translator, limits)
-    TranslateRequest = request_model(limits, translator.search)  # noqa: N806 - a class
+@dataclass
+class Served:
+    """One model of the service: its name (what a request's ``model`` names), its translator and
+    decoding thread, and what ``GET /models`` says of it."""
+
+    name: str
+    translator: Translator
+    batcher: Batcher
+    about: dict
+
+
+def create_app(models: dict[str, Translator], limits: Limits):
+    """The FastAPI application of one or more models by name, the first the default (its
+    OpenAPI page at /docs comes from FastAPI). Each model decodes on its own thread."""
+    if not models:
+        raise ValueError("no model to serve")
+    served = {
+        name: Served(
+            name,
+            translator,
+            Batcher(translator, limits),
+            {
+                "name": name,
+                **describe(translator),
+                "gates": translator.gates_refusal() is None,
+                "gates_refusal": translator.gates_refusal(),
+                "limits": asdict(limits),
+            },
+        )
+        for name, translator in models.items()
+    }
+    first = next(iter(served.values()))
+    # One request body for all: a request's search options are checked against the first
+    # model's search (the service's settings are one config).
+    TranslateRequest = request_model(  # noqa: N806 - a class
+        limits, first.translator.search, tuple(served)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        for one in served.values():
+            one.batcher.start()
         yield
-        await batcher.stop()
+        for one in served.values():
+            await one.batcher.stop()
 
-    app = FastAPI(title="nmt", version=str(manifest.get("nmt", "")), lifespan=lifespan)
+    app = FastAPI(title="nmt", version=str(first.about.get("nmt", "")), lifespan=lifespan)
     app.add_middleware(RequestBody, limit=limits.max_body_bytes)
-    app.state.batcher = batcher
-    about = {**manifest, "limits": asdict(limits)}
+    app.state.batcher = first.batcher
+    app.state.served = served
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:
@@ -495,10 +587,12 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
-        since, queued = batcher.decoding_since, batcher.queue.qsize()
-        if since is None:
+        batchers = [one.batcher for one in served.values()]
+        queued = sum(b.queue.qsize() for b in batchers)
+        busy = [b.decoding_since for b in batchers if b.decoding_since is not None]
+        if not busy:
             return JSONResponse(Health(status="ok", queued=queued).model_dump())
-        took = round(time.monotonic() - since, 3)
+        took = round(time.monotonic() - min(busy), 3)
         # A call past its budget should have stopped within a step: one that has not is stuck.
         stuck = took > 2 * min(limits.timeout_s, limits.max_decode_s) + 5
         answer = Health(status="stuck" if stuck else "busy", decoding_s=took, queued=queued)
@@ -506,9 +600,25 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
 
     @app.get("/model")
     async def model() -> dict:
-        return about
+        return first.about
+
+    @app.get("/models")
+    async def every_model() -> list[dict]:
+        return [one.about for one in served.values()]
 
     async def translate(asked) -> Translations:
+        one = served[asked.model or first.name]
+        translator, batcher = one.translator, one.batcher
+        if asked.gates:
+            refusal = translator.gates_refusal()
+            if refusal is not None:
+                raise Refused(422, refusal)
+            if len(asked.text) > limits.max_gate_lines:
+                raise Refused(
+                    413,
+                    f"text: {len(asked.text)} lines with gates; at most {limits.max_gate_lines} "
+                    "(the gates of a line are thousands of numbers)",
+                )
         search = request_search(translator, asked)
         ids = translator.tokenizer.encode_src(asked.text)
         work = request_work(translator, ids, search)
@@ -522,7 +632,7 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
         pieces = sum(len(x) for x in ids)
         began = time.perf_counter()
         try:
-            job = batcher.submit(asked.text, search, pieces, work)
+            job = batcher.submit(asked.text, search, pieces, work, gates=asked.gates)
             results = await asyncio.wait_for(job, limits.timeout_s)
         except TimeoutError:
             raise Refused(503, f"not translated within {limits.timeout_s} s; try again") from None
@@ -535,7 +645,10 @@ def create_app(translator: Translator, limits: Limits, manifest: dict):
         else:
             translations = [r.texts[0] if r.texts else "" for r in results]
         attention = [attention_of(translator, r) for r in results] if asked.attention else None
-        return Translations(translations=translations, attention=attention)
+        gates = None
+        if asked.gates:
+            gates = [None if r.gates is None else r.gates.as_dict() for r in results]
+        return Translations(translations=translations, attention=attention, gates=gates)
 
     # The body's model is made here, with this service's bounds: named on the handler itself
     # (annotations are strings in this module, which FastAPI would look up among its globals).
