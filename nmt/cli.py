@@ -28,6 +28,7 @@ from nmt.core.compose import conf_dir
 from nmt.core.config import register_configs
 from nmt.core.errors import UserError, one_line, os_error_line, require_extra
 from nmt.core.overrides import cell_as_preset, check_overrides
+from nmt.core.rundir import write_json
 from nmt.core.runtime import record_command
 from nmt.decoding.stream import check_output, translate_file
 from nmt.scoring.evaluate import evaluate_split, score_files
@@ -62,15 +63,47 @@ def train_task(cfg: DictConfig) -> float:
 
 
 def translate_task(cfg: DictConfig) -> None:
-    """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line."""
+    """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line;
+    with gates=DIR, each line's gates too."""
     check_output(cfg.output)  # before the model loads
+    if cfg.gates:  # the gates are traced in PyTorch, a model at a time: chosen or refused here
+        require_extra("report", "nmt-translate gates=DIR")
+        if cfg.backend == "onnxruntime" or cfg.ensemble:
+            why = "backend=onnxruntime" if cfg.backend == "onnxruntime" else "an ensemble"
+            raise UserError(
+                f"gates={cfg.gates}: {why} has no gates to show; use backend=torch, one model"
+            )
+        if cfg.backend == "auto":
+            cfg.backend, cfg.quantize = "torch", "none" if cfg.quantize == "auto" else cfg.quantize
+    translator = Translator.from_config(cfg)
+    each = None
+    if cfg.gates:
+        refusal = translator.gates_refusal()
+        if refusal is not None:
+            raise UserError(refusal)
+        each = functools.partial(write_gates, translator, Path(cfg.gates))
     translate_file(
-        Translator.from_config(cfg),
+        translator,
         cfg.input,
         cfg.output,
         strict=cfg.strict,
         buffer_lines=cfg.buffer_lines,
+        each=each,
     )
+
+
+def write_gates(translator: Translator, out: Path, line: int, text: str, result) -> None:
+    """gates=DIR: a line's gates as DIR/<line>.json (the values) and DIR/<line>.png (a panel per
+    layer); nothing for an empty line."""
+    trace = translator.gates(result)
+    if trace is None:
+        return
+    from nmt.report.plots import plot_token_gates  # matplotlib: only when drawing
+
+    values = {"line": line, "text": text, "translation": result.texts[0], **trace.as_dict()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{line:04d}.json", values)
+    plot_token_gates(values, out / f"{line:04d}.png", title=f"{text}\n{result.texts[0]}")
 
 
 def _corpus_run(cfg: DictConfig, command: str) -> Path:

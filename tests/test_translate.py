@@ -51,3 +51,55 @@ def test_api_and_command_line_translate_alike(tiny_run):
 
 def test_translations_stay_on_one_line():
     assert single_line("ein\nHund\r\nläuft\r") == "ein Hund läuft "
+
+
+def test_gates_written_for_each_line(tiny_run, tmp_path):
+    """nmt-translate gates=DIR: each line's gates as JSON (every unit, the rows as the pieces)
+    and as a PNG, the translation on stdout as without it; none for an empty line."""
+    import json
+
+    import matplotlib.image
+
+    lines = ["A dog runs in the park.", "", "Two men talk."]
+    stdin = "".join(f"{t}\n" for t in lines).encode()
+    plain = nmt_translate(tiny_run, stdin, "backend=torch", "precision=fp32")
+    out = tmp_path / "gates"
+    done = nmt_translate(tiny_run, stdin, "backend=torch", "precision=fp32", f"gates={out}")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout == plain.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0001.json",
+        "0001.png",
+        "0003.json",
+        "0003.png",
+    ]
+    translations = done.stdout.decode().split("\n")
+    translator = Translator.from_run_dir(tiny_run, backend="torch", precision="fp32")
+    for line in (1, 3):
+        values = json.loads((out / f"{line:04d}.json").read_text())
+        assert values["line"] == line and values["text"] == lines[line - 1]
+        assert values["translation"] == translations[line - 1]
+        result = translator.translate_full(lines[line - 1])
+        assert values["source"] == result.src_pieces + ["</s>"]
+        assert [layer["name"] for layer in values["layers"]] == [
+            "encoder layer 1, forward",
+            "encoder layer 1, backward",
+            "decoder layer 1",
+        ]
+        decoder = values["layers"][2]["gates"]["update"]
+        assert len(decoder["units"]) == len(values["target"]) and len(decoder["units"][0]) == 64
+        image = matplotlib.image.imread(out / f"{line:04d}.png")
+        assert image.shape[0] > 100 and image.shape[1] > 200  # a real figure
+
+
+def test_gates_refused_in_one_line_where_the_backend_has_none(tiny_run, tmp_path):
+    """Refused before the model loads: onnxruntime's graphs and an ensemble have no gates to
+    show; backend=auto takes PyTorch for them."""
+    for asked in (["backend=onnxruntime"], [f"ensemble=[{tiny_run}]"]):
+        done = nmt_translate(tiny_run, b"A dog.\n", *asked, f"gates={tmp_path / 'g'}")
+        assert done.returncode == 1 and done.stdout == b""
+        error = done.stderr.decode()
+        assert error.count("\n") == 1 and "has no gates to show; use backend=torch" in error
+        assert not (tmp_path / "g").exists()
+    auto = nmt_translate(tiny_run, b"A dog.\n", f"gates={tmp_path / 'g'}")  # backend=auto
+    assert auto.returncode == 0 and (tmp_path / "g" / "0001.json").is_file()

@@ -241,6 +241,7 @@ class TranslateConfig(DecodeConfig):
 
     input: str | None = None
     output: str | None = None
+    gates: str | None = None
     strict: bool = MISSING
     buffer_lines: int = MISSING
 

@@ -9,12 +9,12 @@ import logging
 import os
 import select
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from nmt.core.errors import UserError
-from nmt.decoding.translator import Translator
+from nmt.decoding.translator import Translation, Translator
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,17 @@ def translate_stream(
     name: str,
     strict: bool,
     buffer_lines: int,
+    each: Callable[[int, str, Translation], object] | None = None,
 ) -> int:
     """Translate source to sink, exactly one line per input line (n-best: ``n_best`` lines of
-    ``text<TAB>score``), flushed per chunk; returns the number of lines."""
+    ``text<TAB>score``), flushed per chunk; returns the number of lines. ``each``: told every
+    line's number (from 1), its text and its :class:`Translation`."""
     n_best, done = translator.search.n_best, 0
     for chunk in read_chunks(source, buffer_lines):
         texts = _decode_lines(chunk, name, done + 1, strict)
         for offset, result in enumerate(translator.translate_full(texts)):
+            if each is not None:
+                each(done + offset + 1, texts[offset], result)
             if result.truncated:
                 print(
                     f"warning: {name}:{done + offset + 1}: longer than "
@@ -129,9 +133,10 @@ def translate_file(
     *,
     strict: bool,
     buffer_lines: int,
+    each: Callable[[int, str, Translation], object] | None = None,
 ) -> int:
     """Translate a file (or stdin) to a file (or stdout). A file output appears whole, under its
-    name, only when every line is translated."""
+    name, only when every line is translated. ``each``: as :func:`translate_stream`'s."""
     check_output(output)
     name = input or "<stdin>"
     try:
@@ -142,12 +147,24 @@ def translate_file(
     try:
         if tmp is None:
             return translate_stream(
-                translator, source, sys.stdout, name=name, strict=strict, buffer_lines=buffer_lines
+                translator,
+                source,
+                sys.stdout,
+                name=name,
+                strict=strict,
+                buffer_lines=buffer_lines,
+                each=each,
             )
         try:
             with open(tmp, "w", encoding="utf-8", newline="\n") as sink:
                 lines = translate_stream(
-                    translator, source, sink, name=name, strict=strict, buffer_lines=buffer_lines
+                    translator,
+                    source,
+                    sink,
+                    name=name,
+                    strict=strict,
+                    buffer_lines=buffer_lines,
+                    each=each,
                 )
             os.replace(tmp, output)
         except BaseException:

@@ -210,7 +210,7 @@ class CellSpec:
     blocks: tuple[str, ...]  # the blocks of weight_ih's rows (and of gx), in order
     step: Step  # one step from the gate equations
     # What each gate means, by the name the step saves it under; {}: no gates.
-    gates: dict[str, str] = field(default_factory=dict)
+    gates: dict[str, str]
     state: tuple[str, ...] = ("h",)  # the state's tensors
     # The blocks of weight_hh's rows; None: as ``blocks``; (): the gates read the input alone.
     recurrent: tuple[str, ...] | None = None
@@ -277,6 +277,7 @@ SPECS = {
     "tanh": CellSpec(
         blocks=("hidden",),
         step=_tanh_step,
+        gates={},
         derivative=tanh_back,
         kernel=nn.RNN,
         kernel_kwargs={"nonlinearity": "tanh"},

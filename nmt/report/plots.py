@@ -5,7 +5,9 @@ drawn in the order they are given (the report sorts them)."""
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -85,6 +87,60 @@ def plot_attention(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def piece_labels(pieces: list[str]) -> tuple[list[str], list[int]]:
+    """SentencePiece pieces as text: the "▁" that starts a word dropped, and the positions where
+    a word starts after the first (where a figure draws a boundary)."""
+    labels = [p[1:] or "␣" if p.startswith("▁") else p for p in pieces]
+    starts = [i for i, p in enumerate(pieces) if i > 0 and p.startswith("▁")]
+    return labels, starts
+
+
+def plot_token_gates(trace: dict, path: str | Path, title: str = "") -> Path:
+    """A translation's gates (``GateTrace.as_dict()``) as a PNG: a panel per recurrent layer, a
+    row per token (source pieces for the encoder's, output pieces for the decoder's), a column per
+    gate, each cell the gate's mean over units; white lines where words start; one colour scale
+    for every panel, from the smallest value drawn to the largest."""
+    layers = trace["layers"]
+    values = [g["mean"] for layer in layers for g in layer["gates"].values()]
+    low, high = min(map(min, values)), max(map(max, values))
+    rows = max(len(trace["source"]), len(trace["target"]))
+    fig, axes = plt.subplots(
+        1,
+        len(layers),
+        figsize=(1.5 + 2.6 * len(layers), max(3.0, 0.3 * rows + 1.6)),
+        squeeze=False,
+        layout="constrained",  # room for each panel's token labels
+    )
+    image = None
+    for ax, layer in zip(axes[0], layers, strict=True):
+        pieces = trace["source"] if layer["side"] == "encoder" else trace["target"]
+        names = list(layer["gates"])
+        grid = [[layer["gates"][n]["mean"][i] for n in names] for i in range(len(pieces))]
+        image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        labels, starts = piece_labels(pieces)
+        ax.set_yticks(range(len(labels)), labels=labels, fontsize=8)
+        for start in starts:
+            ax.axhline(start - 0.5, color="white", linewidth=1.2)
+        ax.set_xticks(range(len(names)), labels=names, fontsize=8)
+        ax.set_title(layer["name"], fontsize=8)
+        ax.set_xlabel("gate (mean over units)", fontsize=8)
+    axes[0][0].set_ylabel("token", fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"{trace['cell']} gate activation")
+    if title:
+        width = 30 + 25 * len(layers)
+        fig.suptitle("\n".join(textwrap.fill(t, width) for t in title.split("\n")), fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        fig.savefig(part, dpi=110, bbox_inches="tight", format="png")
+        os.replace(part, path)  # a figure appears whole or not at all
+    finally:
+        plt.close(fig)
+        part.unlink(missing_ok=True)
     return path
 
 

@@ -83,8 +83,8 @@ class _Job:
     search: SearchOptions
     pieces: int
     work: int  # request_work: what it may cost the decoder
+    gates: bool  # trace each line's gates once decoded
     done: asyncio.Future = field(repr=False)
-    gates: bool = False  # trace each line's gates once decoded
 
 
 class Batcher:
@@ -113,9 +113,9 @@ class Batcher:
         self.worker.shutdown(wait=False, cancel_futures=True)
 
     async def submit(
-        self, texts: list[str], search: SearchOptions, pieces: int, work: int, gates: bool = False
+        self, texts: list[str], search: SearchOptions, pieces: int, work: int, gates: bool
     ) -> list:
-        job = _Job(texts, search, pieces, work, asyncio.get_running_loop().create_future(), gates)
+        job = _Job(texts, search, pieces, work, gates, asyncio.get_running_loop().create_future())
         with self.lock:
             self.pending[id(job)] = (time.monotonic(), work)
         await self.queue.put(job)
