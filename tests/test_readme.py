@@ -201,6 +201,13 @@ def check_out_file(result, tmp):
     assert len((tmp / "out.de").read_text().splitlines()) == 2
 
 
+def check_gate_figures(result, tmp):
+    assert len(result.stdout.splitlines()) == 1
+    values = json.loads((tmp / "figures" / "0001.json").read_text())
+    assert values["text"] == "A dog runs in the park." and values["layers"]
+    assert (tmp / "figures" / "0001.png").stat().st_size > 1000
+
+
 def check_n_best(result, tmp):
     lines = result.stdout.splitlines()
     assert len(lines) == 5 and all(len(line.split("\t")) == 2 for line in lines)
@@ -547,6 +554,18 @@ CASES: dict[str, Case] = {
     'echo "A dog runs in the park." | make translate run_dir=runs/X': Case(
         [], check_one_line, needs_run=True
     ),
+    'echo "A dog runs in the park." | make translate run_dir=runs/X gates=figures': Case(
+        [], check_gate_figures, needs_run=True
+    ),
+    "make serve run_dir=runs/X backend=torch": Case(
+        elsewhere="test_page.py::test_attention_and_gates_of_a_sentence"
+    ),
+    "make serve run_dir=runs/gru compare=[runs/lstm] backend=torch": Case(
+        elsewhere="test_screenshots.py::test_screenshots_of_two_models"
+    ),
+    "python scripts/screenshots.py --run-dir runs/gru --compare runs/lstm": Case(
+        elsewhere="test_screenshots.py::test_screenshots_of_two_models"
+    ),
     "make translate run_dir=runs/X input=in.en output=out.de search=greedy": Case(
         [], check_out_file, needs_run=True
     ),
@@ -741,7 +760,7 @@ def rewrite(command: str, case: Case, tmp: Path, corpus_dir: Path, cache: Path) 
     """The command with paths moved into tmp and the case's small sizes appended."""
     command = command.replace("runs/ablation_quick", str(tmp / "sweep"))
     command = re.sub(r"(?<![\w/])runs/([\w-]+)", lambda m: str(tmp / m[1]), command)
-    for name in ("in.en", "out.de", "a.txt", "b.txt", "model.nmt", "model-onnx"):
+    for name in ("in.en", "out.de", "a.txt", "b.txt", "model.nmt", "model-onnx", "figures"):
         command = re.sub(rf"(?<=[=,\[]){re.escape(name)}", str(tmp / name), command)
     if command.startswith("python "):
         return command + " " + shlex.join(case.extra)
