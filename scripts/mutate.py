@@ -91,9 +91,57 @@ TESTS = {
         "test_seq2seq.py::test_training_step_under_bf16_autocast",
         "test_seq2seq.py::test_decoding_under_bf16_autocast",
     ],
+    "decoding/gates.py": ["test_gates.py"],
+    "serving/page.html": ["test_page.py"],
 }
 
 MUTANTS = [
+    # gates.py, rnn.py, serve.py, page.html, cli.py: the gates token by token
+    Mutant(
+        "decoding/gates.py",
+        "model.decoder(batch.tgt_in, model.encode(",
+        "model.decoder(batch.tgt_out, model.encode(",
+        "the decoder's gates traced on the wrong inputs (the outputs, not bos and the tokens)",
+    ),
+    Mutant(
+        "model/rnn.py",
+        "steps.setdefault((layer, d, name), [g] * length)[t] = g * keep",
+        "steps.setdefault((layer, d, name), []).append(g * keep)",
+        "the backward direction's gates in the order it steps, not at their tokens",
+    ),
+    Mutant(
+        "serving/serve.py",
+        "                raise Refused(422, refusal)\n",
+        "                pass\n",
+        "gates asked of onnxruntime answered with a traceback, not one line",
+        ("test_serve.py::test_two_models_side_by_side",),
+    ),
+    Mutant(
+        "serving/serve.py",
+        "            if len(asked.text) > limits.max_gate_lines:",
+        "            if False:",
+        "gates for any number of lines",
+        ("test_serve.py::test_gates_token_by_token",),
+    ),
+    Mutant(
+        "serving/page.html",
+        'return { text: word ? piece.slice(1) || "␣" : piece, word, piece };',
+        "return { text: piece, word, piece };",
+        "SentencePiece's word mark drawn as a glyph",
+    ),
+    Mutant(
+        "serving/page.html",
+        "figure.append(frame, scale(low, high));",
+        "figure.append(frame, scale(0, 1));",
+        "a colour scale whose ends are not the data's",
+    ),
+    Mutant(
+        "cli.py",
+        'cfg.backend, cfg.quantize = "torch", "none" if cfg.quantize == "auto" else cfg.quantize',
+        "pass",
+        "gates=DIR under backend=auto refused on CPUs where auto takes onnxruntime",
+        ("test_translate.py::test_gates_refused_in_one_line_where_the_backend_has_none",),
+    ),
     # optim.py, decoder.py: decoding after an update sees the update
     Mutant(
         "training/optim.py",
