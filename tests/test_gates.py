@@ -108,3 +108,34 @@ def test_the_decoders_gates_are_those_of_its_decoding(cell):
 def test_only_a_pytorch_model_is_traced():
     with pytest.raises(GatesRefused, match="PyTorch model"):
         trace(object(), SRC, [4], device=torch.device("cpu"), source=[], target=[])
+
+
+def test_the_translator_refuses_gates_it_cannot_trace_in_one_line():
+    """onnxruntime's graphs output no gates, and an ensemble has no one set of them: a line
+    that says what to do, from gates_refusal and from gates alike."""
+    from nmt.decoding.translator import Translation, Translator
+    from nmt.model.ensemble import Ensemble
+
+    def translator(model, backend):
+        return Translator(
+            model=model,
+            tokenizer=None,
+            device=torch.device("cpu"),
+            search=greedy_options(),
+            max_sentences=8,
+            max_tokens=400,
+            max_src_len=50,
+            precision=torch.float32,
+            backend=backend,
+        )
+
+    result = Translation(texts=["x"], hyps=[], src_pieces=["▁a"], src_ids=[5])
+    plain = translator(tiny_model("gru"), ("torch", "none"))
+    assert plain.gates_refusal() is None and plain.gates(result) is None  # no hypothesis
+    ort = translator(tiny_model("gru"), ("onnxruntime", "int8"))
+    ensemble = translator(Ensemble([tiny_model("gru"), tiny_model("lstm")]), ("torch", "none"))
+    for refused, says in ((ort, "backend=onnxruntime"), (ensemble, "an ensemble of 2 models")):
+        line = refused.gates_refusal()
+        assert says in line and "\n" not in line
+        with pytest.raises(GatesRefused, match=says):
+            refused.gates(result)
