@@ -24,12 +24,17 @@ def test_every_mutant_matches_the_tree_once():
     assert "every snippet found once" in result.stdout
 
 
-def test_a_stale_mutant_is_listed_before_anything_runs(tmp_path):
+def load_script():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import mutate as script
     finally:
         sys.path.pop(0)
+    return script
+
+
+def test_a_stale_mutant_is_listed_before_anything_runs(tmp_path):
+    script = load_script()
     stale = script.Mutant("decoding/search.py", "no such line in search.py", "", "a stale one")
     twice = script.Mutant("decoding/search.py", "import", "", "found many times")
     missing = script.Mutant(
@@ -49,17 +54,16 @@ def test_resume_skips_what_was_killed_and_reruns_the_rest(tmp_path):
     tests.mkdir()
     (tests / "test_rundir.py").write_text("def test_nothing():\n    pass\n")
     out = tmp_path / "mutants.json"
-    first = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
-    assert first.returncode == 1, first.stderr  # it ran, and the mutant survived
+    (mutant,) = [m for m in load_script().MUTANTS if m.module == "core/rundir.py"]
+    earlier = {"module": mutant.module, "what": mutant.what, "killed": True, "seconds": 600.0}
+    out.write_text(json.dumps([earlier]))  # killed by the timeout alone: run again
+    again = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
+    assert again.returncode == 1 and "SURVIVED" in again.stdout, again.stderr
     [result] = json.loads(out.read_text())
-    assert result["module"] == "core/rundir.py" and result["killed"] is False
+    assert result["what"] == mutant.what and result["killed"] is False
 
     out.write_text(json.dumps([{**result, "killed": True, "seconds": 3.0}]))
     settled = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
     assert settled.returncode == 0, settled.stderr
     assert "1 mutants settled" in settled.stdout and "0 to run" in settled.stdout
     assert "SURVIVED" not in settled.stdout
-
-    out.write_text(json.dumps([{**result, "killed": True, "seconds": 600.0}]))
-    timed_out = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
-    assert timed_out.returncode == 1 and "SURVIVED" in timed_out.stdout
