@@ -525,12 +525,11 @@ class Served:
     about: dict
 
 
-def create_app(models: dict[str, Translator], limits: Limits):
-    """The FastAPI application of one or more models by name, the first the default (its
-    OpenAPI page at /docs comes from FastAPI). Each model decodes on its own thread."""
+def served_models(models: dict[str, Translator], limits: Limits) -> dict[str, Served]:
+    """Each model of the service with its decoding thread and what ``GET /models`` says of it."""
     if not models:
         raise ValueError("no model to serve")
-    served = {
+    return {
         name: Served(
             name,
             translator,
@@ -545,25 +544,11 @@ def create_app(models: dict[str, Translator], limits: Limits):
         )
         for name, translator in models.items()
     }
-    first = next(iter(served.values()))
-    # One request body for all: a request's search options are checked against the first
-    # model's search (the service's settings are one config).
-    TranslateRequest = request_model(  # noqa: N806 - a class
-        limits, first.translator.search, tuple(served)
-    )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        for one in served.values():
-            one.batcher.start()
-        yield
-        for one in served.values():
-            await one.batcher.stop()
 
-    app = FastAPI(title="nmt", version=str(first.about.get("nmt", "")), lifespan=lifespan)
-    app.add_middleware(RequestBody, limit=limits.max_body_bytes)
-    app.state.batcher = first.batcher
-    app.state.served = served
+def add_error_handlers(app: FastAPI) -> None:
+    """Every answer other than 200 as ``{"error": "one line"}``: refusals, invalid bodies,
+    unknown routes and methods, and the service's own failures (500, logged whole)."""
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:
@@ -584,6 +569,76 @@ def create_app(models: dict[str, Translator], limits: Limits):
         # A bug of the service's, not the client's: logged whole, answered in one line.
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {one_line(e)[:200]}"}, status_code=500)
+
+
+def checked(
+    translator: Translator, asked, limits: Limits
+) -> tuple[SearchOptions, list[list[int]], int]:
+    """A request's search, its lines' pieces and what it may cost, or the refusal of a request
+    the service will not take (gates it cannot show or too many lines of them, too much work)."""
+    if asked.gates:
+        refusal = translator.gates_refusal()
+        if refusal is not None:
+            raise Refused(422, refusal)
+        if len(asked.text) > limits.max_gate_lines:
+            raise Refused(
+                413,
+                f"text: {len(asked.text)} lines with gates; at most {limits.max_gate_lines} "
+                "(the gates of a line are thousands of numbers)",
+            )
+    search = request_search(translator, asked)
+    ids = translator.tokenizer.encode_src(asked.text)
+    work = request_work(translator, ids, search)
+    if work > limits.max_work:
+        raise Refused(
+            413,
+            f"this request may take {work:,} decoding steps (beam x output length limit, "
+            f"summed over its lines); at most {limits.max_work:,}: send fewer lines, or ask "
+            "for a smaller beam_size, max_len_a or max_len_b",
+        )
+    return search, ids, work
+
+
+def answer_of(translator: Translator, asked, results: list) -> Translations:
+    """The answer to a request from its lines' :class:`Translation` results."""
+    if asked.n_best is not None:
+        translations: list = [
+            [Hypothesis(text=t, score=h.score) for t, h in zip(r.texts, r.hyps, strict=True)]
+            for r in results
+        ]
+    else:
+        translations = [r.texts[0] if r.texts else "" for r in results]
+    attention = [attention_of(translator, r) for r in results] if asked.attention else None
+    gates = None
+    if asked.gates:
+        gates = [None if r.gates is None else r.gates.as_dict() for r in results]
+    return Translations(translations=translations, attention=attention, gates=gates)
+
+
+def create_app(models: dict[str, Translator], limits: Limits):
+    """The FastAPI application of one or more models by name, the first the default (its
+    OpenAPI page at /docs comes from FastAPI). Each model decodes on its own thread."""
+    served = served_models(models, limits)
+    first = next(iter(served.values()))
+    # One request body for all: a request's search options are checked against the first
+    # model's search (the service's settings are one config).
+    TranslateRequest = request_model(  # noqa: N806 - a class
+        limits, first.translator.search, tuple(served)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for one in served.values():
+            one.batcher.start()
+        yield
+        for one in served.values():
+            await one.batcher.stop()
+
+    app = FastAPI(title="nmt", version=str(first.about.get("nmt", "")), lifespan=lifespan)
+    app.add_middleware(RequestBody, limit=limits.max_body_bytes)
+    app.state.batcher = first.batcher
+    app.state.served = served
+    add_error_handlers(app)
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
@@ -608,47 +663,16 @@ def create_app(models: dict[str, Translator], limits: Limits):
 
     async def translate(asked) -> Translations:
         one = served[asked.model or first.name]
-        translator, batcher = one.translator, one.batcher
-        if asked.gates:
-            refusal = translator.gates_refusal()
-            if refusal is not None:
-                raise Refused(422, refusal)
-            if len(asked.text) > limits.max_gate_lines:
-                raise Refused(
-                    413,
-                    f"text: {len(asked.text)} lines with gates; at most {limits.max_gate_lines} "
-                    "(the gates of a line are thousands of numbers)",
-                )
-        search = request_search(translator, asked)
-        ids = translator.tokenizer.encode_src(asked.text)
-        work = request_work(translator, ids, search)
-        if work > limits.max_work:
-            raise Refused(
-                413,
-                f"this request may take {work:,} decoding steps (beam x output length limit, "
-                f"summed over its lines); at most {limits.max_work:,}: send fewer lines, or ask "
-                "for a smaller beam_size, max_len_a or max_len_b",
-            )
+        search, ids, work = checked(one.translator, asked, limits)
         pieces = sum(len(x) for x in ids)
         began = time.perf_counter()
         try:
-            job = batcher.submit(asked.text, search, pieces, work, gates=asked.gates)
+            job = one.batcher.submit(asked.text, search, pieces, work, gates=asked.gates)
             results = await asyncio.wait_for(job, limits.timeout_s)
         except TimeoutError:
             raise Refused(503, f"not translated within {limits.timeout_s} s; try again") from None
         log.info("%d lines in %.3f s", len(asked.text), time.perf_counter() - began)
-        if asked.n_best is not None:
-            translations: list = [
-                [Hypothesis(text=t, score=h.score) for t, h in zip(r.texts, r.hyps, strict=True)]
-                for r in results
-            ]
-        else:
-            translations = [r.texts[0] if r.texts else "" for r in results]
-        attention = [attention_of(translator, r) for r in results] if asked.attention else None
-        gates = None
-        if asked.gates:
-            gates = [None if r.gates is None else r.gates.as_dict() for r in results]
-        return Translations(translations=translations, attention=attention, gates=gates)
+        return answer_of(one.translator, asked, results)
 
     # The body's model is made here, with this service's bounds: named on the handler itself
     # (annotations are strings in this module, which FastAPI would look up among its globals).
