@@ -166,6 +166,12 @@ def compared(cfg: DictConfig) -> dict[str, Translator]:
     ``nmt-export`` wrote), every one with the config's other settings. A name is the place's last
     part (``runs/gru`` -> ``gru``), numbered where two are the same."""
     places = [cfg.get("model_file") or cfg.run_dir, *(str(p) for p in cfg.compare or ())]
+    missing = [place for place in places[1:] if not Path(place).exists()]
+    if missing:  # before any model loads
+        raise RunDirError(
+            f"compare=[{','.join(places[1:])}]: {missing[0]} does not exist (name a run "
+            "directory, or a file or directory nmt-export wrote)"
+        )
     models: dict[str, Translator] = {}
     try:
         for i, place in enumerate(places):

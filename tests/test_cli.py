@@ -406,3 +406,13 @@ def test_make_help_is_plain_text_in_a_pipe():
     )
     assert result.returncode == 0 and "\033" not in result.stdout
     assert "  train      train a model" in result.stdout
+
+
+def test_a_compared_model_that_is_not_there_is_one_line_before_any_loads(tiny_run, tmp_path):
+    missing = tmp_path / "nope"
+    result = run("nmt-serve", f"run_dir={tiny_run}", f"compare=[{missing}]", "port=1")
+    assert result.returncode == 1 and "loaded" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: compare=[{missing}]: {missing} does not exist (name a run directory, or a file "
+        "or directory nmt-export wrote)"
+    )
