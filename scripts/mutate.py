@@ -96,6 +96,13 @@ TESTS = {
 }
 
 MUTANTS = [
+    # rundir.py: artifacts readable as a plain write's
+    Mutant(
+        "core/rundir.py",
+        "    os.chmod(path, (0o777 if directory else 0o666) & ~umask())\n",
+        "",
+        "atomic writes leave mkstemp's 0600 on every artifact",
+    ),
     # gates.py, rnn.py, serve.py, page.html, cli.py: the gates token by token
     Mutant(
         "decoding/gates.py",

@@ -51,3 +51,25 @@ def test_a_cache_entry_is_locked_beside_it(tmp_path):
             cache_lock(entry).acquire(timeout=0.05)  # another holder waits
     with cache_lock(entry).acquire(timeout=0.05):
         pass
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_written_artifacts_have_the_permissions_of_a_plain_write(tmp_path, mask):
+    """Atomic writes go through mkstemp (0600) and mkdtemp (0700): the artifacts get what open()
+    and mkdir() would give under the umask, so others on the machine read them when it says so."""
+    import os
+    import stat
+
+    from nmt.core.rundir import building_dir, copy_file, umask, write_json
+
+    old = os.umask(mask)
+    try:
+        assert umask() == mask
+        write_json(tmp_path / "done.json", {"bleu": 1.0})
+        copy_file(tmp_path / "done.json", tmp_path / "copy.json")
+        with building_dir(tmp_path / "stage") as stage:
+            (stage / "x").write_text("x")
+    finally:
+        os.umask(old)
+    for name, full in (("done.json", 0o666), ("copy.json", 0o666), ("stage", 0o777)):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == full & ~mask, name

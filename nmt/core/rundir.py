@@ -24,15 +24,34 @@ TUNING_FILE = "tuning.json"  # an ablation sweep's tuned learning rates (nmt-abl
 SEARCH_FILE = "search.json"  # a run's search settings chosen on validation (nmt-tune-search)
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux tells (os.umask sets it, for a
+    moment, under every other thread too)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temp_beside(target: Path, directory: bool = False) -> Path:
-    """A fresh, unique name in target's directory (same file system, so rename is atomic)."""
+    """A fresh, unique name in target's directory (same file system, so rename is atomic), with
+    the permissions a plain ``open`` or ``mkdir`` would give it (mkstemp's 0600 and mkdtemp's 0700
+    would leave every artifact unreadable to the machine's other users)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}."
     if directory:
-        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    return Path(name)
+        path = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        path = Path(name)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
