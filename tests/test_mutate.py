@@ -54,16 +54,19 @@ def test_resume_skips_what_was_killed_and_reruns_the_rest(tmp_path):
     tests.mkdir()
     (tests / "test_rundir.py").write_text("def test_nothing():\n    pass\n")
     out = tmp_path / "mutants.json"
-    (mutant,) = [m for m in load_script().MUTANTS if m.module == "core/rundir.py"]
-    earlier = {"module": mutant.module, "what": mutant.what, "killed": True, "seconds": 600.0}
-    out.write_text(json.dumps([earlier]))  # killed by the timeout alone: run again
+    mutants = [m for m in load_script().MUTANTS if m.module == "core/rundir.py"]
+    earlier = [
+        {"module": m.module, "what": m.what, "killed": True, "seconds": 600.0} for m in mutants
+    ]
+    out.write_text(json.dumps(earlier))  # killed by the timeout alone: run again
     again = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
     assert again.returncode == 1 and "SURVIVED" in again.stdout, again.stderr
-    [result] = json.loads(out.read_text())
-    assert result["what"] == mutant.what and result["killed"] is False
+    results = json.loads(out.read_text())
+    assert [r["what"] for r in results] == [m.what for m in mutants]
+    assert not any(r["killed"] for r in results)
 
-    out.write_text(json.dumps([{**result, "killed": True, "seconds": 3.0}]))
+    out.write_text(json.dumps([{**r, "killed": True, "seconds": 3.0} for r in results]))
     settled = mutate("--modules", "rundir", "--tests", str(tests), "--out", str(out), "--resume")
     assert settled.returncode == 0, settled.stderr
-    assert "1 mutants settled" in settled.stdout and "0 to run" in settled.stdout
+    assert f"{len(mutants)} mutants settled" in settled.stdout and "0 to run" in settled.stdout
     assert "SURVIVED" not in settled.stdout
