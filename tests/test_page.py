@@ -211,3 +211,22 @@ def test_two_models_side_by_side(page):
             assert table_of(attention)[0] == translator.target_pieces(expected.hyps[0])
             assert len(figures(driver, "gates", column)) == 3
     assert httpx.get(f"{url}/models").json()[1]["name"] == "gru seed 2"
+
+
+def test_an_empty_translation_is_marked_not_left_blank(page):
+    """A model may end a sentence at once: an empty best translation, or an empty hypothesis in
+    the n-best, shows as "(empty translation)" with its score, not as a bare number."""
+    from selenium.webdriver.common.by import By
+
+    url, _, _ = page
+    with browser() as driver:
+        translate_on(driver, url, ["A dog runs."])
+        driver.execute_script(  # the answer as the service gives it for such a model
+            "answers[0].translations = [[{text: '', score: -1.25}, {text: 'Ein Hund.', score: -2.5}]];"
+            "render();"
+        )
+        items = driver.find_elements(By.CSS_SELECTOR, "section.model ol.out ul li")
+        assert [i.text for i in items] == ["(empty translation) -1.250", "Ein Hund. -2.500"]
+        driver.execute_script("answers[0].translations = ['']; render();")
+        (item,) = driver.find_elements(By.CSS_SELECTOR, "section.model ol.out li")
+        assert item.text == "(empty translation)"
