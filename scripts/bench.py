@@ -146,9 +146,11 @@ def bench_train_one(
     longest: bool = False,
     autograd_path: bool = False,
     compile_steps: bool = False,
+    experiment: str = "reference",
 ) -> dict:
-    """Train-step throughput of one cell (run inside its own process); with ``profile``, the top
-    operators of one more step; with ``longest``, on the epoch's largest batches (largest_first)."""
+    """Train-step throughput of one cell (run inside its own process) in ``experiment``'s shape
+    (conf/experiment/), ``overrides`` on top; with ``profile``, the top operators of one more
+    step; with ``longest``, on the epoch's largest batches (largest_first)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -177,7 +179,7 @@ def bench_train_one(
         )
     row = cells.spec(cell)
 
-    cfg = compose([*REFERENCE, f"model={cell}", *overrides])
+    cfg = compose([f"experiment={experiment}", f"model={cell}", *overrides])
     device = torch.device("cpu")
     dtype = pick_precision(precision, device, training=True)
     run_dir = prepared_run(cfg, work_dir / "data")
@@ -188,9 +190,9 @@ def bench_train_one(
     sampler = BatchSampler(
         src_lens=src.lengths(),
         tgt_lens=tgt_lens,
-        max_tokens=None,
+        max_tokens=cfg.batch.max_tokens,  # the reference's: none, 128 sentences a batch
         batch_size=cfg.batch.batch_size,
-        pool_size=100,
+        pool_size=cfg.batch.pool_size,
         seed=1,
     )
     order = sampler.batches(0)
@@ -249,8 +251,8 @@ def bench_train_one(
     for indices in (by_length[0], by_length[-1]):
         with OperatorCounter(watch=list(model.parameters())) as ops:
             step(indices)
-        longest = str(max(tgt_lens[i] for i in indices))
-        casts[longest], weight_casts[longest] = ops.casts, ops.watched_casts
+        tgt_len = str(max(tgt_lens[i] for i in indices))
+        casts[tgt_len], weight_casts[tgt_len] = ops.casts, ops.watched_casts
     with OperatorCounter(timed=True) as ops:
         step(extra)
     result = {
@@ -536,6 +538,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="compile each cell's step and derivative (the fused loop's per-step bodies) with "
         "torch.compile; first_step_s then includes the compile time",
     )
+    parser.add_argument(
+        "--experiment",
+        default="reference",
+        help="train: the shape each cell trains in, a preset of conf/experiment/ (default: "
+        "reference; e.g. ablation_gates: its sizes, batches and tied embeddings, each cell "
+        "resized to the GRU's parameter count as the sweep does)",
+    )
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
@@ -658,6 +667,8 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
                 str(args.work_dir),
                 "--precision",
                 args.precision,
+                "--experiment",
+                args.experiment,
                 *(["--one-train-profile"] if profile else []),
                 *(["--longest"] if args.longest else []),
                 *(["--autograd-path"] if args.autograd_path else []),
@@ -785,6 +796,7 @@ def main(argv: list[str] | None = None) -> None:
             longest=args.longest,
             autograd_path=args.autograd_path,
             compile_steps=args.compile_steps,
+            experiment=args.experiment,
         )
         print(json.dumps(result))
         return
@@ -813,8 +825,10 @@ def main(argv: list[str] | None = None) -> None:
         report["ddp"] = ddp_section(args)
     if what & {"backends", "serve"}:
         report.update(serving_sections(args, what))
+    from nmt.core.rundir import write_json
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"json: {args.out}")
 
 

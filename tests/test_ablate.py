@@ -4,6 +4,7 @@ the arms at matched size in every setting, the report)."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,14 @@ import pytest
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
+CELLS_BEGIN = "<!-- cells: begin (written by scripts/report.py --readme; do not edit) -->"
+CELLS_END = "<!-- cells: end -->"
 
 
 def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The README's `make ablate experiment=ablation_gates`, cut to two cells (gru, tanh) and
+    tiny models, its settings' seeds and the search's start changed, with ``extra`` overrides."""
     args = [
-        "experiment=ablation_gates",
         f"hydra.sweep.dir={tmp / 'sweep'}",
         f"data.root={corpus_dir}",
         f"cache_dir={tmp / 'cache'}",
@@ -27,7 +31,8 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
         "model.enc_hidden=16",
         "model.dec_hidden=32",
         "batch.max_tokens=800",
-        "train.valid_every=2",
+        "train.valid_every=5",
+        "train.valid_max_sentences=20",
         "train.max_epochs=1",
         "ablation.cells=[gru,tanh]",
         "~ablation.seeds.bahdanau",
@@ -41,8 +46,9 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
         "ablation.jobs=2",
         *extra,
     ]
+    venv = Path(sys.executable).parent.parent
     return subprocess.run(
-        [str(BIN / "nmt-ablate"), *args],
+        ["make", "ablate", "experiment=ablation_gates", f"ARGS={shlex.join(args)}", f"VENV={venv}"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -113,6 +119,8 @@ def test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size(tiny_ablati
         ("tanh", 1, "fr"),
     }
     assert abs(parameters["tanh"] - parameters["gru"]) <= 0.02 * parameters["gru"]
+    vocabularies = {(run / "spm.model").read_bytes() for run in runs}
+    assert len(vocabularies) == 2  # a vocabulary a language pair
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
@@ -164,6 +172,78 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
+def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_path):
+    """scripts/report.py --bench: the speed columns come from the benchmark's figure for each
+    cell at the runs' size, minutes to best from the tokens each run trained to its best update
+    at that speed; a benchmark at another size is refused in one line naming the run."""
+    sweep_dir, _ = tiny_ablation
+    results = json.loads((sweep_dir / "report" / "results.json").read_text())
+    size = {r["cell"]: r["parameters"] for r in results["rows"]}
+    speeds = {"gru": 1000.0, "tanh": 4000.0}
+    bench = tmp_path / "bench.json"
+    train = {c: {"parameters": size[c], "train_tgt_tokens_per_s": v} for c, v in speeds.items()}
+    made = {"command": "scripts/bench.py --what train", "commit": "abc"}
+    bench.write_text(json.dumps({"train": train, "provenance": made, "cpu": "X", "cpu_threads": 1}))
+
+    def report(*extra):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep_dir), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    out = tmp_path / "report"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{CELLS_BEGIN}\nwritten before\n{CELLS_END}\n\nafter\n")
+    done = report(
+        "--bench", str(bench), "--out", str(out), "--bootstrap-samples", "100",
+        "--readme", str(readme),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    apart = json.loads((out / "results.json").read_text())
+    # --readme: the block is the answer of results.json, a sentence per difference and setting
+    block = readme.read_text().split(CELLS_BEGIN)[1].split(CELLS_END)[0]
+    assert readme.read_text().endswith(f"{CELLS_END}\n\nafter\n") and "written before" not in block
+    assert "[the report](report/report.md)" in block
+    for d in apart["differences"]:
+        low, high = d["bleu"]["ci"]
+        said = f"({d['a']} → {d['b']}): BLEU {d['bleu']['delta']:+.2f} [{low:+.2f}, {high:+.2f}]"
+        assert said in block
+    assert block.count("- **en→") == 2  # one list per setting (en-de and en-fr)
+    runs = {r["path"]: r["done"] for r in apart["runs"]}
+    for d in apart["differences"]:
+        assert d["train_tokens_per_s"] == [speeds["gru"], speeds["tanh"]]
+        for side, cell in enumerate((d["a"], d["b"])):
+            mine = [
+                v
+                for v in runs.values()
+                if v["cell"] == cell and f"{v['src']}-{v['tgt']}" == d["pair"]
+            ]
+            tokens = [v["tokens_per_s"] * v["minutes"] * 60 / v["steps"] for v in mine]
+            to_best = [
+                t * v["best_step"] / speeds[cell] / 60 for t, v in zip(tokens, mine, strict=True)
+            ]
+            assert d["minutes_to_best"][side] == pytest.approx(sum(to_best) / len(to_best))
+            assert d["updates_to_best"][side] == pytest.approx(
+                sum(v["best_step"] for v in mine) / len(mine)
+            )
+    text = (out / "report.md").read_text()
+    assert "measured apart from the runs by `scripts/bench.py --what train` at `abc`" in text
+    train["tanh"]["parameters"] += 1  # measured at another size
+    bench.write_text(json.dumps({"train": train, "provenance": made}))
+    refused = report("--bench", str(bench), "--out", str(out))
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"no benchmark of tanh at {size['tanh']:,} parameters" in line
+    readme.write_text("# no block\n")
+    refused = report("--out", str(out), "--readme", str(readme), "--bootstrap-samples", "100")
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"{readme}: no" in line and "block to write the answer into" in line
+
+
+@pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_ablation_rerun_trains_nothing_and_refuses_grid_overrides(tiny_ablation, corpus_dir):
     sweep_dir, _ = tiny_ablation
     before = {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")}
@@ -171,7 +251,9 @@ def test_ablation_rerun_trains_nothing_and_refuses_grid_overrides(tiny_ablation,
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime for p in sweep_dir.glob("**/done.json")} == before
     refused = ablate(sweep_dir.parent, corpus_dir, "seed=5")
-    assert refused.returncode == 1 and "ablation block" in refused.stderr
+    # nmt-ablate's exit status 1 (an error in what it was given), as make reports it
+    assert refused.returncode != 0 and "ablation block" in refused.stderr
+    assert "ablate] Error 1" in refused.stderr
 
 
 def test_ablate_help_and_a_bad_override_say_one_thing():

@@ -51,3 +51,36 @@ def test_table_marks_diverged_rows():
     for reason, counted in [("lr_decayed", "1/1"), ("max_epochs", "0/1")]:
         ok.done["stop_reason"] = reason
         assert f"| 3 | {counted} |" in markdown_table(build_rows([ok], {}), "gru")
+
+
+def test_the_answer_says_what_each_interval_says():
+    """A sentence per difference: its BLEU and chrF with their intervals, and 'lower' or
+    'higher' only where the BLEU interval leaves out zero."""
+    from nmt.report.tables import answer_markdown
+
+    def diff(b, low, high, pair="en-de", seeds=(3, 3), what=None):
+        boot = {"delta": (low + high) / 2, "ci": [low, high], "p": 0.5}
+        return {
+            "a": "gru", "b": b, "what": what or f"{b} for gru", "pair": pair, "attention": "bahdanau",
+            "seeds": list(seeds), "bleu": boot, "chrf": {**boot, "ci": [low * 2, high * 2]},
+        }  # fmt: skip
+
+    text = answer_markdown(
+        [diff("tanh", -3.0, -1.0), diff("mingru", 0.5, 1.5), diff("gru_cho", -0.5, 0.3),
+         diff("tanh", -2.0, 2.0, pair="en-fr", seeds=(1, 2), what="fr")],
+        "test_2016_flickr", "beam5", "docs/x/report.md",
+    )  # fmt: skip
+    lines = text.splitlines()
+    assert "[the report](docs/x/report.md)" in lines[0] and "`test_2016_flickr`" in lines[0]
+    assert "- **en→de, attention bahdanau** (3 seeds a cell):" in lines
+    assert "- **en→fr, attention bahdanau** (1–2 seeds a cell):" in lines
+    said = {line.split(" (gru → ")[0].strip("- "): line for line in lines if "(gru → " in line}
+    assert said["tanh for gru"].endswith(
+        "BLEU -2.00 [-3.00, -1.00], chrF -2.00 [-6.00, -2.00]; BLEU lower."
+    )
+    assert said["mingru for gru"].endswith("; BLEU higher.")
+    assert said["gru_cho for gru"].endswith("; BLEU not told apart from zero.")
+    assert said["fr"].endswith(
+        "BLEU +0.00 [-2.00, +2.00], chrF +0.00 [-4.00, +4.00]; BLEU not told apart from zero."
+    )
+    assert answer_markdown([], "s", "b") == ""

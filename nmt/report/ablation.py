@@ -20,12 +20,14 @@ from nmt.core.compose import compose
 from nmt.core.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.report.plots import PLOTS, TUNING_PLOT, plot_report, plot_tuning
 from nmt.report.runs import (
+    BenchSpeeds,
     ReportError,
     Run,
     analyze_run,
     find_runs,
     load_run,
     paired_pvalues,
+    read_bench,
     run_order,
 )
 from nmt.report.runs import (
@@ -40,12 +42,22 @@ log = logging.getLogger(__name__)
 __all__ = ["PLOTS", "ReportError", "Run", "build_rows", "markdown_table", "write_report"]
 
 
-def _minutes_to_best(run: Run) -> float | None:
+def _minutes_to_best(run: Run, bench: BenchSpeeds | None = None) -> float | None:
+    """Minutes to the run's best checkpoint: its own clock, or at the benchmark's speed."""
+    if bench is not None:
+        return bench.minutes_to_best(run)
     best = run.done.get("best_step")
     for row in run.metrics:
         if int(row["step"]) == best:
             return row["seconds"] / 60
     return None
+
+
+def _speed(runs: list[Run], bench: BenchSpeeds | None) -> float | None:
+    """Training target tokens/s of a row: the benchmark's, or the mean of its runs' own."""
+    if bench is not None:
+        return _mean(bench.speed(r) for r in runs)
+    return _mean(r.done.get("train_tokens_per_s") for r in runs)
 
 
 def _groups(runs: list[Run]) -> dict[tuple[str, frozenset], list[Run]]:
@@ -117,12 +129,14 @@ def differences(
     longest_over: int,
     samples: int,
     sentence_stats: SentenceStats | None = None,
+    bench: BenchSpeeds | None = None,
 ) -> list[dict]:
     """The table of differences: for each pair of cells that differ in one thing (``pairs``:
     conf/report.yaml's ``differences``, each {a, b, what}) and each setting holding both, b - a
     over all their seeds by the two-level paired bootstrap, in BLEU and chrF on the whole test
     split and in BLEU on its sentences with more than ``longest_over`` source words; with each
-    side's parameters, training speed and time to its best checkpoint."""
+    side's parameters, training speed, updates and time to its best checkpoint (speed and time
+    at the benchmark's speed where ``bench`` is given)."""
     groups = _groups([r for r in runs if r.finished and r.hyps is not None])
     sentence_stats = sentence_stats or SentenceStats()
     contexts = list(dict.fromkeys(context for _, context in groups))
@@ -155,11 +169,9 @@ def differences(
                 )
             for key, value in (
                 ("parameters", lambda g: g[0].done.get("parameters")),
-                (
-                    "train_tokens_per_s",
-                    lambda g: _mean(r.done.get("train_tokens_per_s") for r in g),
-                ),
-                ("minutes_to_best", lambda g: _mean(_minutes_to_best(r) for r in g)),
+                ("train_tokens_per_s", lambda g: _speed(g, bench)),
+                ("updates_to_best", lambda g: _mean(r.done.get("best_step") for r in g)),
+                ("minutes_to_best", lambda g: _mean(_minutes_to_best(r, bench) for r in g)),
             ):
                 row[key] = [value(a), value(b)]
             out.append(row)
@@ -171,9 +183,10 @@ def _mean(values) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
+def build_rows(runs: list[Run], comparisons: dict, bench: BenchSpeeds | None = None) -> list[dict]:
     """One row per (cell, context): mean, std and 95 % t-interval over seeds of each score, and
-    the comparison with the baseline cell (``seed_comparisons``)."""
+    the comparison with the baseline cell (``seed_comparisons``); speed and minutes to the best
+    checkpoint the benchmark's where ``bench`` is given."""
     rows = _groups(runs)
     out = []
     for (cell, context), group in rows.items():
@@ -194,9 +207,9 @@ def build_rows(runs: list[Run], comparisons: dict) -> list[dict]:
         }
         if ok:
             ppl = [min(m["ppl"] for m in r.metrics if "ppl" in m) for r in ok if r.metrics]
-            to_best = [m for r in ok if (m := _minutes_to_best(r)) is not None]
+            to_best = [m for r in ok if (m := _minutes_to_best(r, bench)) is not None]
             row.update(
-                train_tokens_per_s=statistics.fmean(r.done["train_tokens_per_s"] for r in ok),
+                train_tokens_per_s=_speed(ok, bench),
                 steps=statistics.fmean(r.done["steps"] for r in ok),
                 early_stopped=sum(r.done.get("stop_reason") in VALIDATION_STOPS for r in ok),
                 minutes=statistics.fmean(r.done["minutes"] for r in ok),
@@ -243,18 +256,21 @@ def write_report(
     edges: tuple[int, ...] | None = None,
     samples: int | None = None,
     device: str | None = None,
+    bench: list[Path] | None = None,
 ) -> Path:
     """Write report.md, results.json and the four plots for the runs in ``sweep_dir`` (or the
     run directories ``runs``) into ``out`` (default ``sweep_dir/report``); return report.md.
     ``baseline``, ``edges``, ``samples`` and ``device`` default to conf/report.yaml's.
 
     ``split`` and ``search`` default to the runs' own: the first ``final_eval`` split and the
-    ``search`` group they were trained with (what their final evaluation wrote)."""
+    ``search`` group they were trained with (what their final evaluation wrote). ``bench``:
+    bench.json files whose training speeds replace the runs' own (``BenchSpeeds``)."""
     settings = compose("report")
     baseline = baseline or settings.baseline
     edges = tuple(edges or settings.buckets)
     samples = samples or settings.bootstrap_samples
     device = device or settings.device
+    speeds = read_bench(bench) if bench else None
     paths = find_runs(runs if runs else [Path(sweep_dir)])
     if not paths:
         raise ReportError(f"{sweep_dir}: no finished runs (directories with {DONE_FILE})")
@@ -274,8 +290,10 @@ def write_report(
     pvalues = paired_pvalues(loaded, baseline, samples)
     sentence_stats = SentenceStats()
     comparisons = seed_comparisons(loaded, baseline, samples, sentence_stats)
-    table = differences(loaded, list(settings.differences), edges[-1], samples, sentence_stats)
-    rows = build_rows(loaded, comparisons)
+    table = differences(
+        loaded, list(settings.differences), edges[-1], samples, sentence_stats, speeds
+    )
+    rows = build_rows(loaded, comparisons, speeds)
     groups = plot_groups(loaded)
     plot_report(groups, out)
     tuning_path = Path(sweep_dir) / TUNING_FILE
@@ -294,6 +312,7 @@ def write_report(
             tuning,
             groups,
             table,
+            speeds.sources if speeds else None,
         ),
     )
     runs_json = [
@@ -313,6 +332,14 @@ def write_report(
         plot_tuning(tuning, out / TUNING_PLOT)
     write_json(
         out / "results.json",
-        {"rows": rows, "differences": table, "runs": runs_json, "tuning": tuning},
+        {
+            "split": split,
+            "search": search,
+            "rows": rows,
+            "differences": table,
+            "runs": runs_json,
+            "tuning": tuning,
+            "speeds_from": speeds.sources if speeds else "the runs",
+        },
     )
     return out / "report.md"

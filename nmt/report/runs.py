@@ -222,3 +222,62 @@ def paired_pvalues(runs: list[Run], baseline: str, samples: int) -> dict:
                 "signature": paired["signatures"]["bleu"],
             }
     return out
+
+
+@dataclass(frozen=True)
+class BenchSpeeds:
+    """Training speeds measured apart from the runs (scripts/bench.py's train section, one
+    process on an otherwise idle machine), for the report's speed columns: a sweep's runs share
+    their machine with each other and with whatever else ran, so their own figures measure the
+    machine's load as much as the cell. Keyed by (cell, parameters): a figure serves only runs of
+    that cell at that size."""
+
+    tokens_per_s: dict[tuple[str, int], float]
+    sources: list[str]  # per file: its command, commit, CPU and threads
+
+    def speed(self, run: Run) -> float:
+        """Target tokens per second of training for ``run``'s cell at its size."""
+        key = (run.cell, int(run.done.get("parameters") or 0))
+        if key not in self.tokens_per_s:
+            measured = sorted(f"{p:,}" for c, p in self.tokens_per_s if c == run.cell)
+            raise ReportError(
+                f"{run.path}: no benchmark of {run.cell} at {key[1]:,} parameters "
+                f"({'measured at ' + ', '.join(measured) if measured else 'not measured'}); "
+                f'measure it: make bench ARGS="--what train --cells {run.cell} --experiment '
+                "<the sweep's preset>\" with --set for what the run changed"
+            )
+        return self.tokens_per_s[key]
+
+    def minutes_to_best(self, run: Run) -> float | None:
+        """Training minutes to ``run``'s best checkpoint at the benchmark's speed: the target
+        tokens the run trained on up to its best update (its mean per update times that update)
+        over the benchmark's tokens per second; validation excluded."""
+        done = run.done
+        if not done.get("steps") or done.get("best_step") is None:
+            return None
+        tokens = done["tokens_per_s"] * done["minutes"] * 60  # every target token it trained on
+        return done["best_step"] * tokens / done["steps"] / self.speed(run) / 60
+
+
+def read_bench(paths: list[Path]) -> BenchSpeeds:
+    """The train sections of bench.json files (scripts/bench.py --out); a ReportError naming the
+    file when one has none."""
+    speeds: dict[tuple[str, int], float] = {}
+    sources = []
+    for path in paths:
+        try:
+            bench = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ReportError(f"{path}: not a benchmark's JSON ({e})") from e
+        if not bench.get("train"):
+            raise ReportError(
+                f"{path}: no train section; write one with python scripts/bench.py --what train"
+            )
+        for cell, figures in bench["train"].items():
+            speeds[cell, int(figures["parameters"])] = float(figures["train_tgt_tokens_per_s"])
+        made = bench.get("provenance", {})
+        sources.append(
+            f"`{made.get('command', '?')}` at `{str(made.get('commit', '?'))[:12]}` on "
+            f"{bench.get('cpu', '?')}, {bench.get('cpu_threads', '?')} thread(s)"
+        )
+    return BenchSpeeds(speeds, sources)

@@ -123,12 +123,13 @@ def differences_table(rows: list[dict], samples: int) -> str:
         "What each difference does: b − a, the difference of seed means on the test split, "
         f"with the 95 % interval and the two-sided p of the two-level paired bootstrap ({samples} "
         "samples, test sentences and seeds both resampled); parameters, training speed (target "
-        "tokens/s) and minutes to the best checkpoint as a / b; the last column on the test "
+        "tokens/s), updates and minutes to the best checkpoint as a / b; the last column on the test "
         f"sentences with more than {over} source words only.",
         "",
         "| difference | a → b | setting | seeds | Δ BLEU [95 % CI] | p | Δ chrF [95 % CI] | p "
-        f"| parameters | train tok/s | minutes to best | Δ BLEU, > {over} words [95 % CI] |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| parameters | train tok/s | updates to best | minutes to best "
+        f"| Δ BLEU, > {over} words [95 % CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         longest = (
@@ -140,9 +141,50 @@ def differences_table(rows: list[dict], samples: int) -> str:
             f"| {r['what']} | {r['a']} → {r['b']} | {r['pair']}, {r['attention']} | "
             f"{r['seeds'][0]} / {r['seeds'][1]} | {_interval(r['bleu'])} | {r['bleu']['p']:.4f} | "
             f"{_interval(r['chrf'])} | {r['chrf']['p']:.4f} | {_pair(r['parameters'], ',')} | "
-            f"{_pair(r['train_tokens_per_s'], ',.0f')} | {_pair(r['minutes_to_best'], '.1f')} | "
-            f"{longest} |"
+            f"{_pair(r['train_tokens_per_s'], ',.0f')} | {_pair(r['updates_to_best'], ',.0f')} | "
+            f"{_pair(r['minutes_to_best'], '.1f')} | {longest} |"
         )
+    return "\n".join(lines)
+
+
+def _verdict(boot: dict) -> str:
+    low, high = boot["ci"]
+    if high < 0:
+        return "lower"
+    if low > 0:
+        return "higher"
+    return "not told apart from zero"
+
+
+def answer_markdown(differences: list[dict], split: str, search: str, link: str = "") -> str:
+    """The answer in a few sentences, one per difference and setting, each with its numbers:
+    b − a in BLEU and chrF with the 95 % interval of the two-level paired bootstrap, and what the
+    interval says (lower, higher, or not told apart from zero); ``link``: where the report is."""
+    if not differences:
+        return ""
+    settings: dict[tuple[str, str], list[dict]] = {}
+    for d in differences:
+        settings.setdefault((d["pair"], d["attention"]), []).append(d)
+    lines = [
+        f"What each gate does to translation quality (b − a on `{split}` with `{search}`, mean "
+        "of seeds, [95 % interval] of the two-level paired bootstrap; cells at equal parameter "
+        "count, each at its own tuned learning rate"
+        + (f"; the whole table in [the report]({link})" if link else "")
+        + "):",
+        "",
+    ]
+    for (pair, attention), rows in settings.items():
+        counts = sorted({n for d in rows for n in d["seeds"]})
+        seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        noun = "seed" if counts == [1] else "seeds"
+        lines.append(
+            f"- **{pair.replace('-', '→')}, attention {attention}** ({seeds} {noun} a cell):"
+        )
+        for d in rows:
+            lines.append(
+                f"  - {d['what']} ({d['a']} → {d['b']}): BLEU {_interval(d['bleu'])}, "
+                f"chrF {_interval(d['chrf'])}; BLEU {_verdict(d['bleu'])}."
+            )
     return "\n".join(lines)
 
 
@@ -220,6 +262,7 @@ def report_markdown(
     tuning: dict | None,
     groups: list[tuple[str, list[Run]]],
     differences: list[dict] | None = None,
+    bench_sources: list[str] | None = None,
 ) -> str:
     finished = [r for r in loaded if r.finished]
     signature = finished[0].test["bleu_signature"] if finished else ""
@@ -237,8 +280,14 @@ def report_markdown(
         "Per seed, sacreBLEU's own paired bootstrap against the same seed of the baseline is in "
         "results.json" + (f" (`{p_signature}`)" if p_signature else "") + ". "
         "enc/dec: recurrent sizes (model.match_params resizes them). "
-        "Train tok/s: target tokens per second of training, validation excluded. "
-        "Steps: updates, mean over seeds; early stop: the runs that validation stopped (no new "
+        "Train tok/s: target tokens per second of training, validation excluded"
+        + (
+            f", measured apart from the runs by {'; '.join(bench_sources)}; minutes to best: "
+            "the target tokens each run trained on to its best checkpoint at that speed. "
+            if bench_sources
+            else ", the runs' own (a run shares its machine with the sweep's other jobs). "
+        )
+        + "Steps: updates, mean over seeds; early stop: the runs that validation stopped (no new "
         "best BLEU in `train.patience` validations, or the rate cut `train.max_lr_decays` times "
         "by the schedule); the others reached their step, epoch or time limit."
     )
@@ -249,6 +298,7 @@ def report_markdown(
             intro,
             f"Hardware: {_hardware(loaded)}.",
             "",
+            *([answer_markdown(differences, split, search), ""] if differences else []),
             markdown_table(rows, baseline),
             "",
             *([differences_table(differences, samples), ""] if differences else []),
