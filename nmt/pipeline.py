@@ -173,8 +173,10 @@ def _trainee(
 
 def translator_for(cfg: DictConfig, run_dir: Path, checkpoint: str) -> Translator:
     """After training: the run's model with the training config's search, device and precision,
-    on PyTorch, and everything else as ``nmt-translate`` has it."""
-    return Translator.from_run_dir(
+    on PyTorch, and everything else as ``nmt-translate`` has it; on the CPU threads the run
+    trained with (``train.threads``; loading a model would otherwise take every core again)."""
+    threads = torch.get_num_threads()
+    translator = Translator.from_run_dir(
         run_dir,
         checkpoint=checkpoint,
         device=cfg.device,
@@ -183,6 +185,8 @@ def translator_for(cfg: DictConfig, run_dir: Path, checkpoint: str) -> Translato
         backend="torch",  # the final evaluation measures the model as nmt-eval does
         quantize="none",
     )
+    torch.set_num_threads(threads)
+    return translator
 
 
 def next_commands(run_dir: Path, split: str) -> list[str]:

@@ -111,6 +111,7 @@ class Case:
     skip: str = ""  # why the suite does not run it (CI runs `make test` itself)
     stdin: str = ""  # what the command reads, when it reads stdin
     elsewhere: str = ""  # "file.py::test_name": a test that runs it with its placeholders filled
+    env: dict = field(default_factory=dict)  # set for the command (over the suite's own)
 
 
 def finished(steps: int = 2, pair: str = "en-de") -> Callable:
@@ -171,6 +172,9 @@ def check_final_eval(result, tmp):
     finished()(result, tmp)
     scores = tmp / "run" / "eval" / "test_2016_flickr-best-beam5" / "scores.json"
     assert json.loads(scores.read_text())["sentences"] == 40
+    # decoded with the run's own threads (train.threads=1), as it trained, not the process's
+    # default (OMP_NUM_THREADS=2): two jobs of two threads each on two cores crawl
+    assert ", 1 threads " in json.loads(scores.read_text())["hardware"]
 
 
 def check_resumed(result, tmp):
@@ -541,7 +545,9 @@ CASES: dict[str, Case] = {
     "make train train.resume=true run_dir=runs/X": Case(
         [*TINY, "train.max_steps=4"], check_resumed, needs_run=True
     ),
-    "make train final_eval=[test_2016_flickr] search=beam5": Case(TINY, check_final_eval),
+    "make train final_eval=[test_2016_flickr] search=beam5": Case(  # a default of 2 threads
+        TINY, check_final_eval, env={"OMP_NUM_THREADS": "2"}
+    ),
     "make train tokenizer=separate8k": Case(TINY, check_separate),
     "make train train.keep_last=5 run_dir=runs/Y": Case([*TINY, "train.max_steps=10"], check_kept),
     'echo "A dog runs in the park." | make translate run_dir=runs/X': Case(
@@ -841,7 +847,7 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
     if command == "make format":
         check_format_in_a_copy(tmp_path)
         return
-    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
+    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent), **case.env}
     chain, before = [], case.before  # a `before` may have its own, run first
     while before:
         chain.insert(0, before)
