@@ -31,9 +31,11 @@ def sweep(
     cells: str = "gru,lstm",
     wait: bool = True,
     name_root: Path | None = None,
+    bare: bool = False,
 ) -> subprocess.CompletedProcess | subprocess.Popen:
     """A tiny ablation_quick sweep. ``name_root``: pass data.root through the environment
-    (NMT_DATA_DIR) so that it stays out of the run names, as a user's default would."""
+    (NMT_DATA_DIR) so that it stays out of the run names, as a user's default would. ``bare``:
+    no test decoding and no report (for tests of how runs start, stop and resume)."""
     env = dict(os.environ)
     root = [f"data.root={corpus_dir}"]
     if name_root is not None:
@@ -54,6 +56,7 @@ def sweep(
         f"model={cells}",
         "model.attention=none",
         *(extra or ["train.max_steps=3"]),
+        *(["final_eval=[]", "~hydra.callbacks.report"] if bare else []),
     ]
     command = [str(BIN / "nmt-train"), *args]
     if not wait:
@@ -181,11 +184,11 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     """Ctrl-C in a sweep saves a checkpoint and exits 130; run again, the sweep continues that
     run from its step to the same weights as a sweep never stopped, then skips it."""
     long = ["train.max_steps=30", "train.valid_every=5", "train.valid_max_sentences=5"]
-    straight = sweep(tmp_path / "a", corpus_dir, *long, cells="gru")
+    straight = sweep(tmp_path / "a", corpus_dir, *long, cells="gru", bare=True)
     assert straight.returncode == 0, straight.stderr[-3000:]
     (reference,) = [p for p in (tmp_path / "a" / "sweep").iterdir() if (p / "done.json").is_file()]
 
-    job = sweep(tmp_path / "b", corpus_dir, *long, cells="gru", wait=False)
+    job = sweep(tmp_path / "b", corpus_dir, *long, cells="gru", wait=False, bare=True)
     meta = tmp_path / "b" / "sweep" / reference.name / "last" / "meta.json"
     deadline = time.monotonic() + 300
     while not meta.is_file() and job.poll() is None and time.monotonic() < deadline:
@@ -198,7 +201,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     assert 5 <= stopped_at < 30 and not (run / "done.json").exists()
     assert f"interrupted at step {stopped_at}; checkpoint saved" in stderr
 
-    again = sweep(tmp_path / "b", corpus_dir, *long, cells="gru")
+    again = sweep(tmp_path / "b", corpus_dir, *long, cells="gru", bare=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"at step {stopped_at} (epoch" in again.stdout + again.stderr  # resumed there
     assert json.loads((run / "done.json").read_text())["steps"] == 30
@@ -206,7 +209,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
     finished_at = (run / "done.json").stat().st_mtime_ns
-    third = sweep(tmp_path / "b", corpus_dir, *long, cells="gru")
+    third = sweep(tmp_path / "b", corpus_dir, *long, cells="gru", bare=True)
     assert third.returncode == 0 and "finished before" in third.stdout + third.stderr
     assert (run / "done.json").stat().st_mtime_ns == finished_at
 
@@ -214,11 +217,15 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
 def test_auto_resume_refuses_a_run_made_with_other_settings(corpus_dir, tmp_path):
     """The same run directory reached with another corpus (NMT_DATA_DIR is not in the name)
     is an error, not a finished run silently skipped."""
-    first = sweep(tmp_path, corpus_dir, "train.max_steps=2", cells="gru", name_root=corpus_dir)
+    first = sweep(
+        tmp_path, corpus_dir, "train.max_steps=2", cells="gru", name_root=corpus_dir, bare=True
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     other = tmp_path / "other"
     shutil.copytree(corpus_dir, other)
-    result = sweep(tmp_path, corpus_dir, "train.max_steps=2", cells="gru", name_root=other)
+    result = sweep(
+        tmp_path, corpus_dir, "train.max_steps=2", cells="gru", name_root=other, bare=True
+    )
     assert result.returncode == 1
     assert "trained with other settings" in result.stderr and "data.root" in result.stderr
 
