@@ -98,6 +98,18 @@ CONVERGED = [
     "ablation.jobs=2",
 ]
 
+# ablation_gates_large cut to tiny models, one cell and one seed with attention: its search (two
+# rates, no widening), the run at the chosen rate and the report.
+LARGE = [
+    *TINY,
+    "ablation.cells=[gru]",
+    "ablation.seeds.bahdanau=[1]",
+    "ablation.also=[]",
+    "ablation.tune.lrs=[0.001,0.003]",
+    "ablation.tune.max_points=2",
+    "ablation.tune.max_steps=2",
+]
+
 
 @dataclass
 class Case:
@@ -287,6 +299,17 @@ def check_converged(result, tmp):
     assert (
         "Learning rates tuned on validation" in (tmp / "sweep" / "report" / "report.md").read_text()
     )
+
+
+def check_large(result, tmp):
+    check_sweep(1)(result, tmp)  # gru with attention, at the rate its search chose
+    tuning = json.loads((tmp / "sweep" / "tuning.json").read_text())
+    assert tuning["lrs"] == [0.001, 0.003] and len(tuning["runs"]) == 2
+    (done,) = (tmp / "sweep").glob("*/done.json")
+    config = OmegaConf.load(done.parent / "config.yaml")
+    assert config.optim.lr == tuning["chosen"]["gru"]["bahdanau"]
+    assert config.train.min_steps == 1500  # the preset's own, under the tiny sizes
+    assert "not tuned" in (tmp / "sweep" / "report" / "report.md").read_text()  # two rates
 
 
 def check_report(result, tmp):
@@ -619,6 +642,9 @@ CASES: dict[str, Case] = {
     ),
     "make ablate experiment=ablation_gates": Case(  # two cells in its three settings
         elsewhere="test_ablate.py::test_ablation_runs_every_arm_with_the_tuned_rate_at_matched_size"
+    ),
+    "make ablate experiment=ablation_gates_large": Case(
+        LARGE, check_large, sweep=True, run_dir=False
     ),
     "make ablate experiment=ablation_full": Case(
         SWEEP_ONE, check_sweep(1), sweep=True, run_dir=False
