@@ -7,6 +7,7 @@ The tree is restored after every mutant, also when interrupted.
 
     python scripts/mutate.py                          # every module; prints the score per module
     python scripts/mutate.py --modules search,cells   # some of them
+    python scripts/mutate.py --modules pipeline --what "train.threads"   # the ones so described
     python scripts/mutate.py --tests /tmp/old/tests   # score another test suite (e.g. an older one)
     python scripts/mutate.py --out mutants.json --resume   # go on where an interrupted run stopped
 """
@@ -888,6 +889,36 @@ MUTANTS = [
         "every language pair scored against the first pair's references",
         ("test_ablate.py::test_ablation_report_has_seed_statistics_and_the_tuning",),
     ),
+    Mutant(
+        "report/ablation.py",
+        "    if bench is not None:\n        return _mean(bench.speed(r) for r in runs)",
+        "    if False:\n        return _mean(bench.speed(r) for r in runs)",
+        "--bench given, the speed columns still the runs' own",
+        ("test_ablate.py::test_report_takes_speeds_measured_apart_from_a_benchmark",),
+    ),
+    Mutant(
+        "report/runs.py",
+        '        return done["best_step"] * tokens / done["steps"] / self.speed(run) / 60',
+        '        return done["steps"] * tokens / done["steps"] / self.speed(run) / 60',
+        "minutes to best at the benchmark's speed counted to the last update",
+        ("test_ablate.py::test_report_takes_speeds_measured_apart_from_a_benchmark",),
+    ),
+    Mutant(
+        "report/tables.py",
+        '    if high < 0:\n        return "lower"',
+        '    if low < 0:\n        return "lower"',
+        "the answer calls a difference lower when its interval holds zero",
+        ("test_ablation.py::test_the_answer_says_what_each_interval_says",),
+    ),
+    Mutant(
+        "pipeline.py",
+        "    torch.set_num_threads(threads)\n    return translator",
+        "    return translator",
+        "the final evaluation on every core, not the run's train.threads",
+        (
+            "test_readme.py::test_readme_command_runs[make train final_eval=[test_2016_flickr] search=beam5]",
+        ),
+    ),
     # report.py
     Mutant(
         "report/ablation.py",
@@ -1188,6 +1219,7 @@ def snippet_problems(mutants: list[Mutant], tests: Path) -> list[str]:
             problems.append(f"{m.module}: snippet for '{m.what}' found {count} times")
         for test in m.tests or TESTS.get(m.module, ()):
             file, _, name = test.partition("::")
+            name = name.split("[")[0]  # a parametrized test's id: its function
             if (
                 not (tests / file).is_file()
                 or name
@@ -1239,6 +1271,9 @@ def main() -> None:
     parser.add_argument(
         "--check", action="store_true", help="only check that every snippet matches; run nothing"
     )
+    parser.add_argument(
+        "--what", default="", help="only the mutants whose description contains this text"
+    )
     args = parser.parse_args()
     # A TERM (timeout, CI) must still restore the tree: let the finally below run.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -1246,7 +1281,7 @@ def main() -> None:
     unknown = [m for m in chosen if m not in TESTS]
     if unknown:
         sys.exit(f"mutate: unknown module {unknown[0]}; choose from {', '.join(by_name)}")
-    mutants = [m for m in MUTANTS if m.module in chosen]
+    mutants = [m for m in MUTANTS if m.module in chosen and args.what in m.what]
     if args.resume:
         if args.out is None:
             sys.exit("mutate: --resume goes on from the results of --out; name it")

@@ -70,3 +70,17 @@ def test_resume_skips_what_was_killed_and_reruns_the_rest(tmp_path):
     assert settled.returncode == 0, settled.stderr
     assert f"{len(mutants)} mutants settled" in settled.stdout and "0 to run" in settled.stdout
     assert "SURVIVED" not in settled.stdout
+
+
+def test_what_chooses_mutants_by_their_description_and_ids_may_be_parametrized():
+    """--what runs only the mutants whose description contains it; a mutant may name one case of
+    a parametrized test (its function is what must exist)."""
+    script = load_script()
+    chosen = [m for m in script.MUTANTS if m.module == "pipeline.py" and "train.threads" in m.what]
+    assert len(chosen) == 1 and "[" in chosen[0].tests[0]
+    result = mutate("--modules", "pipeline", "--what", "train.threads", "--check")
+    assert result.returncode == 0, result.stderr
+    assert "mutate: 1 mutants of 1 modules" in result.stdout
+    gone = script.Mutant("pipeline.py", "def train_run(", "", "x", ("test_readme.py::nope[a b]",))
+    (problem,) = script.snippet_problems([gone], ROOT / "tests")
+    assert "names test_readme.py::nope[a b], which does not exist" in problem
