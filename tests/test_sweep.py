@@ -145,6 +145,7 @@ def test_report_script_on_chosen_runs(tiny_sweep, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| gru | none |" in result.stdout and "| lstm |" not in result.stdout
+    assert result.stdout.startswith("# Cell ablation: 1 chosen run\n")  # not the run's name
     # Its figures are of the chosen run alone: PNGs, each another picture than the whole sweep's.
     whole = tmp / "sweep" / "report"
     for name in PLOTS:

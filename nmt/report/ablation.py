@@ -224,6 +224,14 @@ def build_rows(runs: list[Run], comparisons: dict, bench: BenchSpeeds | None = N
     return out
 
 
+def _title(sweep_dir: Path, paths: list[Path]) -> str:
+    """The sweep's name, or for chosen run directories how many they are (a run directory's name
+    is its overrides, not a title)."""
+    if (sweep_dir / DONE_FILE).is_file():
+        return f"{len(paths)} chosen run{'s' if len(paths) != 1 else ''}"
+    return sweep_dir.name
+
+
 def _runs_setting(paths: list[Path], what: str) -> str:
     """The test split (first of ``final_eval``) or search name the runs were trained with; one
     value for all of them, or a ReportError naming the choices."""
@@ -301,7 +309,7 @@ def write_report(
     write_text(
         out / "report.md",
         report_markdown(
-            Path(sweep_dir).name,
+            _title(Path(sweep_dir), paths),
             loaded,
             rows,
             pvalues,
