@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,19 +23,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
-from nmt import __version__, loader, pipeline, resume, sweep
+from nmt import __version__, resume, sweep
 from nmt.core.compose import conf_dir
 from nmt.core.config import register_configs
 from nmt.core.errors import UserError, one_line, os_error_line, require_extra
 from nmt.core.overrides import cell_as_preset, check_overrides
+from nmt.core.provenance import record_command
 from nmt.core.rundir import write_json
-from nmt.core.runtime import record_command
-from nmt.decoding.stream import check_output, translate_file
-from nmt.scoring.evaluate import evaluate_split, score_files
-from nmt.scoring.search_tuning import choose_split, tune_search
-from nmt.serving.export import check_out, write_bundle, write_onnx
-from nmt.training.distributed import World
-from nmt.translate import Translator
+
+if TYPE_CHECKING:
+    from nmt.translate import Translator
+
+# The stages (and torch with them, about two seconds) are imported by the task that runs them:
+# what this module imports at the top is free of torch, so a command that is refused (a bad
+# override, a run directory it must not touch, a missing extra) says so in a fraction of that.
 
 CONF_DIR = conf_dir()  # where Hydra finds conf/ (nmt.core.compose.conf_dir)
 
@@ -48,16 +49,22 @@ def _run_dir() -> Path:
 
 def data_task(cfg: DictConfig) -> None:
     """Data stage: write run_dir/data (the cleaned corpus in datasets format)."""
+    from nmt import pipeline
+
     pipeline.stage_data(cfg, _run_dir())
 
 
 def spm_task(cfg: DictConfig) -> None:
     """Tokenizer stage: write run_dir/spm.model and run_dir/encoded."""
+    from nmt import pipeline
+
     pipeline.stage_spm(cfg, _run_dir())
 
 
 def train_task(cfg: DictConfig) -> float:
     """Train a model (``nmt.pipeline.train_run``); returns the best validation BLEU."""
+    from nmt import pipeline
+
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     return pipeline.train_run(cfg, _run_dir(), in_sweep=in_sweep)
 
@@ -65,6 +72,9 @@ def train_task(cfg: DictConfig) -> float:
 def translate_task(cfg: DictConfig) -> None:
     """Translate stdin or input=FILE to stdout or output=FILE: exactly one line per input line;
     with gates=DIR, each line's gates too."""
+    from nmt.decoding.stream import check_output, translate_file
+    from nmt.translate import Translator
+
     check_output(cfg.output)  # before the model loads
     if cfg.gates:  # the gates are traced in PyTorch, a model at a time: chosen or refused here
         require_extra("report", "nmt-translate gates=DIR")
@@ -120,6 +130,9 @@ def _corpus_run(cfg: DictConfig, command: str) -> Path:
 
 def eval_task(cfg: DictConfig) -> dict:
     """Score a split: translate it with the run's model, or score given hypothesis files."""
+    from nmt.scoring.evaluate import evaluate_split, score_files
+    from nmt.translate import Translator
+
     run_dir = _corpus_run(cfg, "nmt-eval")
     if cfg.hyps:
         return score_files(run_dir, cfg.split, list(cfg.hyps), samples=cfg.bootstrap_samples)
@@ -145,6 +158,9 @@ def eval_task(cfg: DictConfig) -> dict:
 
 def tune_search_task(cfg: DictConfig) -> dict:
     """Choose beam size and length penalty on a split (the validation split by default)."""
+    from nmt.scoring.search_tuning import choose_split, tune_search
+    from nmt.translate import Translator
+
     run_dir = _corpus_run(cfg, "nmt-tune-search")
     split = choose_split(run_dir, cfg.split, allow_test=cfg.allow_test)
     return tune_search(
@@ -161,6 +177,8 @@ def tune_search_task(cfg: DictConfig) -> dict:
 def export_task(cfg: DictConfig) -> dict:
     """Write a run's model out of its run directory (format=bundle: one file; onnx: a
     directory with the ONNX graphs)."""
+    from nmt.serving.export import check_out, write_bundle, write_onnx
+
     writers = {"bundle": write_bundle, "onnx": write_onnx}
     if cfg.format not in writers:
         raise UserError(f"format={cfg.format!r}: expected bundle or onnx")
@@ -184,6 +202,7 @@ def serve_task(cfg: DictConfig) -> None:
     require_extra("serve", "nmt-serve")
     import uvicorn
 
+    from nmt import loader
     from nmt.serving.serve import Limits, create_app
 
     # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
@@ -350,6 +369,8 @@ def spm_main() -> None:
 @_reader_may_leave
 def train_main() -> None:
     _entry(train_task, "train", preflight=_check_train)
+    from nmt.training.distributed import World
+
     if World.from_env().enabled:
         # A torchrun rank whose work is done and whose process group is gone leaves without the
         # interpreter's teardown, where a gloo rank was seen to abort (SIGABRT, "terminate called

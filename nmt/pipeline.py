@@ -22,13 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from nmt import resume
 from nmt.core.config import group_kwargs
 from nmt.core.errors import UserError, one_line, os_error_line
+from nmt.core.provenance import provenance
 from nmt.core.rundir import CONFIG_FILE, DONE_FILE, write_json, write_text
 from nmt.core.runtime import (
     describe_device,
     pick_device,
     pick_precision,
     precision_name,
-    provenance,
     seed_everything,
 )
 from nmt.core.search_options import SearchOptions

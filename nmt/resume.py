@@ -16,8 +16,7 @@ from omegaconf import DictConfig
 
 from nmt.core.errors import UserError
 from nmt.core.overrides import changed_settings
-from nmt.core.rundir import CONFIG_FILE, DONE_FILE
-from nmt.model.checkpoint import find_checkpoint
+from nmt.core.rundir import CONFIG_FILE, DONE_FILE, find_checkpoint
 
 log = logging.getLogger("nmt")
 

@@ -804,7 +804,7 @@ def main(argv: list[str] | None = None) -> None:
 
     what = set(args.what.split(","))
     profile = "profile" in what
-    from nmt.core.runtime import provenance, record_command
+    from nmt.core.provenance import provenance, record_command
 
     record_command(["scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
     report = {

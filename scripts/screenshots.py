@@ -27,8 +27,9 @@ from pathlib import Path
 
 import httpx
 
+from nmt.core.provenance import provenance
 from nmt.core.rundir import write_json
-from nmt.core.runtime import describe_device, provenance
+from nmt.core.runtime import describe_device
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "A little girl in a pink dress is climbing the stairs to her wooden playhouse."

@@ -302,8 +302,11 @@ class ExportConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas so conf/*.yaml is validated (``defaults: [schema, ...]``)."""
+    """Register the schemas so conf/*.yaml is validated (``defaults: [schema, ...]``); once a
+    process (every composition calls it, and a registration costs a sixth of a second)."""
     cs = ConfigStore.instance()
+    if "schema.yaml" in cs.repo:
+        return
     cs.store(name="schema", node=Config)
     cs.store(name="translate_schema", node=TranslateConfig)
     cs.store(name="eval_schema", node=EvalConfig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import re
 import shutil
 
@@ -81,11 +82,13 @@ class MissingExtra(UserError):
 
 
 def has_extra(extra: str, modules: tuple[str, ...] | None = None) -> bool:
-    """Whether the modules of ``extra`` (or the given ones of it) can be imported."""
+    """Whether the modules of ``extra`` (or the given ones of it) are installed: found, not
+    imported (importing onnx to learn that it is there took 1.3 s of every nmt-translate)."""
     for module in modules or EXTRAS[extra]:
         try:
-            importlib.import_module(module)
-        except ImportError:
+            if importlib.util.find_spec(module) is None:
+                return False
+        except (ImportError, ValueError):  # a parent package missing, or a broken entry
             return False
     return True
 

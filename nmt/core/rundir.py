@@ -22,6 +22,8 @@ DONE_FILE = "done.json"  # a run's results; its presence means the run ended
 CONFIG_FILE = "config.yaml"  # the resolved config of a training run
 TUNING_FILE = "tuning.json"  # an ablation sweep's tuned learning rates (nmt-ablate)
 SEARCH_FILE = "search.json"  # a run's search settings chosen on validation (nmt-tune-search)
+# A checkpoint is a directory (best/, last/) of the weights and what they are.
+MODEL_FILE, META_FILE = "model.safetensors", "meta.json"
 
 
 def umask() -> int:
@@ -122,3 +124,11 @@ def cache_lock(entry: str | os.PathLike) -> FileLock:
     entry = Path(entry)
     entry.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(entry.with_name(entry.name + ".lock")))
+
+
+def find_checkpoint(place: Path) -> Path | None:
+    """The complete checkpoint at place, or the previous one if a save died mid-rename."""
+    for candidate in (place, place.with_name(place.name + ".old")):
+        if (candidate / META_FILE).is_file() and (candidate / MODEL_FILE).is_file():
+            return candidate
+    return None

@@ -22,8 +22,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from nmt.core.errors import UserError, first_line
+from nmt.core.rundir import META_FILE, MODEL_FILE, find_checkpoint  # noqa: F401  (re-exported)
 
-MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "train_state.pt", "meta.json"
+STATE_FILE = "train_state.pt"
 KEPT_DIR, KEPT_SCORE = "kept", "keep_score"  # run_dir/kept/step-NNNNNNN/, its meta's score
 
 
@@ -112,14 +113,6 @@ def _write_checkpoint(
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
     _fsync_dir(tmp)
-
-
-def find_checkpoint(place: Path) -> Path | None:
-    """The complete checkpoint at place, or the previous one if a save died mid-rename."""
-    for candidate in (place, place.with_name(place.name + ".old")):
-        if (candidate / META_FILE).is_file() and (candidate / MODEL_FILE).is_file():
-            return candidate
-    return None
 
 
 def _read_weights(model: nn.Module, place: Path) -> dict[str, Tensor]:

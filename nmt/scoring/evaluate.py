@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from nmt.core.errors import UserError
+from nmt.core.provenance import provenance
 from nmt.core.rundir import SEARCH_FILE, write_json, write_text
-from nmt.core.runtime import describe_device, precision_name, provenance
+from nmt.core.runtime import describe_device, precision_name
 from nmt.data import prepare as data
 from nmt.data.columns import read_splits
 from nmt.scoring.metrics import paired_bootstrap, score, summary
