@@ -579,10 +579,11 @@ MUTANTS = [
         "old checkpoint deleted before the new one is in",
     ),
     Mutant(
-        "model/checkpoint.py",
+        "core/rundir.py",
         '    for candidate in (place, place.with_name(place.name + ".old")):',
         "    for candidate in (place,):",
         "a save killed mid-rename loses the checkpoint",
+        ("test_train.py::test_killed_save_leaves_previous_checkpoint",),
     ),
     Mutant(
         "model/checkpoint.py",
