@@ -1,5 +1,6 @@
 """docs/results.md and the README's summary are what scripts/results.py writes from the
-collected artifacts (docs/results.json), and the script collects them from real run directories."""
+collected artifacts (docs/results.json), and the script collects them from real run directories;
+the README's answer to the cell question is what scripts/report.py wrote from its report."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import report  # noqa: E402
 import results  # noqa: E402
+
+GATES = (
+    ROOT / "docs" / "ablation_gates"
+)  # the published report of make ablate experiment=ablation_gates
 
 
 def test_the_pages_are_written_from_the_collected_artifacts():
@@ -25,6 +31,18 @@ def test_the_pages_are_written_from_the_collected_artifacts():
     for run in collected["runs"].values():  # every figure says where it came from
         assert run["done"]["provenance"]["command"].startswith("nmt-train")
         assert all(ev["provenance"]["command"].startswith("nmt-") for ev in run["evals"])
+
+
+def test_the_readmes_answer_is_what_the_report_wrote():
+    """Never retyped: the README's block is answer_block of the published report's results.json,
+    and while no report is published the README claims no answer."""
+    readme = results.README.read_text()
+    if not (GATES / "results.json").is_file():
+        assert report.CELLS_BEGIN not in readme and report.CELLS_END not in readme
+        return
+    written = json.loads((GATES / "results.json").read_text())
+    block = report.answer_block(written, GATES / "report.md", results.README)
+    assert readme.count(report.CELLS_BEGIN) == 1 and block in readme
 
 
 def test_make_results_collects_run_directories(tiny_run, tmp_path):
