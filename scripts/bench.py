@@ -257,6 +257,8 @@ def bench_train_one(
         step(extra)
     result = {
         "cell": cell,
+        "pair": f"{cfg.data.src}-{cfg.data.tgt}",
+        "attention": cfg.model.attention,
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "fused": fused,
         "training_path": row.training_path if fused else "autograd (model.fused=false)",
@@ -688,6 +690,8 @@ def train_section(args: argparse.Namespace, probe: dict, profile: bool) -> dict:
         result["fraction_of_matmul_peak"] = float(f"{fraction:.3g}")
         for key in (
             "parameters",
+            "pair",
+            "attention",
             "precision",
             "fused",
             "training_path",

@@ -905,6 +905,13 @@ MUTANTS = [
         ("test_ablate.py::test_report_takes_speeds_measured_apart_from_a_benchmark",),
     ),
     Mutant(
+        "report/runs.py",
+        '        key = (run.cell, int(run.done.get("parameters") or 0), run.pair)',
+        '        key = (run.cell, int(run.done.get("parameters") or 0), "en-de")',
+        "every run's speed taken from the en-de benchmark, whatever its language pair",
+        ("test_ablate.py::test_report_takes_speeds_measured_apart_from_a_benchmark",),
+    ),
+    Mutant(
         "report/tables.py",
         '    if high < 0:\n        return "lower"',
         '    if low < 0:\n        return "lower"',

@@ -174,16 +174,24 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture
 def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_path):
     """scripts/report.py --bench: the speed columns come from the benchmark's figure for each
-    cell at the runs' size, minutes to best from the tokens each run trained to its best update
-    at that speed; a benchmark at another size is refused in one line naming the run."""
+    cell at the runs' size and language pair (a file per pair), minutes to best from the tokens
+    each run trained to its best update at that speed; a benchmark at another size, one that
+    names no pair and a setting measured twice are refused in one line."""
     sweep_dir, _ = tiny_ablation
     results = json.loads((sweep_dir / "report" / "results.json").read_text())
     size = {r["cell"]: r["parameters"] for r in results["rows"]}
-    speeds = {"gru": 1000.0, "tanh": 4000.0}
-    bench = tmp_path / "bench.json"
-    train = {c: {"parameters": size[c], "train_tgt_tokens_per_s": v} for c, v in speeds.items()}
+    speeds = {"en-de": {"gru": 1000.0, "tanh": 4000.0}, "en-fr": {"gru": 2000.0, "tanh": 3000.0}}
     made = {"command": "scripts/bench.py --what train", "commit": "abc"}
-    bench.write_text(json.dumps({"train": train, "provenance": made, "cpu": "X", "cpu_threads": 1}))
+    benches, trains = [], {}
+    for pair, of_pair in speeds.items():
+        trains[pair] = {
+            c: {"parameters": size[c], "pair": pair, "train_tgt_tokens_per_s": v}
+            for c, v in of_pair.items()
+        }
+        benches += ["--bench", str(tmp_path / f"bench-{pair}.json")]
+        (tmp_path / f"bench-{pair}.json").write_text(
+            json.dumps({"train": trains[pair], "provenance": made, "cpu": "X", "cpu_threads": 1})
+        )
 
     def report(*extra):
         return subprocess.run(
@@ -197,8 +205,7 @@ def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{CELLS_BEGIN}\nwritten before\n{CELLS_END}\n\nafter\n")
     done = report(
-        "--bench", str(bench), "--out", str(out), "--bootstrap-samples", "100",
-        "--readme", str(readme),
+        *benches, "--out", str(out), "--bootstrap-samples", "100", "--readme", str(readme),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     apart = json.loads((out / "results.json").read_text())
@@ -213,7 +220,7 @@ def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_
     assert block.count("- **en→") == 2  # one list per setting (en-de and en-fr)
     runs = {r["path"]: r["done"] for r in apart["runs"]}
     for d in apart["differences"]:
-        assert d["train_tokens_per_s"] == [speeds["gru"], speeds["tanh"]]
+        assert d["train_tokens_per_s"] == [speeds[d["pair"]]["gru"], speeds[d["pair"]]["tanh"]]
         for side, cell in enumerate((d["a"], d["b"])):
             mine = [
                 v
@@ -222,7 +229,8 @@ def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_
             ]
             tokens = [v["tokens_per_s"] * v["minutes"] * 60 / v["steps"] for v in mine]
             to_best = [
-                t * v["best_step"] / speeds[cell] / 60 for t, v in zip(tokens, mine, strict=True)
+                t * v["best_step"] / speeds[d["pair"]][cell] / 60
+                for t, v in zip(tokens, mine, strict=True)
             ]
             assert d["minutes_to_best"][side] == pytest.approx(sum(to_best) / len(to_best))
             assert d["updates_to_best"][side] == pytest.approx(
@@ -230,12 +238,19 @@ def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_
             )
     text = (out / "report.md").read_text()
     assert "measured apart from the runs by `scripts/bench.py --what train` at `abc`" in text
-    train["tanh"]["parameters"] += 1  # measured at another size
-    bench.write_text(json.dumps({"train": train, "provenance": made}))
-    refused = report("--bench", str(bench), "--out", str(out))
+    bench = tmp_path / "bench-en-de.json"
+    trains["en-de"]["tanh"]["parameters"] += 1  # measured at another size
+    bench.write_text(json.dumps({"train": trains["en-de"], "provenance": made}))
+    refused = report(*benches, "--out", str(out))
     assert refused.returncode == 1
     (line,) = refused.stderr.strip().splitlines()
-    assert f"no benchmark of tanh at {size['tanh']:,} parameters" in line
+    assert f"no benchmark of tanh at {size['tanh']:,} parameters on en-de" in line
+    twice = report(*benches, "--bench", benches[-1], "--out", str(out))
+    assert twice.returncode == 1 and "is measured in an earlier file too" in twice.stderr
+    del trains["en-de"]["gru"]["pair"]  # a file from before the pair was recorded
+    bench.write_text(json.dumps({"train": trains["en-de"], "provenance": made}))
+    unnamed = report(*benches, "--out", str(out))
+    assert unnamed.returncode == 1 and "gru's figures name no language pair" in unnamed.stderr
     readme.write_text("# no block\n")
     refused = report("--out", str(out), "--readme", str(readme), "--bootstrap-samples", "100")
     assert refused.returncode == 1

@@ -453,6 +453,8 @@ def check_bench_matched(result, tmp):
     train = json.loads((tmp / "bench.json").read_text())["train"]
     gru, lstm = train["gru"]["parameters"], train["lstm"]["parameters"]
     assert abs(lstm - gru) / gru < 0.02
+    # what the report keys a figure by beside the cell and its size: the runs' pair and attention
+    assert {(f["pair"], f["attention"]) for f in train.values()} == {("en-de", "bahdanau")}
     assert (
         "--experiment ablation_gates"
         in json.loads((tmp / "bench.json").read_text())["provenance"]["command"]

@@ -229,19 +229,20 @@ class BenchSpeeds:
     """Training speeds measured apart from the runs (scripts/bench.py's train section, one
     process on an otherwise idle machine), for the report's speed columns: a sweep's runs share
     their machine with each other and with whatever else ran, so their own figures measure the
-    machine's load as much as the cell. Keyed by (cell, parameters): a figure serves only runs of
-    that cell at that size."""
+    machine's load as much as the cell. Keyed by (cell, parameters, language pair): a figure
+    serves only runs of that cell at that size on that pair (en-fr's sentences are not
+    en-de's)."""
 
-    tokens_per_s: dict[tuple[str, int], float]
+    tokens_per_s: dict[tuple[str, int, str], float]
     sources: list[str]  # per file: its command, commit, CPU and threads
 
     def speed(self, run: Run) -> float:
         """Target tokens per second of training for ``run``'s cell at its size."""
-        key = (run.cell, int(run.done.get("parameters") or 0))
+        key = (run.cell, int(run.done.get("parameters") or 0), run.pair)
         if key not in self.tokens_per_s:
-            measured = sorted(f"{p:,}" for c, p in self.tokens_per_s if c == run.cell)
+            measured = sorted(f"{p:,} on {q}" for c, p, q in self.tokens_per_s if c == run.cell)
             raise ReportError(
-                f"{run.path}: no benchmark of {run.cell} at {key[1]:,} parameters "
+                f"{run.path}: no benchmark of {run.cell} at {key[1]:,} parameters on {run.pair} "
                 f"({'measured at ' + ', '.join(measured) if measured else 'not measured'}); "
                 f'measure it: make bench ARGS="--what train --cells {run.cell} --experiment '
                 "<the sweep's preset>\" with --set for what the run changed"
@@ -262,7 +263,7 @@ class BenchSpeeds:
 def read_bench(paths: list[Path]) -> BenchSpeeds:
     """The train sections of bench.json files (scripts/bench.py --out); a ReportError naming the
     file when one has none."""
-    speeds: dict[tuple[str, int], float] = {}
+    speeds: dict[tuple[str, int, str], float] = {}
     sources = []
     for path in paths:
         try:
@@ -274,7 +275,18 @@ def read_bench(paths: list[Path]) -> BenchSpeeds:
                 f"{path}: no train section; write one with python scripts/bench.py --what train"
             )
         for cell, figures in bench["train"].items():
-            speeds[cell, int(figures["parameters"])] = float(figures["train_tgt_tokens_per_s"])
+            if "pair" not in figures:
+                raise ReportError(
+                    f"{path}: {cell}'s figures name no language pair (measured before the "
+                    "benchmark recorded it); measure again with python scripts/bench.py --what train"
+                )
+            key = (cell, int(figures["parameters"]), figures["pair"])
+            if key in speeds:
+                raise ReportError(
+                    f"{path}: {cell} at {key[1]:,} parameters on {key[2]} is measured in an "
+                    "earlier file too; give each setting once"
+                )
+            speeds[key] = float(figures["train_tgt_tokens_per_s"])
         made = bench.get("provenance", {})
         sources.append(
             f"`{made.get('command', '?')}` at `{str(made.get('commit', '?'))[:12]}` on "
