@@ -52,9 +52,16 @@ def test_resume_skips_what_was_killed_and_reruns_the_rest(tmp_path):
     the timeout is, and every result is written as it comes."""
     tests = tmp_path / "tests"  # a suite that notices nothing: every mutant survives it
     tests.mkdir()
-    (tests / "test_rundir.py").write_text("def test_nothing():\n    pass\n")
+    script = load_script()
+    mutants = [m for m in script.MUTANTS if m.module == "core/rundir.py"]
+    named = {"test_rundir.py": {"test_nothing"}}  # and each test a mutant names, doing nothing
+    for m in mutants:
+        for test in m.tests:
+            file, _, name = test.partition("::")
+            named.setdefault(file, set()).add(name.split("[")[0] or "test_nothing")
+    for file, names in named.items():
+        (tests / file).write_text("".join(f"def {n}():\n    pass\n\n" for n in sorted(names)))
     out = tmp_path / "mutants.json"
-    mutants = [m for m in load_script().MUTANTS if m.module == "core/rundir.py"]
     earlier = [
         {"module": m.module, "what": m.what, "killed": True, "seconds": 600.0} for m in mutants
     ]
