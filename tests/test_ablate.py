@@ -169,6 +169,17 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
             rows["tanh", variant]["parameters"],
         ]
     assert "| no gates at all | gru → tanh | en-de, none | 2 / 2 |" in text
+    # how long it took, from the runs' logs: the search's runs and the runs, each counted
+    clock = results["clock"]
+    assert clock["search"]["runs"] == len(list((sweep_dir / "tune").glob("*/done.json")))
+    assert clock["runs"]["finished"] == len(list(sweep_dir.glob("*/done.json")))
+    assert clock["search"]["last"] <= clock["runs"]["first"]  # the runs wait for the search
+    wall = clock["search"]["wall_hours"] + clock["runs"]["wall_hours"]
+    assert 0 < clock["whole"]["wall_hours"] <= wall + 1e-3
+    assert clock["whole"]["job_hours"] == pytest.approx(
+        clock["search"]["job_hours"] + clock["runs"]["job_hours"], abs=2e-3
+    )
+    assert "| whole sweep | " in text
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture

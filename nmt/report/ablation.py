@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from nmt.core.compose import compose
 from nmt.core.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
+from nmt.report.clock import sweep_clock
 from nmt.report.plots import PLOTS, TUNING_PLOT, plot_report, plot_tuning
 from nmt.report.runs import (
     BenchSpeeds,
@@ -306,6 +307,7 @@ def write_report(
     plot_report(groups, out)
     tuning_path = Path(sweep_dir) / TUNING_FILE
     tuning = json.loads(tuning_path.read_text()) if tuning_path.is_file() else None
+    clock = None if runs else sweep_clock(Path(sweep_dir))  # chosen runs are no sweep's whole
     write_text(
         out / "report.md",
         report_markdown(
@@ -321,6 +323,7 @@ def write_report(
             groups,
             table,
             speeds.sources if speeds else None,
+            clock,
         ),
     )
     runs_json = [
@@ -348,6 +351,7 @@ def write_report(
             "runs": runs_json,
             "tuning": tuning,
             "speeds_from": speeds.sources if speeds else "the runs",
+            "clock": clock,
         },
     )
     return out / "report.md"

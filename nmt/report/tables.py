@@ -263,6 +263,7 @@ def report_markdown(
     groups: list[tuple[str, list[Run]]],
     differences: list[dict] | None = None,
     bench_sources: list[str] | None = None,
+    clock: dict | None = None,
 ) -> str:
     finished = [r for r in loaded if r.finished]
     signature = finished[0].test["bleu_signature"] if finished else ""
@@ -314,5 +315,27 @@ def report_markdown(
             "",
             *[f"![{p}]({p})" for p in PLOTS],
             "",
+            *([clock_markdown(clock), ""] if clock else []),
         ]
     )
+
+
+def clock_markdown(clock: dict) -> str:
+    """How long the sweep took, phase by phase, from its runs' logs (``nmt.report.clock``)."""
+    names = {"search": "learning-rate search (`tune/`)", "runs": "runs", "whole": "whole sweep"}
+    lines = [
+        "Wall clock, from the runs' own logs (`nmt.log`): the time while any run of a phase was "
+        "running, pauses left out; job-hours add up the jobs that ran at once; sittings: stretches "
+        "without a pause of five minutes or more.",
+        "",
+        "| phase | runs (finished) | wall clock | job-hours | sittings | from | to |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, name in names.items():
+        if phase := clock.get(key):
+            lines.append(
+                f"| {name} | {phase['runs']} ({phase['finished']}) | {phase['wall_hours']:.2f} h "
+                f"| {phase['job_hours']:.2f} | {phase['sittings']} | {phase['first']} "
+                f"| {phase['last']} |"
+            )
+    return "\n".join(lines)
