@@ -82,6 +82,7 @@ TESTS = {
     "resume.py": ["test_resume.py", "test_pipeline.py"],
     "pipeline.py": ["test_pipeline.py"],
     "report/runs.py": ["test_runs.py"],
+    "report/clock.py": ["test_clock.py"],
     "core/rundir.py": ["test_rundir.py"],
     "training/validation.py": ["test_validation.py"],
     "report/tables.py": ["test_tables.py"],
@@ -199,6 +200,19 @@ MUTANTS = [
         "    r_pre = n_pre * h_n * r * (1 - r)",
         "    r_pre = n_pre * h_n * r",
         "the GRU's reset gate without its sigmoid's derivative",
+    ),
+    # clock.py: a sweep's wall clock
+    Mutant(
+        "report/clock.py",
+        "    busy = merged(spans)",
+        "    busy = spans",
+        "two jobs at once counted twice in the wall clock",
+    ),
+    Mutant(
+        "report/clock.py",
+        'STARTS = (" - run directory: ", ": finished before (")',
+        'STARTS = (" - run directory: ",)',
+        "a skipped run's line stretches the sitting before it over the pause",
     ),
     # runs.py, rundir.py, validation.py, tables.py
     Mutant(
