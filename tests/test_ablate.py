@@ -128,6 +128,8 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
     sweep_dir, _ = tiny_ablation
     text = (sweep_dir / "report" / "report.md").read_text()
     assert "Learning rates tuned on validation" in text and "| tanh | none |" in text
+    # the search ran on en-de without attention (this test's choice); the others reuse its rates
+    assert "tuned with attention none on en→de, the rate serves every attention and" in text
     results = json.loads((sweep_dir / "report" / "results.json").read_text())
     rows = {(r["cell"], r["variant"]): r for r in results["rows"]}
     assert rows["gru", "data.tgt=de"]["test_bleu"]["n"] == 2

@@ -29,7 +29,12 @@ def test_tuning_table_marks_the_chosen_rate_per_cell_and_a_diverged_one():
     }
     table = tuning_table(tuning)
     assert "the grid {0.001, 0.003}; 100 updates a rate, seed 1" in table
-    assert "serves every attention" in table
+    assert "the rate serves every attention (the runs in other settings reuse it" in table
+    tuning["pairs"] = "en→de"
+    assert (
+        "tuned with attention bahdanau on en→de, the rate serves every attention and language "
+        "pair (the runs in other settings reuse it, untuned there):" in tuning_table(tuning)
+    )
     # two rates: every best is at an edge, and the table says the cell is not tuned
     assert (
         "| gru | bahdanau | 10.00 | **12.50** | **at the highest rate tried: not tuned** |" in table

@@ -307,6 +307,10 @@ def write_report(
     plot_report(groups, out)
     tuning_path = Path(sweep_dir) / TUNING_FILE
     tuning = json.loads(tuning_path.read_text()) if tuning_path.is_file() else None
+    if tuning is not None:  # where the search ran: its runs' own language pair
+        tuned = sorted(Path(sweep_dir).glob(f"tune/*/{CONFIG_FILE}"))
+        pairs = {f"{c.data.src}→{c.data.tgt}" for c in map(OmegaConf.load, tuned)}
+        tuning["pairs"] = ", ".join(sorted(pairs)) or None
     clock = None if runs else sweep_clock(Path(sweep_dir))  # chosen runs are no sweep's whole
     write_text(
         out / "report.md",

@@ -214,7 +214,11 @@ def tuning_table(tuning: dict) -> str:
         f"{tuning['max_steps']} updates a rate, seed {tuning['seed']}, picked by "
         f"{tuning['metric']} (bold)"
         + (
-            f"; tuned with attention {tuning['attention']}, the rate serves every attention:"
+            f"; tuned with attention {tuning['attention']}"
+            + (f" on {tuning['pairs']}" if tuning.get("pairs") else "")
+            + ", the rate serves every attention"
+            + (" and language pair" if tuning.get("pairs") else "")
+            + " (the runs in other settings reuse it, untuned there):"
             if tuning.get("attention")
             else ":"
         ),
