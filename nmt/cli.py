@@ -130,10 +130,11 @@ def _corpus_run(cfg: DictConfig, command: str) -> Path:
 
 def eval_task(cfg: DictConfig) -> dict:
     """Score a split: translate it with the run's model, or score given hypothesis files."""
-    from nmt.scoring.evaluate import evaluate_split, score_files
+    from nmt.scoring.evaluate import check_split, evaluate_split, score_files
     from nmt.translate import Translator
 
     run_dir = _corpus_run(cfg, "nmt-eval")
+    check_split(run_dir, cfg.split)  # before the model loads
     if cfg.hyps:
         return score_files(run_dir, cfg.split, list(cfg.hyps), samples=cfg.bootstrap_samples)
     translator = Translator.from_config(cfg)

@@ -97,3 +97,18 @@ def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
     )
     assert twice.returncode == 1
     assert twice.stderr.strip() == f"error: hyps names {a} more than once; compare different files"
+
+
+@pytest.mark.parametrize("command", ["nmt-eval", "nmt-tune-search"])
+def test_a_split_the_run_lacks_is_refused_before_the_model_loads(tiny_run, command):
+    """One line naming the splits the run has, and no model loaded for it (its log line absent)."""
+    refused = subprocess.run(
+        [str(Path(sys.executable).parent / command), f"run_dir={tiny_run}", "split=tset_2016"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: split 'tset_2016' is not in {tiny_run / 'data'} (has train, val, test_2016_flickr)"
+    ]

@@ -86,6 +86,15 @@ def _numbers(array: pa.Array) -> np.ndarray:
     )
 
 
+def split_names(place: Path) -> list[str]:
+    """The names of the splits under ``place`` (a ``DatasetDict.save_to_disk`` directory), read
+    from its index alone."""
+    try:
+        return list(json.loads((place / "dataset_dict.json").read_text())["splits"])
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"{place}: cannot read the saved splits ({error})") from None
+
+
 def read_splits(place: Path) -> dict[str, Split]:
     """Every split under ``place`` (a ``DatasetDict.save_to_disk`` directory), in its order."""
     try:

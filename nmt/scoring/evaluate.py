@@ -19,7 +19,7 @@ from nmt.core.provenance import provenance
 from nmt.core.rundir import SEARCH_FILE, write_json, write_text
 from nmt.core.runtime import describe_device, precision_name
 from nmt.data import prepare as data
-from nmt.data.columns import read_splits
+from nmt.data.columns import read_splits, split_names
 from nmt.scoring.metrics import paired_bootstrap, score, summary
 
 if TYPE_CHECKING:
@@ -45,18 +45,26 @@ class EvalError(UserError):
 # A run's splits
 
 
-def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
-    """(sources, references) of a split of the run's corpus, raw text (read with pyarrow alone:
-    the evaluation that ends a training run does not import ``datasets`` either)."""
+def check_split(run_dir: Path, split: str) -> dict:
+    """The data stage's report of the run's corpus, once ``split`` is known to be in it: an
+    ``EvalError`` naming the splits it has otherwise (read from the index: a command refuses a
+    split the run lacks before its model loads)."""
     report = data.read_report(Path(run_dir) / data.ARTIFACT)
     if report is None:
         data.load_corpus(run_dir)  # its error: no prepared data
-    corpus = read_splits(Path(run_dir) / data.ARTIFACT)
-    if split not in corpus:
+    names = split_names(Path(run_dir) / data.ARTIFACT)
+    if split not in names:
         raise EvalError(
-            f"split {split!r} is not in {run_dir / data.ARTIFACT} (has {', '.join(corpus)})"
+            f"split {split!r} is not in {Path(run_dir) / data.ARTIFACT} (has {', '.join(names)})"
         )
-    rows = corpus[split]["translation"]
+    return report
+
+
+def split_pairs(run_dir: Path, split: str) -> tuple[list[str], list[str]]:
+    """(sources, references) of a split of the run's corpus, raw text (read with pyarrow alone:
+    the evaluation that ends a training run does not import ``datasets`` either)."""
+    report = check_split(run_dir, split)
+    rows = read_splits(Path(run_dir) / data.ARTIFACT)[split]["translation"]
     return [r[report["src"]] for r in rows], [r[report["tgt"]] for r in rows]
 
 

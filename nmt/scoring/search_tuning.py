@@ -13,7 +13,7 @@ from nmt.core.errors import UserError
 from nmt.core.rundir import SEARCH_FILE, write_json
 from nmt.data import prepare as data
 from nmt.decoding.translator import Translator
-from nmt.scoring.evaluate import split_pairs
+from nmt.scoring.evaluate import check_split, split_pairs
 from nmt.scoring.metrics import score
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ def choose_split(run_dir: Path, split: str | None, *, allow_test: bool) -> str:
             f"scores optimistic; tune on {report['valid_split']} (the default), or add "
             "allow_test=true if that is what you mean"
         )
+    check_split(run_dir, split)  # one the run lacks: refused before the model loads
     return split
 
 
