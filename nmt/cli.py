@@ -61,12 +61,33 @@ def spm_task(cfg: DictConfig) -> None:
     pipeline.stage_spm(cfg, _run_dir())
 
 
+# The process of a multirun (nmt-train -m), for the jobs its launcher runs in other processes.
+SWEEP_PID = "NMT_SWEEP_PID"
+
+
 def train_task(cfg: DictConfig) -> float:
     """Train a model (``nmt.pipeline.train_run``); returns the best validation BLEU."""
     from nmt import pipeline
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    return pipeline.train_run(cfg, _run_dir(), in_sweep=in_sweep)
+    try:
+        return pipeline.train_run(cfg, _run_dir(), in_sweep=in_sweep)
+    finally:
+        if in_sweep:
+            _leave_if_the_sweep_is_gone()
+
+
+def _leave_if_the_sweep_is_gone() -> None:
+    """A job that ran in a launcher's worker process (joblib's) whose sweep has gone — stopped
+    by a signal while the job saved its checkpoint — ends that process, instead of leaving it
+    behind, orphaned, to wait for work that never comes (seen: idle for hours, holding memory)."""
+    sweep = os.environ.get(SWEEP_PID)
+    if sweep and int(sweep) != os.getpid() and os.getppid() != int(sweep):
+        failed = sys.exc_info()[0] is not None
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130 if failed else 0)
 
 
 def translate_task(cfg: DictConfig) -> None:
@@ -369,6 +390,7 @@ def spm_main() -> None:
 
 @_reader_may_leave
 def train_main() -> None:
+    os.environ[SWEEP_PID] = str(os.getpid())  # inherited by a launcher's worker processes
     _entry(train_task, "train", preflight=_check_train)
     from nmt.training.distributed import World
 

@@ -59,9 +59,15 @@ def sweep(
         *(["final_eval=[]", "~hydra.callbacks.report"] if bare else []),
     ]
     command = [str(BIN / "nmt-train"), *args]
-    if not wait:
+    if not wait:  # in a session of its own: a signal can reach the whole sweep, as from a shell
         return subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
         )
     return subprocess.run(
         command, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT, env=env
@@ -213,6 +219,35 @@ def test_interrupted_sweep_resumes_where_it_stopped(corpus_dir, tmp_path):
     third = sweep(tmp_path / "b", corpus_dir, *long, cells="gru", bare=True)
     assert third.returncode == 0 and "finished before" in third.stdout + third.stderr
     assert (run / "done.json").stat().st_mtime_ns == finished_at
+
+
+def test_a_stopped_sweep_leaves_no_worker_process_behind(corpus_dir, tmp_path):
+    """SIGTERM to a sweep whose jobs run in joblib's worker processes: each job saves its
+    checkpoint, and then no process of the sweep is left (its workers used to stay, orphaned
+    and idle, for hours, holding memory and /dev/shm)."""
+    long = ["train.max_steps=100000", "train.valid_every=5", "train.valid_max_sentences=5"]
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    job = sweep(tmp_path, corpus_dir, *long, *joblib, wait=False, bare=True)
+    deadline = time.monotonic() + 300
+    saved = []
+    while len(saved) < 2 and job.poll() is None and time.monotonic() < deadline:
+        saved = list((tmp_path / "sweep").glob("*/last/meta.json"))
+        time.sleep(0.1)
+    assert len(saved) == 2, "both jobs should have saved a checkpoint by now"
+    os.killpg(job.pid, signal.SIGTERM)
+    # A worker left behind holds the pipes open: the sweep's output never ends.
+    _, stderr = job.communicate(timeout=120)
+    left = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(job.pid, 0)  # any process of the sweep's session still there?
+        except ProcessLookupError:
+            left = []
+            break
+        time.sleep(0.2)
+    assert left == [], "a process of the stopped sweep is still running"
+    assert stderr.count("interrupted at step") == 2, stderr[-3000:]
 
 
 def test_auto_resume_refuses_a_run_made_with_other_settings(corpus_dir, tmp_path):
