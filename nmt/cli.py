@@ -69,18 +69,21 @@ def train_task(cfg: DictConfig) -> float:
     """Train a model (``nmt.pipeline.train_run``); returns the best validation BLEU."""
     from nmt import pipeline
 
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # joblib's workers outlive their jobs (submitit's job processes end with theirs)
+    in_worker = in_sweep and "joblib" in str(hydra_cfg.launcher.get("_target_", ""))
     try:
         return pipeline.train_run(cfg, _run_dir(), in_sweep=in_sweep)
     finally:
-        if in_sweep:
+        if in_worker:
             _leave_if_the_sweep_is_gone()
 
 
 def _leave_if_the_sweep_is_gone() -> None:
-    """A job that ran in a launcher's worker process (joblib's) whose sweep has gone — stopped
-    by a signal while the job saved its checkpoint — ends that process, instead of leaving it
-    behind, orphaned, to wait for work that never comes (seen: idle for hours, holding memory)."""
+    """A job that ran in joblib's worker process whose sweep has gone — stopped by a signal
+    while the job saved its checkpoint — ends that process, instead of leaving it behind,
+    orphaned, to wait for work that never comes (seen: idle for hours, holding memory)."""
     sweep = os.environ.get(SWEEP_PID)
     if sweep and int(sweep) != os.getpid() and os.getppid() != int(sweep):
         failed = sys.exc_info()[0] is not None
