@@ -126,6 +126,22 @@ class Case:
     env: dict = field(default_factory=dict)  # set for the command (over the suite's own)
 
 
+def chain(command: str) -> list[str]:
+    """The README commands run before ``command`` (its case's ``before``, and theirs), in order."""
+    befores, before = [], CASES[command].before
+    while before:
+        befores.insert(0, before)
+        before = CASES[before].before
+    return befores
+
+
+def checked_within(command: str) -> str:
+    """The first case that no other runs before it and whose chain runs ``command``: ``command``
+    is run and checked there, once, not again on its own; '' when no chain runs it."""
+    befores = {b for c in CASES for b in chain(c)}
+    return next((c for c in CASES if c not in befores and command in chain(c)), "")
+
+
 def finished(steps: int = 2, pair: str = "en-de") -> Callable:
     def check(result, tmp):
         done = json.loads((tmp / "run" / "done.json").read_text())
@@ -783,6 +799,12 @@ def readme_run(corpus_dir, tmp_path_factory) -> Path:
     return tmp / "X"
 
 
+@pytest.fixture(scope="session")
+def readme_cache(tmp_path_factory) -> Path:
+    """One worker's cache of prepared corpora and vocabularies, shared by its commands."""
+    return tmp_path_factory.mktemp("readme_cache")
+
+
 @pytest.fixture(scope="session")  # built once per worker, however the tests interleave
 def ablate_sweep(corpus_dir, tmp_path_factory) -> Path:
     """`make ablate` as written (small sizes added), run once for its case and report.py's."""
@@ -856,6 +878,9 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
         file, name = case.elsewhere.split("::")
         assert f"def {name}(" in (ROOT / "tests" / file).read_text(), case.elsewhere
         return
+    if checked_within(command):  # not skipped: that case runs it and checks it with its own check
+        assert case.check is not None and command in chain(checked_within(command))
+        return
     if case.needs_run:
         for name in ("X", *case.also):
             shutil.copytree(readme_run, tmp_path / name)
@@ -876,17 +901,19 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
         check_format_in_a_copy(tmp_path)
         return
     env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent), **case.env}
-    chain, before = [], case.before  # a `before` may have its own, run first
-    while before:
-        chain.insert(0, before)
-        before = CASES[before].before
-    for before in chain:
-        first = rewrite(before, CASES[before], tmp_path, corpus_dir, tmp_path / "c")
+    # The prepared corpora and vocabularies of one worker's commands are shared (a cache is keyed
+    # by what built it); a sweep's commands get an empty one (they check the vocabulary is built
+    # once by jobs that start together).
+    cache = tmp_path / "c" if case.sweep else request.getfixturevalue("readme_cache")
+    for before in chain(command):
+        first = rewrite(before, CASES[before], tmp_path, corpus_dir, cache)
         ran = subprocess.run(
             first, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env
         )
         assert ran.returncode == 0, f"{first}\n{ran.stderr[-3000:]}"
-    line = rewrite(command, case, tmp_path, corpus_dir, tmp_path / "c")
+        if checked_within(before) == command:  # checked here, where it ran
+            CASES[before].check(ran, tmp_path)
+    line = rewrite(command, case, tmp_path, corpus_dir, cache)
     if command.startswith("python "):
         line = line.replace("python ", f"{sys.executable} ", 1)
     result = subprocess.run(
