@@ -331,10 +331,12 @@ def bench_decode(
     precision: str,
     sentences: int = 0,
     profile: bool = False,
+    warmup: bool = True,
 ) -> dict:
     """Decoding-loop speed of a trained run: greedy and beam 5 as they end, and both again with
     every output forced to 20 steps (``forced20_*``: equal work, the figures to set beside the
-    peers'), batches of 64 sentences (and,
+    peers'), batches of 64 sentences, each search timed after one untimed pass unless not
+    ``warmup`` (and,
     with ``profile``, the top operators of a batch: the profiler's bookkeeping takes longer than
     the decoding it watches, so only ``--what profile`` pays for it)."""
 
@@ -364,6 +366,7 @@ def bench_decode(
         "threads": threads,
         "precision": "bf16" if translator.precision == torch.bfloat16 else "fp32",
         "parameters": sum(p.numel() for p in translator.model.parameters()),
+        "warmed_up": warmup,  # each search timed after an untimed pass of it
     }
 
     def decode(texts, options):
@@ -384,7 +387,8 @@ def bench_decode(
         if name.startswith("forced20_"):  # every output 20 steps, as the peers' script forces
             options = options.replace(**forced)
         warm_up = src[:64]
-        decode(warm_up, options)
+        if warmup:
+            decode(warm_up, options)
         times, tokens = [], 0
         for _ in range(repeats):
             start = time.perf_counter()
@@ -548,7 +552,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "resized to the GRU's parameter count as the sweep does)",
     )
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed training batches first (decoding: one untimed pass of each search, none "
+        "with 0)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument(
         "--threads",
@@ -737,6 +747,7 @@ def decode_sections(args: argparse.Namespace, probe: dict, profile: bool) -> dic
             args.precision,
             args.sentences,
             profile=profile,
+            warmup=args.warmup > 0,
         )
         sections[section] = result
         peak_flops = probe[f"matmul_{result['precision']}_1024_gflops"] * 1e9

@@ -388,6 +388,7 @@ def check_bench(
         if decode:  # the default model, and the reference architecture the peers are run on
             for section in ("decode", "decode_reference") if reference else ("decode",):
                 figures = report[section]
+                assert figures["warmed_up"] is False  # --warmup 0: no untimed pass either
                 for name in ("greedy", "beam5", "forced20_greedy", "forced20_beam5"):
                     assert figures["sentences"] == 8  # --sentences
                     # A rate is the sentences over the median time, printed as recorded: the
