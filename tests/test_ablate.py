@@ -43,7 +43,7 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
         "ablation.tune.max_points=3",
         "ablation.tune.max_steps=2",
         "ablation.tune.attention=none",
-        "ablation.jobs=2",
+        "ablation.jobs=1",  # a setting's runs one after another in one nmt-train process
         *extra,
     ]
     venv = Path(sys.executable).parent.parent
