@@ -113,3 +113,19 @@ def test_length_table_shows_intervals_only_where_seeds_give_one():
     assert table.splitlines()[0] == "| row | 1-10 (10) | 11+ (10) |"
     assert "| gru+none | 20.00 | 10.00 |" in table
     assert "| lstm+none | 21.00 [" in table and columns(table) == {4}
+
+
+def test_the_hardware_line_counts_threads_in_the_singular_too(monkeypatch):
+    import torch
+
+    from nmt.core.runtime import describe_device
+    from nmt.report.tables import _hardware
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert ", 1 thread (torch " in describe_device(torch.device("cpu"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert ", 2 threads (torch " in describe_device(torch.device("cpu"))
+    # A run recorded before said "1 threads": the report says it right.
+    old = Run.__new__(Run)
+    old.done = {"hardware": "CPU AMD EPYC, 1 threads (torch 2.13.0+cpu)"}
+    assert _hardware([old]) == "CPU AMD EPYC, 1 thread (torch 2.13.0+cpu)"

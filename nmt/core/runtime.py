@@ -114,7 +114,11 @@ def describe_device(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"CPU {model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    return f"CPU {model}, {threads_text(torch.get_num_threads())} (torch {torch.__version__})"
+
+
+def threads_text(n: int) -> str:
+    return f"{n} thread" if n == 1 else f"{n} threads"
 
 
 def seed_everything(seed: int) -> None:

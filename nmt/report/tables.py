@@ -9,6 +9,7 @@ import platform
 
 import torch
 
+from nmt.core.runtime import threads_text
 from nmt.report.plots import GATE_ORDER, PLOTS, TUNING_PLOT, bleu_by_length_rows, gates_by_layer
 from nmt.report.runs import Run, run_order
 from nmt.scoring.tuning import bracket
@@ -248,10 +249,15 @@ def tuning_table(tuning: dict) -> str:
 
 
 def _hardware(runs: list[Run]) -> str:
-    described = {r.done.get("hardware") for r in runs if r.done.get("hardware")}
+    # Runs recorded before describe_device counted in the singular wrote "1 threads".
+    described = {
+        r.done["hardware"].replace(", 1 threads (", ", 1 thread (")
+        for r in runs
+        if r.done.get("hardware")
+    }
     if described:
         return "; ".join(sorted(described))
-    return f"{platform.machine()}, {torch.get_num_threads()} threads (where the report ran)"
+    return f"{platform.machine()}, {threads_text(torch.get_num_threads())} (where the report ran)"
 
 
 def report_markdown(
