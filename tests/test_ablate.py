@@ -222,15 +222,24 @@ def test_report_takes_speeds_measured_apart_from_a_benchmark(tiny_ablation, tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     apart = json.loads((out / "results.json").read_text())
-    # --readme: the block is the answer of results.json, a sentence per difference and setting
+    # --readme: the block is the answer of results.json, a sentence per difference that gives
+    # its figures in each setting (en-de and en-fr here)
     block = readme.read_text().split(CELLS_BEGIN)[1].split(CELLS_END)[0]
     assert readme.read_text().endswith(f"{CELLS_END}\n\nafter\n") and "written before" not in block
     assert "[the report](report/report.md)" in block
+    sentences = {
+        line.split("** (")[1].split("):")[0]: line for line in block.splitlines() if "** (" in line
+    }
+    assert sentences.keys() == {f"{d['a']} → {d['b']}" for d in apart["differences"]}
     for d in apart["differences"]:
         low, high = d["bleu"]["ci"]
-        said = f"({d['a']} → {d['b']}): BLEU {d['bleu']['delta']:+.2f} [{low:+.2f}, {high:+.2f}]"
-        assert said in block
-    assert block.count("- **en→") == 2  # one list per setting (en-de and en-fr)
+        where = d["pair"].replace("-", "→")
+        seeds = "1 seed" if d["seeds"] == [1, 1] else f"{max(d['seeds'])} seeds"  # as trained
+        said = (
+            f"{where} without attention ({seeds} a cell): "
+            f"BLEU {d['bleu']['delta']:+.2f} [{low:+.2f}, {high:+.2f}]"
+        )
+        assert said in sentences[f"{d['a']} → {d['b']}"]
     runs = {r["path"]: r["done"] for r in apart["runs"]}
     for d in apart["differences"]:
         assert d["train_tokens_per_s"] == [speeds[d["pair"]]["gru"], speeds[d["pair"]]["tanh"]]

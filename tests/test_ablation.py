@@ -54,33 +54,42 @@ def test_table_marks_diverged_rows():
 
 
 def test_the_answer_says_what_each_interval_says():
-    """A sentence per difference: its BLEU and chrF with their intervals, and 'lower' or
-    'higher' only where the BLEU interval leaves out zero."""
+    """A sentence per difference: its BLEU and chrF with their intervals in each setting that
+    holds both cells, and 'lower' or 'higher' only where the BLEU interval leaves out zero."""
     from nmt.report.tables import answer_markdown
 
-    def diff(b, low, high, pair="en-de", seeds=(3, 3), what=None):
+    def diff(b, low, high, pair="en-de", seeds=(3, 3), attention="bahdanau"):
         boot = {"delta": (low + high) / 2, "ci": [low, high], "p": 0.5}
         return {
-            "a": "gru", "b": b, "what": what or f"{b} for gru", "pair": pair, "attention": "bahdanau",
+            "a": "gru", "b": b, "what": f"{b} for gru", "pair": pair, "attention": attention,
             "seeds": list(seeds), "bleu": boot, "chrf": {**boot, "ci": [low * 2, high * 2]},
         }  # fmt: skip
 
-    text = answer_markdown(
-        [diff("tanh", -3.0, -1.0), diff("mingru", 0.5, 1.5), diff("gru_cho", -0.5, 0.3),
-         diff("tanh", -2.0, 2.0, pair="en-fr", seeds=(1, 2), what="fr")],
-        "test_2016_flickr", "beam5", "docs/x/report.md",
-    )  # fmt: skip
+    differences = [
+        diff("tanh", -3.0, -1.0), diff("mingru", 0.5, 1.5), diff("gru_cho", -0.5, 0.3),
+        diff("tanh", -2.0, 2.0, pair="en-fr"), diff("tanh", -4.0, -2.0, attention="none"),
+    ]  # fmt: skip
+    text = answer_markdown(differences, "test_2016_flickr", "beam5", "docs/x/report.md")
     lines = text.splitlines()
     assert "[the report](docs/x/report.md)" in lines[0] and "`test_2016_flickr`" in lines[0]
-    assert "- **en→de, attention bahdanau** (3 seeds a cell):" in lines
-    assert "- **en→fr, attention bahdanau** (1–2 seeds a cell):" in lines
-    said = {line.split(" (gru → ")[0].strip("- "): line for line in lines if "(gru → " in line}
-    assert said["tanh for gru"].endswith(
-        "BLEU -2.00 [-3.00, -1.00], chrF -2.00 [-6.00, -2.00]; BLEU lower."
+    assert "the difference of the seed means (3 seeds a cell) with its [95 % interval]" in lines[0]
+    said = {line.split("** (gru → ")[0].strip("- *"): line for line in lines if "(gru → " in line}
+    assert len(said) == 3  # one sentence a difference, its settings in it
+    assert said["tanh for gru"] == (
+        "- **tanh for gru** (gru → tanh): "
+        "en→de with bahdanau attention: BLEU -2.00 [-3.00, -1.00] (lower), "
+        "chrF -2.00 [-6.00, -2.00]; "
+        "en→fr with bahdanau attention: BLEU +0.00 [-2.00, +2.00] (not told apart from zero), "
+        "chrF +0.00 [-4.00, +4.00]; "
+        "en→de without attention: BLEU -3.00 [-4.00, -2.00] (lower), chrF -3.00 [-8.00, -4.00]."
     )
-    assert said["mingru for gru"].endswith("; BLEU higher.")
-    assert said["gru_cho for gru"].endswith("; BLEU not told apart from zero.")
-    assert said["fr"].endswith(
-        "BLEU +0.00 [-2.00, +2.00], chrF +0.00 [-4.00, +4.00]; BLEU not told apart from zero."
+    assert "BLEU +1.00 [+0.50, +1.50] (higher)" in said["mingru for gru"]
+    assert "(not told apart from zero)" in said["gru_cho for gru"]
+    # Seed counts that differ between settings: each setting says its own.
+    text = answer_markdown(
+        [diff("tanh", -3.0, -1.0), diff("tanh", -2.0, 2.0, pair="en-fr", seeds=(1, 2))], "s", "b"
     )
+    assert "seed means with its [95 % interval]" in text
+    assert "en→de with bahdanau attention (3 seeds a cell): BLEU" in text
+    assert "en→fr with bahdanau attention (1–2 seeds a cell): BLEU" in text
     assert answer_markdown([], "s", "b") == ""

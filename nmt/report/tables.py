@@ -158,35 +158,51 @@ def _verdict(boot: dict) -> str:
 
 
 def answer_markdown(differences: list[dict], split: str, search: str, link: str = "") -> str:
-    """The answer in a few sentences, one per difference and setting, each with its numbers:
-    b − a in BLEU and chrF with the 95 % interval of the two-level paired bootstrap, and what the
-    interval says (lower, higher, or not told apart from zero); ``link``: where the report is."""
+    """The answer in a few sentences, one per difference with its numbers in every setting that
+    holds both cells: b − a in BLEU and chrF with the 95 % interval of the two-level paired
+    bootstrap, and what the BLEU interval says (lower, higher, or not told apart from zero);
+    ``link``: where the report is."""
     if not differences:
         return ""
-    settings: dict[tuple[str, str], list[dict]] = {}
+    by_difference: dict[tuple[str, str, str], list[dict]] = {}
     for d in differences:
-        settings.setdefault((d["pair"], d["attention"]), []).append(d)
+        by_difference.setdefault((d["what"], d["a"], d["b"]), []).append(d)
+    counts = sorted({n for d in differences for n in d["seeds"]})
+    seeds = "" if len(counts) > 1 else f" ({_seeds(counts)} a cell)"
     lines = [
-        f"What each gate does to translation quality (b − a on `{split}` with `{search}`, mean "
-        "of seeds, [95 % interval] of the two-level paired bootstrap; cells at equal parameter "
-        "count, each at its own tuned learning rate"
+        f"What each gate does to translation quality: b − a on `{split}` with `{search}`, the "
+        f"difference of the seed means{seeds} with its [95 % interval] from the two-level paired "
+        "bootstrap; cells at equal parameter count, each at its own tuned learning rate"
         + (f"; the whole table in [the report]({link})" if link else "")
-        + "):",
+        + ".",
         "",
     ]
-    for (pair, attention), rows in settings.items():
-        counts = sorted({n for d in rows for n in d["seeds"]})
-        seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-        noun = "seed" if counts == [1] else "seeds"
-        lines.append(
-            f"- **{pair.replace('-', '→')}, attention {attention}** ({seeds} {noun} a cell):"
-        )
+    for (what, a, b), rows in by_difference.items():
+        said = []
         for d in rows:
-            lines.append(
-                f"  - {d['what']} ({d['a']} → {d['b']}): BLEU {_interval(d['bleu'])}, "
-                f"chrF {_interval(d['chrf'])}; BLEU {_verdict(d['bleu'])}."
+            setting = _setting(d["pair"], d["attention"])
+            if not seeds:  # the seed counts differ somewhere: each setting says its own
+                setting += f" ({_seeds(sorted(set(d['seeds'])))} a cell)"
+            said.append(
+                f"{setting}: BLEU {_interval(d['bleu'])} ({_verdict(d['bleu'])}), "
+                f"chrF {_interval(d['chrf'])}"
             )
+        lines.append(f"- **{what}** ({a} → {b}): " + "; ".join(said) + ".")
     return "\n".join(lines)
+
+
+def _setting(pair: str, attention: str) -> str:
+    where = pair.replace("-", "→")
+    return (
+        f"{where} without attention"
+        if attention == "none"
+        else f"{where} with {attention} attention"
+    )
+
+
+def _seeds(counts: list[int]) -> str:
+    text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{text} {'seed' if counts == [1] else 'seeds'}"
 
 
 def _interval(boot: dict) -> str:
