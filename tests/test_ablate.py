@@ -150,6 +150,14 @@ def test_ablation_report_has_seed_statistics_and_the_tuning(tiny_ablation):
         k = versus["bleu"]["p"] * 1001 - 1
         assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 1000
     assert results["tuning"]["chosen"].keys() == {"gru", "tanh"}
+    # Where it came from: the sweep's commands, one per setting, and the search's as one row
+    made = results["made"]
+    assert [c["runs"] for c in made["runs"]["commands"]] == [4, 2]  # en-de seeds 1, 2; en-fr
+    assert all(c["command"].startswith("nmt-train -m ") for c in made["runs"]["commands"])
+    assert sum(c["runs"] for c in made["search"]["commands"]) == 6  # two cells, three rates
+    assert made["report"]["command"].startswith("nmt-ablate ")
+    assert "| search | `nmt-train -m " in text and "'optim.lr=<lr>'" in text
+    assert "| runs | `nmt-train -m " in text and "Machines: CPU " in text
     assert (sweep_dir / "report" / "lr_search.png").stat().st_size > 0
     # the table of differences: conf/report.yaml's pair (gru, tanh) in each setting, b - a
     differences = results["differences"]

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from nmt.core.compose import compose
 from nmt.core.rundir import CONFIG_FILE, DONE_FILE, TUNING_FILE, write_json, write_text
 from nmt.report.clock import sweep_clock
+from nmt.report.origins import sweep_origins
 from nmt.report.plots import PLOTS, TUNING_PLOT, plot_report, plot_tuning
 from nmt.report.runs import (
     BenchSpeeds,
@@ -312,6 +313,7 @@ def write_report(
         pairs = {f"{c.data.src}→{c.data.tgt}" for c in map(OmegaConf.load, tuned)}
         tuning["pairs"] = ", ".join(sorted(pairs)) or None
     clock = None if runs else sweep_clock(Path(sweep_dir))  # chosen runs are no sweep's whole
+    made = sweep_origins([r.done for r in loaded], None if runs else Path(sweep_dir))
     write_text(
         out / "report.md",
         report_markdown(
@@ -328,6 +330,7 @@ def write_report(
             table,
             speeds.sources if speeds else None,
             clock,
+            made,
         ),
     )
     runs_json = [
@@ -356,6 +359,7 @@ def write_report(
             "tuning": tuning,
             "speeds_from": speeds.sources if speeds else "the runs",
             "clock": clock,
+            "made": made,
         },
     )
     return out / "report.md"

@@ -10,6 +10,7 @@ import platform
 import torch
 
 from nmt.core.runtime import threads_text
+from nmt.report.origins import origins_markdown
 from nmt.report.plots import GATE_ORDER, PLOTS, TUNING_PLOT, bleu_by_length_rows, gates_by_layer
 from nmt.report.runs import Run, run_order
 from nmt.scoring.tuning import bracket
@@ -290,6 +291,7 @@ def report_markdown(
     differences: list[dict] | None = None,
     bench_sources: list[str] | None = None,
     clock: dict | None = None,
+    made: dict | None = None,
 ) -> str:
     finished = [r for r in loaded if r.finished]
     signature = finished[0].test["bleu_signature"] if finished else ""
@@ -342,6 +344,7 @@ def report_markdown(
             *[f"![{p}]({p})" for p in PLOTS],
             "",
             *([clock_markdown(clock), ""] if clock else []),
+            *([origins_markdown(made), ""] if made else []),
         ]
     )
 
