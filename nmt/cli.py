@@ -233,17 +233,35 @@ def serve_task(cfg: DictConfig) -> None:
     # uvicorn stops on SIGTERM, then raises it again once its handlers are gone: by default the
     # process would die there (or while loading), before the model file unpacked in the temporary
     # directory goes. As an exit, the translator's temporary directories are removed.
-    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    holding, held = [False], []  # a SIGTERM held while uvicorn sets up logging (below)
+
+    def stop(signum, _frame) -> None:
+        if holding[0]:
+            held.append(signum)
+            return
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     models = loader.compared(cfg)
     limits = Limits(**{k: cfg[k] for k in Limits.__dataclass_fields__})
     app = create_app(models, limits)
     names = f" ({', '.join(models)})" if len(models) > 1 else ""
-    print(
-        f"serving{names} on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)",
-        flush=True,
-    )
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+        # uvicorn's Config sets up logging under logging's locks: a SIGTERM raised in there left
+        # a lock released twice and the process ended with a traceback and status 1. It is held
+        # until the server is about to run, then stops the process here as anywhere else.
+        holding[0] = True
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning")
+        )
+        print(
+            f"serving{names} on http://{cfg.host}:{cfg.port} (POST /translate, docs at /docs)",
+            flush=True,
+        )
+        holding[0] = False  # from here a SIGTERM stops the process at once
+        if held:
+            sys.exit(128 + held[0])
+        server.run()
     finally:
         for translator in models.values():
             translator.close()

@@ -157,7 +157,7 @@ def test_done_json_records_the_run(tiny_run):
     assert done["parameters"] == count_parameters(model)
     assert done["cell"] == "gru" and done["attention"] == "bahdanau"
     assert 0.1 < done["process_peak_rss_gib"] < 8
-    assert done["hardware"].startswith("CPU ") and "threads" in done["hardware"]
+    assert done["hardware"].startswith("CPU ") and " thread" in done["hardware"]
     assert done["precision"] == "fp32"  # precision=auto trains in fp32 on every CPU
     assert done["spm_sha256"] == tok.sha256() and done["torch"]
     # Both rates are of the same target tokens: over the whole time, and without validations.
@@ -416,3 +416,40 @@ def test_a_compared_model_that_is_not_there_is_one_line_before_any_loads(tiny_ru
         f"error: compare=[{missing}]: {missing} does not exist (name a run directory, or a file "
         "or directory nmt-export wrote)"
     )
+
+
+def test_a_sigterm_while_uvicorn_sets_up_logging_stops_the_service_cleanly(monkeypatch):
+    """A SIGTERM that arrives while uvicorn's Config sets up logging (under logging's locks) is
+    held until that is done, then stops nmt-serve with 128 + SIGTERM and its models closed; raised
+    in there, it used to end the process with a traceback and status 1."""
+    import signal
+
+    import uvicorn
+
+    from nmt import cli, loader
+    from nmt.core.compose import compose
+
+    closed, configured = [], []
+
+    class Model:
+        def close(self):
+            closed.append(True)
+
+    class Config(uvicorn.Config):
+        def __init__(self, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in the main thread
+            super().__init__(*args, **kwargs)
+            configured.append(True)  # reached only when the signal waited
+
+    monkeypatch.setattr(loader, "compared", lambda cfg: {"m": Model()})
+    monkeypatch.setattr("nmt.serving.serve.create_app", lambda models, limits: object())
+    monkeypatch.setattr(uvicorn, "Config", Config)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: pytest.fail("the server ran"))
+    cfg = compose("serve", ["port=0"])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.serve_task(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert stopped.value.code == 128 + signal.SIGTERM and closed == [True] and configured

@@ -202,7 +202,7 @@ def check_final_eval(result, tmp):
     assert json.loads(scores.read_text())["sentences"] == 40
     # decoded with the run's own threads (train.threads=1), as it trained, not the process's
     # default (OMP_NUM_THREADS=2): two jobs of two threads each on two cores crawl
-    assert ", 1 threads " in json.loads(scores.read_text())["hardware"]
+    assert ", 1 thread " in json.loads(scores.read_text())["hardware"]
 
 
 def check_resumed(result, tmp):

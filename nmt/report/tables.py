@@ -10,6 +10,7 @@ import platform
 import torch
 
 from nmt.core.runtime import threads_text
+from nmt.model.attention import attention_kind
 from nmt.report.origins import origins_markdown
 from nmt.report.plots import GATE_ORDER, PLOTS, TUNING_PLOT, bleu_by_length_rows, gates_by_layer
 from nmt.report.runs import Run, run_order
@@ -194,11 +195,9 @@ def answer_markdown(differences: list[dict], split: str, search: str, link: str 
 
 def _setting(pair: str, attention: str) -> str:
     where = pair.replace("-", "→")
-    return (
-        f"{where} without attention"
-        if attention == "none"
-        else f"{where} with {attention} attention"
-    )
+    if not attention_kind(attention).reads_memory:
+        return f"{where} without attention"
+    return f"{where} with {attention} attention"
 
 
 def _seeds(counts: list[int]) -> str:
