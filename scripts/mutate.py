@@ -1222,9 +1222,16 @@ MUTANTS = [
     ),
     Mutant(
         "cli.py",
-        "    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))\n",
+        "    signal.signal(signal.SIGTERM, stop)\n",
         "",
         "a stopped service leaves its unpacked model behind",
+    ),
+    Mutant(
+        "cli.py",
+        "        if holding[0]:",
+        "        if False:",
+        "a SIGTERM while uvicorn sets up logging is raised under logging's locks",
+        ("test_cli.py::test_a_sigterm_while_uvicorn_sets_up_logging_stops_the_service_cleanly",),
     ),
 ]
 
