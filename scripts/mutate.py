@@ -95,6 +95,9 @@ TESTS = {
     ],
     "decoding/gates.py": ["test_gates.py"],
     "serving/page.html": ["test_page.py"],
+    "records.py": [
+        "test_records.py::test_a_sweep_saved_without_weights_and_restored_goes_on_without_training"
+    ],
 }
 
 MUTANTS = [
@@ -200,6 +203,25 @@ MUTANTS = [
         "    r_pre = n_pre * h_n * r * (1 - r)",
         "    r_pre = n_pre * h_n * r",
         "the GRU's reset gate without its sigmoid's derivative",
+    ),
+    # records.py: a sweep's records without weights
+    Mutant(
+        "records.py",
+        "        _analyze(run_dir, device)\n",
+        "",
+        "a run's record lacks the analysis that needs its weights",
+    ),
+    Mutant(
+        "records.py",
+        "                stage_data(read_run_config(tmp / CONFIG_FILE), tmp)\n",
+        "                pass\n",
+        "a restored run lacks the corpus the report reads its references from",
+    ),
+    Mutant(
+        "records.py",
+        'LEFT_OUT = ("best", "last", "kept", "data", "encoded", "tb")',
+        'LEFT_OUT = ("last", "kept", "encoded", "tb")',
+        "a record keeps the best weights and the corpus",
     ),
     # clock.py: a sweep's wall clock
     Mutant(

@@ -4,65 +4,17 @@ the arms at matched size in every setting, the report)."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import ablate
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 CELLS_BEGIN = "<!-- cells: begin (written by scripts/report.py --readme; do not edit) -->"
 CELLS_END = "<!-- cells: end -->"
-
-
-def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """The README's `make ablate experiment=ablation_gates`, cut to two cells (gru, tanh) and
-    tiny models, its settings' seeds and the search's start changed, with ``extra`` overrides."""
-    args = [
-        f"hydra.sweep.dir={tmp / 'sweep'}",
-        f"data.root={corpus_dir}",
-        f"cache_dir={tmp / 'cache'}",
-        "data.test_splits=[test_2016_flickr]",
-        "final_eval=[test_2016_flickr]",
-        "tokenizer.vocab_size=600",
-        "model.emb_dim=16",
-        "model.enc_hidden=16",
-        "model.dec_hidden=32",
-        "batch.max_tokens=800",
-        "train.valid_every=5",
-        "train.valid_max_sentences=20",
-        "train.max_epochs=1",
-        "ablation.cells=[gru,tanh]",
-        "~ablation.seeds.bahdanau",
-        "+ablation.seeds.none=[1,2]",
-        "ablation.also=[{cells:[gru,tanh],attention:none,seeds:[1],extra:['data.tgt=fr']}]",
-        "ablation.tune.lrs=[0.001,0.003]",
-        "ablation.tune.factor=3",
-        "ablation.tune.max_points=3",
-        "ablation.tune.max_steps=2",
-        "ablation.tune.attention=none",
-        "ablation.jobs=1",  # a setting's runs one after another in one nmt-train process
-        *extra,
-    ]
-    venv = Path(sys.executable).parent.parent
-    return subprocess.run(
-        ["make", "ablate", "experiment=ablation_gates", f"ARGS={shlex.join(args)}", f"VENV={venv}"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=ROOT,
-    )
-
-
-@pytest.fixture(scope="session")  # built once per worker, however the tests interleave
-def tiny_ablation(corpus_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ablate")
-    result = ablate(tmp, corpus_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / "sweep", result
 
 
 @pytest.mark.xdist_group("tiny_ablation")  # one worker builds the fixture

@@ -567,6 +567,11 @@ BENCH = [
     "2",
 ]
 
+# Both directions of a sweep's records, with the sweep run again after the restore.
+RECORDS = (
+    "test_records.py::test_a_sweep_saved_without_weights_and_restored_goes_on_without_training"
+)
+
 CASES: dict[str, Case] = {
     "make train": Case(TINY, finished()),
     "make train NPROC=2": Case(TINY, check_ranks),
@@ -698,6 +703,12 @@ CASES: dict[str, Case] = {
     "python scripts/report.py runs/ablation_gates --bench runs/bench/gates.json "
     "--out docs/ablation_gates --readme README.md": Case(
         elsewhere="test_ablate.py::test_report_takes_speeds_measured_apart_from_a_benchmark"
+    ),
+    "python scripts/records.py save runs/ablation_gates docs/ablation_gates/runs": Case(
+        elsewhere=RECORDS
+    ),
+    "python scripts/records.py restore docs/ablation_gates/runs runs/ablation_gates": Case(
+        elsewhere=RECORDS
     ),
     'make bench ARGS="--what profile --cells gru"': Case(  # the reference shape: "make bench"
         [*BENCH, "--reference-steps", "0"],
