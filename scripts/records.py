@@ -1,7 +1,7 @@
 """Keep a sweep's records without its weights, and restore them for the sweep to go on.
 
-    python scripts/records.py save runs/ablation_gates docs/ablation_gates/runs
-    python scripts/records.py restore docs/ablation_gates/runs runs/ablation_gates
+    python scripts/records.py save runs/ablation_gates docs/ablation_gates/records
+    python scripts/records.py restore docs/ablation_gates/records runs/ablation_gates
 
 save copies, for every run of the sweep that ended (the tuning's included), its config, done.json,
 metrics, log, evaluations and the report's analysis (computed first, while the weights are there)

@@ -704,10 +704,10 @@ CASES: dict[str, Case] = {
     "--out docs/ablation_gates --readme README.md": Case(
         elsewhere="test_ablate.py::test_report_takes_speeds_measured_apart_from_a_benchmark"
     ),
-    "python scripts/records.py save runs/ablation_gates docs/ablation_gates/runs": Case(
+    "python scripts/records.py save runs/ablation_gates docs/ablation_gates/records": Case(
         elsewhere=RECORDS
     ),
-    "python scripts/records.py restore docs/ablation_gates/runs runs/ablation_gates": Case(
+    "python scripts/records.py restore docs/ablation_gates/records runs/ablation_gates": Case(
         elsewhere=RECORDS
     ),
     'make bench ARGS="--what profile --cells gru"': Case(  # the reference shape: "make bench"
