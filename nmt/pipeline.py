@@ -30,6 +30,7 @@ from nmt.core.runtime import (
     pick_precision,
     precision_name,
     seed_everything,
+    threads_text,
 )
 from nmt.core.search_options import SearchOptions
 from nmt.data import prepare as data
@@ -141,13 +142,13 @@ def _trainee(
     )
     parameters = count_parameters(parts["model"])
     log.info(
-        "model %s + %s: %s parameters; %d training pairs, device %s (%d threads, %s)",
+        "model %s + %s: %s parameters; %d training pairs, device %s (%s, %s)",
         cfg.model.cell,
         cfg.model.attention,
         f"{parameters:,}",
         len(parts["src_ids"]),
         device,
-        torch.get_num_threads(),
+        threads_text(torch.get_num_threads()),
         precision_name(precision),
     )
     parts["meta"] = {

@@ -33,7 +33,7 @@ def _sitting(report: dict) -> str:
     p = report["provenance"]
     return (
         f"`{p['command']}` at commit `{p['commit']}`, {p['date'][:10]}, on {report['cpu']} "
-        f"({report['cpu_kind']}, {report['cpu_threads']} threads, torch {report['torch']})"
+        f"({report['cpu_kind']}, {report['cpu_threads']} thread{'s' if report['cpu_threads'] != 1 else ''}, torch {report['torch']})"
     )
 
 
