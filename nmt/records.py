@@ -82,13 +82,15 @@ def _same(a: Path, b: Path) -> bool:
     return b.is_file() and a.read_bytes() == b.read_bytes()
 
 
-def save(sweep_dir: Path, dest: Path, *, device: str = "cpu") -> list[Path]:
+def save(sweep_dir: Path, dest: Path, *, device: str | None = None) -> list[Path]:
     """Copy the records of every ended run of ``sweep_dir`` into ``dest`` (the same relative
     paths), and its tuning.json; return the runs copied. A run whose record in ``dest`` has the
-    same done.json is left as it is; each run's record is replaced whole, atomically."""
+    same done.json is left as it is; each run's record is replaced whole, atomically.
+    ``device``: where the analysis' gate statistics run (default: conf/report.yaml's)."""
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir}: no such sweep directory")
+    device = device or compose("report").device
     copied = []
     for run_dir in ended_runs(sweep_dir):
         target = dest / run_dir.relative_to(sweep_dir)

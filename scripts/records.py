@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     save.add_argument("sweep", type=Path, help="the sweep directory (e.g. runs/ablation_gates)")
     save.add_argument("records", type=Path, help="where the records go")
     save.add_argument(
-        "--device", default="cpu", help="for the analysis' gate statistics (default: cpu)"
+        "--device", help="for the analysis' gate statistics (default: conf/report.yaml's)"
     )
     restore = commands.add_parser("restore", help="put records back into a sweep directory")
     restore.add_argument("records", type=Path, help="a directory written by save")

@@ -61,9 +61,12 @@ def test_a_sweep_saved_without_weights_and_restored_goes_on_without_training(
     back = records("restore", str(kept), str(elsewhere / "sweep"))
     assert back.returncode == 0, back.stderr[-3000:]
     assert f"restored {len(ended)} run(s)" in back.stderr
+    before = {p: p.stat().st_mtime for p in (elsewhere / "sweep").rglob("done.json")}
     rerun = ablate(elsewhere, corpus_dir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert not list((elsewhere / "sweep").rglob("*.safetensors"))  # nothing trained again
+    # nothing trained again, the tuning included: no weights, every done.json as it was
+    assert not list((elsewhere / "sweep").rglob("*.safetensors"))
+    assert {p: p.stat().st_mtime for p in (elsewhere / "sweep").rglob("done.json")} == before
     assert _bleu_by_row(elsewhere / "sweep" / "report" / "results.json") == _bleu_by_row(
         sweep_dir / "report" / "results.json"
     )
