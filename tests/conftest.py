@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -393,14 +394,28 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
         *extra,
     ]
     venv = Path(sys.executable).parent.parent
-    return subprocess.run(
-        ["make", "ablate", "experiment=ablation_gates", f"ARGS={shlex.join(args)}", f"VENV={venv}"],
-        capture_output=True,
+    command = ["make", "ablate", "experiment=ablation_gates", f"ARGS={shlex.join(args)}"]
+    return run_whole([*command, f"VENV={venv}"], timeout=900, cwd=ROOT)
+
+
+def run_whole(command: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run in a session of its own, ended whole at the timeout: a sweep under make
+    outlives make killed alone, and takes the cores of the tests after it."""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
-        check=False,
-        cwd=ROOT,
-    )
+        start_new_session=True,
+        **kwargs,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 @pytest.fixture(scope="session")  # built once per worker, however the tests interleave
