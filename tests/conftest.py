@@ -398,11 +398,15 @@ def ablate(tmp: Path, corpus_dir: Path, *extra: str) -> subprocess.CompletedProc
     return run_whole([*command, f"VENV={venv}"], timeout=900, cwd=ROOT)
 
 
-def run_whole(command: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """subprocess.run in a session of its own, ended whole at the timeout: a sweep under make
-    outlives make killed alone, and takes the cores of the tests after it."""
+def run_whole(
+    command: list[str] | str, *, timeout: float, input: str | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    """subprocess.run(capture_output=True, text=True) in a session of its own, ended whole at
+    the timeout: a sweep or a training under make or a shell outlives its parent killed alone,
+    and takes the cores of the tests after it."""
     with subprocess.Popen(
         command,
+        stdin=subprocess.PIPE if input is not None else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -410,7 +414,7 @@ def run_whole(command: list[str], *, timeout: float, **kwargs) -> subprocess.Com
         **kwargs,
     ) as process:
         try:
-            out, err = process.communicate(timeout=timeout)
+            out, err = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import run_whole
 from omegaconf import OmegaConf
 
 from nmt.model.cells import spec
@@ -822,7 +823,7 @@ def ablate_sweep(corpus_dir, tmp_path_factory) -> Path:
     """`make ablate` as written (small sizes added), run once for its case and report.py's."""
     tmp = tmp_path_factory.mktemp("ablate")
     line = rewrite("make ablate", CASES["make ablate"], tmp, corpus_dir, tmp / "c")
-    ran = subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    ran = run_whole(line, shell=True, cwd=ROOT, timeout=900)
     assert ran.returncode == 0, ran.stderr[-3000:]
     return tmp / "sweep"
 
@@ -919,25 +920,14 @@ def test_readme_command_runs(command, corpus_dir, readme_run, tmp_path, request)
     cache = tmp_path / "c" if case.sweep else request.getfixturevalue("readme_cache")
     for before in chain(command):
         first = rewrite(before, CASES[before], tmp_path, corpus_dir, cache)
-        ran = subprocess.run(
-            first, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env
-        )
+        ran = run_whole(first, shell=True, cwd=ROOT, timeout=900, env=env)
         assert ran.returncode == 0, f"{first}\n{ran.stderr[-3000:]}"
         if checked_within(before) == command:  # checked here, where it ran
             CASES[before].check(ran, tmp_path)
     line = rewrite(command, case, tmp_path, corpus_dir, cache)
     if command.startswith("python "):
         line = line.replace("python ", f"{sys.executable} ", 1)
-    result = subprocess.run(
-        line,
-        shell=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        input=case.stdin,
-    )
+    result = run_whole(line, shell=True, cwd=ROOT, timeout=900, env=env, input=case.stdin)
     assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
     if case.check:
         case.check(result, tmp_path)
