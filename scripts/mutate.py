@@ -162,6 +162,20 @@ MUTANTS = [
         "a fused optimizer's step leaves the parameters' versions where they were",
     ),
     Mutant(
+        "training/optim.py",
+        'with torch.set_grad_enabled(self.defaults["differentiable"]):',
+        "with torch.enable_grad():",
+        "an unmarked optimizer step writes the weights with gradients on",
+        ("test_optim.py::test_training_never_imports_torchs_compiler",),
+    ),
+    Mutant(
+        "training/optim.py",
+        'kinds = {"adam": eager(torch.optim.Adam), "adamw": eager(torch.optim.AdamW)}',
+        'kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}',
+        "training imports torch's compiler through the optimizer's marks",
+        ("test_optim.py::test_training_never_imports_torchs_compiler",),
+    ),
+    Mutant(
         "model/decoder.py",
         "        self._decode_weight = None\n        return super().train(mode)",
         "        return super().train(mode)",

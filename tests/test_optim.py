@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import metrics_rows, run_fit, tiny_model
@@ -113,3 +116,59 @@ def test_a_step_counts_as_a_write_to_every_parameter(optimizer):
     before = [p._version for p in model.parameters()]
     opt.step()
     assert all(p._version > v for p, v in zip(model.parameters(), before, strict=True))
+
+
+def test_training_never_imports_torchs_compiler():
+    """PyTorch's optimizers import torch._dynamo (as long to import as torch) on their first
+    call, only to mark their methods for torch.compile; ours call the same methods unmarked: a
+    fresh process that steps, clears, saves and loads each of them never imports it, a step
+    writes with gradients off as PyTorch's does, and the weights and state are a stock fused
+    optimizer's to the bit."""
+    code = """
+import sys
+import torch
+from nmt.training.optim import build_optimizer, eager
+kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+runs = {}
+for name, kind in kinds.items():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 5), torch.nn.Linear(6, 5)
+    b.load_state_dict(a.state_dict())
+    xs = [torch.randn(4, 6) for _ in range(3)]
+    mine = build_optimizer(a, optimizer=name, lr=0.01, weight_decay=0.01, betas=[0.9, 0.99])
+    assert isinstance(mine, kind)
+    written = []
+    mine.register_step_post_hook(lambda opt, args, kwargs: written.append(1))
+    for x in xs:
+        mine.zero_grad()
+        a(x).square().sum().backward()
+        mine.step()
+    again = build_optimizer(
+        torch.nn.Linear(6, 5), optimizer=name, lr=0.5, weight_decay=0.0, betas=[0.5, 0.5]
+    )
+    again.load_state_dict(mine.state_dict())
+    assert again.param_groups[0]["lr"] == 0.01 and len(written) == 3
+    runs[name] = (kind, xs, a, b, mine)
+# the per-tensor loop (not fused) writes the weights in place: with gradients off, as PyTorch's
+weight = torch.nn.Parameter(torch.ones(3))
+weight.grad = torch.ones(3)
+eager(torch.optim.Adam)([weight], lr=0.1, foreach=True).step()
+assert weight.grad_fn is None and weight.lt(1).all()
+assert "torch._dynamo" not in sys.modules
+for name, (kind, xs, a, b, mine) in runs.items():
+    extra = {} if name == "sgd" else {"betas": (0.9, 0.99)}
+    stock = kind(b.parameters(), lr=0.01, weight_decay=0.01, fused=True, **extra)
+    for x in xs:
+        stock.zero_grad()
+        b(x).square().sum().backward()
+        stock.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    for s, t in zip(mine.state.values(), stock.state.values(), strict=True):
+        assert s.keys() == t.keys() and all(torch.equal(s[k], t[k]) for k in s), name
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

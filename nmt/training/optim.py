@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import torch
@@ -19,9 +21,11 @@ def build_optimizer(
     # operations per tensor (Adam's step for the reference GRU's 12.3M parameters: 8.9 ms fused
     # against 29.1 ms, 2 threads of an AVX2 EPYC; the same updates to rounding).
     fused = _fusable(model)
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    kinds = {"adam": eager(torch.optim.Adam), "adamw": eager(torch.optim.AdamW)}
     if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
+        opt = eager(torch.optim.SGD)(
+            model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused
+        )
     elif optimizer in kinds:
         opt = kinds[optimizer](
             model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas), fused=fused
@@ -30,6 +34,31 @@ def build_optimizer(
         raise ValueError(f"optim.optimizer={optimizer!r}: expected adam, adamw or sgd")
     opt.register_step_post_hook(_count_the_write)
     return opt
+
+
+# The methods PyTorch marks for torch.compile to leave untraced: each mark imports torch's
+# compiler (torch._dynamo) on its first call, and step's on every call.
+_MARKED = ("step", "zero_grad", "add_param_group", "state_dict", "load_state_dict")
+
+
+@functools.cache
+def eager(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``kind`` with its methods called straight rather than through their marks for
+    torch.compile. Nothing here compiles an optimizer, and the marks would import torch's
+    compiler in every process that trains, which takes about as long as importing torch itself
+    (tests/test_optim.py checks that a process that trains never imports it). The same functions
+    run, with step's gradient mode set as PyTorch's mark sets it (on for a differentiable
+    optimizer only); the state, its dictionary and the hooks are the optimizer's own."""
+    body = {name: inspect.unwrap(getattr(kind, name)) for name in _MARKED}
+    unmarked_step = body["step"]
+
+    @functools.wraps(unmarked_step)
+    def step(self, *args, **kwargs):
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return unmarked_step(self, *args, **kwargs)
+
+    body["step"] = step
+    return type(kind.__name__, (kind,), {**body, "__module__": __name__})
 
 
 def _count_the_write(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
