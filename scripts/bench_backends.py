@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import nmt  # noqa: F401 - first, as in nmt's commands: it sets how torch allocates
+from nmt.core.overrides import quoted
 
 VARIANTS = {  # name: Translator settings
     "torch_fp32": {"backend": "torch", "quantize": "none", "precision": "fp32"},
@@ -211,7 +212,11 @@ def bench_serve(
 
     lines = split_pairs(run_dir, split)[0]
     port = _free_port()
-    command = [str(Path(sys.executable).parent / "nmt-serve"), f"run_dir={run_dir}", f"port={port}"]
+    command = [
+        str(Path(sys.executable).parent / "nmt-serve"),
+        f"run_dir={quoted(str(run_dir))}",
+        f"port={port}",
+    ]
     # The server's log goes to a file: a pipe nobody reads fills up (64 KiB: a line per request)
     # and then blocks the server mid-request.
     log_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed with the server, below

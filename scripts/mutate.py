@@ -54,6 +54,7 @@ TESTS = {
     "training/saver.py": ["test_saver.py", "test_train.py"],
     "model/decoder.py": ["test_decoder.py", "test_seq2seq.py"],
     "training/optim.py": ["test_optim.py"],
+    "core/overrides.py": ["test_overrides.py"],
     "model/rnn.py": ["test_encoder.py", "test_rnn.py", "test_cells.py"],
     "model/ensemble.py": ["test_ensemble.py"],
     "training/distributed.py": [
@@ -160,6 +161,13 @@ MUTANTS = [
         "    opt.register_step_post_hook(_count_the_write)\n",
         "",
         "a fused optimizer's step leaves the parameters' versions where they were",
+    ),
+    Mutant(
+        "core/overrides.py",
+        '    return "\'" + value.replace("\'", "\\\\\'") + "\'"',
+        "    return value",
+        "a sweep's run directory passed to a command unquoted (its '=' and ',' Hydra's)",
+        ("test_overrides.py::test_a_path_quoted_for_an_override_reads_back_as_itself",),
     ),
     Mutant(
         "training/optim.py",

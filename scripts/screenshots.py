@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from nmt.core.overrides import quoted
 from nmt.core.provenance import provenance
 from nmt.core.rundir import write_json
 from nmt.core.runtime import describe_device
@@ -45,13 +46,13 @@ def start_service(run_dir: str, compare: list[str], port: int) -> subprocess.Pop
     """nmt-serve in a process of its own; returns once it answers /health."""
     command = [
         str(Path(sys.executable).parent / "nmt-serve"),
-        f"run_dir={run_dir}",
+        f"run_dir={quoted(str(run_dir))}",
         f"port={port}",
         "backend=torch",
         "precision=fp32",
     ]
     if compare:
-        command.append(f"compare=[{','.join(compare)}]")
+        command.append(f"compare=[{','.join(quoted(str(c)) for c in compare)}]")
     service = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from omegaconf import OmegaConf
 from test_config import compose_train
 
@@ -35,3 +36,23 @@ def test_an_option_added_since_a_run_was_made_counts_only_when_on(tmp_path):
     assert changed_settings(compose_train("train.keep_last=3"), saved) == []  # kept, not trained
     changed = changed_settings(compose_train("model.conditional=true"), saved)
     assert changed == [("model.conditional", None, True)]
+
+
+def test_a_path_quoted_for_an_override_reads_back_as_itself():
+    """A sweep's run directory (``model.attention=bahdanau,model=gru,seed=1``) passed as
+    ``run_dir=`` unquoted is a syntax error (a path with a comma alone, a sweep); quoted, it is
+    one path, alone or in a list, whatever quotes, spaces or brackets it holds."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from nmt.core.overrides import quoted
+
+    parser = OverridesParser.create()
+    sweep_run = "runs/ablation_gates/model.attention=bahdanau,model=gru,seed=1"
+    with pytest.raises(HydraException):
+        parser.parse_override(f"run_dir={sweep_run}")
+    assert parser.parse_override("run_dir=runs/a,b").is_sweep_override()
+    for path in (sweep_run, "it's here", "a b [c]", "back\\slash", "plain"):
+        assert parser.parse_override(f"run_dir={quoted(path)}").value() == path
+        listed = parser.parse_override(f"compare=[{quoted(path)},{quoted('x')}]")
+        assert listed.value() == [path, "x"]

@@ -24,6 +24,14 @@ def _flat(node: object, prefix: str = "") -> dict:
     return {prefix.removesuffix("."): node}
 
 
+def quoted(value: str) -> str:
+    """``value`` as one value of a Hydra override: single-quoted, so that a path with ``=``,
+    ``,``, spaces or brackets (a sweep's run directory is named like
+    ``model.attention=bahdanau,model=gru,seed=1``) stays one path and not a sweep or a syntax
+    error."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def changed_settings(cfg: DictConfig, saved_path: Path) -> list[tuple[str, object, object]]:
     """(key, saved value, value now) for each setting that differs from a saved config.yaml,
     keys that cannot change results (NAME_EXCLUDE, train.threads) aside, and ``precision``: like
