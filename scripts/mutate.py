@@ -170,6 +170,13 @@ MUTANTS = [
         ("test_overrides.py::test_a_path_quoted_for_an_override_reads_back_as_itself",),
     ),
     Mutant(
+        "core/overrides.py",
+        'print(f"error: {_unquoted(overrides) or one_line(e)}", file=sys.stderr)',
+        'print(f"error: {one_line(e)}", file=sys.stderr)',
+        "an unquoted sweep run's path gets Hydra's grammar error, not what to type",
+        ("test_overrides.py::test_an_unquoted_sweep_run_is_one_line_that_shows_the_quotes",),
+    ),
+    Mutant(
         "training/optim.py",
         'with torch.set_grad_enabled(self.defaults["differentiable"]):',
         "with torch.enable_grad():",

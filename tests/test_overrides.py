@@ -56,3 +56,20 @@ def test_a_path_quoted_for_an_override_reads_back_as_itself():
         assert parser.parse_override(f"run_dir={quoted(path)}").value() == path
         listed = parser.parse_override(f"compare=[{quoted(path)},{quoted('x')}]")
         assert listed.value() == [path, "x"]
+
+
+def test_an_unquoted_sweep_run_is_one_line_that_shows_the_quotes(tmp_path, capsys):
+    """``run_dir=`` a sweep's run, unquoted, is Hydra's syntax error: the one line says what to
+    type, and what it says composes to that directory."""
+    from nmt.core.overrides import check_overrides
+
+    run = str(tmp_path / "model.attention=bahdanau,model=gru,seed=1")
+    with pytest.raises(SystemExit) as stopped:
+        check_overrides("serve", [f"run_dir={run}", "port=8000"])
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: run_dir={run}: ") and "quoted" in line
+    typed = line.split("(in a shell: ")[1].removesuffix(")")
+    assert typed == f"\"run_dir='{run}'\""
+    cfg = check_overrides("serve", [typed.strip('"'), "port=8000"])  # as the shell passes it
+    assert cfg.run_dir == run

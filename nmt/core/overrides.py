@@ -102,6 +102,21 @@ def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
         overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
         cfg = compose(config_name, overrides)
     except Exception as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {_unquoted(overrides) or one_line(e)}", file=sys.stderr)
         sys.exit(2)
     return None if any(o.is_sweep_override() for o in parsed) else cfg
+
+
+def _unquoted(overrides: list[str]) -> str | None:
+    """What to type instead of an override whose value holds an '=' (a sweep's run directory,
+    ``.../model.attention=bahdanau,model=gru,seed=1``), which Hydra's grammar cannot read
+    unquoted; None if none does."""
+    for arg in overrides:
+        key, eq, value = arg.partition("=")
+        if eq and "=" in value and not value.startswith(("'", '"', "[")):
+            fixed = f"{key}={quoted(value)}"
+            shell = f'"{fixed}"'
+            return (
+                f"{arg}: a value with '=' in it is quoted for Hydra: {fixed} (in a shell: {shell})"
+            )
+    return None
