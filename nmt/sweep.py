@@ -162,24 +162,29 @@ def tune(plan: DictConfig, common: list[str], tune_dir: Path) -> None:
     }
     queue = [(key, lr) for key, rates in points.items() for lr in rates]
     running: dict[subprocess.Popen, tuple] = {}
+    # The directory is read when the loop starts and when a job ends (only the jobs write to
+    # it): each read loads every ended run's config, which a poll each second would repeat.
+    ended = tuning_runs(tune_dir)
     try:
         while queue or running:
-            ended = tuning_runs(tune_dir)
             queue = [(key, lr) for key, lr in queue if (*key, lr) not in ended]
             while queue and len(running) < max(1, plan.jobs):
                 point = queue.pop(0)
                 running[_start_train([*common, *_tuning_job(plan, tune_dir, *point)])] = point
-            for process in [p for p in running if p.poll() is not None]:
+            finished = [p for p in running if p.poll() is not None]
+            if finished:
+                ended = tuning_runs(tune_dir)
+            for process in finished:
                 (cell, attention), lr = running.pop(process)
-                if (cell, attention, lr) not in tuning_runs(tune_dir):
+                if (cell, attention, lr) not in ended:
                     raise UserError(
                         f"tuning run {cell}, {attention}, lr={lr} ended with status "
                         f"{process.returncode} and no {DONE_FILE} under {tune_dir}; its log "
                         "says why"
                     )
             busy = {key for key, _ in queue} | {key for key, _ in running.values()}
-            queue += _beyond_edges(plan, points, tuning_runs(tune_dir), busy)
-            if running:
+            queue += _beyond_edges(plan, points, ended, busy)
+            if running and not finished:
                 time.sleep(1.0)
     finally:
         for process in running:

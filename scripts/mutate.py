@@ -942,6 +942,13 @@ MUTANTS = [
         ("test_ablate.py::test_the_search_stops_at_max_points_even_with_its_best_at_an_edge",),
     ),
     Mutant(
+        "sweep.py",
+        "            if running and not finished:\n",
+        "            if True:\n                ended = tuning_runs(tune_dir)\n            if running:\n",
+        "the tuning loop reads every ended run's config once a second while its jobs run",
+        ("test_ablate.py::test_the_search_reads_its_directory_when_a_job_ends_not_at_every_poll",),
+    ),
+    Mutant(
         "report/ablation.py",
         '            a, b = groups.get((pair["a"], context)), groups.get((pair["b"], context))',
         '            b, a = groups.get((pair["a"], context)), groups.get((pair["b"], context))',

@@ -361,3 +361,55 @@ def test_the_search_stops_at_max_points_even_with_its_best_at_an_edge():
     ended[(*key, 0.5)] = {"status": "finished", "bleu": 4}  # still at the edge, budget spent
     assert _beyond_edges(plan, points, ended, busy=set()) == []
     assert _beyond_edges(plan, {key: [1.0, 2.0]}, ended, busy={key}) == []  # one still running
+
+
+# A stand-in for one tuning job (nmt-train's place in the loop under test): it works a second,
+# then writes the run's config.yaml and done.json as a finished run does; validation BLEU peaks
+# at lr=0.003, so the search of [0.001, 0.003] widens once past its upper edge.
+FAKE_JOB = """
+import json, sys, time
+from pathlib import Path
+sweep, cell, attention, lr = sys.argv[1:]
+time.sleep(1.5)
+run = Path(sweep) / f"{cell}-{lr}"
+run.mkdir(parents=True)
+(run / "config.yaml").write_text(
+    f"model: {{cell: {cell}, attention: {attention}}}\\noptim: {{lr: {lr}}}\\n")
+bleu = {"0.001": 5.0, "0.003": 9.0}.get(lr, 7.0)
+(run / "done.json").write_text(json.dumps({"status": "finished", "bleu": bleu, "steps": 2}))
+"""
+
+
+def test_the_search_reads_its_directory_when_a_job_ends_not_at_every_poll(tmp_path, monkeypatch):
+    """The tuning loop starts the jobs, widens past an edge and brackets with them; it reads the
+    tuning directory (every ended run's config) at its start and when a job ends, never once a
+    second while they run: 3 jobs of 1.5 s read it at most 4 times."""
+    from omegaconf import OmegaConf
+
+    from nmt import sweep
+
+    def start(args):
+        given = dict(a.split("=", 1) for a in args)
+        keys = ("hydra.sweep.dir", "model", "model.attention", "optim.lr")
+        return subprocess.Popen([sys.executable, "-c", FAKE_JOB, *(given[k] for k in keys)])
+
+    reads = []
+    real = sweep.tuning_runs
+    monkeypatch.setattr(sweep, "_start_train", start)
+    monkeypatch.setattr(sweep, "tuning_runs", lambda d: reads.append(d) or real(d))
+    plan = OmegaConf.create(
+        {
+            "cells": ["gru"],
+            "jobs": 1,
+            "seeds": {"none": [1]},
+            "also": [],
+            "tune": dict(
+                attention="none", lrs=[0.001, 0.003], factor=3.0, max_points=3, max_steps=2, seed=1
+            ),
+        }
+    )
+    sweep.tune(plan, [], tmp_path / "tune")
+    tried = sorted(float(lr) for (_, _, lr) in real(tmp_path / "tune"))
+    assert tried == pytest.approx([0.001, 0.003, 0.009])  # widened once, then bracketed
+    assert 1 <= len(reads) <= 1 + len(tried), len(reads)
+    assert sweep.choose_rates(tmp_path / "tune", plan)["bracketed"] == {"gru": {"none": True}}
