@@ -89,7 +89,10 @@ browser: ## Chromium and chromedriver from the system's packages (apt), for the 
 		$(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver >&2; }; }; } || \
 		{ echo "make browser: install Chromium and its chromedriver from your system's packages" >&2; exit 1; }
 
+# The package compiled first: where the environment forbids writing bytecode
+# (PYTHONDONTWRITEBYTECODE), each of the hundreds of commands the suite starts would compile it.
 test: $(STAMP) browser ## run the test suite (offline)
+	@$(BIN)/python -m compileall -q nmt >&2
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup --durations=10 $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check

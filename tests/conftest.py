@@ -138,13 +138,9 @@ def tiny_args(corpus_dir: Path, cache: Path) -> list[str]:
 
 
 def train_tiny(run_dir: Path, corpus_dir: Path, cache: Path, *extra: str) -> Path:
-    """Train a tiny run with nmt-train (extra overrides last); fails the test if it fails."""
-    import subprocess
-    import sys
-
-    exe = Path(sys.executable).parent / "nmt-train"
-    args = [f"run_dir={run_dir}", *tiny_args(corpus_dir, cache), *extra]
-    result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+    """Train a tiny run with nmt-train (extra overrides last, in this process: ``invoke``); fails
+    the test if it fails."""
+    result = invoke("nmt-train", f"run_dir={run_dir}", *tiny_args(corpus_dir, cache), *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -332,16 +328,8 @@ def metrics_rows(run_dir) -> list[dict]:
 
 
 def nmt_translate(run_dir, stdin: bytes, *args: str):
-    """nmt-translate run_dir=... with stdin; the finished process (bytes out and err)."""
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "nmt-translate"), f"run_dir={run_dir}", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=300,
-    )
+    """nmt-translate run_dir=... with stdin, in this process (``invoke``): bytes out and err."""
+    return invoke("nmt-translate", f"run_dir={run_dir}", *args, stdin=stdin, text=False)
 
 
 @contextlib.contextmanager
@@ -428,3 +416,81 @@ def tiny_ablation(corpus_dir, tmp_path_factory):
     result = ablate(tmp, corpus_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "sweep", result
+
+
+def invoke(
+    tool: str, *args: str, stdin: str | bytes | None = None, text: bool = True
+) -> subprocess.CompletedProcess:
+    """The console script ``tool`` (an ``nmt-*`` entry point of pyproject.toml) run in this
+    process as its own process would run it: the same function, ``sys.argv``, standard input,
+    standard output and error captured (str, or bytes unless ``text``), the exit status. What a command may change of the
+    process (environment, working directory, signal handlers, logging, torch's threads and
+    random state) is put back after it. For tests of what a command does and says; tests of how a
+    process starts, stops, is signalled or what it imports start a real one (subprocess)."""
+    import importlib.metadata
+    import io
+    import logging
+    import traceback
+
+    import torch
+
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name=tool)
+    main = entry.load()
+    data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    streams = {
+        name: io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+        for name in ("stdout", "stderr")
+    }
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_argv, saved_env, saved_cwd = sys.argv[:], dict(os.environ), os.getcwd()
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved_threads, saved_rng = torch.get_num_threads(), torch.random.get_rng_state()
+    loggers = [logging.root, *logging.Logger.manager.loggerDict.values()]
+    saved_logging = {
+        id(lg): (lg.handlers[:], lg.level, lg.disabled, lg.propagate)
+        for lg in loggers
+        if isinstance(lg, logging.Logger)
+    }
+    sys.argv = [str(Path(sys.executable).parent / tool), *args]
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    sys.stdout, sys.stderr = streams["stdout"], streams["stderr"]
+    # A command's process loads datasets after it has set its progress bars off (the
+    # environment variable it reads then); where this process loaded it before, set them off.
+    bars = "datasets" in sys.modules and sys.modules["datasets"].is_progress_bar_enabled()
+    if bars:
+        sys.modules["datasets"].disable_progress_bars()
+    status = 0
+    try:
+        main()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        status = 1 if isinstance(e.code, str) else (e.code or 0)
+    except Exception:  # what a process's interpreter prints before it exits with 1
+        traceback.print_exc()
+        status = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+        torch.set_num_threads(saved_threads)
+        if bars:
+            sys.modules["datasets"].enable_progress_bars()
+        torch.random.set_rng_state(saved_rng)
+        for lg in [logging.root, *logging.Logger.manager.loggerDict.values()]:
+            if not isinstance(lg, logging.Logger):
+                continue
+            if id(lg) in saved_logging:
+                lg.handlers[:], lg.level, lg.disabled, lg.propagate = saved_logging[id(lg)]
+            else:  # made by the command: its handlers wrote into the captured streams
+                lg.handlers.clear()
+    out, err = (streams[n].buffer.getvalue() for n in ("stdout", "stderr"))
+    if text:
+        out, err = out.decode(), err.decode()
+    return subprocess.CompletedProcess([tool, *args], status, out, err)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import invoke
 from omegaconf import OmegaConf
 
 BIN = Path(sys.executable).parent
@@ -15,9 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(tool: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / tool), *args], capture_output=True, text=True, timeout=300, check=False
-    )
+    return invoke(tool, *args)  # in this process: the commands' words and files
 
 
 def test_data_then_spm_into_one_run_dir(corpus_dir, tmp_path):

@@ -4,13 +4,12 @@ that agree change nothing, members that differ give the mean of their log-probab
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import multi30k_lines
+from conftest import invoke, multi30k_lines
 from omegaconf import OmegaConf
 from test_search import run_beam, run_greedy, sentences, trained
 
@@ -108,12 +107,8 @@ def test_members_of_another_vocabulary_or_language_pair_are_refused(
         Translator.from_run_dir(tiny_run, ensemble=[swapped])
     with pytest.raises(RunDirError, match="a training run directory"):
         Translator.from_run_dir(tiny_run, ensemble=[tmp_path])
-    result = subprocess.run(
-        [str(BIN / "nmt-translate"), f"run_dir={tiny_run}", f"ensemble=[{tiny_run_v500}]"],
-        input="A dog.\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = invoke(
+        "nmt-translate", f"run_dir={tiny_run}", f"ensemble=[{tiny_run_v500}]", stdin="A dog.\n"
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import multi30k_lines
+from conftest import invoke, multi30k_lines
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 BIN = Path(sys.executable).parent
 
 
 def test_eval_split_scores_and_plots(tiny_run):
-    result = subprocess.run(
-        [
-            str(BIN / "nmt-eval"),
-            f"run_dir={tiny_run}",
-            "split=test_2016_flickr",
-            "attention_plots=2",
-            "search=greedy",
-            "precision=fp32",
-            "progress=true",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = invoke(
+        "nmt-eval",
+        f"run_dir={tiny_run}",
+        "split=test_2016_flickr",
+        "attention_plots=2",
+        "search=greedy",
+        "precision=fp32",
+        "progress=true",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "translating test_2016_flickr: 100%" in result.stderr and "40/40" in result.stderr
@@ -64,37 +58,22 @@ def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("".join(r + "\n" for r in ref))
     b.write_text("".join(" ".join(r.split()[:2]) + "\n" for r in ref))
-    result = subprocess.run(
-        [
-            str(BIN / "nmt-eval"),
-            f"run_dir={tiny_run}",
-            "split=test_2016_flickr",
-            f"hyps=[{a},{b}]",
-            "bootstrap_samples=100",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = invoke(
+        "nmt-eval",
+        f"run_dir={tiny_run}",
+        "split=test_2016_flickr",
+        f"hyps=[{a},{b}]",
+        "bootstrap_samples=100",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{b} vs {a}: BLEU" in result.stdout and "(p = 0.0" in result.stdout
     short = tmp_path / "short.txt"
     short.write_text("one line\n")
-    bad = subprocess.run(
-        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{short}]"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = invoke("nmt-eval", f"run_dir={tiny_run}", f"hyps=[{short}]")
     assert (
         bad.returncode == 1 and "1 lines but split test_2016_flickr has 40 references" in bad.stderr
     )
-    twice = subprocess.run(
-        [str(BIN / "nmt-eval"), f"run_dir={tiny_run}", f"hyps=[{a},{a}]"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    twice = invoke("nmt-eval", f"run_dir={tiny_run}", f"hyps=[{a},{a}]")
     assert twice.returncode == 1
     assert twice.stderr.strip() == f"error: hyps names {a} more than once; compare different files"
 
@@ -102,12 +81,7 @@ def test_eval_two_hypothesis_files_runs_paired_bootstrap(tiny_run, tmp_path):
 @pytest.mark.parametrize("command", ["nmt-eval", "nmt-tune-search"])
 def test_a_split_the_run_lacks_is_refused_before_the_model_loads(tiny_run, command):
     """One line naming the splits the run has, and no model loaded for it (its log line absent)."""
-    refused = subprocess.run(
-        [str(Path(sys.executable).parent / command), f"run_dir={tiny_run}", "split=tset_2016"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    refused = invoke(command, f"run_dir={tiny_run}", "split=tset_2016")
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
         f"error: split 'tset_2016' is not in {tiny_run / 'data'} (has train, val, test_2016_flickr)"

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import greedy_alike, multi30k_lines
+from conftest import greedy_alike, invoke, multi30k_lines
 
 from nmt.serving.bundle import BundleError, read_manifest
 from nmt.translate import Translator
@@ -20,9 +20,7 @@ LINES = ["A dog runs in the park.", "", "Two men talk.", "A woman reads a book."
 
 
 def run(tool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / tool), *args], input=stdin, capture_output=True, text=True, timeout=300
-    )
+    return invoke(tool, *args, stdin=stdin)  # in this process: the commands' words and files
 
 
 @pytest.fixture(scope="session")  # built once per worker, however the tests interleave

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import invoke
 
 from nmt.scoring.search_tuning import choose, edge_gains, grid, on_edge
-
-BIN = Path(sys.executable).parent
 
 
 def test_grid_tries_greedy_once_and_smaller_beams_first():
@@ -56,9 +53,7 @@ def test_edge_gains_measure_the_chosen_setting_against_the_grid_below_each_bound
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / args[0]), *args[1:]], input=stdin, capture_output=True, text=True, timeout=300
-    )
+    return invoke(*args, stdin=stdin)  # in this process: the commands' words and files
 
 
 def test_tune_search_records_the_best_and_search_tuned_decodes_with_it(tiny_run, tmp_path):
