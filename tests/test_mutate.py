@@ -14,7 +14,7 @@ SCRIPT = ROOT / "scripts" / "mutate.py"
 
 def mutate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
 
 
