@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import invoke
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -99,13 +99,7 @@ def test_typo_in_override_is_rejected():
 
 
 def test_cli_typo_fails_with_one_line(tmp_path):
-    exe = Path(sys.executable).parent / "nmt-data"
-    result = subprocess.run(
-        [str(exe), "data.srcc=en", f"run_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = invoke("nmt-data", "data.srcc=en", f"run_dir={tmp_path}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "srcc" in lines[0]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import invoke
 
 from nmt.data.prepare import load_corpus
 from nmt.report.ablation import PLOTS
@@ -324,14 +325,7 @@ def test_bad_override_in_a_sweep_is_one_line(tmp_path):
 
 
 def test_resume_mode_is_checked(tmp_path):
-    result = subprocess.run(
-        [str(BIN / "nmt-train"), f"run_dir={tmp_path / 'run'}", "train.resume=maybe"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
+    result = invoke("nmt-train", f"run_dir={tmp_path / 'run'}", "train.resume=maybe")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: train.resume='maybe': expected true, false or auto"
 
@@ -390,12 +384,7 @@ def test_a_raised_budget_continues_a_run_that_stopped_at_it(corpus_dir, tmp_path
     ]
 
     def train(run_dir: Path, steps: int) -> tuple[int, str]:
-        done = subprocess.run(
-            [str(BIN / "nmt-train"), f"run_dir={run_dir}", *common, f"train.max_steps={steps}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = invoke("nmt-train", f"run_dir={run_dir}", *common, f"train.max_steps={steps}")
         return done.returncode, done.stdout + done.stderr
 
     def result(run_dir: Path) -> dict:
